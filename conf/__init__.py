@@ -1,0 +1,1 @@
+"""Hydra configuration groups for wavegen (installed as the package `wavegen.conf`)."""

@@ -1,0 +1,131 @@
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize_biases, tone, write
+
+from wavegen import WaveNet
+from wavegen.data import (
+    IGNORE,
+    AudioFolder,
+    Clip,
+    CropSampler,
+    DataError,
+    Preprocessing,
+    split_clips,
+    synthetic_audio,
+)
+
+PREP = Preprocessing(sample_rate=16000, quantization_channels=256, top_db=None,
+                     normalize=False, peak=0.95)
+
+
+def make_folder(root, n=4):
+    for i in range(n):
+        write(root / f"sub{i % 2}" / f"clip{i}.wav", tone(0.3, freq=200 + 100 * i, seed=i))
+    (root / "README.txt").write_text("not audio, and not an audio extension either")
+    return root
+
+
+def test_cache_is_reused_and_invalidated(tmp_path, caplog):
+    root, cache = make_folder(tmp_path / "audio"), tmp_path / "cache"
+    first = AudioFolder(root, PREP, cache)
+    assert (first.report.decoded, first.report.reused) == (4, 0)
+    again = AudioFolder(root, PREP, cache)
+    assert (again.report.decoded, again.report.reused) == (0, 4)
+    assert "4 reused" in again.report.summary()
+    for a, b in zip(first.clips, again.clips, strict=True):
+        assert np.array_equal(a.classes, b.classes)
+    assert isinstance(again.clips[0].classes, np.memmap)
+
+    other_rate = AudioFolder(root, Preprocessing(8000, 256, None, False, 0.95), cache)
+    assert other_rate.report.decoded == 4
+    assert len(other_rate.clips[0]) == len(first.clips[0]) // 2
+    assert AudioFolder(root, Preprocessing(16000, 64, None, False, 0.95), cache) \
+        .report.decoded == 4
+    assert AudioFolder(root, Preprocessing(16000, 256, 30.0, False, 0.95), cache) \
+        .report.decoded == 4
+
+    changed = root / "sub0" / "clip0.wav"
+    write(changed, tone(0.5, freq=300))
+    os.utime(changed, ns=(1, 1))
+    after = AudioFolder(root, PREP, cache)
+    assert (after.report.decoded, after.report.reused) == (1, 3)
+
+
+def test_bad_files_are_skipped_and_counted(tmp_path, caplog):
+    root = make_folder(tmp_path / "audio", n=2)
+    (root / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    (root / "empty.flac").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        folder = AudioFolder(root, PREP, tmp_path / "cache")
+    assert len(folder.clips) == 2
+    skipped = sorted(p.name for p, _ in folder.report.skipped)
+    assert skipped == ["broken.wav", "empty.flac"]
+    assert "2 skipped" in folder.report.summary()
+    assert sum("broken.wav" in r.message for r in caplog.records) == 1
+
+
+def test_folder_errors_name_the_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no readable audio in .*empty: no audio files"):
+        AudioFolder(tmp_path / "empty", PREP, tmp_path / "cache")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.wav").write_text("nope")
+    with pytest.raises(DataError, match="bad: 1 audio files, none readable"):
+        AudioFolder(bad, PREP, tmp_path / "cache")
+    with pytest.raises(DataError, match="missing.*does not exist"):
+        AudioFolder(tmp_path / "missing", PREP, tmp_path / "cache")
+
+
+def test_split_is_deterministic_and_holds_out_at_least_one():
+    clips = [Clip(f"f{i}.wav", np.zeros(10, np.uint8)) for i in range(10)]
+    train, val = split_clips(clips, 0.2)
+    assert len(val) == 2 and len(train) == 8
+    assert {c.name for c in val} == {c.name for c in split_clips(list(reversed(clips)), 0.2)[1]}
+    assert len(split_clips(clips[:2], 0.01)[1]) == 1
+    assert len(split_clips(clips[:2], 0.99)[0]) == 1
+    (t,), (v,) = split_clips([Clip("one.wav", np.arange(100, dtype=np.uint8))], 0.1)
+    assert len(t) == 90 and len(v) == 10 and v.classes[0] == 90
+
+
+def test_crops_match_the_whole_sequence_likelihood():
+    """A crop's training targets get exactly the log-probabilities that the full-sequence
+    model gives those positions: context, silence before the start and alignment."""
+    model = WaveNet.from_preset("tiny", layers_per_stack=6).eval()
+    randomize_biases(model)
+    r = model.receptive_field
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, 700).astype(np.uint8)
+    crops = CropSampler([Clip("x", x)], r, segment_length=100, silence=model.silence)
+    with torch.no_grad():
+        full = model.log_prob(torch.from_numpy(x.astype(np.int64))[None])[0]
+        for _ in range(5):
+            inputs, targets = crops.sample(4, rng)
+            assert inputs.shape == (4, r - 1 + 100) and targets.shape == (4, 100)
+            logp = model.valid_logits(inputs).log_softmax(-1).gather(-1, targets[..., None])
+            for b in range(4):
+                # locate the crop in x from its targets (random classes: unique in practice)
+                start = next(s for s in range(601) if np.array_equal(x[s : s + 100],
+                                                                      targets[b].numpy()))
+                assert torch.allclose(logp[b, :, 0], full[start : start + 100], atol=1e-5)
+
+
+def test_crop_at_file_start_has_silence_context_and_short_files_are_padded():
+    x = np.arange(1, 31, dtype=np.uint8)  # 30 samples, shorter than the segment
+    crops = CropSampler([Clip("short", x)], receptive_field=8, segment_length=50, silence=128)
+    inputs, targets = crops.sample(2, np.random.default_rng(0))
+    assert inputs[0, :8].tolist() == [128] * 8  # silence before x[0]
+    assert inputs[0, 8:38].tolist() == list(range(1, 31))  # then the file itself
+    assert inputs[0, 38:].eq(128).all()  # padding past the end
+    assert targets[0, :30].tolist() == list(range(1, 31))
+    assert targets[0, 30:].eq(IGNORE).all()
+
+
+def test_synthetic_audio_is_deterministic_and_in_range():
+    a, b = synthetic_audio(2.0, 16000, 3), synthetic_audio(2.0, 16000, 3)
+    assert np.array_equal(a, b) and a.shape == (32000,) and np.abs(a).max() <= 1.0
+    assert not np.array_equal(a, synthetic_audio(2.0, 16000, 4))

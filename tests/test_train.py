@@ -1,0 +1,163 @@
+import json
+import os
+import signal
+
+import pytest
+import torch
+from conftest import compose_config, tone, write
+from hydra.errors import ConfigCompositionException
+
+from wavegen import load_checkpoint
+from wavegen.checkpoint import CheckpointError, read_checkpoint
+from wavegen.config import ConfigError
+from wavegen.data import CropSampler, DataError
+from wavegen.train import TrainingError, train
+
+FAST = ["model=tiny", "model.layers_per_stack=5", "data.synthetic_train_seconds=8",
+        "data.synthetic_val_seconds=2", "data.segment_length=500", "train.batch_size=4",
+        "train.num_examples=0", "train.log_every=1", "optim.warmup_steps=5"]
+
+
+def fast_config(tmp_path, *overrides):
+    return compose_config(*FAST, f"out_dir={tmp_path}", *overrides)
+
+
+def metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_short_run_lowers_validation_bits(tmp_path):
+    cfg = fast_config(tmp_path, "train.max_steps=250", "train.val_every=1000",
+                      "optim.lr=5e-3", "train.num_examples=2", "train.example_seconds=0.05")
+    untrained = train(fast_config(tmp_path, "train.max_steps=1", "name=untrained"))
+    summary = train(cfg)
+    assert untrained["val_bits_per_sample"] > 7.5
+    assert summary["val_bits_per_sample"] < untrained["val_bits_per_sample"] - 2.0
+    run = tmp_path / "synthetic-tiny"
+    assert {"last.pt", "best.pt", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+    assert [os.path.basename(p) for p in summary["examples"]] == ["sample_000.wav",
+                                                                  "sample_001.wav"]
+    model = load_checkpoint(run / "last.pt")
+    assert not model.training and model.receptive_field == 32 and model.sample_rate == 16000
+    assert read_checkpoint(run / "last.pt")["progress"]["step"] == 250
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    common = ["train.max_steps=8", "train.checkpoint_every=3", "train.val_every=4",
+              "optim.ema_decay=0.9"]
+    whole = train(fast_config(tmp_path, *common, "name=whole"))
+
+    original = CropSampler.sample
+    calls = {"n": 0}
+
+    def crash_on_fifth(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("simulated crash")
+        return original(self, *args)
+
+    monkeypatch.setattr(CropSampler, "sample", crash_on_fifth)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(fast_config(tmp_path, *common, "name=resumed"))
+    monkeypatch.setattr(CropSampler, "sample", original)
+    assert read_checkpoint(tmp_path / "resumed" / "last.pt")["progress"]["step"] == 3
+    with pytest.raises(TrainingError, match="train.resume=true"):
+        train(fast_config(tmp_path, *common, "name=resumed"))
+    resumed = train(fast_config(tmp_path, *common, "name=resumed", "train.resume=true"))
+
+    assert resumed["step"] == whole["step"] == 8
+    a, b = read_checkpoint(whole["checkpoint"]), read_checkpoint(resumed["checkpoint"])
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name}"
+    for pid, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][pid]["exp_avg_sq"])
+    assert a["scheduler"] == b["scheduler"]
+    losses = {m["step"]: m["loss_bits_per_sample"] for m in metrics(whole["run_dir"])
+              if "loss_bits_per_sample" in m}
+    resumed_losses = {m["step"]: m["loss_bits_per_sample"] for m in metrics(resumed["run_dir"])
+                      if "loss_bits_per_sample" in m}
+    assert resumed_losses == losses  # steps 1-3 from the first try, 4-8 after resuming
+    assert resumed["val_bits_per_sample"] == whole["val_bits_per_sample"]
+
+
+def test_sigint_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
+    original = CropSampler.sample
+    calls = {"n": 0}
+
+    def interrupt_on_third(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args)
+
+    monkeypatch.setattr(CropSampler, "sample", interrupt_on_third)
+    cfg = fast_config(tmp_path, "train.max_steps=6", "train.checkpoint_every=100")
+    stopped = train(cfg)
+    assert stopped["interrupted"] == "SIGINT" and stopped["step"] == 3
+    assert read_checkpoint(stopped["checkpoint"])["progress"]["step"] == 3
+    monkeypatch.setattr(CropSampler, "sample", original)
+    done = train(fast_config(tmp_path, "train.max_steps=6", "train.resume=true"))
+    assert done["step"] == 6 and done["interrupted"] is None
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
+    from wavegen.model import WaveNet
+
+    original = WaveNet.valid_logits
+    calls = {"n": 0}
+
+    def poisoned(self, inputs):
+        calls["n"] += 1
+        out = original(self, inputs)
+        return out * float("nan") if calls["n"] in (2, 3) else out
+
+    monkeypatch.setattr(WaveNet, "valid_logits", poisoned)
+    summary = train(fast_config(tmp_path, "train.max_steps=4", "train.val_every=1000"))
+    assert summary["step"] == 4 and summary["nonfinite_steps"] == 2
+    model = load_checkpoint(summary["checkpoint"])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    monkeypatch.setattr(WaveNet, "valid_logits", lambda self, x: original(self, x) * float("nan"))
+    with pytest.raises(TrainingError, match="3 non-finite losses in a row"):
+        train(fast_config(tmp_path, "name=nan", "train.max_steps=4", "train.max_nonfinite=3"))
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="kernel"):
+        fast_config(tmp_path, "model.kernel=3")
+    with pytest.raises(ConfigCompositionException, match="train.max_steps"):
+        fast_config(tmp_path, "train.max_steps=many")
+    with pytest.raises(ConfigError, match="model.kernel_size=1.*>= 2"):
+        train(fast_config(tmp_path, "model.kernel_size=1"))
+    with pytest.raises(ConfigError, match="data.kind='tape'.*synthetic"):
+        train(fast_config(tmp_path, "data.kind=tape"))
+    with pytest.raises(Exception, match="data.root"):
+        train(fast_config(tmp_path, "data=folder"))
+
+
+def test_trains_on_a_folder_with_broken_files(tmp_path):
+    root = tmp_path / "audio"
+    for i in range(3):
+        write(root / f"c{i}.flac", tone(0.4, freq=220 * (i + 1), seed=i))
+    (root / "broken.wav").write_bytes(b"RIFF1234WAVE")
+    summary = train(fast_config(tmp_path, "data=folder", f"data.root={root}",
+                                f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=3",
+                                "data.segment_length=300"))
+    assert summary["step"] == 3
+    with pytest.raises(DataError, match="no readable audio"):
+        train(fast_config(tmp_path, "data=folder", f"data.root={tmp_path / 'cache'}",
+                          "name=x"))
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "nope.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable checkpoint"):
+        load_checkpoint(junk)
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a wavegen checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")

@@ -1,0 +1,285 @@
+"""Training data: audio folders decoded once into a class-array cache, splits, random crops,
+and a built-in synthetic set that needs no files.
+
+Every clip is a 1-D array of mu-law classes (uint8 for Q <= 256, else uint16), memory-mapped
+from the cache for folders. Crops follow DESIGN.md's convention: the context before a
+file's first sample is the silence class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import mulaw
+from .audio import AudioError, is_audio_file, load_audio
+from .config import DataConfig
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+IGNORE = -100  # target value for padded positions (torch cross_entropy's ignore_index)
+
+
+class DataError(Exception):
+    """No usable audio where some was expected; the message names the folder."""
+
+
+@dataclass
+class Clip:
+    """One training or validation sequence: ``classes`` is (T,) uint8/uint16."""
+
+    name: str
+    classes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class Preprocessing:
+    """Everything that changes the classes a file decodes to (part of the cache key)."""
+
+    sample_rate: int
+    quantization_channels: int
+    top_db: float | None
+    normalize: bool
+    peak: float
+
+    def key(self) -> dict:
+        d = {"sr": self.sample_rate, "q": self.quantization_channels, "top_db": self.top_db,
+             "normalize": self.normalize, "v": CACHE_VERSION}
+        if self.normalize:
+            d["peak"] = self.peak
+        return d
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "wavegen" / "classes"
+
+
+def class_dtype(quantization_channels: int) -> type:
+    return np.uint8 if quantization_channels <= 256 else np.uint16
+
+
+def encode_audio(audio: np.ndarray, quantization_channels: int) -> np.ndarray:
+    """(T,) float32 -> (T,) uint8/uint16 classes."""
+    classes = mulaw.encode(torch.from_numpy(np.ascontiguousarray(audio)), quantization_channels)
+    return classes.numpy().astype(class_dtype(quantization_channels))
+
+
+@dataclass
+class ScanReport:
+    """What a folder scan found: used files, skipped files with reasons, cache use."""
+
+    root: Path
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    reused: int = 0
+    decoded: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (f"{self.root}: {len(self.files)} files ({self.seconds / 60:.1f} min) used, "
+                f"{len(self.skipped)} skipped; cache: {self.reused} reused, "
+                f"{self.decoded} decoded")
+
+
+class AudioFolder:
+    """All audio files below ``root`` (recursive), each decoded once into the cache.
+
+    A file's cache entry is keyed by its resolved path, size and mtime plus the
+    preprocessing, so a re-run with the same settings reuses it and a change of sample rate,
+    quantization, trimming or normalisation (or of the file) decodes it again. Unreadable
+    files are skipped with one log line each and counted in ``report``.
+
+    Raises:
+        DataError: the folder does not exist or holds no readable audio.
+    """
+
+    def __init__(self, root: str | os.PathLike, prep: Preprocessing,
+                 cache_dir: str | os.PathLike | None = None):
+        self.root = Path(root).expanduser()
+        self.prep = prep
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        if not self.root.is_dir():
+            raise DataError(f"audio folder {self.root} does not exist or is not a folder")
+        self.report = ScanReport(self.root)
+        self.clips: list[Clip] = []
+        paths = sorted(p for p in self.root.rglob("*") if p.is_file() and is_audio_file(p))
+        for path in paths:
+            try:
+                classes = self._load(path)
+            except AudioError as err:
+                log.warning("skipping %s: %s", err.path, err.cause)
+                self.report.skipped.append((path, err.cause))
+                continue
+            self.report.files.append(path)
+            self.report.seconds += len(classes) / prep.sample_rate
+            self.clips.append(Clip(str(path.relative_to(self.root)), classes))
+        if not self.clips:
+            why = (f"{len(paths)} audio files, none readable" if paths
+                   else "no audio files (" + ", ".join(sorted({".wav", ".flac", ".mp3",
+                                                                 ".ogg", ".aiff"})) + " ...)")
+            raise DataError(f"no readable audio in {self.root}: {why}")
+
+    def _cache_path(self, path: Path) -> Path:
+        stat = path.stat()
+        ident = {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+                 **self.prep.key()}
+        digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+        return self.cache_dir / f"{path.stem[:40]}-{digest}.npy"
+
+    def _load(self, path: Path) -> np.ndarray:
+        cached = self._cache_path(path)
+        if cached.is_file():
+            try:
+                classes = np.load(cached, mmap_mode="r")
+                self.report.reused += 1
+                return classes
+            except (OSError, ValueError):
+                log.warning("cache entry %s is unreadable; decoding %s again", cached, path)
+        p = self.prep
+        audio = load_audio(path, p.sample_rate, top_db=p.top_db, normalize=p.normalize,
+                           peak=p.peak)
+        classes = encode_audio(audio, p.quantization_channels)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.cache_dir)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, classes)
+        os.replace(tmp, cached)
+        self.report.decoded += 1
+        return np.load(cached, mmap_mode="r")
+
+
+def split_clips(clips: list[Clip], val_fraction: float) -> tuple[list[Clip], list[Clip]]:
+    """Deterministic train/validation split by a hash of each clip's name.
+
+    At least one clip is held out. A single clip is split in time instead: its last
+    ``val_fraction`` is the validation clip.
+    """
+    if len(clips) == 1:
+        (clip,) = clips
+        cut = max(1, min(len(clip) - 1, round(len(clip) * (1 - val_fraction))))
+        return ([Clip(clip.name + "[train]", clip.classes[:cut])],
+                [Clip(clip.name + "[val]", clip.classes[cut:])])
+    ranked = sorted(clips, key=lambda c: hashlib.sha1(c.name.encode()).hexdigest())
+    num_val = min(len(clips) - 1, max(1, math.ceil(val_fraction * len(clips))))
+    val = {c.name for c in ranked[:num_val]}
+    return [c for c in clips if c.name not in val], [c for c in clips if c.name in val]
+
+
+class CropSampler:
+    """Random training crops: R - 1 samples of context, then ``segment_length`` targets.
+
+    ``sample`` returns (inputs, targets) with inputs (B, R - 1 + S) and targets (B, S), both
+    int64, such that ``model.valid_logits(inputs)[:, i]`` predicts ``targets[:, i]``.
+    Positions before a clip's start are silence (DESIGN.md); positions past its end are
+    silence inputs with IGNORE targets, so clips shorter than a crop are still used.
+    Crop starts are uniform over the clip, clips drawn in proportion to their length.
+    """
+
+    def __init__(self, clips: list[Clip], receptive_field: int, segment_length: int,
+                 silence: int):
+        if not clips:
+            raise DataError("no training clips")
+        self.clips = clips
+        self.receptive_field = receptive_field
+        self.segment_length = segment_length
+        self.silence = silence
+        lengths = np.array([len(c) for c in clips], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
+        r, s = self.receptive_field, self.segment_length
+        inputs = np.full((batch_size, r - 1 + s), self.silence, dtype=np.int64)
+        targets = np.full((batch_size, s), IGNORE, dtype=np.int64)
+        picks = rng.choice(len(self.clips), size=batch_size, p=self.weights)
+        for b, k in enumerate(picks):
+            x = self.clips[k].classes
+            start = int(rng.integers(0, max(0, len(x) - s) + 1))  # first target position
+            lo = start - r  # file position of inputs[b, 0]
+            src = x[max(lo, 0) : start + s - 1]
+            inputs[b, max(-lo, 0) : max(-lo, 0) + len(src)] = src
+            tgt = x[start : start + s]
+            targets[b, : len(tgt)] = tgt
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def synthetic_audio(seconds: float, sample_rate: int, seed: int) -> np.ndarray:
+    """(T,) float32 music-like audio: harmonic notes with attack/decay envelopes and
+    vibrato, single notes, intervals and triads from a scale, plus a little noise.
+    Deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    total = int(seconds * sample_rate)
+    out = np.zeros(total + sample_rate, dtype=np.float64)
+    scale = np.array([0, 2, 4, 5, 7, 9, 11])
+    pos = 0
+    while pos < total:
+        dur = float(rng.choice([0.25, 0.375, 0.5, 0.75]))
+        n = int(dur * sample_rate * 1.5)  # rings on past the next onset
+        root = 48 + int(rng.choice(scale)) + 12 * int(rng.integers(0, 2))
+        chord = [[0], [0, 4], [0, 7], [0, 4, 7], [0, 3, 7]][int(rng.integers(0, 5))]
+        t = np.arange(n) / sample_rate
+        env = (1 - np.exp(-t / 0.005)) * np.exp(-t / rng.uniform(0.15, 0.5))
+        timbre = rng.uniform(0.3, 1.0, size=6) / np.arange(1, 7) ** 1.3
+        note = np.zeros(n)
+        for semis in chord:
+            f0 = 440.0 * 2 ** ((root + semis - 69) / 12)
+            freq = f0 * (1 + 0.004 * np.sin(2 * np.pi * rng.uniform(4, 6) * t))  # vibrato
+            phase = 2 * np.pi * np.cumsum(freq) / sample_rate
+            for h, amp in enumerate(timbre, start=1):
+                if h * f0 < 0.45 * sample_rate:
+                    note += amp * np.sin(h * phase)
+        out[pos : pos + n] += 0.3 * env * note / len(chord)
+        pos += int(dur * sample_rate)
+    out = out[:total] + 0.002 * rng.standard_normal(total)
+    return (0.8 * out / np.abs(out).max()).astype(np.float32)
+
+
+def synthetic_clips(seconds: float, sample_rate: int, quantization_channels: int, seed: int,
+                    clip_seconds: float = 4.0, prefix: str = "synthetic") -> list[Clip]:
+    """The synthetic set cut into clips of ``clip_seconds``."""
+    classes = encode_audio(synthetic_audio(seconds, sample_rate, seed), quantization_channels)
+    step = max(1, int(clip_seconds * sample_rate))
+    return [Clip(f"{prefix}-{seed}-{i:03d}", classes[i : i + step])
+            for i in range(0, len(classes), step)]
+
+
+def build_datasets(cfg: DataConfig, quantization_channels: int) -> tuple[list[Clip],
+                                                                            list[Clip], str]:
+    """(train clips, validation clips, a summary for the log) for a DataConfig."""
+    if cfg.kind == "synthetic":
+        train = synthetic_clips(cfg.synthetic_train_seconds, cfg.sample_rate,
+                                quantization_channels, cfg.synthetic_seed)
+        val = synthetic_clips(cfg.synthetic_val_seconds, cfg.sample_rate, quantization_channels,
+                              cfg.synthetic_seed + 1_000_003)
+        summary = (f"synthetic data: {len(train)} training clips "
+                   f"({cfg.synthetic_train_seconds:.0f} s), {len(val)} validation clips "
+                   f"({cfg.synthetic_val_seconds:.0f} s)")
+        return train, val, summary
+    prep = Preprocessing(cfg.sample_rate, quantization_channels, cfg.top_db, cfg.normalize,
+                         cfg.peak)
+    folder = AudioFolder(cfg.root, prep, cfg.cache_dir)
+    lines = [folder.report.summary()]
+    if cfg.val_root:
+        val_folder = AudioFolder(cfg.val_root, prep, cfg.cache_dir)
+        lines.append(val_folder.report.summary() + " (validation)")
+        train, val = folder.clips, val_folder.clips
+    else:
+        train, val = split_clips(folder.clips, cfg.val_fraction)
+    seconds = [sum(len(c) for c in clips) / cfg.sample_rate for clips in (train, val)]
+    lines.append(f"split: {len(train)} training clips ({seconds[0]:.0f} s), {len(val)} "
+                 f"validation clips ({seconds[1]:.0f} s): {', '.join(c.name for c in val)}")
+    return train, val, "\n".join(lines)

@@ -1,0 +1,200 @@
+"""WaveNet (van den Oord et al. 2016, arXiv 1609.03499): p(x[t] | x[:t]) over mu-law classes.
+
+Layout is time-major, (B, T, C), so every convolution is a matrix product over channels:
+a dilated causal convolution with kernel k and dilation d is one product of the k taps
+concatenated along channels, [h[t-(k-1)d], ..., h[t-d], h[t]] @ W. The streaming engine
+(wavegen/streaming.py) runs the very same layer function on a tile plus its cached context,
+so training, sampling and scoring share one piece of arithmetic.
+
+The network proper is "valid": it maps T_in input classes to T_in - receptive_field + 1
+predictions, prediction i being for the sample that follows input i + receptive_field - 1.
+``forward`` adds the convention of DESIGN.md: the input is the signal shifted right by one,
+preceded by digital silence, so logits[t] predict x[t] from x[:t] for every t >= 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .mulaw import silence_class
+
+
+def dilations(stacks: int, layers_per_stack: int) -> list[int]:
+    """[1, 2, ..., 2^(L-1)] repeated ``stacks`` times."""
+    return [2**i for i in range(layers_per_stack)] * stacks
+
+
+def receptive_field(kernel_size: int, dilation_list: list[int]) -> int:
+    """Samples of past seen by one prediction: x[t-R] ... x[t-1] for x[t].
+
+    (k - 1) * sum(dilations) from the convolutions plus 1 from the one-sample input shift.
+    """
+    return (kernel_size - 1) * sum(dilation_list) + 1
+
+
+class ResidualLayer(nn.Module):
+    """Dilated causal conv -> gated tanh * sigmoid -> 1x1 to residual and to skip (§2.3-2.4)."""
+
+    def __init__(self, residual: int, gate: int, skip: int, kernel_size: int, dilation: int):
+        super().__init__()
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.context = (kernel_size - 1) * dilation  # past inputs this layer needs
+        self.conv = nn.Linear(kernel_size * residual, gate)  # taps oldest..newest
+        self.residual = nn.Linear(gate // 2, residual)
+        self.skip = nn.Linear(gate // 2, skip)
+
+    def forward(
+        self, h: torch.Tensor, num_skip: int, need_residual: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """h: (B, context + T, R) -> residual out (B, T, R) or None, skip (B, num_skip, S).
+
+        The skip output is computed for the last ``num_skip`` positions only: earlier ones
+        never reach a prediction.
+        """
+        length = h.shape[1] - self.context
+        if self.kernel_size == 2:
+            taps = torch.cat((h[:, :length], h[:, self.dilation:]), dim=-1)
+        else:
+            taps = torch.cat(
+                [h[:, i * self.dilation : i * self.dilation + length]
+                 for i in range(self.kernel_size)], dim=-1)
+        a = self.conv(taps)  # (B, T, gate)
+        filt, gate = a.chunk(2, dim=-1)
+        z = torch.tanh(filt) * torch.sigmoid(gate)  # (B, T, gate/2)
+        skip = self.skip(z[:, length - num_skip:])
+        if not need_residual:
+            return None, skip
+        return h[:, self.context:] + self.residual(z), skip
+
+
+class WaveNet(nn.Module):
+    """Autoregressive model of mu-law classes.
+
+    Args:
+        config: the shape (``conf/model/*.yaml``).
+        sample_rate: the rate the model is trained at (kept with it in checkpoints).
+
+    Example:
+        >>> model = WaveNet.from_preset("tiny")
+        >>> x = torch.randint(0, 256, (2, 1000))
+        >>> model.log_prob(x).shape
+        torch.Size([2, 1000])
+    """
+
+    def __init__(self, config: ModelConfig, sample_rate: int = 16000):
+        super().__init__()
+        if config.kernel_size < 2:
+            raise ValueError(f"kernel_size must be >= 2, got {config.kernel_size}")
+        if config.gate_channels % 2:
+            raise ValueError(f"gate_channels must be even, got {config.gate_channels}")
+        self.config = config
+        self.sample_rate = int(sample_rate)
+        self.quantization_channels = q = config.quantization_channels
+        self.dilations = dilations(config.stacks, config.layers_per_stack)
+        self.receptive_field = receptive_field(config.kernel_size, self.dilations)
+        self.silence = silence_class(q)
+        self.embed = nn.Embedding(q, config.residual_channels)
+        self.layers = nn.ModuleList(
+            ResidualLayer(config.residual_channels, config.gate_channels, config.skip_channels,
+                          config.kernel_size, d)
+            for d in self.dilations
+        )
+        self.head1 = nn.Linear(config.skip_channels, config.head_channels)
+        self.head2 = nn.Linear(config.head_channels, q)
+
+    @classmethod
+    def from_preset(cls, name: str, sample_rate: int = 16000, **overrides) -> WaveNet:
+        """A preset from conf/model/NAME.yaml with random weights."""
+        return cls(load_preset(name, **overrides), sample_rate=sample_rate)
+
+    @property
+    def receptive_field_ms(self) -> float:
+        return 1000.0 * self.receptive_field / self.sample_rate
+
+    def head(self, skip: torch.Tensor) -> torch.Tensor:
+        """Summed skips (B, T, S) -> logits (B, T, Q)."""
+        return self.head2(F.relu(self.head1(F.relu(skip))))
+
+    def valid_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """inputs: (B, T_in) int64 -> (B, T_in - R + 1, Q) logits (no padding).
+
+        Output i predicts the sample following inputs[:, i + R - 1] from
+        inputs[:, i : i + R]. Training crops use this directly.
+        """
+        num_out = inputs.shape[1] - self.receptive_field + 1
+        if num_out < 1:
+            raise ValueError(
+                f"need at least receptive_field={self.receptive_field} inputs, "
+                f"got {inputs.shape[1]}")
+        h = self.embed(inputs)  # (B, T_in, R)
+        skip = None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h, s = layer(h, num_out, need_residual=i < last)
+            skip = s if skip is None else skip + s
+        return self.head(skip)
+
+    def shift_with_silence(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T) -> (B, R + T - 1): R silence classes, then x[:, :-1]."""
+        pad = x.new_full((x.shape[0], self.receptive_field), self.silence)
+        return torch.cat((pad, x[:, :-1]), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T) int64 classes -> (B, Q, T) logits; [:, :, t] predicts x[t] from x[:t]."""
+        self._check_classes(x)
+        return self.valid_logits(self.shift_with_silence(x)).transpose(1, 2)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T) int64 -> (B, T) float: log p(x[b, t] | x[b, :t]), silence before t=0."""
+        self._check_classes(x)
+        logits = self.valid_logits(self.shift_with_silence(x))  # (B, T, Q)
+        return logits.log_softmax(-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
+
+    def _check_classes(self, x: torch.Tensor) -> None:
+        if x.dim() != 2 or x.dtype != torch.int64:
+            raise ValueError(f"expected int64 classes of shape (B, T), got {x.dtype} "
+                             f"{tuple(x.shape)}")
+        if x.shape[1] == 0:
+            raise ValueError("expected at least one sample, got T=0")
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"WaveNet {c.preset}: {c.stacks}x{c.layers_per_stack} layers, kernel "
+                f"{c.kernel_size}, receptive field {self.receptive_field} samples "
+                f"({self.receptive_field_ms:.1f} ms at {self.sample_rate} Hz), "
+                f"{self.num_parameters() / 1e6:.2f} M parameters")
+
+
+def load_preset(name: str, **overrides) -> ModelConfig:
+    """ModelConfig from conf/model/NAME.yaml (the package's copy), with keyword overrides."""
+    from omegaconf import OmegaConf
+
+    path = _preset_path(name)
+    values = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(path)).items()
+              if k != "defaults"}
+    values.update(overrides)
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown model keys {unknown}; known: {sorted(known)}")
+    return ModelConfig(**values)
+
+
+def _preset_path(name: str) -> Path:
+    from importlib import resources
+
+    folder = resources.files("wavegen.conf") / "model"
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        available = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+        raise ValueError(f"unknown model preset {name!r}; available: {available}")
+    return Path(str(path))

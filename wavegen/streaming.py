@@ -1,0 +1,87 @@
+"""The streaming engine: per-layer context caches (Fast WaveNet, Paine et al. 2016, §3).
+
+Each dilated layer keeps its last (k - 1) * d inputs. Feeding a tile of T new input classes
+runs every layer on [cached context, tile] with the same layer function as the parallel
+forward, returns the T predictions and keeps the new tail as context: nothing is
+recomputed, and memory is bounded by the tile. One mechanism serves the sampler (T = 1,
+one row per stream) and the scorer (T = thousands).
+
+Convention: ``step`` takes the *inputs* and returns, for each, the logits of the sample
+that follows it. A fresh state is the state after infinite digital silence, so feeding
+[silence, x[0], ..., x[T-2]] returns exactly ``model.forward(x)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .model import WaveNet
+
+
+class StreamState:
+    """Context caches for B independent streams.
+
+    ``context[i]``: (B, (k - 1) * d_i, residual_channels), the last inputs of layer i.
+    """
+
+    def __init__(self, context: list[torch.Tensor]):
+        self.context = context
+
+    @property
+    def batch_size(self) -> int:
+        return self.context[0].shape[0]
+
+    def clone(self) -> StreamState:
+        return StreamState([c.clone() for c in self.context])
+
+
+@torch.no_grad()
+def silence_state(model: WaveNet, batch_size: int = 1) -> StreamState:
+    """The state after infinite silence.
+
+    With non-zero biases a layer's input during silence is not zero: it is the constant
+    that silence produces through the layers below, so compute it layer by layer.
+    """
+    h = model.embed.weight[model.silence].view(1, 1, -1)  # (1, 1, R): constant in time
+    context = []
+    for layer in model.layers:
+        context.append(h.expand(batch_size, layer.context, -1).contiguous())
+        h, _ = layer(h.expand(1, layer.context + 1, -1), num_skip=1)
+    return StreamState(context)
+
+
+@torch.no_grad()
+def step(model: WaveNet, state: StreamState, inputs: torch.Tensor) -> torch.Tensor:
+    """Feed a tile of inputs to every stream and advance the state in place.
+
+    Args:
+        inputs: (B, T) int64 classes, B = state.batch_size, T >= 1.
+
+    Returns:
+        (B, T, Q) float logits; [:, t] predicts the sample after inputs[:, t].
+    """
+    if inputs.dim() != 2 or inputs.shape[0] != state.batch_size:
+        raise ValueError(f"inputs must be (B={state.batch_size}, T), got {tuple(inputs.shape)}")
+    num_new = inputs.shape[1]
+    h = model.embed(inputs)  # (B, T, R)
+    skip = None
+    last = len(model.layers) - 1
+    for i, layer in enumerate(model.layers):
+        full = torch.cat((state.context[i], h), dim=1)  # (B, context + T, R)
+        state.context[i] = full[:, -layer.context:].contiguous()
+        h, s = layer(full, num_skip=num_new, need_residual=i < last)
+        skip = s if skip is None else skip + s
+    return model.head(skip)
+
+
+@torch.no_grad()
+def prime(model: WaveNet, state: StreamState, x: torch.Tensor, tile: int = 4096) -> torch.Tensor:
+    """Feed known samples x: (B, T) through the state in tiles; returns the last logits (B, Q).
+
+    Afterwards the state is where the parallel forward would be after x, and the returned
+    logits predict x[T].
+    """
+    logits = None
+    for start in range(0, x.shape[1], tile):
+        logits = step(model, state, x[:, start : start + tile])[:, -1]
+    return logits
