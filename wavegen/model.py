@@ -52,10 +52,11 @@ class ResidualLayer(nn.Module):
     def forward(
         self, h: torch.Tensor, num_skip: int, need_residual: bool = True
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """h: (B, context + T, R) -> residual out (B, T, R) or None, skip (B, num_skip, S).
+        """h: (B, context + T, R) -> residual out (B, T, R) or None, gated (B, num_skip, G/2).
 
-        The skip output is computed for the last ``num_skip`` positions only: earlier ones
-        never reach a prediction.
+        Only the last ``num_skip`` gated outputs are returned for the skip path: earlier
+        ones never reach a prediction. The skip projections of all layers are applied
+        together by ``WaveNet.skip_sum`` (one product instead of one per layer plus a sum).
         """
         length = h.shape[1] - self.context
         if self.kernel_size == 2:
@@ -67,10 +68,10 @@ class ResidualLayer(nn.Module):
         a = self.conv(taps)  # (B, T, gate)
         filt, gate = a.chunk(2, dim=-1)
         z = torch.tanh(filt) * torch.sigmoid(gate)  # (B, T, gate/2)
-        skip = self.skip(z[:, length - num_skip:])
+        tail = z[:, length - num_skip:]
         if not need_residual:
-            return None, skip
-        return h[:, self.context:] + self.residual(z), skip
+            return None, tail
+        return h[:, self.context:] + self.residual(z), tail
 
 
 class WaveNet(nn.Module):
@@ -117,9 +118,18 @@ class WaveNet(nn.Module):
     def receptive_field_ms(self) -> float:
         return 1000.0 * self.receptive_field / self.sample_rate
 
-    def head(self, skip: torch.Tensor) -> torch.Tensor:
-        """Summed skips (B, T, S) -> logits (B, T, Q)."""
-        return self.head2(F.relu(self.head1(F.relu(skip))))
+    def skip_sum(self, gated: list[torch.Tensor]) -> torch.Tensor:
+        """Every layer's gated output (B, T, G/2) -> the sum of their skip projections (B, T, S).
+
+        sum_l (z_l W_l^T + b_l) = [z_1 ... z_L] [W_1 ... W_L]^T + sum_l b_l: one product.
+        """
+        weight = torch.cat([layer.skip.weight for layer in self.layers], dim=1)
+        bias = torch.stack([layer.skip.bias for layer in self.layers]).sum(0)
+        return F.linear(torch.cat(gated, dim=-1), weight, bias)
+
+    def head(self, gated: list[torch.Tensor]) -> torch.Tensor:
+        """Every layer's gated output (B, T, G/2) -> logits (B, T, Q)."""
+        return self.head2(F.relu(self.head1(F.relu(self.skip_sum(gated)))))
 
     def valid_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs: (B, T_in) int64 -> (B, T_in - R + 1, Q) logits (no padding).
@@ -133,12 +143,12 @@ class WaveNet(nn.Module):
                 f"need at least receptive_field={self.receptive_field} inputs, "
                 f"got {inputs.shape[1]}")
         h = self.embed(inputs)  # (B, T_in, R)
-        skip = None
+        gated = []
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h, s = layer(h, num_out, need_residual=i < last)
-            skip = s if skip is None else skip + s
-        return self.head(skip)
+            h, tail = layer(h, num_out, need_residual=i < last)
+            gated.append(tail)
+        return self.head(gated)
 
     def shift_with_silence(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T) -> (B, R + T - 1): R silence classes, then x[:, :-1]."""

@@ -64,14 +64,14 @@ def step(model: WaveNet, state: StreamState, inputs: torch.Tensor) -> torch.Tens
         raise ValueError(f"inputs must be (B={state.batch_size}, T), got {tuple(inputs.shape)}")
     num_new = inputs.shape[1]
     h = model.embed(inputs)  # (B, T, R)
-    skip = None
+    gated = []
     last = len(model.layers) - 1
     for i, layer in enumerate(model.layers):
         full = torch.cat((state.context[i], h), dim=1)  # (B, context + T, R)
         state.context[i] = full[:, -layer.context:].contiguous()
-        h, s = layer(full, num_skip=num_new, need_residual=i < last)
-        skip = s if skip is None else skip + s
-    return model.head(skip)
+        h, tail = layer(full, num_skip=num_new, need_residual=i < last)
+        gated.append(tail)
+    return model.head(gated)
 
 
 @torch.no_grad()

@@ -1,0 +1,176 @@
+"""Training throughput: wavegen's WaveNet against a plain reference formulation.
+
+Both networks have the same weights (the reference's outputs are checked against ours) and
+take the same step: forward on crops of (receptive_field - 1) context + segment targets,
+cross-entropy on the targets, backward, AdamW. The reference is the textbook layout:
+(B, C, T) tensors, F.pad + nn.Conv1d per layer at full length, fp32.
+Each variant runs in its own process so that its peak memory is its own.
+
+    python scripts/bench_train.py                      # small, batch 4 x 8000, 2 threads
+    python scripts/bench_train.py --preset tiny --steps 3 --json out.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wavegen import WaveNet
+
+
+class ReferenceWaveNet(nn.Module):
+    """The same network written the common way: Conv1d per layer on padded inputs."""
+
+    def __init__(self, model: WaveNet):
+        super().__init__()
+        c = model.config
+        self.embed = nn.Embedding(c.quantization_channels, c.residual_channels)
+        self.dilations = model.dilations
+        self.k = c.kernel_size
+        self.convs = nn.ModuleList(nn.Conv1d(c.residual_channels, c.gate_channels, c.kernel_size,
+                                             dilation=d) for d in self.dilations)
+        self.res = nn.ModuleList(nn.Conv1d(c.gate_channels // 2, c.residual_channels, 1)
+                                 for _ in self.dilations)
+        self.skip = nn.ModuleList(nn.Conv1d(c.gate_channels // 2, c.skip_channels, 1)
+                                  for _ in self.dilations)
+        self.head1 = nn.Conv1d(c.skip_channels, c.head_channels, 1)
+        self.head2 = nn.Conv1d(c.head_channels, c.quantization_channels, 1)
+        self.receptive_field = model.receptive_field
+        self._copy_from(model)
+
+    @torch.no_grad()
+    def _copy_from(self, model: WaveNet) -> None:
+        self.embed.weight.copy_(model.embed.weight)
+        r = model.config.residual_channels
+        for layer, conv, res, skip in zip(model.layers, self.convs, self.res, self.skip,
+                                          strict=True):
+            # ours: Linear over taps [oldest .. newest] concatenated along channels
+            w = layer.conv.weight.view(-1, self.k, r)  # (gate, k, R)
+            conv.weight.copy_(w.permute(0, 2, 1))  # (gate, R, k)
+            conv.bias.copy_(layer.conv.bias)
+            res.weight.copy_(layer.residual.weight[..., None])
+            res.bias.copy_(layer.residual.bias)
+            skip.weight.copy_(layer.skip.weight[..., None])
+            skip.bias.copy_(layer.skip.bias)
+        self.head1.weight.copy_(model.head1.weight[..., None])
+        self.head1.bias.copy_(model.head1.bias)
+        self.head2.weight.copy_(model.head2.weight[..., None])
+        self.head2.bias.copy_(model.head2.bias)
+
+    def valid_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(B, T_in) -> (B, T_in - R + 1, Q), like WaveNet.valid_logits."""
+        num_out = inputs.shape[1] - self.receptive_field + 1
+        h = self.embed(inputs).transpose(1, 2)  # (B, R, T)
+        skip = 0
+        for d, conv, res, sk in zip(self.dilations, self.convs, self.res, self.skip,
+                                    strict=True):
+            a = conv(F.pad(h, ((self.k - 1) * d, 0)))
+            filt, gate = a.chunk(2, dim=1)
+            z = torch.tanh(filt) * torch.sigmoid(gate)
+            skip = skip + sk(z)
+            h = h + res(z)
+        out = self.head2(F.relu(self.head1(F.relu(skip))))
+        return out[:, :, -num_out:].transpose(1, 2)
+
+
+def run_variant(args) -> dict:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model = WaveNet.from_preset(args.preset)
+    net = (ReferenceWaveNet(model) if args.variant == "reference" else model).to(device)
+    r = model.receptive_field
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randint(0, 256, (args.batch, r - 1 + args.segment), generator=gen).to(device)
+    targets = torch.randint(0, 256, (args.batch, args.segment), generator=gen).to(device)
+    if args.variant == "reference":
+        with torch.no_grad():
+            diff = (net.valid_logits(inputs[:1, : r + 99]) -
+                    model.to(device).valid_logits(inputs[:1, : r + 99])).abs().max().item()
+        assert diff < 1e-4, f"reference differs from wavegen by {diff}"
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+    def one_step():
+        loss = F.cross_entropy(net.valid_logits(inputs).flatten(0, 1), targets.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    one_step()  # warm-up
+    sync()
+    times = []
+    for _ in range(args.steps):
+        tic = time.perf_counter()
+        one_step()
+        sync()
+        times.append(time.perf_counter() - tic)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    best = sorted(times)[len(times) // 2]  # median
+    return {"variant": args.variant, "preset": args.preset, "device": args.device,
+            "batch": args.batch, "segment": args.segment, "threads": args.threads,
+            "step_s": best, "samples_per_s": args.batch * args.segment / best,
+            "peak_memory_mb": peak_mb}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="small")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--segment", type=int, default=8000)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default=None, help="default: cpu, and cuda too when present")
+    p.add_argument("--json", help="append JSON lines here")
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.variant:
+        print(json.dumps(run_variant(args)))
+        return
+
+    devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available()
+                                                           else [])
+    rows = []
+    for device in devices:
+        for variant in ("reference", "wavegen"):
+            cmd = [sys.executable, __file__, "--variant", variant, "--device", device,
+                   "--preset", args.preset, "--batch", str(args.batch), "--segment",
+                   str(args.segment), "--steps", str(args.steps), "--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+    print(f"\n{args.preset}, batch {args.batch} x {args.segment} targets, {args.threads} threads")
+    print(f"| device | formulation | samples/s | step (s) | peak memory (MB) | vs reference |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        ref = next(r for r in rows if r["device"] == row["device"] and
+                   r["variant"] == "reference")
+        print(f"| {row['device']} | {row['variant']} | {row['samples_per_s']:,.0f} | "
+              f"{row['step_s']:.2f} | {row['peak_memory_mb']:,.0f} | "
+              f"{row['samples_per_s'] / ref['samples_per_s']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
