@@ -162,7 +162,7 @@ def main() -> None:
                     f.write(json.dumps(row) + "\n")
 
     print(f"\n{args.preset}, batch {args.batch} x {args.segment} targets, {args.threads} threads")
-    print(f"| device | formulation | samples/s | step (s) | peak memory (MB) | vs reference |")
+    print("| device | formulation | samples/s | step (s) | peak memory (MB) | vs reference |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         ref = next(r for r in rows if r["device"] == row["device"] and

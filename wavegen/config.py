@@ -134,9 +134,6 @@ def validate(cfg: Config) -> None:
 
 
 def register_configs() -> None:
-    """Register the schemas so conf/*.yaml are checked against them when composed."""
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=Config)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="optim", name="optim_schema", node=OptimConfig)
+    """Register the root schema: conf/train.yaml and its groups are merged into it, so
+    every group file is checked against its dataclass when composed."""
+    ConfigStore.instance().store(name="train_schema", node=Config)
