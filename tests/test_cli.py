@@ -63,3 +63,43 @@ def test_folder_training_reports_skipped_files(tmp_path):
     out = done.stdout + done.stderr
     assert "skipping" in out and "zero.wav" in out
     assert "2 files" in out and "1 skipped" in out
+
+
+def test_generate_writes_wavs_and_reports_speed(tmp_path):
+    import soundfile as sf
+    from conftest import compose_config
+
+    from wavegen.train import train
+
+    cfg = compose_config(*FAST, "train.num_examples=0", "data.sample_rate=8000",
+                         f"out_dir={tmp_path}")
+    ckpt = train(cfg)["checkpoint"]
+    prime = write(tmp_path / "prime.wav", tone(0.05, sample_rate=44100), 44100)
+    done = wavegen("generate", ckpt, "-n", "2", "--samples", "500", "--seed", "1",
+                   "--prime", str(prime), "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    paths = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in paths] == ["sample_000.wav", "sample_001.wav"]
+    info = sf.info(paths[0])
+    assert (info.samplerate, info.frames, info.subtype) == (8000, 500, "PCM_16")
+    assert "samples/s" in done.stdout and "real time" in done.stdout
+    assert str(paths[0]) in done.stdout
+
+    same = wavegen("generate", ckpt, "-n", "2", "--samples", "500", "--seed", "1",
+                   "--prime", str(prime), "--backend", "numba", "-o", str(tmp_path / "again"),
+                   cwd=tmp_path)
+    assert same.returncode == 0
+    assert (tmp_path / "again" / "sample_001.wav").read_bytes() == paths[1].read_bytes()
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00" * 100)
+    (tmp_path / "bad.wav").write_text("not audio")
+    for args, message in [(["missing.pt"], "no such checkpoint"),
+                          ([str(corrupt)], "not a readable checkpoint"),
+                          ([ckpt, "--prime", str(tmp_path / "bad.wav")], "bad.wav"),
+                          ([ckpt, "-n", "0"], "-n"),
+                          ([ckpt, "--temperature", "-1"], "--temperature"),
+                          ([ckpt, "--seconds", "1", "--samples", "5"], "not allowed")]:
+        bad = wavegen("generate", *args, cwd=tmp_path)
+        assert bad.returncode == 2, args
+        assert message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

@@ -1,8 +1,20 @@
-"""generate(): ancestral sampling through the streaming engine, one sample per step."""
+"""generate(): ancestral sampling through the streaming engine, one sample per step.
+
+Two backends behind one interface, proven equal to the parallel forward by the same tests:
+
+- ``torch``: the streaming engine (wavegen/streaming.py) on any device;
+- ``numba``: the compiled CPU loop (wavegen/fastcpu.py), several times faster on a CPU.
+
+``auto`` takes numba on the CPU and torch elsewhere. Every stream draws its uniforms from its
+own generator, seeded by (seed, stream index): the same seed and backend give the same audio,
+and stream i does not depend on how many streams run beside it.
+"""
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -11,13 +23,72 @@ from tqdm.auto import tqdm
 from . import mulaw, streaming
 from .model import WaveNet
 
+BACKENDS = ("auto", "torch", "numba")
+CHUNK = 4096  # samples drawn per call into a backend (uniforms are made per chunk)
 
-def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """logits (B, Q) -> (B,) int64 classes from softmax(logits / temperature); 0 = argmax."""
+
+def pick_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "auto":
+        return "numba" if device.type == "cpu" else "torch"
+    if backend == "numba" and device.type != "cpu":
+        raise ValueError(f"backend 'numba' runs on the CPU; the model is on {device}")
+    return backend
+
+
+def stream_generators(n: int, seed: int | None) -> list[np.random.Generator]:
+    """One generator per stream; stream i's is the same whatever n is."""
+    root = np.random.SeedSequence(seed)
+    return [np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(i,)))
+            for i in range(n)]
+
+
+def draw_torch(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits (B, Q), uniforms (B,) -> (B,) int64 by inverse CDF of softmax(logits / T);
+    temperature 0 = argmax."""
     if temperature == 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    cdf = torch.softmax(logits.double() / temperature, dim=-1).cumsum(-1)
+    idx = torch.searchsorted(cdf, (u.double() * cdf[:, -1]).unsqueeze(1), right=True)
+    return idx.squeeze(1).clamp_(max=logits.shape[-1] - 1)
+
+
+def _torch_sampler(model: WaveNet, inputs: torch.Tensor, temperature: float) -> Callable:
+    """Prime a torch stream state with ``inputs`` (B, T); return chunk(u (B, C)) -> (B, C)."""
+    state = streaming.silence_state(model, inputs.shape[0])
+    logits = streaming.prime(model, state, inputs)  # (B, Q): predicts the first new sample
+    device = inputs.device
+
+    def chunk(u: np.ndarray) -> np.ndarray:
+        nonlocal logits
+        u_dev = torch.from_numpy(u).to(device)  # one transfer per chunk, none per sample
+        out = torch.empty(u.shape, dtype=torch.long, device=device)
+        for t in range(u.shape[1]):
+            out[:, t] = draw_torch(logits, u_dev[:, t], temperature)
+            logits = streaming.step(model, state, out[:, t : t + 1])[:, 0]
+        return out.cpu().numpy()
+
+    return chunk
+
+
+def _numba_sampler(model: WaveNet, inputs: torch.Tensor, temperature: float,
+                   threads: int) -> Callable:
+    from .fastcpu import FastCPUEngine
+
+    engine = FastCPUEngine(model, inputs.shape[0], threads=threads)
+    x = inputs.cpu().numpy()
+    if x.shape[1] > 1:
+        engine.feed(x[:, :-1])
+    pending = x[:, -1]
+
+    def chunk(u: np.ndarray) -> np.ndarray:
+        nonlocal pending
+        out = engine.sample(pending, u, temperature)
+        pending = out[:, -1]
+        return out
+
+    return chunk
 
 
 @torch.no_grad()
@@ -29,34 +100,41 @@ def generate(
     seed: int | None = None,
     prime: np.ndarray | torch.Tensor | None = None,
     include_prime: bool = False,
+    backend: str = "auto",
+    threads: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Sample n independent streams of num_samples each.
 
     Args:
-        model: a WaveNet (its device is used).
+        model: a WaveNet (its device is used by the torch backend).
         temperature: softmax temperature; 0 picks the most likely class (argmax).
-        seed: makes the output reproducible; None draws fresh randomness.
+        seed: makes the output reproducible for a backend; None draws fresh randomness.
         prime: float audio in [-1, 1] at the model's rate, (T,) for every stream or (n, T);
             generation continues it.
         include_prime: return the prime followed by the continuation.
+        backend: "auto", "torch" or "numba" (CPU).
+        threads: CPU threads for the numba backend, each taking a group of streams
+            (default: one per 8 streams, at most the CPU count).
         progress: show a progress bar with samples/s and the real-time factor.
 
     Returns:
         (n, num_samples) float32 audio in [-1, 1] on the CPU
         ((n, T + num_samples) with include_prime).
+
+    Example:
+        >>> audio = generate(WaveNet.from_preset("tiny"), n=2, num_samples=100, seed=0)
+        >>> audio.shape
+        torch.Size([2, 100])
     """
     if n < 1 or num_samples < 0:
         raise ValueError(f"need n >= 1 and num_samples >= 0, got n={n}, num_samples={num_samples}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
-    was_training = model.training
-    model.eval()
-
+    backend = pick_backend(backend, device)
     q = model.quantization_channels
+
     inputs = torch.full((n, 1), model.silence, dtype=torch.long, device=device)
     prime_classes = inputs[:, :0]
     if prime is not None:
@@ -68,37 +146,41 @@ def generate(
         prime_classes = mulaw.encode(prime_t, q)
         inputs = torch.cat((inputs, prime_classes), dim=1)
 
+    was_training = model.training
+    model.eval()
     # Per-step products are tiny: spreading one over several CPU threads costs more in
-    # synchronisation than it saves (DESIGN.md), so the loop runs on one thread.
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
+    # synchronisation than it saves (DESIGN.md), so one stream group runs on one thread.
+    torch_threads = torch.get_num_threads()
     try:
-        return _sample_loop(model, n, num_samples, temperature, generator, inputs,
-                            prime_classes, include_prime, progress)
+        if backend == "numba":
+            if threads is None:
+                threads = min(os.cpu_count() or 1, max(1, n // 8))
+            chunk = _numba_sampler(model, inputs, temperature, threads)
+        else:
+            chunk = _torch_sampler(model, inputs, temperature)
+            if device.type == "cpu":
+                torch.set_num_threads(1)
+        out = _run_chunks(chunk, n, num_samples, stream_generators(n, seed), progress,
+                          model.sample_rate)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(torch_threads)
         model.train(was_training)
-
-
-def _sample_loop(model, n, num_samples, temperature, generator, inputs, prime_classes,
-                 include_prime, progress) -> torch.Tensor:
-    q, device = model.quantization_channels, inputs.device
-    state = streaming.silence_state(model, n)
-    logits = streaming.prime(model, state, inputs)  # (n, Q): predicts the first new sample
-    out = torch.empty((n, num_samples), dtype=torch.long, device=device)
-    bar = tqdm(total=num_samples, unit="sample", disable=not progress, desc="generate")
-    start = time.perf_counter()
-    for t in range(num_samples):
-        out[:, t] = _draw(logits, temperature, generator)
-        if t + 1 < num_samples:
-            logits = streaming.step(model, state, out[:, t : t + 1])[:, 0]
-        if progress and (t + 1) % 1000 == 0:
-            rate = n * (t + 1) / (time.perf_counter() - start)
-            bar.set_postfix(samples_per_s=f"{rate:,.0f}", rtf=f"{rate / model.sample_rate:.2f}")
-            bar.update(1000)
-    bar.update(num_samples - bar.n)
-    bar.close()
+    classes = torch.from_numpy(out)
     if include_prime:
-        out = torch.cat((prime_classes, out), dim=1)
-    return mulaw.decode(out, q).cpu()
+        classes = torch.cat((prime_classes.cpu(), classes), dim=1)
+    return mulaw.decode(classes, q)
+
+
+def _run_chunks(chunk: Callable, n: int, num_samples: int, rngs: list[np.random.Generator],
+                progress: bool, sample_rate: int) -> np.ndarray:
+    out = np.empty((n, num_samples), dtype=np.int64)
+    start = time.perf_counter()
+    with tqdm(total=num_samples, unit="sample", disable=not progress, desc="generate") as bar:
+        for lo in range(0, num_samples, CHUNK):
+            hi = min(num_samples, lo + CHUNK)
+            u = np.stack([rng.random(hi - lo) for rng in rngs])
+            out[:, lo:hi] = chunk(u)
+            rate = n * hi / (time.perf_counter() - start)
+            bar.set_postfix(samples_per_s=f"{rate:,.0f}", rtf=f"{rate / sample_rate:.2f}")
+            bar.update(hi - lo)
+    return out

@@ -45,7 +45,7 @@ def silence_state(model: WaveNet, batch_size: int = 1) -> StreamState:
     h = model.embed.weight[model.silence].view(1, 1, -1)  # (1, 1, R): constant in time
     context = []
     for layer in model.layers:
-        context.append(h.expand(batch_size, layer.context, -1).contiguous())
+        context.append(h.expand(batch_size, layer.context, -1).clone())
         h, _ = layer(h.expand(1, layer.context + 1, -1), num_skip=1)
     return StreamState(context)
 
