@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from . import streaming
 from .model import WaveNet
@@ -228,11 +229,14 @@ class FastCPUEngine:
     def _run(self, fn) -> None:
         states, bounds = self._groups()
         jobs = [(s, bounds[i], bounds[i + 1]) for i, s in enumerate(states)]
-        if len(jobs) == 1:
-            fn(*jobs[0])
-        else:
-            with ThreadPoolExecutor(len(jobs)) as pool:
-                list(pool.map(lambda job: fn(*job), jobs))
+        # BLAS must not spread these small products over threads of its own: with the
+        # stream groups' threads beside them the cores are oversubscribed.
+        with threadpool_limits(1, user_api="blas"):
+            if len(jobs) == 1:
+                fn(*jobs[0])
+            else:
+                with ThreadPoolExecutor(len(jobs)) as pool:
+                    list(pool.map(lambda job: fn(*job), jobs))
 
     def feed(self, x: np.ndarray) -> np.ndarray:
         """x: (B, T) int64 -> (B, T, Q) float32 logits, [:, t] for the sample after x[:, t]."""

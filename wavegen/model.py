@@ -56,7 +56,7 @@ class ResidualLayer(nn.Module):
 
         Only the last ``num_skip`` gated outputs are returned for the skip path: earlier
         ones never reach a prediction. The skip projections of all layers are applied
-        together by ``WaveNet.skip_sum`` (one product instead of one per layer plus a sum).
+        together by ``WaveNet.head`` (one product instead of one per layer plus a sum).
         """
         length = h.shape[1] - self.context
         if self.kernel_size == 2:
@@ -118,18 +118,25 @@ class WaveNet(nn.Module):
     def receptive_field_ms(self) -> float:
         return 1000.0 * self.receptive_field / self.sample_rate
 
-    def skip_sum(self, gated: list[torch.Tensor]) -> torch.Tensor:
-        """Every layer's gated output (B, T, G/2) -> the sum of their skip projections (B, T, S).
+    def fused_skip(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All layers' skip projections as one: weight (S, L*G/2) and bias (S,).
 
-        sum_l (z_l W_l^T + b_l) = [z_1 ... z_L] [W_1 ... W_L]^T + sum_l b_l: one product.
+        sum_l (z_l W_l^T + b_l) = [z_1 ... z_L] [W_1 ... W_L]^T + sum_l b_l.
         """
         weight = torch.cat([layer.skip.weight for layer in self.layers], dim=1)
         bias = torch.stack([layer.skip.bias for layer in self.layers]).sum(0)
-        return F.linear(torch.cat(gated, dim=-1), weight, bias)
+        return weight, bias
 
-    def head(self, gated: list[torch.Tensor]) -> torch.Tensor:
-        """Every layer's gated output (B, T, G/2) -> logits (B, T, Q)."""
-        return self.head2(F.relu(self.head1(F.relu(self.skip_sum(gated)))))
+    def head(self, gated: list[torch.Tensor],
+             fused_skip: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Every layer's gated output (B, T, G/2) -> logits (B, T, Q).
+
+        The skip projections of all layers are one product (``fused_skip``; callers that run
+        many small steps pass it precomputed).
+        """
+        weight, bias = fused_skip if fused_skip is not None else self.fused_skip()
+        skip = F.linear(torch.cat(gated, dim=-1), weight, bias)
+        return self.head2(F.relu(self.head1(F.relu(skip))))
 
     def valid_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs: (B, T_in) int64 -> (B, T_in - R + 1, Q) logits (no padding).

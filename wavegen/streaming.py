@@ -22,17 +22,21 @@ class StreamState:
     """Context caches for B independent streams.
 
     ``context[i]``: (B, (k - 1) * d_i, residual_channels), the last inputs of layer i.
+    ``fused_skip``: the model's skip projections fused once (``WaveNet.fused_skip``), so a
+    step does not rebuild them; a state belongs to the weights it was made with.
     """
 
-    def __init__(self, context: list[torch.Tensor]):
+    def __init__(self, context: list[torch.Tensor],
+                 fused_skip: tuple[torch.Tensor, torch.Tensor]):
         self.context = context
+        self.fused_skip = fused_skip
 
     @property
     def batch_size(self) -> int:
         return self.context[0].shape[0]
 
     def clone(self) -> StreamState:
-        return StreamState([c.clone() for c in self.context])
+        return StreamState([c.clone() for c in self.context], self.fused_skip)
 
 
 @torch.no_grad()
@@ -47,7 +51,7 @@ def silence_state(model: WaveNet, batch_size: int = 1) -> StreamState:
     for layer in model.layers:
         context.append(h.expand(batch_size, layer.context, -1).clone())
         h, _ = layer(h.expand(1, layer.context + 1, -1), num_skip=1)
-    return StreamState(context)
+    return StreamState(context, model.fused_skip())
 
 
 @torch.no_grad()
@@ -71,7 +75,7 @@ def step(model: WaveNet, state: StreamState, inputs: torch.Tensor) -> torch.Tens
         state.context[i] = full[:, -layer.context:].contiguous()
         h, tail = layer(full, num_skip=num_new, need_residual=i < last)
         gated.append(tail)
-    return model.head(gated)
+    return model.head(gated, state.fused_skip)
 
 
 @torch.no_grad()

@@ -1,0 +1,84 @@
+"""Generation speed: samples/s for each backend at several batch sizes, and the naive method.
+
+The naive method recomputes the whole receptive field for every new sample (what a sampler
+without caches does). All figures come from one run, so their ratios are comparable.
+
+    python scripts/bench_generate.py                       # small, CPU, 2 threads
+    python scripts/bench_generate.py --preset tiny --batches 1 8 --json out.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from wavegen import WaveNet, generate
+
+
+def naive(model: WaveNet, n: int, num_samples: int) -> None:
+    """Sample by running the parallel forward over the last receptive field each step."""
+    x = torch.full((n, model.receptive_field), model.silence, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(num_samples):
+            logits = model.valid_logits(x[:, -model.receptive_field:])[:, -1]
+            nxt = torch.multinomial(torch.softmax(logits, -1), 1)
+            x = torch.cat([x[:, 1:], nxt], dim=1)
+
+
+def timed(fn) -> float:
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="small")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--seconds", type=float, default=2.0, help="audio per stream, fast backends")
+    p.add_argument("--torch-samples", type=int, default=1000, help="per stream, torch backend")
+    p.add_argument("--naive-samples", type=int, default=200)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", help="append JSON lines here")
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = WaveNet.from_preset(args.preset).eval()
+    sr = model.sample_rate
+    generate(model, n=2, num_samples=10, backend="numba")  # compile outside the timings
+    rows = []
+
+    def record(method: str, batch: int, samples: int, seconds: float) -> None:
+        rate = batch * samples / seconds
+        row = {"preset": args.preset, "method": method, "batch": batch, "threads": args.threads,
+               "samples_per_s": rate, "real_time_factor": rate / sr}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    fast = int(args.seconds * sr)
+    for batch in args.batches:
+        record("numba", batch, fast, timed(lambda b=batch: generate(
+            model, n=b, num_samples=fast, seed=0, backend="numba", threads=args.threads)))
+        record("torch", batch, args.torch_samples, timed(lambda b=batch: generate(
+            model, n=b, num_samples=args.torch_samples, seed=0, backend="torch")))
+    torch.set_num_threads(1)
+    record("naive", 1, args.naive_samples, timed(lambda: naive(model, 1, args.naive_samples)))
+
+    naive_rate = rows[-1]["samples_per_s"]
+    print(f"\n{args.preset} preset, CPU, {args.threads} threads, {sr} Hz")
+    print("| method | batch | samples/s | x real time | vs naive |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['method']} | {row['batch']} | {row['samples_per_s']:,.0f} | "
+              f"{row['real_time_factor']:.2f} | {row['samples_per_s'] / naive_rate:,.0f}x |")
+
+
+if __name__ == "__main__":
+    main()
