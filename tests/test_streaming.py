@@ -70,3 +70,20 @@ def test_scorer_equals_whole_sequence_log_prob(length, tile):
         expected = model.log_prob(x).double().sum().item()
     got = log_prob_classes(model, x[0].numpy(), tile=tile)
     assert got == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_engine_and_sampler_on_cuda():
+    model = WaveNet.from_preset("tiny").eval()
+    randomize_biases(model)
+    x = torch.randint(0, 256, (2, 700))
+    with torch.no_grad():
+        expected = model(x).transpose(1, 2)
+    model = model.cuda()
+    inputs = model.shift_with_silence(x.cuda())[:, model.receptive_field - 1 :]
+    got = teacher_forced(model, streaming.silence_state(model, 2), inputs, 7)
+    assert torch.allclose(got.cpu(), expected, atol=1e-4)
+    from wavegen import generate
+
+    audio = generate(model, n=2, num_samples=100, seed=0)  # auto = torch on CUDA
+    assert audio.shape == (2, 100) and audio.device.type == "cpu"
