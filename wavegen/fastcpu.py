@@ -148,8 +148,9 @@ def _step(x, embed, conv_w, conv_b, res_w, res_b, skip_w, skip_b, head1_w, head1
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True)
-def _draw(logits, u, temperature):
-    """Inverse-CDF draw from softmax(logits / temperature) with a uniform u in [0, 1)."""
+def _draw(logits, u, temperature, weights):
+    """Inverse-CDF draw from softmax(logits / temperature) with a uniform u in [0, 1);
+    ``weights`` (Q,) is scratch for the unnormalised probabilities."""
     best = 0
     for q in range(logits.shape[0]):
         if logits[q] > logits[best]:
@@ -159,11 +160,12 @@ def _draw(logits, u, temperature):
     top = logits[best]
     total = 0.0
     for q in range(logits.shape[0]):
-        total += math.exp((logits[q] - top) / temperature)
+        weights[q] = math.exp((logits[q] - top) / temperature)
+        total += weights[q]
     target = u * total
     acc = 0.0
     for q in range(logits.shape[0]):
-        acc += math.exp((logits[q] - top) / temperature)
+        acc += weights[q]
         if acc > target:
             return q
     return logits.shape[0] - 1
@@ -198,12 +200,13 @@ def _sample(first, uniforms, temperature, args_w, ring, t0, scratch, out):
      dilations, offsets, lengths, k) = args_w
     h, taps, a, z, r, gated, s, hh, logits = scratch
     x = first.copy()
+    weights = np.empty(logits.shape[1], dtype=np.float64)
     for i in range(out.shape[1]):
         _step(x, embed, conv_w, conv_b, res_w, res_b, skip_w, skip_b, head1_w, head1_b,
               head2_w, head2_b, dilations, offsets, lengths, k, ring, t0 + i, h, taps, a, z,
               r, gated, s, hh, logits)
         for b in range(x.shape[0]):
-            x[b] = _draw(logits[b], uniforms[b, i], temperature)
+            x[b] = _draw(logits[b], uniforms[b, i], temperature, weights)
             out[b, i] = x[b]
 
 
