@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import logging
+import argparse
+import csv
+import json
+import math
 import sys
+import time
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -11,7 +16,7 @@ from omegaconf import DictConfig
 
 from .audio import AudioError
 from .checkpoint import CheckpointError
-from .config import ConfigError, register_configs
+from .config import ConfigError, register_configs, resolve_device
 from .data import DataError
 
 USAGE = """usage: wavegen COMMAND [ARGS]
@@ -21,14 +26,16 @@ commands:
                             e.g. wavegen train data=folder data.root=~/audio/piano model=small
   generate CHECKPOINT       write generated audio as wav files
                             e.g. wavegen generate runs/synthetic-tiny/last.pt -n 4 --seconds 5
+  score CHECKPOINT PATH...  exact log-likelihood of audio files or folders
+                            e.g. wavegen score runs/piano-small/best.pt clips/ --csv scores.csv
 
-`wavegen train --help` lists the config groups and keys; `wavegen generate --help` the options.
+`wavegen train --help` lists the config groups and keys; `wavegen generate --help` and
+`wavegen score --help` the options.
 """
 
 USER_ERRORS = (AudioError, CheckpointError, ConfigError, DataError)
 
 register_configs()
-log = logging.getLogger("wavegen")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://wavegen.conf", config_name="train")
@@ -56,16 +63,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     if command == "generate":
         sys.exit(generate_main(rest))
+    if command == "score":
+        sys.exit(score_main(rest))
     print(f"wavegen: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     sys.exit(2)
 
 
 def generate_main(argv: list[str]) -> int:
     """`wavegen generate`: sample from a checkpoint into OUT_DIR/sample_000.wav ..."""
-    import argparse
-    import time
-    from pathlib import Path
-
     from .audio import load_audio, write_wav
     from .checkpoint import load_checkpoint
     from .sampler import BACKENDS, generate
@@ -86,18 +91,14 @@ def generate_main(argv: list[str]) -> int:
                    help="write the prime before the continuation")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="auto (numba on CPU, torch on GPU), torch or numba")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, "
+                   "cuda or cuda:N")
     p.add_argument("-o", "--out-dir", default="generated", help="folder for the wav files "
                    "(default ./generated)")
     args = p.parse_args(argv)
 
     try:
-        if args.device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ValueError(f"--device {args.device}: CUDA is not available")
-        model = load_checkpoint(args.checkpoint, device=args.device)
+        model = load_checkpoint(args.checkpoint, device=resolve_device(args.device, key="--device"))
         prime = load_audio(args.prime, model.sample_rate) if args.prime else None
         num_samples = args.samples or int(round((args.seconds or 2.0) * model.sample_rate))
         tic = time.perf_counter()
@@ -119,6 +120,141 @@ def generate_main(argv: list[str]) -> int:
           f"at {model.sample_rate} Hz) in {elapsed:.1f} s: {rate:,.0f} samples/s, "
           f"{rate / model.sample_rate:.2f}x real time")
     return 0
+
+
+def score_main(argv: list[str]) -> int:
+    """`wavegen score`: exact log-likelihood of files and folders under a checkpoint."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .checkpoint import load_checkpoint
+    from .scoring import aggregate, expand_paths, score_files
+
+    p = argparse.ArgumentParser(
+        prog="wavegen score",
+        description="Exact log-likelihood of audio under a trained model: each file is mixed "
+                    "to mono, resampled to the model's rate and mu-law encoded (no trimming "
+                    "or normalisation), with silence before its first sample.")
+    p.add_argument("checkpoint", help="a checkpoint written by wavegen train")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders (recursive)")
+    p.add_argument("--json", metavar="FILE", help="write one JSON record per line")
+    p.add_argument("--csv", metavar="FILE", help="write a CSV with a header")
+    p.add_argument("--per-sample", metavar="DIR",
+                   help="write each file's surprisal (-log2 p per sample) as DIR/NNN_name.npy")
+    p.add_argument("--plot", metavar="DIR",
+                   help="write DIR/NNN_name.png: waveform and surprisal over time (matplotlib)")
+    p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, "
+                   "cuda or cuda:N")
+    args = p.parse_args(argv)
+
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("wavegen score: error: --plot needs matplotlib: pip install 'wavegen[plot]' "
+                  "(or pip install matplotlib)", file=sys.stderr)
+            return 2
+    try:
+        model = load_checkpoint(args.checkpoint, device=resolve_device(args.device, key="--device"))
+    except (*USER_ERRORS, ValueError, RuntimeError) as err:
+        print(f"wavegen score: error: {err}", file=sys.stderr)
+        return 2
+    paths = expand_paths(args.paths)
+    if not paths:
+        print(f"wavegen score: error: no audio files in {' '.join(args.paths)}", file=sys.stderr)
+        return 2
+    keep = bool(args.per_sample or args.plot)
+    records = []
+    with tqdm(total=estimated_samples(paths, model.sample_rate), unit="sample", unit_scale=True,
+              desc=f"score {len(paths)} files") as bar:
+        for i, record in enumerate(score_files(model, paths, per_sample=keep,
+                                               on_progress=bar.update)):
+            if "error" in record:
+                tqdm.write(f"wavegen score: {record['path']}: {record['error']}", file=sys.stderr)
+            elif keep:
+                surprisal = record.pop("surprisal")
+                stem = f"{i:03d}_{Path(record['path']).stem}"
+                if args.per_sample:
+                    Path(args.per_sample).mkdir(parents=True, exist_ok=True)
+                    np.save(Path(args.per_sample) / f"{stem}.npy", surprisal)
+                if args.plot:
+                    _plot(Path(args.plot) / f"{stem}.png", record, surprisal, model)
+            records.append(record)
+
+    width = max(len(r["path"]) for r in records)
+    print(f"{'path':<{width}}  {'seconds':>8}  {'bits/sample':>11}  {'bits/s':>10}")
+    for r in records:
+        if "error" in r:
+            print(f"{r['path']:<{width}}  error: {r['error']}")
+        else:
+            print(f"{r['path']:<{width}}  {r['seconds']:>8.2f}  {r['bits_per_sample']:>11.4f}  "
+                  f"{r['bits_per_second']:>10,.0f}")
+    total = aggregate(records)
+    if total["files"]:
+        print(f"{'all (length-weighted)':<{width}}  {total['seconds']:>8.2f}  "
+              f"{total['bits_per_sample']:>11.4f}  {total['bits_per_second']:>10,.0f}  "
+              f"({total['files']} files; uniform = {math.log2(model.quantization_channels):.0f} "
+              f"bits/sample)")
+    fields = ["path", "sample_rate", "num_samples", "seconds", "log_prob_nats",
+              "bits_per_sample", "bits_per_second", "error"]
+    if args.json:
+        with open(args.json, "w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(records)
+    if total["failed"]:
+        print(f"wavegen score: {total['failed']} of {len(records)} files could not be scored",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def estimated_samples(paths: list, sample_rate: int) -> int:
+    """Total length at the model's rate, from the files' headers (for the progress bar)."""
+    import soundfile as sf
+
+    total = 0
+    for path in paths:
+        try:
+            info = sf.info(path)
+            total += int(info.frames * sample_rate / info.samplerate)
+        except Exception:  # an unreadable file is reported when it is scored
+            pass
+    return total
+
+
+def _plot(path, record: dict, surprisal, model) -> None:
+    """Waveform (decoded from the scored classes) and surprisal over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .audio import read_blocks
+
+    audio = np.concatenate(list(read_blocks(record["path"], model.sample_rate)))
+    t = np.arange(len(surprisal)) / model.sample_rate
+    hop = max(1, len(surprisal) // 2000)  # smooth over ~2000 points for readability
+    smooth = np.convolve(surprisal, np.ones(hop) / hop, mode="same")
+    fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(10, 5))
+    ax1.plot(t, np.clip(audio[: len(t)], -1, 1), linewidth=0.3)
+    ax1.set_ylabel("amplitude")
+    ax1.set_title(f"{record['path']}: {record['bits_per_sample']:.3f} bits/sample")
+    ax2.plot(t, smooth, linewidth=0.6, color="tab:red")
+    ax2.axhline(math.log2(model.quantization_channels), color="gray", linestyle=":",
+                label="uniform")
+    ax2.set_ylabel("surprisal (bits)")
+    ax2.set_xlabel("seconds")
+    ax2.legend(loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def positive_int(text: str) -> int:

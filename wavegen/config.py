@@ -133,6 +133,18 @@ def validate(cfg: Config) -> None:
          "train.device", t.device, "auto, cpu, cuda or cuda:N")
 
 
+def resolve_device(name: str, key: str = "train.device"):
+    """'auto' -> cuda when available, else cpu; a CUDA device without CUDA is a ConfigError
+    naming ``key``. Returns a torch.device."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={name!r} but CUDA is not available; use cpu or auto")
+    return torch.device(name)
+
+
 def register_configs() -> None:
     """Register the root schema: conf/train.yaml and its groups are merged into it, so
     every group file is checked against its dataclass when composed."""

@@ -1,46 +1,259 @@
-"""Exact log-likelihood of class sequences of any length, through the streaming engine.
+"""Exact log-likelihood of clips of any length, through the streaming engine.
 
-The sequence is fed in tiles; each layer's context is carried between tiles, so the result
-equals ``model.log_prob(x).sum()`` while memory is bounded by the tile.
+The score of a clip is log p(x) = sum_t log p(x[t] | x[:t]) of its quantized signal after
+mono mix-down, resampling to the model's rate and mu-law, with digital silence before
+x[0] (DESIGN.md). No trimming or normalisation: a score is of the clip as given.
+
+Files are read in blocks and fed to the streaming engine in tiles; each layer's context is
+carried between tiles, so the total equals ``model.log_prob(x).sum()`` while memory is
+bounded by the block and the tile, whatever the length. Sums are accumulated in float64.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from . import streaming
+from . import mulaw, streaming
+from .audio import AudioError, is_audio_file, read_blocks, resample, to_mono
 from .model import WaveNet
 
+LN2 = math.log(2)
+TILE = 8192  # samples per engine call: big enough for efficient products, small in memory
 
-@torch.no_grad()
+
+class StreamScorer:
+    """Accumulates log p of a class sequence that arrives in pieces of any size.
+
+    ``add`` feeds the pieces in order; ``log_prob_nats`` and ``num_samples`` grow;
+    with ``per_sample`` the surprisal (-log2 p) of every sample is kept too.
+    """
+
+    def __init__(self, model: WaveNet, tile: int = TILE, per_sample: bool = False):
+        self.model, self.tile, self.per_sample = model, tile, per_sample
+        self.device = next(model.parameters()).device
+        self.state = streaming.silence_state(model, 1)
+        self.previous = torch.full((1, 1), model.silence, dtype=torch.long, device=self.device)
+        self.log_prob_nats = 0.0
+        self.num_samples = 0
+        self.surprisal: list[np.ndarray] = []
+
+    @torch.no_grad()
+    def add(self, classes: np.ndarray | torch.Tensor) -> None:
+        """classes: (T,) int classes of the next T samples."""
+        x = torch.as_tensor(np.asarray(classes, dtype=np.int64), device=self.device).view(1, -1)
+        for start in range(0, x.shape[1], self.tile):
+            target = x[:, start : start + self.tile]
+            inputs = torch.cat((self.previous, target[:, :-1]), dim=1)  # x[t-1] predicts x[t]
+            logits = streaming.step(self.model, self.state, inputs)  # (1, T, Q)
+            # log-softmax in float64: the normaliser of 256 terms is where fp32 rounds
+            logp = logits.double().log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            self.log_prob_nats += float(logp.sum())
+            self.num_samples += target.shape[1]
+            if self.per_sample:
+                self.surprisal.append((-logp[0] / LN2).float().cpu().numpy())
+            self.previous = target[:, -1:]
+
+    def result(self) -> dict[str, Any]:
+        out = _record(self.log_prob_nats, self.num_samples, self.model.sample_rate)
+        if self.per_sample:
+            out["surprisal"] = (np.concatenate(self.surprisal) if self.surprisal
+                                else np.zeros(0, np.float32))
+        return out
+
+
+def _record(nats: float, count: int, sample_rate: int) -> dict[str, Any]:
+    """The score fields of one clip (or of an aggregate)."""
+    bits = -nats / LN2 / count if count else float("nan")
+    return {"sample_rate": sample_rate, "num_samples": count, "seconds": count / sample_rate,
+            "log_prob_nats": nats, "bits_per_sample": bits, "bits_per_second": bits * sample_rate}
+
+
 def log_prob_classes(model: WaveNet, classes: np.ndarray | torch.Tensor,
-                     tile: int = 8192) -> float:
-    """Total log p(x) in nats (float64 accumulation) of one (T,) class sequence,
-    with silence before x[0]."""
-    device = next(model.parameters()).device
-    x = torch.as_tensor(np.asarray(classes, dtype=np.int64), device=device).view(1, -1)
-    if x.shape[1] == 0:
-        return 0.0
-    inputs = model.shift_with_silence(x)[:, model.receptive_field - 1 :]  # [silence, x[:-1]]
-    state = streaming.silence_state(model, 1)
-    total = 0.0
-    for start in range(0, x.shape[1], tile):
-        logits = streaming.step(model, state, inputs[:, start : start + tile])  # (1, T, Q)
-        target = x[:, start : start + tile]
-        logp = logits.log_softmax(-1).gather(-1, target.unsqueeze(-1))
-        total += float(logp.double().sum())
-    return total
+                     tile: int = TILE) -> float:
+    """Total log p(x) in nats of one (T,) class sequence, silence before x[0]."""
+    scorer = StreamScorer(model, tile)
+    scorer.add(classes)
+    return scorer.log_prob_nats
 
 
 def bits_per_sample(model: WaveNet, clips: list[np.ndarray], max_samples: int | None = None,
-                    tile: int = 8192) -> float:
+                    tile: int = TILE) -> float:
     """Exact bits/sample over clips (each scored from its start, up to max_samples)."""
     nats, count = 0.0, 0
     for classes in clips:
         seq = classes[:max_samples] if max_samples else classes
         nats += log_prob_classes(model, seq, tile)
         count += len(seq)
-    return -nats / count / math.log(2)
+    return -nats / count / LN2
+
+
+def score_audio(model: WaveNet, audio: np.ndarray, sample_rate: int, per_sample: bool = False,
+                tile: int = TILE) -> dict[str, Any]:
+    """Score float audio: (T,) mono or (T, C) channels-last, in [-1, 1], at ``sample_rate``.
+
+    Returns the record of ``score_file`` without ``path`` (``surprisal`` (T',) float32 in
+    bits with ``per_sample``).
+    """
+    mono = to_mono(np.asarray(audio, dtype=np.float32))
+    if mono.size == 0:
+        raise ValueError("score_audio needs at least one sample")
+    mono = resample(np.clip(mono, -1.0, 1.0), sample_rate, model.sample_rate)
+    scorer = StreamScorer(model, tile, per_sample)
+    scorer.add(mulaw.encode(torch.from_numpy(np.ascontiguousarray(mono)),
+                            model.quantization_channels))
+    return scorer.result()
+
+
+def score_file(model: WaveNet, path: str | os.PathLike, per_sample: bool = False,
+               tile: int = TILE, block_seconds: float = 30.0,
+               on_progress: Any = None) -> dict[str, Any]:
+    """Exact log-likelihood of an audio file, read in blocks (any length, bounded memory).
+
+    Returns:
+        {"path", "sample_rate", "num_samples", "seconds", "log_prob_nats",
+        "bits_per_sample", "bits_per_second"} (+ "surprisal": (T,) float32 bits per sample
+        with ``per_sample``). ``sample_rate`` and ``num_samples`` are the model's rate and
+        the length after resampling to it.
+
+    Raises:
+        AudioError: the file cannot be read.
+    """
+    scorer = StreamScorer(model, tile, per_sample)
+    for block in read_blocks(path, model.sample_rate, block_seconds):
+        scorer.add(mulaw.encode(torch.from_numpy(block), model.quantization_channels))
+        if on_progress is not None:
+            on_progress(len(block))
+    return {"path": str(path), **scorer.result()}
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given; folders replaced by their audio files (recursive, sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_audio_file(f)))
+        else:
+            out.append(p)
+    return out
+
+
+def score_files(model: WaveNet, paths: Iterable[str | os.PathLike], per_sample: bool = False,
+                on_progress: Any = None, batch: int = 4, tile: int = TILE,
+                block_seconds: float = 30.0) -> Iterator[dict[str, Any]]:
+    """Score many files, yielding records in input order.
+
+    Up to ``batch`` files are scored side by side, one row each of one streaming state, so
+    every engine call carries ``batch`` tiles (throughput on a GPU, and on a CPU for short
+    files). A row whose file ends is reset to the silence state before the next file takes
+    it. A file that cannot be read gives {"path", "error"}; the others go on.
+    """
+    device = next(model.parameters()).device
+    state = streaming.silence_state(model, batch)
+    fresh = [c[:1].clone() for c in state.context]  # one row of the silence state
+    previous = torch.full((batch, 1), model.silence, dtype=torch.long, device=device)
+    slots: list[_Slot | None] = [None] * batch
+    pending = iter(enumerate(map(str, paths)))
+    done: dict[int, dict[str, Any]] = {}
+    next_out = 0
+
+    def fill(row: int) -> None:
+        for index, path in pending:
+            slot = _Slot(index, path, read_blocks(path, model.sample_rate, block_seconds))
+            try:
+                slot.refill(tile, model.quantization_channels)
+            except AudioError as err:
+                done[index] = {"path": path, "error": err.cause}
+                continue
+            for i, ctx in enumerate(fresh):
+                state.context[i][row] = ctx[0]
+            previous[row] = model.silence
+            slots[row] = slot
+            return
+        slots[row] = None
+
+    for row in range(batch):
+        fill(row)
+    with torch.no_grad():
+        while any(slots):
+            counts = [min(tile, len(s.buffer)) if s else 0 for s in slots]
+            width = max(counts)
+            targets = torch.full((batch, width), model.silence, dtype=torch.long)
+            for row, (slot, n) in enumerate(zip(slots, counts, strict=True)):
+                if slot is not None:
+                    targets[row, :n] = torch.from_numpy(slot.buffer[:n].astype(np.int64))
+            targets = targets.to(device)
+            inputs = torch.cat((previous, targets[:, :-1]), dim=1)
+            logits = streaming.step(model, state, inputs)  # (B, T, Q)
+            logp = logits.double().log_softmax(-1).gather(-1, targets.unsqueeze(-1))[..., 0]
+            for row, (slot, n) in enumerate(zip(slots, counts, strict=True)):
+                if slot is None:
+                    continue
+                slot.add(logp[row, :n], per_sample)
+                previous[row, 0] = targets[row, n - 1]
+                slot.buffer = slot.buffer[n:]
+                if on_progress is not None:
+                    on_progress(n)
+                try:
+                    slot.refill(tile, model.quantization_channels)
+                    finished = len(slot.buffer) == 0
+                    record = slot.result(model.sample_rate) if finished else None
+                except AudioError as err:
+                    finished, record = True, {"path": slot.path, "error": err.cause}
+                if finished:
+                    done[slot.index] = record
+                    fill(row)
+            while next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
+    while next_out in done:  # files that failed after the last one scored
+        yield done.pop(next_out)
+        next_out += 1
+
+
+class _Slot:
+    """One file being scored in a row of ``score_files``."""
+
+    def __init__(self, index: int, path: str, blocks: Iterator[np.ndarray]):
+        self.index, self.path, self.blocks = index, path, blocks
+        self.buffer = np.zeros(0, dtype=np.int64)
+        self.exhausted = False
+        self.nats, self.count = 0.0, 0
+        self.surprisal: list[np.ndarray] = []
+
+    def refill(self, tile: int, quantization_channels: int) -> None:
+        """Read blocks until a whole tile is buffered or the file ends (AudioError)."""
+        while not self.exhausted and len(self.buffer) < tile:
+            block = next(self.blocks, None)
+            if block is None:
+                self.exhausted = True
+            else:
+                classes = mulaw.encode(torch.from_numpy(block), quantization_channels).numpy()
+                self.buffer = np.concatenate((self.buffer, classes))
+
+    def add(self, logp: torch.Tensor, per_sample: bool) -> None:
+        self.nats += float(logp.sum())
+        self.count += logp.shape[0]
+        if per_sample:
+            self.surprisal.append((-logp / LN2).float().cpu().numpy())
+
+    def result(self, sample_rate: int) -> dict[str, Any]:
+        out = {"path": self.path, **_record(self.nats, self.count, sample_rate)}
+        if self.surprisal:
+            out["surprisal"] = np.concatenate(self.surprisal)
+        return out
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Length-weighted totals over the records that were scored."""
+    ok = [r for r in records if "error" not in r]
+    sample_rate = ok[0]["sample_rate"] if ok else 1
+    return {"files": len(ok), "failed": len(records) - len(ok),
+            **_record(sum(r["log_prob_nats"] for r in ok), sum(r["num_samples"] for r in ok),
+                      sample_rate)}

@@ -28,7 +28,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .audio import write_wav
 from .checkpoint import read_checkpoint, save_checkpoint
-from .config import Config, validate
+from .config import Config, resolve_device, validate
 from .data import IGNORE, CropSampler, build_datasets
 from .model import WaveNet
 from .sampler import generate
@@ -51,14 +51,6 @@ class Progress:
     last_val_bits: float = math.nan
     nonfinite_total: int = 0
     nonfinite_run: int = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"train.device={name!r} but CUDA is not available; use cpu or auto")
-    return torch.device(name)
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:

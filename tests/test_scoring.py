@@ -1,0 +1,203 @@
+"""Scoring is exact: equal to the whole-sequence log_prob and to brute force over prefixes,
+for any tiling, any length, and the documented preprocessing."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import randomize_biases, tone, write
+
+from wavegen import WaveNet, mulaw
+from wavegen.audio import load_audio, read_blocks
+from wavegen.checkpoint import save_checkpoint
+from wavegen.scoring import StreamScorer, score_audio, score_file
+
+
+def tiny_model(**overrides):
+    model = WaveNet.from_preset("tiny", **overrides).eval()
+    randomize_biases(model)
+    return model
+
+
+@pytest.mark.parametrize("length,tile", [(1, 64), (1, 1), (50, 64), (255, 255), (256, 256),
+                                         (257, 256), (1000, 100), (1000, 300), (1000, 5000)])
+def test_any_tiling_equals_the_whole_sequence(length, tile):
+    model = tiny_model()  # receptive field 256: tiles below, at and above it
+    x = torch.randint(0, 256, (1, length))
+    with torch.no_grad():
+        expected = model.log_prob(x).double().sum().item()
+    scorer = StreamScorer(model, tile=tile)
+    scorer.add(x[0])
+    assert scorer.log_prob_nats == pytest.approx(expected, rel=1e-6)
+    pieces = StreamScorer(model, tile=tile)  # pieces of odd sizes, as blocks arrive
+    for part in torch.split(x[0], 37):
+        pieces.add(part)
+    assert pieces.log_prob_nats == pytest.approx(expected, rel=1e-6)
+    assert pieces.num_samples == length
+
+
+def test_brute_force_over_prefixes():
+    model = tiny_model(layers_per_stack=4)
+    x = torch.randint(0, 256, (1, 60))
+    with torch.no_grad():
+        brute = sum(model(x[:, : t + 1])[0, :, t].log_softmax(0)[x[0, t]].item()
+                    for t in range(60))
+    scorer = StreamScorer(model, tile=7, per_sample=True)
+    scorer.add(x[0])
+    result = scorer.result()
+    assert result["log_prob_nats"] == pytest.approx(brute, rel=1e-6)
+    assert result["surprisal"].shape == (60,)
+    assert -result["surprisal"].sum() * math.log(2) == pytest.approx(brute, rel=1e-5)
+
+
+def test_uniform_model_scores_log2_q_bits():
+    model = tiny_model()
+    with torch.no_grad():
+        model.head2.weight.zero_()
+        model.head2.bias.zero_()
+    r = score_audio(model, tone(0.3), 16000)
+    assert r["bits_per_sample"] == pytest.approx(8.0, abs=1e-9)
+    assert r["bits_per_second"] == pytest.approx(8.0 * 16000, rel=1e-9)
+    assert r["num_samples"] == 4800 and r["seconds"] == pytest.approx(0.3)
+
+
+def test_file_scores_follow_the_documented_preprocessing(tmp_path):
+    model = tiny_model()
+    x = tone(1.0, sample_rate=44100, freq=300)
+    stereo = np.stack([x, 0.5 * x], axis=1)
+    path = write(tmp_path / "stereo44k.wav", stereo, 44100, subtype="FLOAT")
+    # mono mix-down, resample, mu-law, no trimming: the same as load_audio without trimming
+    expected = load_audio(path, 16000)
+    classes = mulaw.encode(torch.from_numpy(expected), 256)
+    with torch.no_grad():
+        whole = model.log_prob(classes[None]).double().sum().item()
+    r = score_file(model, path, block_seconds=0.13)  # many blocks through the stream resampler
+    assert r["num_samples"] == len(expected) == 16000
+    assert r["log_prob_nats"] == pytest.approx(whole, rel=1e-6)
+    assert score_audio(model, stereo, 44100)["log_prob_nats"] == pytest.approx(whole, rel=1e-6)
+    assert r["path"] == str(path) and r["sample_rate"] == 16000
+
+
+def test_block_reading_equals_whole_file_resampling(tmp_path):
+    path = write(tmp_path / "a.flac", tone(2.0, sample_rate=22050, freq=500), 22050)
+    blocks = np.concatenate(list(read_blocks(path, 16000, block_seconds=0.1)))
+    assert np.array_equal(blocks, load_audio(path, 16000))
+
+
+def test_silence_padding_does_not_change_the_rest():
+    """Leading silence is what the model assumes before x[0]: scores of the remainder agree."""
+    model = tiny_model()
+    audio = tone(0.2)
+    padded = np.concatenate([np.zeros(1000, np.float32), audio])
+    a = score_audio(model, audio, 16000, per_sample=True)["surprisal"]
+    b = score_audio(model, padded, 16000, per_sample=True)["surprisal"][1000:]
+    assert np.allclose(a, b, atol=1e-4)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    model = tiny_model(layers_per_stack=5)
+    from dataclasses import asdict
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, {"model_config": asdict(model.config), "sample_rate": 16000,
+                           "model": model.state_dict()})
+    return path, model
+
+
+def test_cli_outputs_agree_with_score_file(tmp_path, checkpoint):
+    ckpt, model = checkpoint
+    folder = tmp_path / "clips"
+    write(folder / "b.wav", tone(0.4, freq=220))
+    write(folder / "sub" / "a.flac", tone(0.25, sample_rate=8000, freq=440), 8000)
+    (folder / "broken.wav").write_bytes(b"RIFFxxxxWAVE")
+    single = write(tmp_path / "single.wav", tone(0.1, seed=3))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "wavegen", "score", str(ckpt), str(single), str(folder),
+         "--json", str(out / "s.jsonl"), "--csv", str(out / "s.csv"), "--per-sample",
+         str(out / "npy"), "--plot", str(out / "png")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr  # one file failed
+    assert "broken.wav" in done.stderr and "Traceback" not in done.stderr
+    records = [json.loads(line) for line in (out / "s.jsonl").read_text().splitlines()]
+    order = [single, folder / "b.wav", folder / "broken.wav", folder / "sub" / "a.flac"]
+    assert [r["path"] for r in records] == [str(p) for p in order]
+    assert "error" in records[2] and "error" not in records[0]
+    for record, path in zip(records, order, strict=True):
+        if "error" in record:
+            continue
+        expected = score_file(model, path)
+        assert record["log_prob_nats"] == pytest.approx(expected["log_prob_nats"], rel=1e-6)
+        assert record["bits_per_sample"] == pytest.approx(expected["bits_per_sample"])
+    rows = list(csv.DictReader((out / "s.csv").open()))
+    assert [r["path"] for r in rows] == [str(p) for p in order]
+    assert float(rows[1]["bits_per_second"]) == pytest.approx(records[1]["bits_per_second"])
+    assert rows[2]["error"] and not rows[0]["error"]
+    npys = sorted(p.name for p in (out / "npy").iterdir())
+    assert npys == ["000_single.npy", "001_b.npy", "003_a.npy"]
+    assert np.load(out / "npy" / "001_b.npy").shape == (records[1]["num_samples"],)
+    assert len(list((out / "png").glob("*.png"))) == 3
+    table = done.stdout
+    assert "bits/sample" in table and "all (length-weighted)" in table
+    n = sum(r["num_samples"] for r in records if "error" not in r)
+    bits = -sum(r["log_prob_nats"] for r in records if "error" not in r) / math.log(2) / n
+    assert f"{bits:.4f}" in table
+
+
+def test_cli_errors(tmp_path, checkpoint):
+    ckpt, _ = checkpoint
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "wavegen", "score", *map(str, args)],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    missing = run(tmp_path / "nope.pt", tmp_path)
+    assert missing.returncode == 2 and "no such checkpoint" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = run(ckpt, tmp_path / "empty")
+    assert empty.returncode == 2 and "no audio files" in empty.stderr
+    gone = run(ckpt, tmp_path / "gone.wav")
+    assert gone.returncode == 1 and "gone.wav" in gone.stderr
+    assert "Traceback" not in missing.stderr + empty.stderr + gone.stderr
+
+
+def test_score_file_reports_unreadable_files(tmp_path):
+    from wavegen.audio import AudioError
+    bad = tmp_path / "x.wav"
+    bad.write_bytes(b"")
+    with pytest.raises(AudioError, match="x.wav"):
+        score_file(tiny_model(), bad)
+    sf.write(tmp_path / "nan.wav", np.array([0.0, np.nan], np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        score_file(tiny_model(), tmp_path / "nan.wav")
+
+
+def test_batched_files_equal_one_at_a_time(tmp_path):
+    from wavegen.scoring import score_files
+
+    model = tiny_model()
+    paths = [write(tmp_path / "long.wav", tone(1.3, seed=1)),  # several tiles
+             write(tmp_path / "one.wav", np.array([0.2], np.float32)),  # one sample
+             tmp_path / "missing.wav",
+             write(tmp_path / "short.wav", tone(0.01, seed=2)),
+             write(tmp_path / "mid.flac", tone(0.3, sample_rate=22050, seed=3), 22050),
+             write(tmp_path / "mid2.wav", tone(0.35, seed=4))]
+    expected = []
+    for p in paths:
+        try:
+            expected.append(score_file(model, p, per_sample=True))
+        except Exception:
+            expected.append(None)
+    got = list(score_files(model, paths, per_sample=True, batch=3, tile=1000))
+    assert [r["path"] for r in got] == [str(p) for p in paths]
+    for r, e in zip(got, expected, strict=True):
+        if e is None:
+            assert "error" in r
+            continue
+        assert r["num_samples"] == e["num_samples"]
+        assert r["log_prob_nats"] == pytest.approx(e["log_prob_nats"], rel=1e-6)
+        assert np.allclose(r["surprisal"], e["surprisal"], atol=1e-4)
