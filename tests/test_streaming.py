@@ -45,6 +45,25 @@ def test_tiles_after_priming_equal_parallel_forward(tile):
     assert torch.allclose(got, expected[:, 600:], atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_mixed_tile_sizes_equal_parallel_forward(kernel_size):
+    """Single steps (ring buffers) interleaved with tiles (ordered contexts)."""
+    model = WaveNet.from_preset("tiny", kernel_size=kernel_size).eval()
+    randomize_biases(model)
+    x = torch.randint(0, 256, (2, 900))
+    with torch.no_grad():
+        expected = model(x).transpose(1, 2)
+    inputs = model.shift_with_silence(x)[:, model.receptive_field - 1 :]
+    sizes = [1, 1, 3, 1, 1, 1, 200, 1, 7, 1, 1, 300] + [1] * 40
+    sizes.append(inputs.shape[1] - sum(sizes))
+    state = streaming.silence_state(model, 2)
+    got, start = [], 0
+    for size in sizes:
+        got.append(streaming.step(model, state, inputs[:, start : start + size]))
+        start += size
+    assert torch.allclose(torch.cat(got, dim=1), expected, atol=1e-4)
+
+
 def test_fresh_state_is_not_zero_with_biases():
     """With non-zero biases a deeper layer sees a non-zero constant during silence."""
     model = WaveNet.from_preset("tiny").eval()

@@ -65,13 +65,19 @@ class ResidualLayer(nn.Module):
             taps = torch.cat(
                 [h[:, i * self.dilation : i * self.dilation + length]
                  for i in range(self.kernel_size)], dim=-1)
+        return self.from_taps(taps, h[:, self.context:], num_skip, need_residual)
+
+    def from_taps(
+        self, taps: torch.Tensor, current: torch.Tensor, num_skip: int, need_residual: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """taps: (B, T, k*R) oldest..newest, current: (B, T, R) the newest tap -> as forward."""
         a = self.conv(taps)  # (B, T, gate)
         filt, gate = a.chunk(2, dim=-1)
         z = torch.tanh(filt) * torch.sigmoid(gate)  # (B, T, gate/2)
-        tail = z[:, length - num_skip:]
+        tail = z[:, z.shape[1] - num_skip:]
         if not need_residual:
             return None, tail
-        return h[:, self.context:] + self.residual(z), tail
+        return current + self.residual(z), tail
 
 
 class WaveNet(nn.Module):

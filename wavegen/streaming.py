@@ -21,7 +21,9 @@ from .model import WaveNet
 class StreamState:
     """Context caches for B independent streams.
 
-    ``context[i]``: (B, (k - 1) * d_i, residual_channels), the last inputs of layer i.
+    ``context[i]``: (B, (k - 1) * d_i, residual_channels), the last inputs of layer i, kept
+    as a ring buffer whose oldest entry is at ``start[i]`` (the Fast WaveNet queue: one new
+    sample reads k - 1 entries and overwrites the oldest, whatever the dilation).
     ``fused_skip``: the model's skip projections fused once (``WaveNet.fused_skip``), so a
     step does not rebuild them; a state belongs to the weights it was made with.
     """
@@ -29,14 +31,23 @@ class StreamState:
     def __init__(self, context: list[torch.Tensor],
                  fused_skip: tuple[torch.Tensor, torch.Tensor]):
         self.context = context
+        self.start = [0] * len(context)
         self.fused_skip = fused_skip
 
     @property
     def batch_size(self) -> int:
         return self.context[0].shape[0]
 
+    def ordered(self, i: int) -> torch.Tensor:
+        """Layer i's context oldest..newest: (B, (k - 1) * d_i, R)."""
+        s = self.start[i]
+        return self.context[i] if s == 0 else torch.cat(
+            (self.context[i][:, s:], self.context[i][:, :s]), dim=1)
+
     def clone(self) -> StreamState:
-        return StreamState([c.clone() for c in self.context], self.fused_skip)
+        out = StreamState([c.clone() for c in self.context], self.fused_skip)
+        out.start = list(self.start)
+        return out
 
 
 @torch.no_grad()
@@ -71,9 +82,19 @@ def step(model: WaveNet, state: StreamState, inputs: torch.Tensor) -> torch.Tens
     gated = []
     last = len(model.layers) - 1
     for i, layer in enumerate(model.layers):
-        full = torch.cat((state.context[i], h), dim=1)  # (B, context + T, R)
-        state.context[i] = full[:, -layer.context:].contiguous()
-        h, tail = layer(full, num_skip=num_new, need_residual=i < last)
+        if num_new == 1:  # O(1): read k - 1 ring entries, overwrite the oldest
+            ring, s, ctx = state.context[i], state.start[i], layer.context
+            past = [ring[:, (s + ctx - back) % ctx]  # `back` samples ago
+                    for back in range(ctx, 0, -layer.dilation)]
+            taps = torch.cat((*past, h[:, 0]), dim=-1).unsqueeze(1)  # (B, 1, k*R)
+            ring[:, s] = h[:, 0]
+            state.start[i] = (s + 1) % ctx
+            h, tail = layer.from_taps(taps, h, 1, need_residual=i < last)
+        else:  # a tile: run the layer on [ordered context, tile] and keep the new tail
+            full = torch.cat((state.ordered(i), h), dim=1)  # (B, context + T, R)
+            state.context[i] = full[:, -layer.context:].contiguous()
+            state.start[i] = 0
+            h, tail = layer(full, num_skip=num_new, need_residual=i < last)
         gated.append(tail)
     return model.head(gated, state.fused_skip)
 
