@@ -30,6 +30,22 @@ def test_fast_cpu_engine_equals_parallel_forward_step_by_step(preset, overrides)
     assert np.abs(got - expected).max() < 1e-4
 
 
+@pytest.mark.parametrize("batch,threads", [(13, 1), (26, 2), (5, 1)])
+def test_fast_cpu_engine_batched_and_per_stream_paths(batch, threads):
+    """Groups of >= BATCH_FROM streams run as one batch, smaller ones stream by stream."""
+    from wavegen.fastcpu import BATCH_FROM
+
+    assert (batch // threads >= BATCH_FROM) == (batch != 5)
+    model = model_with_biases(kernel_size=3)
+    x = torch.randint(0, 256, (batch, 300))
+    with torch.no_grad():
+        expected = model(x).transpose(1, 2).numpy()
+    inputs = model.shift_with_silence(x)[:, model.receptive_field - 1 :].numpy()
+    engine = FastCPUEngine(model, batch, threads=threads)
+    got = np.concatenate([engine.feed(inputs[:, :100]), engine.feed(inputs[:, 100:])], axis=1)
+    assert np.abs(got - expected).max() < 1e-4
+
+
 def greedy_by_parallel_forward(model, num_samples, prime=None):
     """Argmax decoding the slow way: the whole sequence through model.forward each step."""
     x = torch.zeros(1, 0, dtype=torch.long) if prime is None else prime
