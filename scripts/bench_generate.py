@@ -10,10 +10,10 @@ without caches does). All figures come from one run, so their ratios are compara
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+from benchlib import emit
 
 from wavegen import WaveNet, generate
 
@@ -57,10 +57,7 @@ def main() -> None:
         row = {"preset": args.preset, "method": method, "batch": batch, "threads": args.threads,
                "samples_per_s": rate, "real_time_factor": rate / sr}
         rows.append(row)
-        print(json.dumps(row), flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        emit(row, args.json)
 
     fast = int(args.seconds * sr)
     for batch in args.batches:

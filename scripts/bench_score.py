@@ -14,14 +14,13 @@ import argparse
 import json
 import math
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchlib import emit, run_child
 
 LABELS = {"streaming": "streaming scorer (score_file)", "full": "full-sequence model.log_prob"}
 
@@ -81,15 +80,10 @@ def main() -> None:
         write_clip(short, 60.0, 1)
         write_clip(long, args.long_minutes * 60, 2)
         for method, clip in [("streaming", short), ("full", short), ("streaming", long)]:
-            cmd = [sys.executable, __file__, "--method", method, "--clip", str(clip),
-                   "--preset", args.preset, "--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            row = json.loads(out.strip().splitlines()[-1])
+            row = run_child(__file__, "--method", method, "--clip", str(clip),
+                            "--preset", args.preset, "--threads", str(args.threads))
             rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+            emit(row, args.json)
 
     print(f"\n{args.preset} preset, CPU, {args.threads} threads")
     print("| method | clip | samples/s | x real time | peak RSS (MB) | of which after start-up "

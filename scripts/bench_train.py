@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from benchlib import emit, run_child
 from torch import nn
 
 from wavegen import WaveNet
@@ -150,16 +149,12 @@ def main() -> None:
     rows = []
     for device in devices:
         for variant in ("reference", "wavegen"):
-            cmd = [sys.executable, __file__, "--variant", variant, "--device", device,
-                   "--preset", args.preset, "--batch", str(args.batch), "--segment",
-                   str(args.segment), "--steps", str(args.steps), "--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            row = json.loads(out.strip().splitlines()[-1])
+            row = run_child(__file__, "--variant", variant, "--device", device,
+                            "--preset", args.preset, "--batch", str(args.batch), "--segment",
+                            str(args.segment), "--steps", str(args.steps),
+                            "--threads", str(args.threads))
             rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+            emit(row, args.json)
 
     print(f"\n{args.preset}, batch {args.batch} x {args.segment} targets, {args.threads} threads")
     print("| device | formulation | samples/s | step (s) | peak memory (MB) | vs reference |")
