@@ -62,6 +62,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch
         train(fast_config(tmp_path, *common, "name=resumed"))
     monkeypatch.setattr(CropSampler, "sample", original)
     assert read_checkpoint(tmp_path / "resumed" / "last.pt")["progress"]["step"] == 3
+    # the crashed run logged step 4 after its last checkpoint; the resumed run logs it anew
+    assert max(m["step"] for m in metrics(tmp_path / "resumed")) == 4
     with pytest.raises(TrainingError, match="train.resume=true"):
         train(fast_config(tmp_path, *common, "name=resumed"))
     resumed = train(fast_config(tmp_path, *common, "name=resumed", "train.resume=true"))
@@ -79,6 +81,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch
     resumed_losses = {m["step"]: m["loss_bits_per_sample"] for m in metrics(resumed["run_dir"])
                       if "loss_bits_per_sample" in m}
     assert resumed_losses == losses  # steps 1-3 from the first try, 4-8 after resuming
+    assert [m["step"] for m in metrics(resumed["run_dir"])] == \
+        [m["step"] for m in metrics(whole["run_dir"])]
     assert resumed["val_bits_per_sample"] == whole["val_bits_per_sample"]
 
 

@@ -105,6 +105,16 @@ class MetricsLog:
         except ImportError:
             pass
 
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after ``step``: a run killed after its last checkpoint logged
+        steps that the resumed run will log again."""
+        if not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            self.path.write_text("".join(kept))
+
     def write(self, step: int, **values: float) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, **values}) + "\n")
@@ -196,6 +206,7 @@ def train(cfg: Config | DictConfig, run_dir: str | Path | None = None) -> dict[s
         })
 
     metrics = MetricsLog(run_dir)
+    metrics.truncate_after(progress.step)
     bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", unit="step",
                dynamic_ncols=True)
     interrupted = None
