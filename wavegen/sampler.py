@@ -37,6 +37,13 @@ def pick_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def stream_generators(n: int, seed: int | None) -> list[np.random.Generator]:
     """One generator per stream; stream i's is the same whatever n is."""
     root = np.random.SeedSequence(seed)
@@ -115,7 +122,7 @@ def generate(
         include_prime: return the prime followed by the continuation.
         backend: "auto", "torch" or "numba" (CPU).
         threads: CPU threads for the numba backend, each taking a group of streams
-            (default: one per 8 streams, at most the CPU count).
+            (default: as many as there are streams, at most the usable CPUs).
         progress: show a progress bar with samples/s and the real-time factor.
 
     Returns:
@@ -154,7 +161,7 @@ def generate(
     try:
         if backend == "numba":
             if threads is None:
-                threads = min(os.cpu_count() or 1, max(1, n // 8))
+                threads = min(usable_cpus(), n)
             chunk = _numba_sampler(model, inputs, temperature, threads)
         else:
             chunk = _torch_sampler(model, inputs, temperature)
