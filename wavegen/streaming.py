@@ -44,11 +44,6 @@ class StreamState:
         return self.context[i] if s == 0 else torch.cat(
             (self.context[i][:, s:], self.context[i][:, :s]), dim=1)
 
-    def clone(self) -> StreamState:
-        out = StreamState([c.clone() for c in self.context], self.fused_skip)
-        out.start = list(self.start)
-        return out
-
 
 @torch.no_grad()
 def silence_state(model: WaveNet, batch_size: int = 1) -> StreamState:
