@@ -129,8 +129,7 @@ class AudioFolder:
             self.clips.append(Clip(str(path.relative_to(self.root)), classes))
         if not self.clips:
             why = (f"{len(paths)} audio files, none readable" if paths
-                   else "no audio files (" + ", ".join(sorted({".wav", ".flac", ".mp3",
-                                                                 ".ogg", ".aiff"})) + " ...)")
+                   else "no audio files (.wav, .flac, .ogg, .mp3, .aiff ...)")
             raise DataError(f"no readable audio in {self.root}: {why}")
 
     def _cache_path(self, path: Path) -> Path:

@@ -4,11 +4,11 @@ A step of the ``small`` preset is about 0.9 M multiply-adds; run as a Python loo
 ops it costs ~1 ms in dispatch alone. Here one step is one compiled call with no allocation:
 each dilated layer keeps a ring buffer of its last (k - 1) * d inputs (Fast WaveNet, Paine et
 al. 2016), the k taps are one product with the layer's fused conv weight, and the skip
-projections of all layers are one product. Products loop with the output channel innermost,
-so the compiler vectorises them and a batch of streams reuses each weight row from cache.
+projections of all layers are one product. Products go to BLAS with preallocated outputs;
+the gates use a rational tanh that the compiler vectorises.
 
-The engine is single-threaded by design (one product is too small to split); several
-threads each take a group of streams.
+One stream's step is never split across threads (one product is too small to split);
+several threads each take a group of streams, small groups stream by stream.
 """
 
 from __future__ import annotations
