@@ -112,3 +112,25 @@ def test_bad_inputs_and_presets():
         WaveNet(ModelConfig(kernel_size=1))
     with pytest.raises(ValueError, match="unknown model keys"):
         load_preset("tiny", kernel=3)
+
+
+def test_every_parameter_has_its_own_gradient():
+    """In-place gradient updates (accumulation, clipping) must touch one parameter each:
+    the skip biases are summed into one bias, and their gradients once shared memory."""
+    model = WaveNet.from_preset("tiny", layers_per_stack=3)
+    x = torch.randint(0, 256, (2, 300))
+
+    def grads_after(backwards: int, clip: float | None) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        for _ in range(backwards):
+            model.log_prob(x).mean().backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    once = grads_after(1, None)
+    total = torch.cat([g.flatten() for g in once]).norm()
+    for g, twice in zip(once, grads_after(2, None), strict=True):
+        torch.testing.assert_close(twice, 2 * g)
+    for g, clipped in zip(once, grads_after(1, 1e-3), strict=True):
+        torch.testing.assert_close(clipped, g * (1e-3 / (total + 1e-6)))

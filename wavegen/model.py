@@ -130,8 +130,12 @@ class WaveNet(nn.Module):
         sum_l (z_l W_l^T + b_l) = [z_1 ... z_L] [W_1 ... W_L]^T + sum_l b_l.
         """
         weight = torch.cat([layer.skip.weight for layer in self.layers], dim=1)
-        bias = torch.stack([layer.skip.bias for layer in self.layers]).sum(0)
-        return weight, bias
+        biases = torch.stack([layer.skip.bias for layer in self.layers])  # (L, S)
+        # A product, not .sum(0): the gradient of a sum reaches every bias as a view of one
+        # expanded tensor, and autograd would then store one shared tensor as all their
+        # .grad, so in-place updates (accumulation, clipping) would apply L times.
+        bias = biases.new_ones(1, len(self.layers)) @ biases
+        return weight, bias[0]
 
     def head(self, gated: list[torch.Tensor],
              fused_skip: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
