@@ -1,13 +1,17 @@
-"""Training throughput: wavegen's WaveNet against a plain reference formulation.
+"""Training throughput: wavegen's WaveNet in fp32, bf16 and compiled, against a plain
+reference formulation in fp32.
 
-Both networks have the same weights (the reference's outputs are checked against ours) and
+All networks have the same weights (the reference's outputs are checked against ours) and
 take the same step: forward on crops of (receptive_field - 1) context + segment targets,
-cross-entropy on the targets, backward, AdamW. The reference is the textbook layout:
-(B, C, T) tensors, F.pad + nn.Conv1d per layer at full length, fp32.
-Each variant runs in its own process so that its peak memory is its own.
+cross-entropy on the targets, backward, AdamW; mixed precision runs the forward under
+torch.autocast like `train.precision` (fp16 with a grad scaler), compiled variants wrap the
+forward in torch.compile like `train.compile=true` (compilation happens in the warm-up step
+and is not timed). The reference is the textbook layout: (B, C, T) tensors,
+F.pad + nn.Conv1d per layer at full length. Each variant runs in its own process so that
+its peak memory is its own.
 
     python scripts/bench_train.py                      # small, batch 4 x 8000, 2 threads
-    python scripts/bench_train.py --preset tiny --steps 3 --json out.jsonl
+    python scripts/bench_train.py --variants reference wavegen --steps 3 --json out.jsonl
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ from benchlib import emit, run_child
 from torch import nn
 
 from wavegen import WaveNet
+from wavegen.train import PRECISIONS, ValidLogits
+
+CPU_VARIANTS = ["reference", "wavegen", "wavegen+compile", "wavegen-bf16",
+                "wavegen-bf16+compile"]
+CUDA_VARIANTS = ["reference", "wavegen", "wavegen+compile", "wavegen-bf16",
+                 "wavegen-bf16+compile", "wavegen-fp16"]
 
 
 class ReferenceWaveNet(nn.Module):
@@ -85,12 +95,21 @@ def run_variant(args) -> dict:
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = WaveNet.from_preset(args.preset)
-    net = (ReferenceWaveNet(model) if args.variant == "reference" else model).to(device)
+    reference = args.variant == "reference"
+    precision = "bf16" if "bf16" in args.variant else "fp16" if "fp16" in args.variant \
+        else "fp32"
+    net = (ReferenceWaveNet(model) if reference else model).to(device)
+    forward = net.valid_logits if reference else ValidLogits(net)
+    if args.variant.endswith("+compile"):
+        forward = torch.compile(forward)
+    autocast = torch.autocast(device.type, dtype=PRECISIONS[precision],
+                              enabled=precision != "fp32")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     r = model.receptive_field
     gen = torch.Generator().manual_seed(0)
     inputs = torch.randint(0, 256, (args.batch, r - 1 + args.segment), generator=gen).to(device)
     targets = torch.randint(0, 256, (args.batch, args.segment), generator=gen).to(device)
-    if args.variant == "reference":
+    if reference:
         with torch.no_grad():
             diff = (net.valid_logits(inputs[:1, : r + 99]) -
                     model.to(device).valid_logits(inputs[:1, : r + 99])).abs().max().item()
@@ -98,10 +117,13 @@ def run_variant(args) -> dict:
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
     def one_step():
-        loss = F.cross_entropy(net.valid_logits(inputs).flatten(0, 1), targets.flatten())
+        with autocast:
+            logits = forward(inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
     def sync():
         if device.type == "cuda":
@@ -123,7 +145,8 @@ def run_variant(args) -> dict:
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     best = sorted(times)[len(times) // 2]  # median
-    return {"variant": args.variant, "preset": args.preset, "device": args.device,
+    return {"variant": args.variant, "precision": precision, "preset": args.preset,
+            "device": args.device,
             "batch": args.batch, "segment": args.segment, "threads": args.threads,
             "step_s": best, "samples_per_s": args.batch * args.segment / best,
             "peak_memory_mb": peak_mb}
@@ -135,6 +158,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--segment", type=int, default=8000)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--slow-steps", type=int, default=2,
+                   help="timed steps for bf16/fp16 on a CPU without native support (slow)")
+    p.add_argument("--variants", nargs="+", help=f"default: {' '.join(CPU_VARIANTS)} on "
+                   f"cpu; {' '.join(CUDA_VARIANTS)} on cuda")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default=None, help="default: cpu, and cuda too when present")
     p.add_argument("--json", help="append JSON lines here")
@@ -148,23 +175,38 @@ def main() -> None:
                                                            else [])
     rows = []
     for device in devices:
-        for variant in ("reference", "wavegen"):
+        for variant in args.variants or (CUDA_VARIANTS if device.startswith("cuda")
+                                         else CPU_VARIANTS):
+            slow = device == "cpu" and ("bf16" in variant or "fp16" in variant) and \
+                not cpu_has_native_bf16()
             row = run_child(__file__, "--variant", variant, "--device", device,
                             "--preset", args.preset, "--batch", str(args.batch), "--segment",
-                            str(args.segment), "--steps", str(args.steps),
+                            str(args.segment),
+                            "--steps", str(args.slow_steps if slow else args.steps),
                             "--threads", str(args.threads))
             rows.append(row)
             emit(row, args.json)
 
-    print(f"\n{args.preset}, batch {args.batch} x {args.segment} targets, {args.threads} threads")
-    print("| device | formulation | samples/s | step (s) | peak memory (MB) | vs reference |")
+    print(f"\n{args.preset}, batch {args.batch} x {args.segment} targets, {args.threads} threads"
+          f", CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print("| device | variant | samples/s | step (s) | peak memory (MB) | vs reference |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        ref = next(r for r in rows if r["device"] == row["device"] and
-                   r["variant"] == "reference")
+        ref = next((r for r in rows if r["device"] == row["device"] and
+                    r["variant"] == "reference"), None)
+        ratio = f"{row['samples_per_s'] / ref['samples_per_s']:.2f}x" if ref else "-"
         print(f"| {row['device']} | {row['variant']} | {row['samples_per_s']:,.0f} | "
-              f"{row['step_s']:.2f} | {row['peak_memory_mb']:,.0f} | "
-              f"{row['samples_per_s'] / ref['samples_per_s']:.2f}x |")
+              f"{row['step_s']:.2f} | {row['peak_memory_mb']:,.0f} | {ratio} |")
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: without them bf16 matrix products are emulated (slow)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 if __name__ == "__main__":

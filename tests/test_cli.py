@@ -1,5 +1,7 @@
 """The real command line, end to end, in a subprocess."""
 
+import csv
+import json
 import subprocess
 import sys
 
@@ -32,6 +34,24 @@ def test_train_writes_checkpoints_metrics_and_examples(tmp_path):
     resumed = wavegen("train", *FAST, "train.max_steps=6", "train.resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed" in resumed.stdout + resumed.stderr and "at step 4" in resumed.stdout
+
+
+def test_multirun_sweep_writes_one_folder_per_run_and_a_summary(tmp_path):
+    done = wavegen("train", "-m", "optim.lr=0.001,0.005", *FAST, "train.num_examples=0",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (sweep,) = (tmp_path / "runs" / "multirun").iterdir()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    for run in ("0", "1"):
+        assert (sweep / run / "last.pt").is_file()
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["overrides"].split()[0] for r in rows] == ["optim.lr=0.001", "optim.lr=0.005"]
+    for row, run in zip(rows, ("0", "1"), strict=True):
+        summary = json.loads((sweep / run / "summary.json").read_text())
+        assert float(row["val_bits_per_sample"]) == summary["val_bits_per_sample"] < 8.5
+        assert row["step"] == "4"
+    assert "optim.lr=0.005" in done.stdout and "final" in done.stdout
 
 
 def test_user_errors_are_clear_and_have_no_traceback(tmp_path):

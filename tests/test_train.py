@@ -48,7 +48,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch
               "optim.ema_decay=0.9"]
     whole = train(fast_config(tmp_path, *common, "name=whole"))
 
-    original = CropSampler.sample
+    original = CropSampler.build
     calls = {"n": 0}
 
     def crash_on_fifth(self, *args):
@@ -57,10 +57,10 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch
             raise RuntimeError("simulated crash")
         return original(self, *args)
 
-    monkeypatch.setattr(CropSampler, "sample", crash_on_fifth)
+    monkeypatch.setattr(CropSampler, "build", crash_on_fifth)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(fast_config(tmp_path, *common, "name=resumed"))
-    monkeypatch.setattr(CropSampler, "sample", original)
+    monkeypatch.setattr(CropSampler, "build", original)
     assert read_checkpoint(tmp_path / "resumed" / "last.pt")["progress"]["step"] == 3
     # the crashed run logged step 4 after its last checkpoint; the resumed run logs it anew
     assert max(m["step"] for m in metrics(tmp_path / "resumed")) == 4
@@ -87,7 +87,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch
 
 
 def test_sigint_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
-    original = CropSampler.sample
+    original = CropSampler.build
     calls = {"n": 0}
 
     def interrupt_on_third(self, *args):
@@ -96,12 +96,12 @@ def test_sigint_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)
         return original(self, *args)
 
-    monkeypatch.setattr(CropSampler, "sample", interrupt_on_third)
+    monkeypatch.setattr(CropSampler, "build", interrupt_on_third)
     cfg = fast_config(tmp_path, "train.max_steps=6", "train.checkpoint_every=100")
     stopped = train(cfg)
     assert stopped["interrupted"] == "SIGINT" and stopped["step"] == 3
     assert read_checkpoint(stopped["checkpoint"])["progress"]["step"] == 3
-    monkeypatch.setattr(CropSampler, "sample", original)
+    monkeypatch.setattr(CropSampler, "build", original)
     done = train(fast_config(tmp_path, "train.max_steps=6", "train.resume=true"))
     assert done["step"] == 6 and done["interrupted"] is None
 
@@ -165,3 +165,53 @@ def test_load_checkpoint_errors(tmp_path):
     torch.save({"hello": 1}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a wavegen checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_mixed_precision_trains_and_validates_in_fp32(tmp_path, precision):
+    summary = train(fast_config(tmp_path, f"train.precision={precision}",
+                                "train.max_steps=60", "train.val_every=1000", "optim.lr=5e-3"))
+    losses = [m["loss_bits_per_sample"] for m in metrics(summary["run_dir"])
+              if "loss_bits_per_sample" in m]
+    assert sum(losses[-10:]) / 10 < losses[0] - 1.0, losses
+    model = load_checkpoint(summary["checkpoint"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert summary["val_bits_per_sample"] < 7.0
+    ckpt = read_checkpoint(summary["checkpoint"])
+    assert (ckpt["scaler"] is not None) == (precision == "fp16")
+
+
+def test_compiled_forward_gives_the_eager_losses(tmp_path):
+    pytest.importorskip("torch._inductor")
+    import shutil
+
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        pytest.skip("torch.compile on CPU needs a C++ compiler; none on the PATH")
+    common = ["train.max_steps=3", "train.val_every=1000", "model.layers_per_stack=2"]
+    eager = train(fast_config(tmp_path, *common, "name=eager"))
+    compiled = train(fast_config(tmp_path, *common, "name=compiled", "train.compile=true"))
+    losses = [[m["loss_bits_per_sample"] for m in metrics(s["run_dir"])
+               if "loss_bits_per_sample" in m] for s in (eager, compiled)]
+    assert losses[1] == pytest.approx(losses[0], abs=1e-4)
+    assert compiled["val_bits_per_sample"] == pytest.approx(eager["val_bits_per_sample"],
+                                                            abs=1e-3)
+
+
+def test_dataloader_workers_draw_the_same_batches(tmp_path):
+    common = ["train.max_steps=3", "train.val_every=1000"]
+    inline = train(fast_config(tmp_path, *common, "name=inline"))
+    workers = train(fast_config(tmp_path, *common, "name=workers", "train.num_workers=2"))
+    a, b = read_checkpoint(inline["checkpoint"]), read_checkpoint(workers["checkpoint"])
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_learning_rate_scaling_with_the_effective_batch():
+    from wavegen.config import OptimConfig
+    from wavegen.train import scaled_lr
+
+    assert scaled_lr(OptimConfig(lr=1e-3), 32, 8) == 1e-3
+    assert scaled_lr(OptimConfig(lr=1e-3, lr_scaling="linear"), 32, 8) == pytest.approx(4e-3)
+    assert scaled_lr(OptimConfig(lr=1e-3, lr_scaling="sqrt"), 32, 8) == pytest.approx(2e-3)
+    assert scaled_lr(OptimConfig(lr=1e-3, lr_scaling="linear", lr_base_batch=16), 32, 8) \
+        == pytest.approx(2e-3)

@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     if command == "train":
+        from .distributed import env_rank
+
+        if env_rank() != 0:  # under torchrun, rank 0 alone logs and writes the run folder
+            rest = [*rest, "hydra.output_subdir=null", "hydra/job_logging=disabled",
+                    "hydra/hydra_logging=disabled"]
         sys.argv = ["wavegen train", *rest]
         _train_app()
         return

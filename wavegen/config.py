@@ -62,12 +62,21 @@ class OptimConfig:
     min_lr_ratio: float = 0.05  # cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     ema_decay: float | None = None  # e.g. 0.999; null = no EMA
+    # Learning rate for a larger effective batch (more processes or accumulation):
+    # none = optim.lr as given; linear / sqrt = optim.lr * (effective / base) or its sqrt.
+    lr_scaling: str = "none"  # none | linear | sqrt
+    lr_base_batch: int | None = None  # effective batch optim.lr is for; null = train.batch_size
 
 
 @dataclass
 class TrainConfig:
     max_steps: int = 600
-    batch_size: int = 8
+    batch_size: int = 8  # crops per process per forward; see grad_accum
+    # forwards per optimizer step: effective batch = batch_size x grad_accum x processes
+    grad_accum: int = 1
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)
+    compile: bool = False  # torch.compile the training forward
+    num_workers: int = 0  # DataLoader worker processes building the crops; 0 = in the main process
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_every: int = 10
@@ -93,6 +102,8 @@ class Config:
 
 _ALLOWED = {
     "data.kind": ("synthetic", "folder"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+    "optim.lr_scaling": ("none", "linear", "sqrt"),
 }
 
 
@@ -104,7 +115,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key {key}={value!r} is invalid: expected {allowed}")
 
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
-    need(d.kind in _ALLOWED["data.kind"], "data.kind", d.kind, f"one of {_ALLOWED['data.kind']}")
+    for key, allowed in _ALLOWED.items():
+        group, name = key.split(".")
+        value = getattr(getattr(cfg, group), name)
+        need(value in allowed, key, value, f"one of {allowed}")
     need(d.kind != "folder" or bool(d.root), "data.root", d.root, "a folder when data=folder")
     need(m.quantization_channels >= 2, "model.quantization_channels", m.quantization_channels,
          ">= 2")
@@ -127,7 +141,10 @@ def validate(cfg: Config) -> None:
          "null or 0 < x < 1")
     need(t.max_steps >= 1, "train.max_steps", t.max_steps, ">= 1")
     need(t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1")
-    for key in ("log_every", "val_every", "checkpoint_every", "max_nonfinite"):
+    need(o.lr_base_batch is None or o.lr_base_batch >= 1, "optim.lr_base_batch",
+         o.lr_base_batch, "null or >= 1")
+    need(t.num_workers >= 0, "train.num_workers", t.num_workers, ">= 0")
+    for key in ("grad_accum", "log_every", "val_every", "checkpoint_every", "max_nonfinite"):
         need(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), ">= 1")
     need(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
          "train.device", t.device, "auto, cpu, cuda or cuda:N")

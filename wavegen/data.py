@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from . import mulaw
 from .audio import AudioError, is_audio_file, load_audio
@@ -199,21 +200,63 @@ class CropSampler:
         lengths = np.array([len(c) for c in clips], dtype=np.float64)
         self.weights = lengths / lengths.sum()
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor,
-                                                                          torch.Tensor]:
-        r, s = self.receptive_field, self.segment_length
-        inputs = np.full((batch_size, r - 1 + s), self.silence, dtype=np.int64)
-        targets = np.full((batch_size, s), IGNORE, dtype=np.int64)
+    def draw(self, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+        """Random (clip index, first target position) for ``batch_size`` crops."""
         picks = rng.choice(len(self.clips), size=batch_size, p=self.weights)
-        for b, k in enumerate(picks):
+        s = self.segment_length
+        return [(int(k), int(rng.integers(0, max(0, len(self.clips[k]) - s) + 1)))
+                for k in picks]
+
+    def num_targets(self, picks: list[tuple[int, int]]) -> int:
+        """Targets that are not IGNORE padding in the crops ``picks``."""
+        return sum(min(self.segment_length, len(self.clips[k]) - start) for k, start in picks)
+
+    def build(self, picks: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The crops ``picks`` as inputs (B, R - 1 + S) and targets (B, S), int64."""
+        r, s = self.receptive_field, self.segment_length
+        inputs = np.full((len(picks), r - 1 + s), self.silence, dtype=np.int64)
+        targets = np.full((len(picks), s), IGNORE, dtype=np.int64)
+        for b, (k, start) in enumerate(picks):
             x = self.clips[k].classes
-            start = int(rng.integers(0, max(0, len(x) - s) + 1))  # first target position
             lo = start - r  # file position of inputs[b, 0]
             src = x[max(lo, 0) : start + s - 1]
             inputs[b, max(-lo, 0) : max(-lo, 0) + len(src)] = src
             tgt = x[start : start + s]
             targets[b, : len(tgt)] = tgt
         return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
+        """``batch_size`` random crops: ``build(draw(batch_size, rng))``."""
+        return self.build(self.draw(batch_size, rng))
+
+
+class StepBatches(Dataset):
+    """Item k is this process's share of the k-th batch drawn in a run.
+
+    Batch k holds ``world * accumulation * micro_batch`` crops drawn with a generator seeded
+    by (seed, k) alone, so it does not depend on what came before (a resumed run draws the
+    same batches, DataLoader workers can build them in any order). Crop
+    ``(m * world + rank) * micro_batch + j`` is row j of micro-batch m on process ``rank``:
+    every process trains on different crops, and one process with the combined batch sees
+    the same crops as ``world`` processes.
+
+    Item: inputs (A, b, R - 1 + S), targets (A, b, S) int64, and the number of non-padding
+    targets in the whole batch (all processes), which normalises the loss.
+    """
+
+    def __init__(self, crops: CropSampler, seed: int, micro_batch: int, accumulation: int = 1,
+                 rank: int = 0, world: int = 1):
+        self.crops, self.seed = crops, seed
+        self.micro_batch, self.accumulation, self.rank, self.world = (
+            micro_batch, accumulation, rank, world)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        b, a, w = self.micro_batch, self.accumulation, self.world
+        picks = self.crops.draw(w * a * b, np.random.default_rng([self.seed, k]))
+        mine = [picks[(m * w + self.rank) * b + j] for m in range(a) for j in range(b)]
+        inputs, targets = self.crops.build(mine)
+        return (inputs.view(a, b, -1), targets.view(a, b, -1), self.crops.num_targets(picks))
 
 
 def synthetic_audio(seconds: float, sample_rate: int, seed: int) -> np.ndarray:

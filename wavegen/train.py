@@ -9,33 +9,39 @@ scored from its first sample, up to data.val_max_seconds) with the streaming sco
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import math
+import shutil
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .audio import write_wav
 from .checkpoint import read_checkpoint, save_checkpoint
-from .config import Config, resolve_device, validate
-from .data import IGNORE, CropSampler, build_datasets
+from .config import Config, ConfigError, OptimConfig, validate
+from .data import IGNORE, CropSampler, StepBatches, build_datasets
+from .distributed import setup
 from .model import WaveNet
 from .sampler import generate
 from .scoring import bits_per_sample
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2)
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingError(Exception):
@@ -47,6 +53,7 @@ class Progress:
     """Counters that a checkpoint carries across a resume."""
 
     step: int = 0
+    draws: int = 0  # batches drawn, skipped ones included: the next batch is number `draws`
     best_val_bits: float = math.inf
     last_val_bits: float = math.nan
     nonfinite_total: int = 0
@@ -127,70 +134,116 @@ class MetricsLog:
             self.tb.close()
 
 
+def scaled_lr(optim: OptimConfig, effective_batch: int, batch_size: int) -> float:
+    """optim.lr for ``effective_batch`` crops per step, as optim.lr_scaling says."""
+    ratio = effective_batch / (optim.lr_base_batch or batch_size)
+    return optim.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[optim.lr_scaling]
+
+
+class ValidLogits(nn.Module):
+    """The training forward as a module call, so that DDP and torch.compile can wrap it."""
+
+    def __init__(self, model: WaveNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model.valid_logits(inputs)
+
+
 def train(cfg: Config | DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Train a WaveNet as ``cfg`` says; returns a summary dict.
 
     The run folder (``out_dir/name`` unless given) receives last.pt, best.pt,
-    metrics.jsonl and examples/. With ``train.resume`` the run continues from last.pt with
-    the same step, optimizer, scheduler, EMA and RNG state.
+    metrics.jsonl, summary.json and examples/. With ``train.resume`` the run continues from
+    last.pt with the same step, optimizer, scheduler, EMA and data order. Under torchrun
+    every process calls this; rank 0 alone logs, validates and writes files.
     """
-    cfg = as_config(cfg)
-    t, o = cfg.train, cfg.optim
-    run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(t.device)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if last_path.exists() and not (t.resume or t.overwrite):
-        raise TrainingError(
-            f"{run_dir} already holds a run ({last_path.name}); continue it with "
-            f"train.resume=true, or start a new one with name=OTHER or train.overwrite=true")
+    trainer = Trainer(cfg, run_dir)
+    try:
+        return trainer.run()
+    finally:
+        trainer.world.close()
 
-    torch.manual_seed(t.seed)
-    model = WaveNet(cfg.model, sample_rate=cfg.data.sample_rate).to(device)
-    train_clips, val_clips, data_summary = build_datasets(cfg.data, model.quantization_channels)
-    crops = CropSampler(train_clips, model.receptive_field, cfg.data.segment_length,
-                        model.silence)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas),
-                                  weight_decay=o.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, o.warmup_steps, t.max_steps, o.min_lr_ratio))
-    ema = copy.deepcopy(model).requires_grad_(False) if o.ema_decay else None
-    rng = np.random.default_rng(t.seed)
-    progress = Progress()
 
-    if t.resume and last_path.exists():
-        ckpt = read_checkpoint(last_path, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.load_state_dict(ckpt["ema"])
-        rng.bit_generator.state = ckpt["rng"]["numpy"]
+class Trainer:
+    """One training run: built from a config, ``run()`` trains to train.max_steps."""
+
+    def __init__(self, cfg: Config | DictConfig, run_dir: str | Path | None = None):
+        self.cfg = cfg = as_config(cfg)
+        t, o = cfg.train, cfg.optim
+        self.world, self.device = setup(t.device)
+        try:
+            self._build(cfg, t, o, run_dir)
+        except BaseException:
+            self.world.close()
+            raise
+
+    def _build(self, cfg: Config, t, o, run_dir) -> None:
+        world, device = self.world, self.device
+        run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out_dir) / cfg.name
+        self.run_dir = run_dir = Path(world.broadcast(str(run_dir)))
+        self.last_path, self.best_path = run_dir / "last.pt", run_dir / "best.pt"
+        if self.last_path.exists() and not (t.resume or t.overwrite):
+            raise TrainingError(
+                f"{run_dir} already holds a run ({self.last_path.name}); continue it with "
+                f"train.resume=true, or start a new one with name=OTHER or train.overwrite=true")
+        if t.compile:
+            check_compile(device)
+        if world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+
+        torch.manual_seed(t.seed)
+        self.model = model = WaveNet(cfg.model, sample_rate=cfg.data.sample_rate).to(device)
+        train_clips, self.val_clips, self.data_summary = build_datasets(
+            cfg.data, model.quantization_channels)
+        crops = CropSampler(train_clips, model.receptive_field, cfg.data.segment_length,
+                            model.silence)
+        self.batches = StepBatches(crops, t.seed, t.batch_size, t.grad_accum, world.rank,
+                                   world.size)
+        self.effective_batch = t.batch_size * t.grad_accum * world.size
+        self.lr = scaled_lr(o, self.effective_batch, t.batch_size)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=tuple(o.betas),
+                                           weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, o.warmup_steps, t.max_steps, o.min_lr_ratio))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+        self.ema = copy.deepcopy(model).requires_grad_(False) if o.ema_decay else None
+        self.progress = Progress()
+        if t.resume and self.last_path.exists():
+            self._restore(read_checkpoint(self.last_path, map_location=device))
+        elif t.resume and world.is_main:
+            log.warning("train.resume=true but %s has no last.pt: starting a new run", run_dir)
+
+        self.net = self.ddp = ValidLogits(model)
+        if world.size > 1:
+            # the last layer's residual output feeds nothing: no gradient to wait for
+            last = f"model.layers.{len(model.layers) - 1}.residual"
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self.net, [f"{last}.weight", f"{last}.bias"])
+            self.net = self.ddp = DistributedDataParallel(
+                self.net, device_ids=[device.index] if device.type == "cuda" else None)
+        if t.compile:
+            self.net = torch.compile(self.net)
+
+    def _restore(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        for group in self.optimizer.param_groups:  # the number of processes may differ
+            group["initial_lr"] = self.lr
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scheduler.base_lrs = [self.lr] * len(self.scheduler.base_lrs)
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
-        progress = Progress(**ckpt["progress"])
-        log.info("resumed %s at step %d", last_path, progress.step)
-    elif t.resume:
-        log.warning("train.resume=true but %s has no last.pt: starting a new run", run_dir)
+        self.progress = Progress(**ckpt["progress"])
+        if self.world.is_main:
+            log.info("resumed %s at step %d", self.last_path, self.progress.step)
 
-    eval_model = ema if ema is not None else model
-    segment = cfg.data.segment_length
-    log.info("run folder: %s (device %s)", run_dir, device)
-    log.info("model: %s", model.describe())
-    log.info("data: %s", data_summary)
-    log.info("batch: %d crops x (%d context + %d targets) = %d target samples per step; "
-             "uniform guessing is %.0f bits/sample", t.batch_size, model.receptive_field - 1,
-             segment, t.batch_size * segment, math.log2(model.quantization_channels))
-
-    max_val = int(cfg.data.val_max_seconds * cfg.data.sample_rate) \
-        if cfg.data.val_max_seconds else None
-
-    def validate_now() -> float:
-        bits = bits_per_sample(eval_model, [c.classes for c in val_clips], max_val)
-        progress.last_val_bits = bits
-        metrics.write(progress.step, val_bits_per_sample=bits)
-        return bits
-
-    def checkpoint(path: Path) -> None:
+    def checkpoint(self, path: Path) -> None:
+        cfg, model = self.cfg, self.model
         save_checkpoint(path, {
             "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
             "model_config": asdict(cfg.model),
@@ -198,101 +251,195 @@ def train(cfg: Config | DictConfig, run_dir: str | Path | None = None) -> dict[s
             "quantization_channels": model.quantization_channels,
             "receptive_field": model.receptive_field,
             "model": model.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
-            "progress": asdict(progress),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": {"torch": torch.get_rng_state()},
+            "progress": asdict(self.progress),
+            "world_size": self.world.size,
         })
 
-    metrics = MetricsLog(run_dir)
-    metrics.truncate_after(progress.step)
-    bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", unit="step",
-               dynamic_ncols=True)
-    interrupted = None
-    tic, samples_since = time.perf_counter(), 0
-    model.train()
-    try:
-        with stop_on_signals() as signals, logging_redirect_tqdm():
-            while progress.step < t.max_steps:
-                if signals:
-                    interrupted = signal.Signals(signals[0]).name
-                    break
-                inputs, targets = (a.to(device) for a in crops.sample(t.batch_size, rng))
-                loss = F.cross_entropy(model.valid_logits(inputs).flatten(0, 1),
-                                       targets.flatten(), ignore_index=IGNORE)
-                loss_value = loss.detach()
-                optimizer.zero_grad(set_to_none=True)
-                ok = bool(torch.isfinite(loss_value))
-                if ok:
-                    loss.backward()
+    def describe(self) -> None:
+        cfg, t, model, world = self.cfg, self.cfg.train, self.model, self.world
+        segment = cfg.data.segment_length
+        log.info("run folder: %s (device %s)", self.run_dir, self.device)
+        if world.size > 1:
+            log.info("processes: %d (%s); rank 0 logs, validates and writes checkpoints",
+                     world.size, torch.distributed.get_backend())
+        log.info("model: %s", model.describe())
+        log.info("data: %s", self.data_summary)
+        log.info("batch: %d crops x %d accumulated x %d process(es) = %d crops of "
+                 "(%d context + %d targets) = %d target samples per step",
+                 t.batch_size, t.grad_accum, world.size, self.effective_batch,
+                 model.receptive_field - 1, segment, self.effective_batch * segment)
+        log.info("lr: %.3g (optim.lr=%.3g, optim.lr_scaling=%s, base batch %d)", self.lr,
+                 cfg.optim.lr, cfg.optim.lr_scaling, cfg.optim.lr_base_batch or t.batch_size)
+        log.info("precision: %s%s; validation and scoring in fp32; uniform guessing is "
+                 "%.0f bits/sample", t.precision, ", compiled" if t.compile else "",
+                 math.log2(model.quantization_channels))
+
+    def run(self) -> dict[str, Any]:
+        cfg, t, o = self.cfg, self.cfg.train, self.cfg.optim
+        world, device, model, progress = self.world, self.device, self.model, self.progress
+        main = world.is_main
+        eval_model = self.ema if self.ema is not None else model
+        max_val = int(cfg.data.val_max_seconds * cfg.data.sample_rate) \
+            if cfg.data.val_max_seconds else None
+        metrics = MetricsLog(self.run_dir) if main else None
+        if main:
+            self.describe()
+            metrics.truncate_after(progress.step)
+
+        def validate_now() -> float:
+            bits = bits_per_sample(eval_model, [c.classes for c in self.val_clips], max_val)
+            progress.last_val_bits = bits
+            metrics.write(progress.step, val_bits_per_sample=bits)
+            return bits
+
+        loader = DataLoader(self.batches, batch_size=None,
+                            sampler=itertools.count(progress.draws),
+                            num_workers=t.num_workers, pin_memory=device.type == "cuda")
+        autocast = torch.autocast(device.type, dtype=PRECISIONS[t.precision],
+                                  enabled=t.precision != "fp32")
+        bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", unit="step",
+                   dynamic_ncols=True, disable=not main)
+        interrupted = None
+        tic, samples_since, loss_since, steps_since = time.perf_counter(), 0, 0.0, 0
+        model.train()
+        try:
+            with stop_on_signals() as signals, logging_redirect_tqdm():
+                batches = iter(loader)
+                while progress.step < t.max_steps:
+                    stop = world.sum([float(bool(signals))])[0] if world.size > 1 \
+                        else bool(signals)
+                    if stop:
+                        interrupted = signal.Signals(signals[0]).name if signals \
+                            else "signal to another process"
+                        break
+                    inputs, targets, total = next(batches)
+                    progress.draws += 1
+                    loss = self._accumulate(inputs, targets, total, autocast)
+                    self.scaler.unscale_(self.optimizer)
                     norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                           o.grad_clip or math.inf)
-                    ok = bool(torch.isfinite(norm))
-                if not ok:
-                    _count_nonfinite(progress, t.max_nonfinite, last_path)
-                    optimizer.zero_grad(set_to_none=True)
-                    continue
-                progress.nonfinite_run = 0
-                optimizer.step()
-                scheduler.step()
-                if ema is not None:
-                    with torch.no_grad():
-                        for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
-                            pe.lerp_(p, 1 - o.ema_decay)
-                progress.step += 1
-                samples_since += int((targets != IGNORE).sum())
-                bar.update(1)
-                if progress.step % t.log_every == 0 or progress.step == t.max_steps:
-                    rate = samples_since / (time.perf_counter() - tic)
-                    bits = loss_value.item() / LN2
-                    lr = scheduler.get_last_lr()[0]
-                    bar.set_postfix(bits=f"{bits:.3f}", lr=f"{lr:.2e}",
-                                    samples_s=f"{rate:,.0f}")
-                    metrics.write(progress.step, loss_bits_per_sample=bits, lr=lr,
-                                  samples_per_s=rate)
-                    tic, samples_since = time.perf_counter(), 0
-                if progress.step % t.val_every == 0 and progress.step < t.max_steps:
-                    bits = validate_now()
-                    log.info("step %d: validation %.3f bits/sample", progress.step, bits)
-                    if bits < progress.best_val_bits:
-                        progress.best_val_bits = bits
-                        checkpoint(best_path)
-                if progress.step % t.checkpoint_every == 0:
-                    checkpoint(last_path)
-    finally:
-        bar.close()
+                    if not bool(torch.isfinite(norm)):
+                        self.scaler.update()
+                        self.optimizer.zero_grad(set_to_none=True)
+                        _count_nonfinite(progress, t.max_nonfinite, self.last_path, main)
+                        continue
+                    progress.nonfinite_run = 0
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.scheduler.step()
+                    if self.ema is not None:
+                        with torch.no_grad():
+                            for pe, p in zip(self.ema.parameters(), model.parameters(),
+                                             strict=True):
+                                pe.lerp_(p, 1 - o.ema_decay)
+                    progress.step += 1
+                    samples_since += total
+                    loss_since += loss
+                    steps_since += 1
+                    bar.update(1)
+                    if progress.step % t.log_every == 0 or progress.step == t.max_steps:
+                        self._log(metrics, bar, samples_since, float(loss_since) / steps_since,
+                                  tic)
+                        tic, samples_since, loss_since, steps_since = (
+                            time.perf_counter(), 0, 0.0, 0)
+                    if main and progress.step % t.val_every == 0 and \
+                            progress.step < t.max_steps:
+                        bits = validate_now()
+                        log.info("step %d: validation %.3f bits/sample", progress.step, bits)
+                        if bits < progress.best_val_bits:
+                            progress.best_val_bits = bits
+                            self.checkpoint(self.best_path)
+                    if main and progress.step % t.checkpoint_every == 0:
+                        self.checkpoint(self.last_path)
+        finally:
+            bar.close()
 
-    if interrupted:
-        checkpoint(last_path)
-        metrics.close()
-        log.info("%s: stopped at step %d; checkpoint %s (continue with train.resume=true)",
-                 interrupted, progress.step, last_path)
-        return {"run_dir": str(run_dir), "step": progress.step, "interrupted": interrupted,
-                "checkpoint": str(last_path)}
+        if interrupted:
+            if main:
+                self.checkpoint(self.last_path)
+                metrics.close()
+                log.info("%s: stopped at step %d; checkpoint %s (continue with "
+                         "train.resume=true)", interrupted, progress.step, self.last_path)
+            return {"run_dir": str(self.run_dir), "step": progress.step,
+                    "interrupted": interrupted, "checkpoint": str(self.last_path)}
 
-    bits = validate_now()
-    if bits < progress.best_val_bits:
-        progress.best_val_bits = bits
-        checkpoint(best_path)
-    checkpoint(last_path)
-    metrics.close()
-    log.info("done: step %d, validation %.3f bits/sample (best %.3f; uniform = %.0f)",
-             progress.step, bits, progress.best_val_bits,
-             math.log2(model.quantization_channels))
-    examples = write_examples(eval_model, run_dir / "examples", t.num_examples,
-                              t.example_seconds, t.example_temperature, t.seed)
-    return {"run_dir": str(run_dir), "step": progress.step, "val_bits_per_sample": bits,
-            "best_val_bits_per_sample": progress.best_val_bits, "checkpoint": str(last_path),
-            "examples": [str(p) for p in examples], "nonfinite_steps": progress.nonfinite_total,
-            "interrupted": None}
+        examples: list[Path] = []
+        bits = None
+        if main:
+            bits = validate_now()
+            if bits < progress.best_val_bits:
+                progress.best_val_bits = bits
+                self.checkpoint(self.best_path)
+            self.checkpoint(self.last_path)
+            metrics.close()
+            log.info("done: step %d, validation %.3f bits/sample (best %.3f; uniform = %.0f)",
+                     progress.step, bits, progress.best_val_bits,
+                     math.log2(model.quantization_channels))
+            examples = write_examples(eval_model, self.run_dir / "examples", t.num_examples,
+                                      t.example_seconds, t.example_temperature, t.seed)
+        bits, best = world.broadcast((bits, progress.best_val_bits))
+        summary = {"run_dir": str(self.run_dir), "step": progress.step,
+                   "val_bits_per_sample": bits, "best_val_bits_per_sample": best,
+                   "checkpoint": str(self.last_path), "examples": [str(p) for p in examples],
+                   "nonfinite_steps": progress.nonfinite_total, "interrupted": None}
+        if main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _accumulate(self, inputs: torch.Tensor, targets: torch.Tensor, total: int,
+                    autocast) -> torch.Tensor:
+        """Forward and backward over this process's micro-batches (A, b, ...); gradients
+        are those of (summed cross-entropy of the whole batch on all processes) / total.
+        Returns this process's share of that loss (nats per target)."""
+        device, world = self.device, self.world
+        loss_sum = torch.zeros((), device=device)
+        steps = inputs.shape[0]
+        for m in range(steps):
+            x = inputs[m].to(device, non_blocking=True)
+            y = targets[m].to(device, non_blocking=True)
+            sync = self.ddp.no_sync() if world.size > 1 and m < steps - 1 else nullcontext()
+            with sync:
+                with autocast:
+                    logits = self.net(x)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
+                                       ignore_index=IGNORE, reduction="sum") / total
+                # DDP averages gradients over processes; the loss is a share of a sum
+                self.scaler.scale(loss * world.size).backward()
+            loss_sum += loss.detach()
+        return loss_sum
+
+    def _log(self, metrics, bar, samples: int, loss: float, tic: float) -> None:
+        """Rank 0 logs the mean loss per step since the last log (all processes)."""
+        loss = self.world.sum([loss])[0]
+        if not self.world.is_main:
+            return
+        rate = samples / (time.perf_counter() - tic)
+        bits = loss / LN2
+        lr = self.scheduler.get_last_lr()[0]
+        bar.set_postfix(bits=f"{bits:.3f}", lr=f"{lr:.2e}", samples_s=f"{rate:,.0f}")
+        metrics.write(self.progress.step, loss_bits_per_sample=bits, lr=lr,
+                      samples_per_s=rate)
 
 
-def _count_nonfinite(progress: Progress, limit: int, last_path: Path) -> None:
+def check_compile(device: torch.device) -> None:
+    """train.compile=true needs a C++ compiler for CPU kernels: say so up front."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise ConfigError("train.compile=true needs a C++ compiler (g++ or clang++) on the "
+                          "PATH to compile CPU kernels; install one or use train.compile=false")
+
+
+def _count_nonfinite(progress: Progress, limit: int, last_path: Path, main: bool) -> None:
     progress.nonfinite_total += 1
     progress.nonfinite_run += 1
-    log.warning("step %d: non-finite loss or gradient; step skipped (%d in a row)",
-                progress.step + 1, progress.nonfinite_run)
+    if main:
+        log.warning("step %d: non-finite loss or gradient; step skipped (%d in a row)",
+                    progress.step + 1, progress.nonfinite_run)
     if progress.nonfinite_run >= limit:
         raise TrainingError(
             f"stopping: {limit} non-finite losses in a row at step {progress.step + 1}; the "

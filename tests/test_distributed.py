@@ -1,0 +1,106 @@
+"""Data-parallel training: two CPU processes with gloo behave as one process with their
+combined batch, and only rank 0 writes files."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from conftest import compose_config
+
+from wavegen.checkpoint import read_checkpoint
+from wavegen.train import Trainer, train
+
+FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=6",
+        "data.synthetic_val_seconds=1", "data.segment_length=300", "train.num_examples=0",
+        "train.log_every=1", "train.max_steps=4", "train.val_every=2",
+        "optim.warmup_steps=1", "optim.lr=3e-3"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, out_dir: str, overrides: list[str]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    trainer = Trainer(compose_config(*FAST, f"out_dir={out_dir}", *overrides))
+    try:
+        trainer.run()
+        torch.save(trainer.model.state_dict(), os.path.join(out_dir, f"weights-rank{rank}.pt"))
+    finally:
+        trainer.world.close()
+
+
+def metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def assert_close(a: dict, b: dict, atol: float) -> None:
+    for name, tensor in a.items():
+        diff = (tensor - b[name]).abs().max().item()
+        assert diff <= atol, f"{name} differs by {diff}"
+
+
+def test_two_gloo_processes_match_one_process_with_the_combined_batch(tmp_path):
+    ddp_dir = tmp_path / "ddp"
+    mp.spawn(_rank_main, args=(2, free_port(), str(ddp_dir), ["train.batch_size=2"]),
+             nprocs=2, join=True)
+    rank0 = torch.load(ddp_dir / "weights-rank0.pt")
+    rank1 = torch.load(ddp_dir / "weights-rank1.pt")
+    for name, tensor in rank0.items():  # gradients were synchronised
+        assert torch.equal(tensor, rank1[name]), name
+
+    run = ddp_dir / "synthetic-tiny"
+    ckpt = read_checkpoint(run / "last.pt")
+    assert ckpt["world_size"] == 2 and ckpt["progress"]["step"] == 4
+    assert_close(ckpt["model"], rank0, 0)
+    # rank 0 alone logs: one line per step and one per validation, none twice
+    lines = metrics(run)
+    assert [m["step"] for m in lines if "loss_bits_per_sample" in m] == [1, 2, 3, 4]
+    assert [m["step"] for m in lines if "val_bits_per_sample" in m] == [2, 4]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.pt", "last.pt", "metrics.jsonl", "summary.json"]
+
+    torch.set_num_threads(1)
+    one = train(compose_config(*FAST, f"out_dir={tmp_path / 'one'}", "train.batch_size=4"))
+    accum = train(compose_config(*FAST, f"out_dir={tmp_path / 'accum'}", "train.batch_size=2",
+                                 "train.grad_accum=2"))
+    one_ckpt, accum_ckpt = read_checkpoint(one["checkpoint"]), read_checkpoint(
+        accum["checkpoint"])
+    assert_close(one_ckpt["model"], rank0, 1e-4)
+    assert_close(accum_ckpt["model"], one_ckpt["model"], 1e-4)
+    losses = [m["loss_bits_per_sample"] for m in metrics(one["run_dir"])
+              if "loss_bits_per_sample" in m]
+    ddp_losses = [m["loss_bits_per_sample"] for m in lines if "loss_bits_per_sample" in m]
+    assert ddp_losses == pytest.approx(losses, abs=1e-4)
+
+    # the two-process checkpoint resumes in one process (with the combined batch)
+    resumed = train(compose_config(*FAST, f"out_dir={ddp_dir}", "train.batch_size=4",
+                                   "train.max_steps=6", "train.resume=true"))
+    assert resumed["step"] == 6
+    assert read_checkpoint(run / "last.pt")["world_size"] == 1
+
+
+@pytest.mark.slow
+def test_torchrun_launches_the_cli(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port", str(free_port()), "-m", "wavegen", "train", *FAST,
+           "train.batch_size=2", "train.max_steps=2", "train.num_examples=1",
+           "train.example_seconds=0.01"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "x 2 process(es) = 4 crops" in done.stderr + done.stdout
+    run = tmp_path / "runs" / "synthetic-tiny"
+    assert (run / "last.pt").exists() and (run / "examples" / "sample_000.wav").exists()
+    assert [m["step"] for m in metrics(run) if "loss_bits_per_sample" in m] == [1, 2]

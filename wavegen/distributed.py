@@ -1,0 +1,94 @@
+"""Data-parallel training on PyTorch's own engine: torchrun + DistributedDataParallel.
+
+``torchrun --nproc_per_node=N -m wavegen train ...`` starts N processes with RANK,
+WORLD_SIZE, LOCAL_RANK and a rendezvous in the environment; ``setup`` joins them into one
+process group (nccl on CUDA, gloo on CPU). A plain ``wavegen train`` is a world of one and
+touches nothing in torch.distributed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .config import ConfigError, resolve_device
+
+# Rank 0 validates and writes checkpoints while the others wait at their next collective.
+TIMEOUT = datetime.timedelta(minutes=60)
+
+
+@dataclass
+class World:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # setup() created the process group, close() destroys it
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum of ``values`` over all processes (float64)."""
+        if self.size == 1:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every process."""
+        if self.size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+
+def launched_ranks() -> int:
+    """WORLD_SIZE as set by torchrun (1 without it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def env_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def setup(device_name: str) -> tuple[World, torch.device]:
+    """Join the process group torchrun prepared (if any) and pick this process's device:
+    with CUDA, process LOCAL_RANK of a node takes cuda:LOCAL_RANK."""
+    size = launched_ranks()
+    device = resolve_device(device_name)
+    if size == 1 and not dist.is_initialized():
+        return World(), device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if device_name not in ("auto", "cuda"):
+            raise ConfigError(f"train.device={device_name!r}: with several processes each "
+                              f"takes cuda:LOCAL_RANK; use train.device=cuda or auto")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    owns = False
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=TIMEOUT)
+        owns = True
+    return World(dist.get_rank(), dist.get_world_size(), local_rank, owns), device
+
+
+def _collective_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
