@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import tone, write
 
 FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=4",
@@ -123,3 +124,53 @@ def test_generate_writes_wavs_and_reports_speed(tmp_path):
         bad = wavegen("generate", *args, cwd=tmp_path)
         assert bad.returncode == 2, args
         assert message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_conditional_model_end_to_end(tmp_path):
+    for label, freq in (("low", 150.0), ("high", 2000.0)):
+        for i in range(3):
+            write(tmp_path / "audio" / label / f"{label}{i}.wav", tone(0.3, freq=freq, seed=i))
+    done = wavegen("train", *FAST, "train.num_examples=0", "data=folder",
+                   f"data.root={tmp_path / 'audio'}", "data.labels=folder",
+                   f"data.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout + done.stderr
+    assert "labels: 2" in out and "conditioned on 2 labels (high, low)" in out
+    ckpt = str(tmp_path / "runs" / "folder-tiny" / "last.pt")
+
+    gen = wavegen("generate", ckpt, "-n", "2", "--samples", "200", "--label", "low,high",
+                  "-o", str(tmp_path / "gen"), cwd=tmp_path)
+    assert gen.returncode == 0, gen.stderr
+    assert len(list((tmp_path / "gen").iterdir())) == 2
+    unlabelled = wavegen("generate", ckpt, "--samples", "50", "-o", str(tmp_path / "g2"),
+                         cwd=tmp_path)
+    assert unlabelled.returncode == 0 and "'no label' entry" in unlabelled.stderr
+
+    classify = wavegen("score", ckpt, str(tmp_path / "audio"), "--classify",
+                       "--json", str(tmp_path / "c.jsonl"), "--csv", str(tmp_path / "c.csv"),
+                       cwd=tmp_path)
+    assert classify.returncode == 0, classify.stderr
+    assert "accuracy:" in classify.stdout and "confusion matrix" in classify.stdout
+    assert "prior p(label): high 0.500, low 0.500 (training file shares)" in classify.stdout
+    records = [json.loads(line) for line in open(tmp_path / "c.jsonl")]
+    assert len(records) == 6 and {r["true_label"] for r in records} == {"low", "high"}
+    for r in records:
+        assert set(r["labels"]) == {"low", "high"} and r["predicted"] in ("low", "high")
+    with open(tmp_path / "c.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["bits_per_sample:low"]) == records[0]["labels"]["low"][
+        "bits_per_sample"]
+
+    scored = wavegen("score", ckpt, str(tmp_path / "audio" / "low"), "--label", "low",
+                     "--json", str(tmp_path / "s.jsonl"), cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    by_label = [json.loads(line) for line in open(tmp_path / "s.jsonl")]
+    assert [r["label"] for r in by_label] == ["low"] * 3
+    assert by_label[0]["log_prob_nats"] == pytest.approx(
+        records[3]["labels"]["low"]["log_prob_nats"], rel=1e-9)  # low0.wav, 4th in order
+    no_label = wavegen("score", ckpt, str(tmp_path / "audio" / "low"), cwd=tmp_path)
+    assert no_label.returncode == 0 and "'no label' entry" in no_label.stderr
+
+    unknown = wavegen("score", ckpt, str(tmp_path / "audio"), "--label", "drums", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown label 'drums'" in unknown.stderr
+    assert "high, low" in unknown.stderr and "Traceback" not in unknown.stderr

@@ -104,7 +104,7 @@ def test_crops_match_the_whole_sequence_likelihood():
     with torch.no_grad():
         full = model.log_prob(torch.from_numpy(x.astype(np.int64))[None])[0]
         for _ in range(5):
-            inputs, targets = crops.sample(4, rng)
+            inputs, targets, _ = crops.sample(4, rng)
             assert inputs.shape == (4, r - 1 + 100) and targets.shape == (4, 100)
             logp = model.valid_logits(inputs).log_softmax(-1).gather(-1, targets[..., None])
             for b in range(4):
@@ -117,7 +117,7 @@ def test_crops_match_the_whole_sequence_likelihood():
 def test_crop_at_file_start_has_silence_context_and_short_files_are_padded():
     x = np.arange(1, 31, dtype=np.uint8)  # 30 samples, shorter than the segment
     crops = CropSampler([Clip("short", x)], receptive_field=8, segment_length=50, silence=128)
-    inputs, targets = crops.sample(2, np.random.default_rng(0))
+    inputs, targets, _ = crops.sample(2, np.random.default_rng(0))
     assert inputs[0, :8].tolist() == [128] * 8  # silence before x[0]
     assert inputs[0, 8:38].tolist() == list(range(1, 31))  # then the file itself
     assert inputs[0, 38:].eq(128).all()  # padding past the end

@@ -112,9 +112,9 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     original = WaveNet.valid_logits
     calls = {"n": 0}
 
-    def poisoned(self, inputs):
+    def poisoned(self, inputs, labels=None):
         calls["n"] += 1
-        out = original(self, inputs)
+        out = original(self, inputs, labels)
         return out * float("nan") if calls["n"] in (2, 3) else out
 
     monkeypatch.setattr(WaveNet, "valid_logits", poisoned)
@@ -123,7 +123,8 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     model = load_checkpoint(summary["checkpoint"])
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
-    monkeypatch.setattr(WaveNet, "valid_logits", lambda self, x: original(self, x) * float("nan"))
+    monkeypatch.setattr(WaveNet, "valid_logits",
+                        lambda self, x, c=None: original(self, x, c) * float("nan"))
     with pytest.raises(TrainingError, match="3 non-finite losses in a row"):
         train(fast_config(tmp_path, "name=nan", "train.max_steps=4", "train.max_nonfinite=3"))
 

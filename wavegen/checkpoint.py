@@ -63,6 +63,7 @@ def model_from_checkpoint(data: dict, use_ema: bool = True) -> WaveNet:
     model = WaveNet(ModelConfig(**data["model_config"]), sample_rate=data["sample_rate"])
     weights = data["ema"] if use_ema and data.get("ema") is not None else data["model"]
     model.load_state_dict(weights)
+    model.label_prior = data.get("label_prior")
     return model
 
 

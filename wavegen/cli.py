@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -98,19 +99,26 @@ def generate_main(argv: list[str]) -> int:
                    help="auto (numba on CPU, torch on GPU), torch or numba")
     p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, "
                    "cuda or cuda:N")
+    p.add_argument("--label", metavar="NAME[,NAME...]",
+                   help="conditional models: the label to generate, or one per clip "
+                        "(default: the 'no label' entry)")
     p.add_argument("-o", "--out-dir", default="generated", help="folder for the wav files "
                    "(default ./generated)")
     args = p.parse_args(argv)
 
     try:
         model = load_checkpoint(args.checkpoint, device=resolve_device(args.device, key="--device"))
+        label = _stream_labels(args.label, args.n)
+        if model.conditional and label is None:
+            print(f"wavegen generate: a conditional model and no --label: generating with the "
+                  f"'no label' entry (labels: {', '.join(model.labels)})", file=sys.stderr)
         prime = load_audio(args.prime, model.sample_rate) if args.prime else None
         num_samples = args.samples or int(round((args.seconds or 2.0) * model.sample_rate))
         tic = time.perf_counter()
         audio = generate(model, n=args.n, num_samples=num_samples,
                          temperature=args.temperature, seed=args.seed, prime=prime,
                          include_prime=args.include_prime, backend=args.backend,
-                         progress=True)
+                         progress=True, label=label)
         elapsed = time.perf_counter() - tic
     except (*USER_ERRORS, ValueError) as err:
         print(f"wavegen generate: error: {err}", file=sys.stderr)
@@ -127,9 +135,21 @@ def generate_main(argv: list[str]) -> int:
     return 0
 
 
+def _stream_labels(text: str | None, n: int) -> str | list[str] | None:
+    """--label NAME or NAME,NAME,... (one per clip) -> generate()'s label argument."""
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",")]
+    if len(names) == 1:
+        return names[0]
+    if len(names) != n:
+        raise ValueError(f"--label lists {len(names)} labels for -n {n} clips: give one, "
+                         f"or one per clip")
+    return names
+
+
 def score_main(argv: list[str]) -> int:
     """`wavegen score`: exact log-likelihood of files and folders under a checkpoint."""
-    import numpy as np
     from tqdm.auto import tqdm
 
     from .checkpoint import load_checkpoint
@@ -150,8 +170,23 @@ def score_main(argv: list[str]) -> int:
                    help="write DIR/NNN_name.png: waveform and surprisal over time (matplotlib)")
     p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, "
                    "cuda or cuda:N")
+    cond = p.add_argument_group("conditional models")
+    cond.add_argument("--label", metavar="NAME",
+                      help="score p(x | NAME) (default: the 'no label' entry, p(x))")
+    cond.add_argument("--classify", action="store_true",
+                      help="score under every label and report p(label | x); with folders "
+                           "whose sub-folders are labels, also accuracy and a confusion matrix")
+    cond.add_argument("--uniform-prior", action="store_true",
+                      help="with --classify: a uniform p(label) instead of the training shares")
     args = p.parse_args(argv)
 
+    if args.classify and (args.label or args.per_sample or args.plot):
+        print("wavegen score: error: --classify scores under every label; it does not go "
+              "with --label, --per-sample or --plot", file=sys.stderr)
+        return 2
+    if args.uniform_prior and not args.classify:
+        print("wavegen score: error: --uniform-prior goes with --classify", file=sys.stderr)
+        return 2
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -168,12 +203,25 @@ def score_main(argv: list[str]) -> int:
     if not paths:
         print(f"wavegen score: error: no audio files in {' '.join(args.paths)}", file=sys.stderr)
         return 2
+    if args.classify:
+        return classify_main(model, args)
+    try:
+        model.label_ids(args.label, 1)
+    except ValueError as err:
+        print(f"wavegen score: error: {err}", file=sys.stderr)
+        return 2
+    if model.conditional and args.label is None:
+        print(f"wavegen score: a conditional model and no --label: scoring with the 'no "
+              f"label' entry, p(x) (labels: {', '.join(model.labels)}; --label NAME for "
+              f"p(x | NAME), --classify for p(label | x))", file=sys.stderr)
     keep = bool(args.per_sample or args.plot)
     records = []
     with tqdm(total=estimated_samples(paths, model.sample_rate), unit="sample", unit_scale=True,
               desc=f"score {len(paths)} files") as bar:
         for i, record in enumerate(score_files(model, paths, per_sample=keep,
-                                               on_progress=bar.update)):
+                                               on_progress=bar.update, label=args.label)):
+            if model.conditional and "error" not in record:
+                record["label"] = args.label
             if "error" in record:
                 tqdm.write(f"wavegen score: {record['path']}: {record['error']}", file=sys.stderr)
             elif keep:
@@ -202,6 +250,8 @@ def score_main(argv: list[str]) -> int:
               f"bits/sample)")
     fields = ["path", "sample_rate", "num_samples", "seconds", "log_prob_nats",
               "bits_per_sample", "bits_per_second", "error"]
+    if model.conditional:
+        fields.insert(1, "label")
     if args.json:
         with open(args.json, "w") as f:
             for r in records:
@@ -213,6 +263,79 @@ def score_main(argv: list[str]) -> int:
             writer.writerows(records)
     if total["failed"]:
         print(f"wavegen score: {total['failed']} of {len(records)} files could not be scored",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def classify_main(model, args) -> int:
+    """`wavegen score --classify`: p(label | x) for every file; accuracy where the folder
+    layout gives the true labels."""
+    from tqdm.auto import tqdm
+
+    from . import classify
+
+    if not model.conditional:
+        print("wavegen score: error: --classify needs a conditional model (trained with "
+              "data.labels); this one is unconditional", file=sys.stderr)
+        return 2
+    names = model.labels
+    prior = classify.prior_weights(model, args.uniform_prior)
+    items = classify.labelled_paths(args.paths, names)
+    print("prior p(label): " + ", ".join(f"{n} {p:.3f}" for n, p in zip(names, prior,
+                                                                        strict=True))
+          + (" (uniform)" if args.uniform_prior or not model.label_prior
+             else " (training file shares)"))
+    records = []
+    with tqdm(total=estimated_samples([p for p, _ in items], model.sample_rate),
+              unit="sample", unit_scale=True, desc=f"classify {len(items)} files") as bar:
+        for path, truth in items:
+            try:
+                record = classify.classify_file(model, path, prior, on_progress=bar.update)
+            except USER_ERRORS as err:
+                record = {"path": str(path), "error": getattr(err, "cause", str(err))}
+                tqdm.write(f"wavegen score: {path}: {record['error']}", file=sys.stderr)
+            record["true_label"] = truth
+            records.append(record)
+
+    width = max(len(r["path"]) for r in records)
+    print(f"{'path':<{width}}  {'seconds':>8}  {'predicted':>12}  {'p(label|x)':>10}  "
+          f"{'LLR nats':>10}  true")
+    for r in records:
+        if "error" in r:
+            print(f"{r['path']:<{width}}  error: {r['error']}")
+            continue
+        post = r["labels"][r["predicted"]]["posterior"]
+        mark = "" if r["true_label"] is None else (
+            r["true_label"] + ("" if r["true_label"] == r["predicted"] else "  (wrong)"))
+        print(f"{r['path']:<{width}}  {r['seconds']:>8.2f}  {r['predicted']:>12}  "
+              f"{post:>10.4f}  {r['log_likelihood_ratio']:>10.1f}  {mark}")
+    matrix, known = classify.confusion(records, names)
+    if known:
+        print(f"accuracy: {np.trace(matrix) / known:.3f} ({int(np.trace(matrix))} of {known} "
+              f"files with a known label)")
+        print(classify.format_confusion(matrix, names))
+    if args.json:
+        with open(args.json, "w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+    if args.csv:
+        fields = ["path", "true_label", "predicted", "runner_up", "log_likelihood_ratio",
+                  "num_samples", "seconds"]
+        fields += [f"{k}:{n}" for n in names for k in ("bits_per_sample", "posterior")]
+        fields += ["error"]
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for r in records:
+                row = {k: v for k, v in r.items() if k in fields}
+                for n, v in r.get("labels", {}).items():
+                    row[f"bits_per_sample:{n}"] = v["bits_per_sample"]
+                    row[f"posterior:{n}"] = v["posterior"]
+                writer.writerow(row)
+    failed = sum("error" in r for r in records)
+    if failed:
+        print(f"wavegen score: {failed} of {len(records)} files could not be scored",
               file=sys.stderr)
         return 1
     return 0

@@ -31,6 +31,10 @@ class ModelConfig:
     gate_channels: int = 64  # both halves: gate_channels/2 tanh + gate_channels/2 sigmoid
     skip_channels: int = 64
     head_channels: int = 64
+    # Global conditioning (§2.5): the label vocabulary, set from the data when data.labels
+    # is on (null = an unconditional model); label_channels = size of the label embedding.
+    labels: list[str] | None = None
+    label_channels: int = 16
 
 
 @dataclass
@@ -40,6 +44,9 @@ class DataConfig:
     kind: str = "synthetic"  # synthetic | folder
     root: str | None = None  # folder of audio (kind=folder), searched recursively
     val_root: str | None = None  # explicit validation folder; else a split of `root`
+    # Labels for a conditional model p(x | c): null = none; "folder" = each file's first
+    # sub-folder under root (and val_root); or the path of a CSV manifest "path,label".
+    labels: str | None = None
     val_fraction: float = 0.1  # share of files held out for validation (at least one)
     sample_rate: int = 16000
     top_db: float | None = 60.0  # trim leading/trailing silence quieter than this; null = off
@@ -88,6 +95,9 @@ class TrainConfig:
     num_examples: int = 3  # wavs generated at the end of the run
     example_seconds: float = 2.0
     example_temperature: float = 1.0
+    # conditional models: share of crops trained with the "no label" entry, so that one
+    # model gives both p(x | c) and p(x)
+    label_dropout: float = 0.1
 
 
 @dataclass
@@ -131,6 +141,10 @@ def validate(cfg: Config) -> None:
          m.gate_channels, "an even number >= 2")
     for key in ("residual_channels", "skip_channels", "head_channels"):
         need(getattr(m, key) >= 1, f"model.{key}", getattr(m, key), ">= 1")
+    need(m.label_channels >= 1, "model.label_channels", m.label_channels, ">= 1")
+    need(0.0 <= t.label_dropout < 1.0, "train.label_dropout", t.label_dropout, "0 <= x < 1")
+    need(d.labels is None or d.kind == "folder", "data.labels", d.labels,
+         "null unless data=folder")
     need(d.sample_rate >= 1000, "data.sample_rate", d.sample_rate, ">= 1000")
     need(0.0 < d.val_fraction < 1.0, "data.val_fraction", d.val_fraction, "0 < x < 1")
     need(d.segment_length >= 1, "data.segment_length", d.segment_length, ">= 1")

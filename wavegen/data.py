@@ -8,6 +8,7 @@ file's first sample is the silence class.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -41,6 +42,7 @@ class Clip:
 
     name: str
     classes: np.ndarray
+    label: str | None = None  # conditional training: the clip's label name
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -109,7 +111,7 @@ class AudioFolder:
     """
 
     def __init__(self, root: str | os.PathLike, prep: Preprocessing,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, labels: str | None = None):
         self.root = Path(root).expanduser()
         self.prep = prep
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
@@ -118,20 +120,37 @@ class AudioFolder:
         self.report = ScanReport(self.root)
         self.clips: list[Clip] = []
         paths = sorted(p for p in self.root.rglob("*") if p.is_file() and is_audio_file(p))
+        manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
         for path in paths:
+            label = None
+            if labels == "folder":
+                parts = path.relative_to(self.root).parts
+                if len(parts) < 2:
+                    self._skip(path, f"not in a sub-folder of {self.root}, so it has no "
+                                     f"label (data.labels=folder)")
+                    continue
+                label = parts[0]
+            elif manifest is not None:
+                label = manifest.get(path.resolve())
+                if label is None:
+                    self._skip(path, f"not listed in the manifest {labels}")
+                    continue
             try:
                 classes = self._load(path)
             except AudioError as err:
-                log.warning("skipping %s: %s", err.path, err.cause)
-                self.report.skipped.append((path, err.cause))
+                self._skip(path, err.cause)
                 continue
             self.report.files.append(path)
             self.report.seconds += len(classes) / prep.sample_rate
-            self.clips.append(Clip(str(path.relative_to(self.root)), classes))
+            self.clips.append(Clip(str(path.relative_to(self.root)), classes, label))
         if not self.clips:
             why = (f"{len(paths)} audio files, none readable" if paths
                    else "no audio files (.wav, .flac, .ogg, .mp3, .aiff ...)")
             raise DataError(f"no readable audio in {self.root}: {why}")
+
+    def _skip(self, path: Path, why: str) -> None:
+        log.warning("skipping %s: %s", path, why)
+        self.report.skipped.append((path, why))
 
     def _cache_path(self, path: Path) -> Path:
         stat = path.stat()
@@ -162,6 +181,28 @@ class AudioFolder:
         return np.load(cached, mmap_mode="r")
 
 
+def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:
+    """A CSV of "path,label" rows (a header row "path,label" is allowed; relative paths are
+    below ``root``) -> {resolved path: label}. Raises DataError naming the file and row."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"label manifest {path} does not exist (data.labels takes null, "
+                        f"'folder' or the path of a CSV file of path,label rows)")
+    out: dict[Path, str] = {}
+    with path.open(newline="") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            if not row or (number == 1 and [c.strip().lower() for c in row] == ["path",
+                                                                                 "label"]):
+                continue
+            if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                raise DataError(f"{path}, row {number}: expected 'path,label', got {row}")
+            file = Path(row[0].strip()).expanduser()
+            out[(file if file.is_absolute() else root / file).resolve()] = row[1].strip()
+    if not out:
+        raise DataError(f"label manifest {path} lists no files")
+    return out
+
+
 def split_clips(clips: list[Clip], val_fraction: float) -> tuple[list[Clip], list[Clip]]:
     """Deterministic train/validation split by a hash of each clip's name.
 
@@ -171,8 +212,8 @@ def split_clips(clips: list[Clip], val_fraction: float) -> tuple[list[Clip], lis
     if len(clips) == 1:
         (clip,) = clips
         cut = max(1, min(len(clip) - 1, round(len(clip) * (1 - val_fraction))))
-        return ([Clip(clip.name + "[train]", clip.classes[:cut])],
-                [Clip(clip.name + "[val]", clip.classes[cut:])])
+        return ([Clip(clip.name + "[train]", clip.classes[:cut], clip.label)],
+                [Clip(clip.name + "[val]", clip.classes[cut:], clip.label)])
     ranked = sorted(clips, key=lambda c: hashlib.sha1(c.name.encode()).hexdigest())
     num_val = min(len(clips) - 1, max(1, math.ceil(val_fraction * len(clips))))
     val = {c.name for c in ranked[:num_val]}
@@ -190,10 +231,13 @@ class CropSampler:
     """
 
     def __init__(self, clips: list[Clip], receptive_field: int, segment_length: int,
-                 silence: int):
+                 silence: int, label_ids: dict[str, int] | None = None):
         if not clips:
             raise DataError("no training clips")
         self.clips = clips
+        # each clip's label entry (conditional models), 0 = "no label"
+        self.label_ids = np.array([label_ids[c.label] if label_ids else 0 for c in clips],
+                                  dtype=np.int64)
         self.receptive_field = receptive_field
         self.segment_length = segment_length
         self.silence = silence
@@ -211,8 +255,10 @@ class CropSampler:
         """Targets that are not IGNORE padding in the crops ``picks``."""
         return sum(min(self.segment_length, len(self.clips[k]) - start) for k, start in picks)
 
-    def build(self, picks: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The crops ``picks`` as inputs (B, R - 1 + S) and targets (B, S), int64."""
+    def build(self, picks: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor,
+                                                           torch.Tensor]:
+        """The crops ``picks`` as inputs (B, R - 1 + S), targets (B, S) and label entries
+        (B,), int64."""
         r, s = self.receptive_field, self.segment_length
         inputs = np.full((len(picks), r - 1 + s), self.silence, dtype=np.int64)
         targets = np.full((len(picks), s), IGNORE, dtype=np.int64)
@@ -223,10 +269,10 @@ class CropSampler:
             inputs[b, max(-lo, 0) : max(-lo, 0) + len(src)] = src
             tgt = x[start : start + s]
             targets[b, : len(tgt)] = tgt
-        return torch.from_numpy(inputs), torch.from_numpy(targets)
+        labels = self.label_ids[[k for k, _ in picks]]
+        return torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(labels)
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor,
-                                                                          torch.Tensor]:
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         """``batch_size`` random crops: ``build(draw(batch_size, rng))``."""
         return self.build(self.draw(batch_size, rng))
 
@@ -241,22 +287,29 @@ class StepBatches(Dataset):
     every process trains on different crops, and one process with the combined batch sees
     the same crops as ``world`` processes.
 
-    Item: inputs (A, b, R - 1 + S), targets (A, b, S) int64, and the number of non-padding
-    targets in the whole batch (all processes), which normalises the loss.
+    Item: inputs (A, b, R - 1 + S), targets (A, b, S), label entries (A, b) int64, and
+    the number of non-padding targets in the whole batch (all processes), which normalises
+    the loss. With ``label_dropout`` p, each crop's label is replaced by entry 0 ("no
+    label") with probability p (drawn from the same generator).
     """
 
     def __init__(self, crops: CropSampler, seed: int, micro_batch: int, accumulation: int = 1,
-                 rank: int = 0, world: int = 1):
-        self.crops, self.seed = crops, seed
+                 rank: int = 0, world: int = 1, label_dropout: float = 0.0):
+        self.crops, self.seed, self.label_dropout = crops, seed, label_dropout
         self.micro_batch, self.accumulation, self.rank, self.world = (
             micro_batch, accumulation, rank, world)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         b, a, w = self.micro_batch, self.accumulation, self.world
-        picks = self.crops.draw(w * a * b, np.random.default_rng([self.seed, k]))
-        mine = [picks[(m * w + self.rank) * b + j] for m in range(a) for j in range(b)]
-        inputs, targets = self.crops.build(mine)
-        return (inputs.view(a, b, -1), targets.view(a, b, -1), self.crops.num_targets(picks))
+        rng = np.random.default_rng([self.seed, k])
+        picks = self.crops.draw(w * a * b, rng)
+        order = [(m * w + self.rank) * b + j for m in range(a) for j in range(b)]
+        inputs, targets, labels = self.crops.build([picks[i] for i in order])
+        if self.label_dropout > 0:
+            dropped = rng.random(len(picks)) < self.label_dropout
+            labels[torch.from_numpy(dropped[order])] = 0
+        return (inputs.view(a, b, -1), targets.view(a, b, -1), labels.view(a, b),
+                self.crops.num_targets(picks))
 
 
 def synthetic_audio(seconds: float, sample_rate: int, seed: int) -> np.ndarray:
@@ -313,15 +366,39 @@ def build_datasets(cfg: DataConfig, quantization_channels: int) -> tuple[list[Cl
         return train, val, summary
     prep = Preprocessing(cfg.sample_rate, quantization_channels, cfg.top_db, cfg.normalize,
                          cfg.peak)
-    folder = AudioFolder(cfg.root, prep, cfg.cache_dir)
+    folder = AudioFolder(cfg.root, prep, cfg.cache_dir, cfg.labels)
     lines = [folder.report.summary()]
     if cfg.val_root:
-        val_folder = AudioFolder(cfg.val_root, prep, cfg.cache_dir)
+        val_folder = AudioFolder(cfg.val_root, prep, cfg.cache_dir, cfg.labels)
         lines.append(val_folder.report.summary() + " (validation)")
         train, val = folder.clips, val_folder.clips
+    elif cfg.labels:  # split each label's clips, so that every label is validated
+        train, val = [], []
+        for label in sorted({c.label for c in folder.clips}):
+            t, v = split_clips([c for c in folder.clips if c.label == label], cfg.val_fraction)
+            train += t
+            val += v
     else:
         train, val = split_clips(folder.clips, cfg.val_fraction)
     seconds = [sum(len(c) for c in clips) / cfg.sample_rate for clips in (train, val)]
     lines.append(f"split: {len(train)} training clips ({seconds[0]:.0f} s), {len(val)} "
                  f"validation clips ({seconds[1]:.0f} s): {', '.join(c.name for c in val)}")
+    if cfg.labels:
+        lines.append(label_table(train, val, cfg.sample_rate))
     return train, val, "\n".join(lines)
+
+
+def label_table(train: list[Clip], val: list[Clip], sample_rate: int) -> str:
+    """The label vocabulary with files and seconds per label, training and validation."""
+    names = sorted({c.label for c in train})
+    unknown = sorted({c.label for c in val} - set(names))
+    if unknown:
+        raise DataError(f"validation labels {unknown} have no training files")
+    lines = [f"labels: {len(names)}", f"  {'label':<16} {'train files':>11} {'train s':>8} "
+             f"{'val files':>9} {'val s':>7}"]
+    for name in names:
+        t = [c for c in train if c.label == name]
+        v = [c for c in val if c.label == name]
+        lines.append(f"  {name:<16} {len(t):>11} {sum(map(len, t)) / sample_rate:>8.1f} "
+                     f"{len(v):>9} {sum(map(len, v)) / sample_rate:>7.1f}")
+    return "\n".join(lines)

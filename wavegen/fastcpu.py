@@ -32,7 +32,6 @@ class Weights:
 
     embed: np.ndarray  # (Q, R)
     conv_w: np.ndarray  # (L, k*R, G): taps oldest..newest stacked on rows
-    conv_b: np.ndarray  # (L, G)
     res_w: np.ndarray  # (L, G/2, R)
     res_b: np.ndarray  # (L, R)
     skip_w: np.ndarray  # (L*G/2, S)
@@ -46,8 +45,10 @@ class Weights:
     lengths: np.ndarray  # (L,) int64: (k - 1) * d
     kernel_size: int
 
-    def args(self) -> tuple:
-        return (self.embed, self.conv_w, self.conv_b, self.res_w, self.res_b, self.skip_w,
+    def args(self, conv_b: np.ndarray) -> tuple:
+        """The arguments of the compiled loop, with ``conv_b`` (B, L, G) the streams'
+        conv biases (State.bias)."""
+        return (self.embed, self.conv_w, conv_b, self.res_w, self.res_b, self.skip_w,
                 self.skip_b, self.head1_w, self.head1_b, self.head2_w, self.head2_b,
                 self.dilations, self.offsets, self.lengths, self.kernel_size)
 
@@ -61,7 +62,6 @@ def export(model: WaveNet) -> Weights:
     return Weights(
         embed=f32(model.embed.weight),
         conv_w=f32(torch.stack([layer.conv.weight.t() for layer in layers])),
-        conv_b=f32(torch.stack([layer.conv.bias for layer in layers])),
         res_w=f32(torch.stack([layer.residual.weight.t() for layer in layers])),
         res_b=f32(torch.stack([layer.residual.bias for layer in layers])),
         skip_w=f32(torch.cat([layer.skip.weight for layer in layers], dim=1).t()),
@@ -77,13 +77,20 @@ def export(model: WaveNet) -> Weights:
 
 class State:
     """Ring buffers for B streams: ``ring`` (B, sum of layer contexts, R) and the step
-    counter ``t``. Slot offset_l + (t - j) mod len_l holds layer l's input j steps ago."""
+    counter ``t``. Slot offset_l + (t - j) mod len_l holds layer l's input j steps ago.
+    ``bias`` (B, L, G): each stream's conv bias, its label's share included."""
 
-    def __init__(self, model: WaveNet, batch_size: int):
+    def __init__(self, model: WaveNet, batch_size: int, labels: torch.Tensor | None = None):
         # streaming.silence_state rows are oldest..newest for times -len..-1; at t = 0 the
         # slot of time -j is len - j, so the rows go in as they are.
-        context = streaming.silence_state(model, batch_size).context
-        self.ring = np.ascontiguousarray(torch.cat(context, dim=1).detach().float().cpu().numpy())
+        state = streaming.silence_state(model, batch_size, labels)
+        self.ring = np.ascontiguousarray(
+            torch.cat(state.context, dim=1).detach().float().cpu().numpy())
+        bias = torch.stack([layer.conv.bias for layer in model.layers])  # (L, G)
+        bias = bias.expand(batch_size, -1, -1)
+        if state.cond is not None:
+            bias = bias + torch.stack(state.cond, dim=1)
+        self.bias = np.ascontiguousarray(bias.detach().float().cpu().numpy())
         self.t = 0
 
 
@@ -110,13 +117,14 @@ def _step(x, embed, conv_w, conv_b, res_w, res_b, skip_w, skip_b, head1_w, head1
           head2_b, dilations, offsets, lengths, k, ring, t, h, taps, a, z, r, gated, s, hh,
           logits):
     """Feed inputs x (B,) at step t; write logits (B, Q) for the next samples.
+    conv_b is per stream: (B, L, G).
 
     The products go to BLAS (np.dot into preallocated outputs): one call per product, and a
     batch of streams shares each weight read.
     """
     batch, res = h.shape
     num_layers = conv_w.shape[0]
-    half = conv_b.shape[1] // 2
+    half = conv_b.shape[2] // 2
     for b in range(batch):
         h[b, :] = embed[x[b]]
     for layer in range(num_layers):
@@ -133,8 +141,8 @@ def _step(x, embed, conv_w, conv_b, res_w, res_b, skip_w, skip_b, head1_w, head1
         np.dot(taps, conv_w[layer], a)
         for b in range(batch):
             for j in range(half):  # tanh(f) * sigmoid(g), sigmoid(g) = (1 + tanh(g/2)) / 2
-                f = a[b, j] + conv_b[layer, j]
-                g = a[b, half + j] + conv_b[layer, half + j]
+                f = a[b, j] + conv_b[b, layer, j]
+                g = a[b, half + j] + conv_b[b, layer, half + j]
                 zz = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(np.float32(0.5) * g))
                 z[b, j] = zz
                 gated[b, layer * half + j] = zz
@@ -182,7 +190,7 @@ def _draw(logits, u, temperature, weights):
 
 
 def _scratch(w: Weights, batch: int) -> tuple:
-    r, g = w.embed.shape[1], w.conv_b.shape[1]
+    r, g = w.embed.shape[1], w.conv_w.shape[2]
     zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
     return (zeros(batch, r), zeros(batch, w.kernel_size * r), zeros(batch, g),
             zeros(batch, g // 2), zeros(batch, r), zeros(batch, w.skip_w.shape[0]),
@@ -231,9 +239,10 @@ class FastCPUEngine:
     continues after x[-1] by ``sample(x[-1], ...)``.
     """
 
-    def __init__(self, model: WaveNet, batch_size: int, threads: int = 1):
+    def __init__(self, model: WaveNet, batch_size: int, threads: int = 1,
+                 labels: torch.Tensor | None = None):
         self.weights = export(model)
-        self.state = State(model, batch_size)
+        self.state = State(model, batch_size, labels)
         self.quantization_channels = model.quantization_channels
         self.threads = max(1, min(threads, batch_size))
 
@@ -274,7 +283,8 @@ class FastCPUEngine:
         out = np.empty((x.shape[0], x.shape[1], self.quantization_channels), np.float32)
 
         def run(lo, hi):
-            _teacher_forced(x[lo:hi], self.weights.args(), self.state.ring[lo:hi],
+            _teacher_forced(x[lo:hi], self.weights.args(self.state.bias[lo:hi]),
+                            self.state.ring[lo:hi],
                             self.state.t, _scratch(self.weights, hi - lo), out[lo:hi])
 
         self._run(run)
@@ -287,9 +297,9 @@ class FastCPUEngine:
         out = np.empty(uniforms.shape, dtype=np.int64)
 
         def run(lo, hi):
-            _sample(first[lo:hi], uniforms[lo:hi], float(temperature), self.weights.args(),
-                    self.state.ring[lo:hi], self.state.t, _scratch(self.weights, hi - lo),
-                    out[lo:hi])
+            _sample(first[lo:hi], uniforms[lo:hi], float(temperature),
+                    self.weights.args(self.state.bias[lo:hi]), self.state.ring[lo:hi],
+                    self.state.t, _scratch(self.weights, hi - lo), out[lo:hi])
 
         self._run(run)
         self.state.t += uniforms.shape[1]

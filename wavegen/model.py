@@ -50,13 +50,15 @@ class ResidualLayer(nn.Module):
         self.skip = nn.Linear(gate // 2, skip)
 
     def forward(
-        self, h: torch.Tensor, num_skip: int, need_residual: bool = True
+        self, h: torch.Tensor, num_skip: int, need_residual: bool = True,
+        cond: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """h: (B, context + T, R) -> residual out (B, T, R) or None, gated (B, num_skip, G/2).
 
         Only the last ``num_skip`` gated outputs are returned for the skip path: earlier
         ones never reach a prediction. The skip projections of all layers are applied
         together by ``WaveNet.head`` (one product instead of one per layer plus a sum).
+        ``cond`` (B, G): the label's projection for this layer, added to filter and gate.
         """
         length = h.shape[1] - self.context
         if self.kernel_size == 2:
@@ -65,13 +67,16 @@ class ResidualLayer(nn.Module):
             taps = torch.cat(
                 [h[:, i * self.dilation : i * self.dilation + length]
                  for i in range(self.kernel_size)], dim=-1)
-        return self.from_taps(taps, h[:, self.context:], num_skip, need_residual)
+        return self.from_taps(taps, h[:, self.context:], num_skip, need_residual, cond)
 
     def from_taps(
-        self, taps: torch.Tensor, current: torch.Tensor, num_skip: int, need_residual: bool
+        self, taps: torch.Tensor, current: torch.Tensor, num_skip: int, need_residual: bool,
+        cond: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """taps: (B, T, k*R) oldest..newest, current: (B, T, R) the newest tap -> as forward."""
         a = self.conv(taps)  # (B, T, gate)
+        if cond is not None:
+            a = a + cond.unsqueeze(1)
         filt, gate = a.chunk(2, dim=-1)
         z = torch.tanh(filt) * torch.sigmoid(gate)  # (B, T, gate/2)
         tail = z[:, z.shape[1] - num_skip:]
@@ -114,11 +119,63 @@ class WaveNet(nn.Module):
         )
         self.head1 = nn.Linear(config.skip_channels, config.head_channels)
         self.head2 = nn.Linear(config.head_channels, q)
+        self.labels = list(config.labels or [])
+        if self.labels:  # entry 0 is "no label", label i is entry i + 1
+            self.label_embed = nn.Embedding(len(self.labels) + 1, config.label_channels)
+            self.label_proj = nn.ModuleList(
+                nn.Linear(config.label_channels, config.gate_channels, bias=False)
+                for _ in self.dilations)
+        self.label_prior: list[float] | None = None  # training label shares (checkpoints)
 
     @classmethod
     def from_preset(cls, name: str, sample_rate: int = 16000, **overrides) -> WaveNet:
         """A preset from conf/model/NAME.yaml with random weights."""
         return cls(load_preset(name, **overrides), sample_rate=sample_rate)
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.labels)
+
+    def label_ids(self, labels: str | int | None | list, batch_size: int) -> torch.Tensor | None:
+        """Labels (a name, an entry index, None = "no label", or one per stream) ->
+        (B,) int64 entry indices on the model's device; None for an unconditional model.
+
+        Raises:
+            ValueError: a label for an unconditional model, or one it does not know
+                (the message lists the known ones).
+        """
+        items = labels if isinstance(labels, list | tuple) else [labels] * batch_size
+        if len(items) != batch_size:
+            raise ValueError(f"got {len(items)} labels for {batch_size} streams")
+        if not self.conditional:
+            if any(item is not None for item in items):
+                raise ValueError("this model is unconditional (trained without labels); "
+                                 "leave the label out")
+            return None
+        ids = [self._label_id(item) for item in items]
+        return torch.tensor(ids, dtype=torch.long, device=self.embed.weight.device)
+
+    def _label_id(self, label: str | int | None) -> int:
+        if label is None:
+            return 0
+        if isinstance(label, str):
+            if label in self.labels:
+                return self.labels.index(label) + 1
+            raise ValueError(f"unknown label {label!r}; this model knows "
+                             f"{', '.join(self.labels)}")
+        if not 0 <= int(label) <= len(self.labels):
+            raise ValueError(f"label index {label} out of range 0..{len(self.labels)}")
+        return int(label)
+
+    def label_bias(self, ids: torch.Tensor | None) -> list[torch.Tensor] | None:
+        """(B,) label entry indices -> per layer (B, G): the label's share of each layer's
+        filter and gate pre-activations. None for an unconditional model."""
+        if not self.conditional:
+            return None
+        if ids is None:
+            ids = torch.zeros(1, dtype=torch.long, device=self.embed.weight.device)
+        c = self.label_embed(ids)  # (B, label_channels)
+        return [proj(c) for proj in self.label_proj]
 
     @property
     def receptive_field_ms(self) -> float:
@@ -148,22 +205,28 @@ class WaveNet(nn.Module):
         skip = F.linear(torch.cat(gated, dim=-1), weight, bias)
         return self.head2(F.relu(self.head1(F.relu(skip))))
 
-    def valid_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+    def valid_logits(self, inputs: torch.Tensor,
+                     labels: torch.Tensor | None = None) -> torch.Tensor:
         """inputs: (B, T_in) int64 -> (B, T_in - R + 1, Q) logits (no padding).
 
         Output i predicts the sample following inputs[:, i + R - 1] from
-        inputs[:, i : i + R]. Training crops use this directly.
+        inputs[:, i : i + R]. Training crops use this directly. ``labels``: (B,) label
+        entry indices of a conditional model (None = "no label").
         """
         num_out = inputs.shape[1] - self.receptive_field + 1
         if num_out < 1:
             raise ValueError(
                 f"need at least receptive_field={self.receptive_field} inputs, "
                 f"got {inputs.shape[1]}")
+        if labels is not None and not self.conditional:
+            raise ValueError("this model is unconditional (trained without labels)")
+        cond = self.label_bias(labels)
         h = self.embed(inputs)  # (B, T_in, R)
         gated = []
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h, tail = layer(h, num_out, need_residual=i < last)
+            h, tail = layer(h, num_out, need_residual=i < last,
+                            cond=cond[i] if cond is not None else None)
             gated.append(tail)
         return self.head(gated)
 
@@ -172,15 +235,17 @@ class WaveNet(nn.Module):
         pad = x.new_full((x.shape[0], self.receptive_field), self.silence)
         return torch.cat((pad, x[:, :-1]), dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, T) int64 classes -> (B, Q, T) logits; [:, :, t] predicts x[t] from x[:t]."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T) int64 classes -> (B, Q, T) logits; [:, :, t] predicts x[t] from x[:t].
+        ``labels``: (B,) label entry indices (conditional models; None = "no label")."""
         self._check_classes(x)
-        return self.valid_logits(self.shift_with_silence(x)).transpose(1, 2)
+        return self.valid_logits(self.shift_with_silence(x), labels).transpose(1, 2)
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, T) int64 -> (B, T) float: log p(x[b, t] | x[b, :t]), silence before t=0."""
+    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T) int64 -> (B, T) float: log p(x[b, t] | x[b, :t], c[b]), silence
+        before t=0; ``labels`` as in ``forward``."""
         self._check_classes(x)
-        logits = self.valid_logits(self.shift_with_silence(x))  # (B, T, Q)
+        logits = self.valid_logits(self.shift_with_silence(x), labels)  # (B, T, Q)
         return logits.log_softmax(-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
 
     def _check_classes(self, x: torch.Tensor) -> None:
@@ -195,10 +260,12 @@ class WaveNet(nn.Module):
 
     def describe(self) -> str:
         c = self.config
+        cond = (f", conditioned on {len(self.labels)} labels ({', '.join(self.labels)})"
+                if self.conditional else "")
         return (f"WaveNet {c.preset}: {c.stacks}x{c.layers_per_stack} layers, kernel "
                 f"{c.kernel_size}, receptive field {self.receptive_field} samples "
                 f"({self.receptive_field_ms:.1f} ms at {self.sample_rate} Hz), "
-                f"{self.num_parameters() / 1e6:.2f} M parameters")
+                f"{self.num_parameters() / 1e6:.2f} M parameters{cond}")
 
 
 def load_preset(name: str, **overrides) -> ModelConfig:

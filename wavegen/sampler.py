@@ -61,9 +61,10 @@ def draw_torch(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> tor
     return idx.squeeze(1).clamp_(max=logits.shape[-1] - 1)
 
 
-def _torch_sampler(model: WaveNet, inputs: torch.Tensor, temperature: float) -> Callable:
+def _torch_sampler(model: WaveNet, inputs: torch.Tensor, temperature: float,
+                   labels: torch.Tensor | None) -> Callable:
     """Prime a torch stream state with ``inputs`` (B, T); return chunk(u (B, C)) -> (B, C)."""
-    state = streaming.silence_state(model, inputs.shape[0])
+    state = streaming.silence_state(model, inputs.shape[0], labels)
     logits = streaming.prime(model, state, inputs)  # (B, Q): predicts the first new sample
     device = inputs.device
 
@@ -80,10 +81,10 @@ def _torch_sampler(model: WaveNet, inputs: torch.Tensor, temperature: float) -> 
 
 
 def _numba_sampler(model: WaveNet, inputs: torch.Tensor, temperature: float,
-                   threads: int) -> Callable:
+                   threads: int, labels: torch.Tensor | None) -> Callable:
     from .fastcpu import FastCPUEngine
 
-    engine = FastCPUEngine(model, inputs.shape[0], threads=threads)
+    engine = FastCPUEngine(model, inputs.shape[0], threads=threads, labels=labels)
     x = inputs.cpu().numpy()
     if x.shape[1] > 1:
         engine.feed(x[:, :-1])
@@ -110,6 +111,7 @@ def generate(
     backend: str = "auto",
     threads: int | None = None,
     progress: bool = False,
+    label: str | int | None | list = None,
 ) -> torch.Tensor:
     """Sample n independent streams of num_samples each.
 
@@ -124,6 +126,9 @@ def generate(
         threads: CPU threads for the numba backend, each taking a group of streams
             (default: as many as there are streams, at most the usable CPUs).
         progress: show a progress bar with samples/s and the real-time factor.
+        label: for a conditional model, the label to generate (a name from
+            ``model.labels``), or a list of n labels, one per stream; None = the "no label"
+            entry (the unconditional p(x) the model learnt by label dropout).
 
     Returns:
         (n, num_samples) float32 audio in [-1, 1] on the CPU
@@ -141,6 +146,7 @@ def generate(
     device = next(model.parameters()).device
     backend = pick_backend(backend, device)
     q = model.quantization_channels
+    labels = model.label_ids(label, n)
 
     inputs = torch.full((n, 1), model.silence, dtype=torch.long, device=device)
     prime_classes = inputs[:, :0]
@@ -162,9 +168,9 @@ def generate(
         if backend == "numba":
             if threads is None:
                 threads = min(usable_cpus(), n)
-            chunk = _numba_sampler(model, inputs, temperature, threads)
+            chunk = _numba_sampler(model, inputs, temperature, threads, labels)
         else:
-            chunk = _torch_sampler(model, inputs, temperature)
+            chunk = _torch_sampler(model, inputs, temperature, labels)
             if device.type == "cpu":
                 torch.set_num_threads(1)
         out = _run_chunks(chunk, n, num_samples, stream_generators(n, seed), progress,

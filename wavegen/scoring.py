@@ -33,28 +33,41 @@ class StreamScorer:
 
     ``add`` feeds the pieces in order; ``log_prob_nats`` and ``num_samples`` grow;
     with ``per_sample`` the surprisal (-log2 p) of every sample is kept too.
+
+    For a conditional model, ``labels`` lists the labels to score under (names, entry
+    indices, None = "no label"): the sequence runs as one row per label of one streaming
+    state, and ``row_nats`` holds log p(x | c) for each (``log_prob_nats`` is the first).
     """
 
-    def __init__(self, model: WaveNet, tile: int = TILE, per_sample: bool = False):
+    def __init__(self, model: WaveNet, tile: int = TILE, per_sample: bool = False,
+                 labels: list | None = None):
         self.model, self.tile, self.per_sample = model, tile, per_sample
         self.device = next(model.parameters()).device
-        self.state = streaming.silence_state(model, 1)
-        self.previous = torch.full((1, 1), model.silence, dtype=torch.long, device=self.device)
-        self.log_prob_nats = 0.0
+        rows = len(labels) if labels is not None else 1
+        self.state = streaming.silence_state(model, rows, model.label_ids(labels, rows)
+                                             if labels is not None else None)
+        self.previous = torch.full((rows, 1), model.silence, dtype=torch.long,
+                                   device=self.device)
+        self.row_nats = np.zeros(rows, dtype=np.float64)
         self.num_samples = 0
         self.surprisal: list[np.ndarray] = []
+
+    @property
+    def log_prob_nats(self) -> float:
+        return float(self.row_nats[0])
 
     @torch.no_grad()
     def add(self, classes: np.ndarray | torch.Tensor) -> None:
         """classes: (T,) int classes of the next T samples."""
+        rows = self.previous.shape[0]
         x = torch.as_tensor(np.asarray(classes, dtype=np.int64), device=self.device).view(1, -1)
         for start in range(0, x.shape[1], self.tile):
-            target = x[:, start : start + self.tile]
+            target = x[:, start : start + self.tile].expand(rows, -1)
             inputs = torch.cat((self.previous, target[:, :-1]), dim=1)  # x[t-1] predicts x[t]
-            logits = streaming.step(self.model, self.state, inputs)  # (1, T, Q)
+            logits = streaming.step(self.model, self.state, inputs)  # (rows, T, Q)
             # log-softmax in float64: the normaliser of 256 terms is where fp32 rounds
             logp = logits.double().log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-            self.log_prob_nats += float(logp.sum())
+            self.row_nats += logp.sum(1).cpu().numpy()
             self.num_samples += target.shape[1]
             if self.per_sample:
                 self.surprisal.append((-logp[0] / LN2).float().cpu().numpy())
@@ -76,26 +89,27 @@ def _record(nats: float, count: int, sample_rate: int) -> dict[str, Any]:
 
 
 def log_prob_classes(model: WaveNet, classes: np.ndarray | torch.Tensor,
-                     tile: int = TILE) -> float:
-    """Total log p(x) in nats of one (T,) class sequence, silence before x[0]."""
-    scorer = StreamScorer(model, tile)
+                     tile: int = TILE, label: str | int | None = None) -> float:
+    """Total log p(x | label) in nats of one (T,) class sequence, silence before x[0]."""
+    scorer = StreamScorer(model, tile, labels=[label] if label is not None else None)
     scorer.add(classes)
     return scorer.log_prob_nats
 
 
 def bits_per_sample(model: WaveNet, clips: list[np.ndarray], max_samples: int | None = None,
-                    tile: int = TILE) -> float:
-    """Exact bits/sample over clips (each scored from its start, up to max_samples)."""
+                    tile: int = TILE, labels: list | None = None) -> float:
+    """Exact bits/sample over clips (each scored from its start, up to max_samples), each
+    under its label in ``labels`` (conditional models; None = "no label")."""
     nats, count = 0.0, 0
-    for classes in clips:
+    for i, classes in enumerate(clips):
         seq = classes[:max_samples] if max_samples else classes
-        nats += log_prob_classes(model, seq, tile)
+        nats += log_prob_classes(model, seq, tile, labels[i] if labels is not None else None)
         count += len(seq)
     return -nats / count / LN2
 
 
 def score_audio(model: WaveNet, audio: np.ndarray, sample_rate: int, per_sample: bool = False,
-                tile: int = TILE) -> dict[str, Any]:
+                tile: int = TILE, label: str | int | None = None) -> dict[str, Any]:
     """Score float audio: (T,) mono or (T, C) channels-last, in [-1, 1], at ``sample_rate``.
 
     Returns the record of ``score_file`` without ``path`` (``surprisal`` (T',) float32 in
@@ -105,7 +119,7 @@ def score_audio(model: WaveNet, audio: np.ndarray, sample_rate: int, per_sample:
     if mono.size == 0:
         raise ValueError("score_audio needs at least one sample")
     mono = resample(np.clip(mono, -1.0, 1.0), sample_rate, model.sample_rate)
-    scorer = StreamScorer(model, tile, per_sample)
+    scorer = StreamScorer(model, tile, per_sample, [label] if label is not None else None)
     scorer.add(mulaw.encode(torch.from_numpy(np.ascontiguousarray(mono)),
                             model.quantization_channels))
     return scorer.result()
@@ -113,8 +127,11 @@ def score_audio(model: WaveNet, audio: np.ndarray, sample_rate: int, per_sample:
 
 def score_file(model: WaveNet, path: str | os.PathLike, per_sample: bool = False,
                tile: int = TILE, block_seconds: float = 30.0,
-               on_progress: Any = None) -> dict[str, Any]:
+               on_progress: Any = None, label: str | int | None = None) -> dict[str, Any]:
     """Exact log-likelihood of an audio file, read in blocks (any length, bounded memory).
+
+    For a conditional model, ``label`` picks p(x | label); None scores with the "no label"
+    entry (the unconditional p(x) learnt by label dropout).
 
     Returns:
         {"path", "sample_rate", "num_samples", "seconds", "log_prob_nats",
@@ -125,7 +142,7 @@ def score_file(model: WaveNet, path: str | os.PathLike, per_sample: bool = False
     Raises:
         AudioError: the file cannot be read.
     """
-    scorer = StreamScorer(model, tile, per_sample)
+    scorer = StreamScorer(model, tile, per_sample, [label] if label is not None else None)
     for block in read_blocks(path, model.sample_rate, block_seconds):
         scorer.add(mulaw.encode(torch.from_numpy(block), model.quantization_channels))
         if on_progress is not None:
@@ -146,16 +163,19 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 def score_files(model: WaveNet, paths: Iterable[str | os.PathLike], per_sample: bool = False,
                 on_progress: Any = None, batch: int = 4, tile: int = TILE,
-                block_seconds: float = 30.0) -> Iterator[dict[str, Any]]:
+                block_seconds: float = 30.0,
+                label: str | int | None = None) -> Iterator[dict[str, Any]]:
     """Score many files, yielding records in input order.
 
     Up to ``batch`` files are scored side by side, one row each of one streaming state, so
     every engine call carries ``batch`` tiles (throughput on a GPU, and on a CPU for short
     files). A row whose file ends is reset to the silence state before the next file takes
-    it. A file that cannot be read gives {"path", "error"}; the others go on.
+    it. A file that cannot be read gives {"path", "error"}; the others go on. ``label`` as
+    in ``score_file``, the same for every file.
     """
     device = next(model.parameters()).device
-    state = streaming.silence_state(model, batch)
+    labels = model.label_ids(label, batch) if label is not None else None
+    state = streaming.silence_state(model, batch, labels)
     fresh = [c[:1].clone() for c in state.context]  # one row of the silence state
     previous = torch.full((batch, 1), model.silence, dtype=torch.long, device=device)
     slots: list[_Slot | None] = [None] * batch

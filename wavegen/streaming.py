@@ -26,13 +26,20 @@ class StreamState:
     sample reads k - 1 entries and overwrites the oldest, whatever the dilation).
     ``fused_skip``: the model's skip projections fused once (``WaveNet.fused_skip``), so a
     step does not rebuild them; a state belongs to the weights it was made with.
+    ``cond``: for a conditional model, each layer's (B, G) label bias (one label per
+    stream, fixed for the stream's life); None otherwise.
     """
 
     def __init__(self, context: list[torch.Tensor],
-                 fused_skip: tuple[torch.Tensor, torch.Tensor]):
+                 fused_skip: tuple[torch.Tensor, torch.Tensor],
+                 cond: list[torch.Tensor] | None = None):
         self.context = context
         self.start = [0] * len(context)
         self.fused_skip = fused_skip
+        self.cond = cond
+
+    def layer_cond(self, i: int) -> torch.Tensor | None:
+        return self.cond[i] if self.cond is not None else None
 
     @property
     def batch_size(self) -> int:
@@ -46,18 +53,29 @@ class StreamState:
 
 
 @torch.no_grad()
-def silence_state(model: WaveNet, batch_size: int = 1) -> StreamState:
-    """The state after infinite silence.
+def silence_state(model: WaveNet, batch_size: int = 1,
+                  labels: torch.Tensor | None = None) -> StreamState:
+    """The state after infinite silence, for streams with the given labels.
 
     With non-zero biases a layer's input during silence is not zero: it is the constant
-    that silence produces through the layers below, so compute it layer by layer.
+    that silence produces through the layers below, so compute it layer by layer. For a
+    conditional model that constant depends on each stream's label.
+
+    Args:
+        labels: (B,) label entry indices (``model.label_ids``) of a conditional model;
+            None = "no label" for every stream.
     """
-    h = model.embed.weight[model.silence].view(1, 1, -1)  # (1, 1, R): constant in time
+    cond = model.label_bias(labels)
+    if cond is not None:
+        cond = [c.expand(batch_size, -1).contiguous() for c in cond]
+    rows = batch_size if cond is not None else 1
+    h = model.embed.weight[model.silence].view(1, 1, -1).expand(rows, 1, -1)  # constant
     context = []
-    for layer in model.layers:
+    for i, layer in enumerate(model.layers):
         context.append(h.expand(batch_size, layer.context, -1).clone())
-        h, _ = layer(h.expand(1, layer.context + 1, -1), num_skip=1)
-    return StreamState(context, model.fused_skip())
+        h, _ = layer(h.expand(rows, layer.context + 1, -1), num_skip=1,
+                     cond=cond[i] if cond is not None else None)
+    return StreamState(context, model.fused_skip(), cond)
 
 
 @torch.no_grad()
@@ -84,12 +102,14 @@ def step(model: WaveNet, state: StreamState, inputs: torch.Tensor) -> torch.Tens
             taps = torch.cat((*past, h[:, 0]), dim=-1).unsqueeze(1)  # (B, 1, k*R)
             ring[:, s] = h[:, 0]
             state.start[i] = (s + 1) % ctx
-            h, tail = layer.from_taps(taps, h, 1, need_residual=i < last)
+            h, tail = layer.from_taps(taps, h, 1, need_residual=i < last,
+                                      cond=state.layer_cond(i))
         else:  # a tile: run the layer on [ordered context, tile] and keep the new tail
             full = torch.cat((state.ordered(i), h), dim=1)  # (B, context + T, R)
             state.context[i] = full[:, -layer.context:].contiguous()
             state.start[i] = 0
-            h, tail = layer(full, num_skip=num_new, need_residual=i < last)
+            h, tail = layer(full, num_skip=num_new, need_residual=i < last,
+                            cond=state.layer_cond(i))
         gated.append(tail)
     return model.head(gated, state.fused_skip)
 

@@ -147,8 +147,9 @@ class ValidLogits(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.model.valid_logits(inputs)
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        return self.model.valid_logits(inputs, labels if self.model.conditional else None)
 
 
 def train(cfg: Config | DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
@@ -193,14 +194,25 @@ class Trainer:
         if world.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
 
+        self.label_prior: list[float] | None = None
+        self.val_per_label: dict[str, float] = {}
+        train_clips, self.val_clips, self.data_summary = build_datasets(
+            cfg.data, cfg.model.quantization_channels)
+        if cfg.model.labels:
+            raise ConfigError("model.labels is set from the data: use data.labels=folder "
+                              "(or a manifest) instead")
+        if cfg.data.labels:  # a conditional model over the training labels
+            cfg.model.labels = sorted({c.label for c in train_clips})
+            files = [sum(c.label == name for c in train_clips) for name in cfg.model.labels]
+            self.label_prior = [n / len(train_clips) for n in files]
         torch.manual_seed(t.seed)
         self.model = model = WaveNet(cfg.model, sample_rate=cfg.data.sample_rate).to(device)
-        train_clips, self.val_clips, self.data_summary = build_datasets(
-            cfg.data, model.quantization_channels)
+        model.label_prior = self.label_prior if model.conditional else None
+        label_ids = {name: i + 1 for i, name in enumerate(model.labels)}
         crops = CropSampler(train_clips, model.receptive_field, cfg.data.segment_length,
-                            model.silence)
+                            model.silence, label_ids)
         self.batches = StepBatches(crops, t.seed, t.batch_size, t.grad_accum, world.rank,
-                                   world.size)
+                                   world.size, t.label_dropout if model.conditional else 0.0)
         self.effective_batch = t.batch_size * t.grad_accum * world.size
         self.lr = scaled_lr(o, self.effective_batch, t.batch_size)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=tuple(o.betas),
@@ -227,6 +239,10 @@ class Trainer:
             self.net = torch.compile(self.net)
 
     def _restore(self, ckpt: dict) -> None:
+        before = ckpt["model_config"].get("labels")
+        if before != self.model.config.labels:
+            raise TrainingError(f"{self.last_path} was trained with labels {before}, the data "
+                                f"now gives {self.model.config.labels}; resume needs the same")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         for group in self.optimizer.param_groups:  # the number of processes may differ
@@ -258,6 +274,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state()},
             "progress": asdict(self.progress),
             "world_size": self.world.size,
+            "label_prior": self.model.label_prior,
         })
 
     def describe(self) -> None:
@@ -292,9 +309,11 @@ class Trainer:
             metrics.truncate_after(progress.step)
 
         def validate_now() -> float:
-            bits = bits_per_sample(eval_model, [c.classes for c in self.val_clips], max_val)
+            bits, per_label = validation_bits(eval_model, self.val_clips, max_val)
             progress.last_val_bits = bits
-            metrics.write(progress.step, val_bits_per_sample=bits)
+            metrics.write(progress.step, val_bits_per_sample=bits,
+                          **{f"val_bits_per_sample/{k}": v for k, v in per_label.items()})
+            self.val_per_label = per_label
             return bits
 
         loader = DataLoader(self.batches, batch_size=None,
@@ -317,9 +336,9 @@ class Trainer:
                         interrupted = signal.Signals(signals[0]).name if signals \
                             else "signal to another process"
                         break
-                    inputs, targets, total = next(batches)
+                    inputs, targets, labels, total = next(batches)
                     progress.draws += 1
-                    loss = self._accumulate(inputs, targets, total, autocast)
+                    loss = self._accumulate(inputs, targets, labels, total, autocast)
                     self.scaler.unscale_(self.optimizer)
                     norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                           o.grad_clip or math.inf)
@@ -381,6 +400,9 @@ class Trainer:
             log.info("done: step %d, validation %.3f bits/sample (best %.3f; uniform = %.0f)",
                      progress.step, bits, progress.best_val_bits,
                      math.log2(model.quantization_channels))
+            for label, value in self.val_per_label.items():
+                log.info("  %-16s %.3f bits/sample (validation, given the label)", label,
+                         value)
             examples = write_examples(eval_model, self.run_dir / "examples", t.num_examples,
                                       t.example_seconds, t.example_temperature, t.seed)
         bits, best = world.broadcast((bits, progress.best_val_bits))
@@ -388,12 +410,14 @@ class Trainer:
                    "val_bits_per_sample": bits, "best_val_bits_per_sample": best,
                    "checkpoint": str(self.last_path), "examples": [str(p) for p in examples],
                    "nonfinite_steps": progress.nonfinite_total, "interrupted": None}
+        if main and model.conditional:
+            summary["val_bits_per_sample_by_label"] = self.val_per_label
         if main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
-    def _accumulate(self, inputs: torch.Tensor, targets: torch.Tensor, total: int,
-                    autocast) -> torch.Tensor:
+    def _accumulate(self, inputs: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
+                    total: int, autocast) -> torch.Tensor:
         """Forward and backward over this process's micro-batches (A, b, ...); gradients
         are those of (summed cross-entropy of the whole batch on all processes) / total.
         Returns this process's share of that loss (nats per target)."""
@@ -403,10 +427,11 @@ class Trainer:
         for m in range(steps):
             x = inputs[m].to(device, non_blocking=True)
             y = targets[m].to(device, non_blocking=True)
+            c = labels[m].to(device, non_blocking=True)
             sync = self.ddp.no_sync() if world.size > 1 and m < steps - 1 else nullcontext()
             with sync:
                 with autocast:
-                    logits = self.net(x)
+                    logits = self.net(x, c)
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
                                        ignore_index=IGNORE, reduction="sum") / total
                 # DDP averages gradients over processes; the loss is a share of a sum
@@ -425,6 +450,25 @@ class Trainer:
         bar.set_postfix(bits=f"{bits:.3f}", lr=f"{lr:.2e}", samples_s=f"{rate:,.0f}")
         metrics.write(self.progress.step, loss_bits_per_sample=bits, lr=lr,
                       samples_per_s=rate)
+
+
+def validation_bits(model: WaveNet, clips: list, max_samples: int | None
+                    ) -> tuple[float, dict[str, float]]:
+    """Exact bits/sample over the validation clips (each given its label when the model
+    is conditional), and per label."""
+    groups: dict[str | None, list] = {}
+    for clip in clips:
+        groups.setdefault(clip.label if model.conditional else None, []).append(clip)
+    total_bits, count, per_label = 0.0, 0, {}
+    for label, members in groups.items():
+        seqs = [c.classes[:max_samples] if max_samples else c.classes for c in members]
+        bits = bits_per_sample(model, seqs, labels=[label] * len(seqs))
+        n = sum(len(x) for x in seqs)
+        total_bits += bits * n
+        count += n
+        if label is not None:
+            per_label[label] = bits
+    return total_bits / count, dict(sorted(per_label.items()))
 
 
 def check_compile(device: torch.device) -> None:

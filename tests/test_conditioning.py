@@ -1,0 +1,193 @@
+"""Global conditioning p(x | c): the streaming engine, the numba loop and the scorer equal
+the parallel forward with mixed labels in one batch; labels come from sub-folders or a
+manifest; the "no label" entry is the unconditional score; classification by likelihood."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config, randomize_biases, tone, write
+
+from wavegen import WaveNet, generate, load_checkpoint, score_file, streaming
+from wavegen.classify import classify_file, confusion, labelled_paths
+from wavegen.data import AudioFolder, DataError, Preprocessing
+from wavegen.fastcpu import FastCPUEngine
+from wavegen.scoring import StreamScorer, score_audio, score_files
+from wavegen.train import train
+
+LABELS = ["organ", "piano", "voice"]
+
+
+def conditional_model(**overrides) -> WaveNet:
+    model = WaveNet.from_preset("tiny", labels=LABELS, **overrides).eval()
+    randomize_biases(model)
+    with torch.no_grad():  # labels that matter: large enough to move every layer
+        model.label_embed.weight.normal_(0, 1.0)
+    return model
+
+
+def teacher_forced(model, state, inputs, tile):
+    return torch.cat([streaming.step(model, state, inputs[:, i : i + tile])
+                      for i in range(0, inputs.shape[1], tile)], dim=1)
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("tile", [1, 7, 512])
+def test_streaming_tiles_equal_parallel_forward_with_mixed_labels(kernel_size, tile):
+    model = conditional_model(kernel_size=kernel_size)
+    labels = torch.tensor([1, 3, 0])  # piano-, voice- and no-label streams in one batch
+    x = torch.randint(0, 256, (3, 300 if tile == 1 else 1100))
+    with torch.no_grad():
+        expected = model(x, labels).transpose(1, 2)
+        others = model(x, torch.tensor([2, 2, 2])).transpose(1, 2)
+    assert (expected - others).abs().max() > 0.1  # the labels change the predictions
+    inputs = model.shift_with_silence(x)[:, model.receptive_field - 1 :]
+    state = streaming.silence_state(model, 3, labels)
+    first = teacher_forced(model, state, inputs[:, :200], tile)
+    streaming.prime(model, state, inputs[:, 200:250])  # priming keeps the labels
+    rest = teacher_forced(model, state, inputs[:, 250:], tile)
+    assert torch.allclose(first, expected[:, :200], atol=1e-4)
+    assert torch.allclose(rest, expected[:, 250:], atol=1e-4)
+
+
+def test_numba_loop_equals_parallel_forward_with_mixed_labels():
+    model = conditional_model()
+    labels = torch.tensor([2, 0, 1, 3])
+    x = torch.randint(0, 256, (4, 200))
+    with torch.no_grad():
+        expected = model(x, labels).transpose(1, 2).numpy()
+    inputs = model.shift_with_silence(x)[:, model.receptive_field - 1 :].numpy()
+    engine = FastCPUEngine(model, 4, threads=2, labels=labels)
+    np.testing.assert_allclose(engine.feed(inputs), expected, atol=1e-4)
+
+
+def test_scoring_is_exact_under_each_label_and_no_label_is_entry_zero():
+    model = conditional_model()
+    audio = tone(0.2, freq=330)
+    record = score_audio(model, audio, 16000)  # no label
+    x = torch.from_numpy(np.asarray(_classes(model, audio))).view(1, -1)
+    with torch.no_grad():
+        for label, entry in ((None, 0), ("piano", 2), ("voice", 3)):
+            exact = model.log_prob(x, torch.tensor([entry])).double().sum().item()
+            got = score_audio(model, audio, 16000, label=label)["log_prob_nats"]
+            assert got == pytest.approx(exact, rel=1e-6)
+        # an unconditional call of the same model is the "no label" entry
+        assert record["log_prob_nats"] == pytest.approx(model.log_prob(x).double().sum().item(),
+                                                        rel=1e-6)
+    rows = StreamScorer(model, tile=64, labels=LABELS)
+    rows.add(x[0])
+    for i, label in enumerate(LABELS):
+        assert rows.row_nats[i] == pytest.approx(
+            score_audio(model, audio, 16000, label=label)["log_prob_nats"], rel=1e-6)
+
+
+def test_batched_file_scoring_with_a_label(tmp_path):
+    model = conditional_model()
+    paths = [write(tmp_path / f"c{i}.wav", tone(0.1 + 0.05 * i, freq=200 + 100 * i, seed=i))
+             for i in range(5)]
+    batched = list(score_files(model, paths, batch=2, tile=100, label="organ"))
+    for path, record in zip(paths, batched, strict=True):
+        single = score_file(model, path, label="organ")
+        assert record["log_prob_nats"] == pytest.approx(single["log_prob_nats"], rel=1e-6)
+
+
+def test_label_errors_name_the_known_labels():
+    model = conditional_model()
+    with pytest.raises(ValueError, match="unknown label 'drums'.*organ, piano, voice"):
+        generate(model, num_samples=4, label="drums")
+    with pytest.raises(ValueError, match="2 labels for 3 streams"):
+        generate(model, n=3, num_samples=4, label=["organ", "piano"])
+    plain = WaveNet.from_preset("tiny")
+    with pytest.raises(ValueError, match="unconditional"):
+        generate(plain, num_samples=4, label="organ")
+    with pytest.raises(ValueError, match="conditional model"):
+        classify_file(plain, "unused.wav")
+
+
+def test_generation_streams_carry_their_own_labels():
+    model = conditional_model()
+    mixed = generate(model, n=3, num_samples=50, seed=1, temperature=0,
+                     label=["organ", "voice", "organ"])
+    for i, label in enumerate(["organ", "voice", "organ"]):
+        alone = generate(model, n=1, num_samples=50, seed=1, temperature=0, label=label)
+        assert torch.equal(mixed[i], alone[0])
+    assert not torch.equal(mixed[0], mixed[1])
+    for backend in ("torch", "numba"):
+        assert torch.equal(generate(model, n=3, num_samples=50, temperature=0, backend=backend,
+                                    label=["organ", "voice", "organ"]), mixed)
+
+
+def test_labels_from_sub_folders_and_from_a_manifest(tmp_path):
+    root = tmp_path / "audio"
+    for label in ("low", "high"):
+        for i in range(2):
+            write(root / label / "take" / f"{label}{i}.wav", tone(0.2, seed=i))
+    write(root / "loose.wav", tone(0.2))
+    prep = Preprocessing(16000, 256, None, False, 0.95)
+    folder = AudioFolder(root, prep, tmp_path / "cache", labels="folder")
+    assert sorted((c.name, c.label) for c in folder.clips)[0] == ("high/take/high0.wav", "high")
+    assert {c.label for c in folder.clips} == {"low", "high"}
+    assert [p.name for p, _ in folder.report.skipped] == ["loose.wav"]
+
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text(f"path,label\nloose.wav,solo\n{root / 'low/take/low0.wav'},low\n")
+    folder = AudioFolder(root, prep, tmp_path / "cache", labels=str(manifest))
+    assert sorted((c.name, c.label) for c in folder.clips) == [("loose.wav", "solo"),
+                                                               ("low/take/low0.wav", "low")]
+    assert len(folder.report.skipped) == 3  # files the manifest does not list
+    manifest.write_text("path,label\nloose.wav\n")
+    with pytest.raises(DataError, match="labels.csv, row 2"):
+        AudioFolder(root, prep, tmp_path / "cache", labels=str(manifest))
+    with pytest.raises(DataError, match="does not exist"):
+        AudioFolder(root, prep, tmp_path / "cache", labels=str(tmp_path / "nope.csv"))
+
+    assert [t for _, t in labelled_paths([str(root)], ["low", "high"])] == [
+        "high", "high", None, "low", "low"]
+    assert [t for _, t in labelled_paths([str(root / "low")], ["low"])] == ["low", "low"]
+
+
+def _classes(model, audio):
+    from wavegen import mulaw
+
+    return mulaw.encode(torch.from_numpy(audio), model.quantization_channels).numpy()
+
+
+def two_classes(root, count, seed):
+    """'tone': the built-in synthetic music (harmonic notes, chords); 'noise': band-limited
+    noise bursts. One second per file."""
+    from wavegen.data import synthetic_audio
+
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        write(root / "tone" / f"tone{i}.wav", synthetic_audio(1.0, 16000, seed * 1000 + i))
+        noise = np.convolve(rng.standard_normal(16000), np.ones(3) / 3, mode="same")
+        envelope = np.repeat(rng.uniform(0.05, 0.4, size=8), 2000)
+        write(root / "noise" / f"noise{i}.wav", (envelope * noise).astype(np.float32))
+
+
+def test_conditional_training_classifies_and_generates_by_label(tmp_path):
+    two_classes(tmp_path / "train", 6, seed=0)
+    two_classes(tmp_path / "held_out", 6, seed=1)
+    cfg = compose_config(
+        "model=tiny", "model.layers_per_stack=5", "data=folder",
+        f"data.root={tmp_path / 'train'}", "data.labels=folder",
+        f"data.cache_dir={tmp_path / 'cache'}", "data.segment_length=500", "data.top_db=null",
+        "train.batch_size=8", "train.max_steps=400", "train.val_every=1000",
+        "train.num_examples=0", "optim.lr=5e-3", "optim.warmup_steps=10",
+        f"out_dir={tmp_path}", "name=cond")
+    summary = train(cfg)
+    assert set(summary["val_bits_per_sample_by_label"]) == {"noise", "tone"}
+    model = load_checkpoint(summary["checkpoint"])
+    assert model.labels == ["noise", "tone"] and model.label_prior == [0.5, 0.5]
+
+    records = [dict(classify_file(model, path), true_label=truth)
+               for path, truth in labelled_paths([str(tmp_path / "held_out")], model.labels)]
+    matrix, known = confusion(records, model.labels)
+    assert known == 12 and np.trace(matrix) / known >= 0.9, matrix
+    for r in records:
+        assert sum(v["posterior"] for v in r["labels"].values()) == pytest.approx(1.0)
+
+    for label, other in (("tone", "noise"), ("noise", "tone")):
+        audio = generate(model, n=2, num_samples=4000, seed=0, label=label).numpy()
+        for clip in audio:
+            own = score_audio(model, clip, 16000, label=label)["bits_per_sample"]
+            assert own < score_audio(model, clip, 16000, label=other)["bits_per_sample"]

@@ -1,0 +1,111 @@
+"""Classification by likelihood with a conditional model: p(c | x) ∝ p(x | c) p(c).
+
+Each file is scored under every label at once (one row per label of one streaming state,
+so the file is read once), exactly as ``wavegen score --label`` would score it under each.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import mulaw
+from .audio import read_blocks
+from .model import WaveNet
+from .scoring import TILE, StreamScorer, _record, expand_paths
+
+
+def prior_weights(model: WaveNet, uniform: bool = False) -> np.ndarray:
+    """p(c) over ``model.labels``: the training label shares stored in the checkpoint
+    (uniform when asked, or when the model carries none)."""
+    k = len(model.labels)
+    if uniform or not model.label_prior:
+        return np.full(k, 1.0 / k)
+    prior = np.asarray(model.label_prior, dtype=np.float64)
+    return prior / prior.sum()
+
+
+def classify_file(model: WaveNet, path: str | os.PathLike, prior: np.ndarray | None = None,
+                  tile: int = TILE, block_seconds: float = 30.0,
+                  on_progress: Any = None) -> dict[str, Any]:
+    """Score a file under every label and classify it by Bayes' rule.
+
+    Returns:
+        {"path", "sample_rate", "num_samples", "seconds", "labels": {label:
+        {"log_prob_nats", "bits_per_sample", "posterior"}}, "predicted", "runner_up",
+        "log_likelihood_ratio"}: the ratio is log p(x | predicted) - log p(x | runner-up)
+        in nats (the runner-up is the label with the second highest posterior).
+
+    Raises:
+        ValueError: the model is unconditional. AudioError: the file cannot be read.
+    """
+    if not model.conditional:
+        raise ValueError("classification needs a conditional model (trained with data.labels)")
+    names = model.labels
+    prior = prior_weights(model) if prior is None else np.asarray(prior, dtype=np.float64)
+    scorer = StreamScorer(model, tile, labels=list(names))
+    for block in read_blocks(path, model.sample_rate, block_seconds):
+        scorer.add(mulaw.encode(torch.from_numpy(block), model.quantization_channels))
+        if on_progress is not None:
+            on_progress(len(block))
+    nats = scorer.row_nats
+    with np.errstate(divide="ignore"):
+        joint = nats + np.log(prior)
+    posterior = np.exp(joint - joint.max())
+    posterior /= posterior.sum()
+    order = np.argsort(-joint, kind="stable")
+    best = int(order[0])
+    second = int(order[1]) if len(order) > 1 else best
+    count = scorer.num_samples
+    summary = _record(0.0, count, model.sample_rate)
+    labels = {}
+    for i, name in enumerate(names):
+        one = _record(float(nats[i]), count, model.sample_rate)
+        labels[name] = {"log_prob_nats": one["log_prob_nats"],
+                        "bits_per_sample": one["bits_per_sample"],
+                        "posterior": float(posterior[i])}
+    return {"path": str(path), "sample_rate": summary["sample_rate"], "num_samples": count,
+            "seconds": summary["seconds"], "labels": labels, "predicted": names[best],
+            "runner_up": names[second],
+            "log_likelihood_ratio": float(nats[best] - nats[second])}
+
+
+def labelled_paths(arguments: list[str], known: list[str]) -> list[tuple[Path, str | None]]:
+    """Files to classify, each with its true label when the layout says it: a file found
+    below a folder argument is labelled by its first sub-folder there, or by the folder's
+    own name, when that name is one of ``known``."""
+    out = []
+    for argument in arguments:
+        root = Path(argument)
+        for path in expand_paths([root]):
+            truth = None
+            if root.is_dir():
+                parts = path.relative_to(root).parts
+                if len(parts) > 1 and parts[0] in known:
+                    truth = parts[0]
+                elif root.resolve().name in known:
+                    truth = root.resolve().name
+            out.append((path, truth))
+    return out
+
+
+def confusion(records: list[dict[str, Any]], names: list[str]) -> tuple[np.ndarray, int]:
+    """(true x predicted counts over ``names``, files with a true label)."""
+    matrix = np.zeros((len(names), len(names)), dtype=np.int64)
+    for r in records:
+        if r.get("true_label") is not None and "predicted" in r:
+            matrix[names.index(r["true_label"]), names.index(r["predicted"])] += 1
+    return matrix, int(matrix.sum())
+
+
+def format_confusion(matrix: np.ndarray, names: list[str]) -> str:
+    width = max(8, *(len(n) for n in names)) + 2
+    lines = ["confusion matrix (rows: true label, columns: predicted)",
+             " " * width + "".join(f"{n:>{width}}" for n in names)]
+    for name, row in zip(names, matrix, strict=True):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines)
