@@ -2,6 +2,8 @@
 the parallel forward with mixed labels in one batch; labels come from sub-folders or a
 manifest; the "no label" entry is the unconditional score; classification by likelihood."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -143,6 +145,7 @@ def test_labels_from_sub_folders_and_from_a_manifest(tmp_path):
     assert [t for _, t in labelled_paths([str(root)], ["low", "high"])] == [
         "high", "high", None, "low", "low"]
     assert [t for _, t in labelled_paths([str(root / "low")], ["low"])] == ["low", "low"]
+    assert labelled_paths([str(root / "low/take/low1.wav")], ["take"])[0][1] == "take"
 
 
 def _classes(model, audio):
@@ -178,6 +181,9 @@ def test_conditional_training_classifies_and_generates_by_label(tmp_path):
     assert set(summary["val_bits_per_sample_by_label"]) == {"noise", "tone"}
     model = load_checkpoint(summary["checkpoint"])
     assert model.labels == ["noise", "tone"] and model.label_prior == [0.5, 0.5]
+    held_out = (tmp_path / "cond" / "validation_files.txt").read_text().split()
+    assert len(held_out) == 2 and {os.path.basename(os.path.dirname(p)) for p in held_out} \
+        == {"noise", "tone"}
 
     records = [dict(classify_file(model, path), true_label=truth)
                for path, truth in labelled_paths([str(tmp_path / "held_out")], model.labels)]

@@ -77,13 +77,17 @@ def classify_file(model: WaveNet, path: str | os.PathLike, prior: np.ndarray | N
 def labelled_paths(arguments: list[str], known: list[str]) -> list[tuple[Path, str | None]]:
     """Files to classify, each with its true label when the layout says it: a file found
     below a folder argument is labelled by its first sub-folder there, or by the folder's
-    own name, when that name is one of ``known``."""
+    own name; a file argument by the name of the folder it is in; when that name is one
+    of ``known``."""
     out = []
     for argument in arguments:
         root = Path(argument)
         for path in expand_paths([root]):
             truth = None
-            if root.is_dir():
+            if not root.is_dir():
+                parent = path.resolve().parent.name
+                truth = parent if parent in known else None
+            else:
                 parts = path.relative_to(root).parts
                 if len(parts) > 1 and parts[0] in known:
                     truth = parts[0]

@@ -43,6 +43,7 @@ class Clip:
     name: str
     classes: np.ndarray
     label: str | None = None  # conditional training: the clip's label name
+    path: str | None = None  # the whole file this clip is (folders)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -142,7 +143,8 @@ class AudioFolder:
                 continue
             self.report.files.append(path)
             self.report.seconds += len(classes) / prep.sample_rate
-            self.clips.append(Clip(str(path.relative_to(self.root)), classes, label))
+            self.clips.append(Clip(str(path.relative_to(self.root)), classes, label,
+                                   str(path.resolve())))
         if not self.clips:
             why = (f"{len(paths)} audio files, none readable" if paths
                    else "no audio files (.wav, .flac, .ogg, .mp3, .aiff ...)")

@@ -307,6 +307,9 @@ class Trainer:
         if main:
             self.describe()
             metrics.truncate_after(progress.step)
+            held_out = [c.path for c in self.val_clips if c.path]
+            if held_out:  # e.g. for `wavegen score ... $(cat validation_files.txt)`
+                (self.run_dir / "validation_files.txt").write_text("\n".join(held_out) + "\n")
 
         def validate_now() -> float:
             bits, per_label = validation_bits(eval_model, self.val_clips, max_val)
