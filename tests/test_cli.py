@@ -130,13 +130,15 @@ def test_conditional_model_end_to_end(tmp_path):
     for label, freq in (("low", 150.0), ("high", 2000.0)):
         for i in range(3):
             write(tmp_path / "audio" / label / f"{label}{i}.wav", tone(0.3, freq=freq, seed=i))
-    done = wavegen("train", *FAST, "train.num_examples=0", "data=folder",
+    done = wavegen("train", *FAST, "train.num_examples=2", "data=folder",
                    f"data.root={tmp_path / 'audio'}", "data.labels=folder",
                    f"data.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout + done.stderr
     assert "labels: 2" in out and "conditioned on 2 labels (high, low)" in out
     ckpt = str(tmp_path / "runs" / "folder-tiny" / "last.pt")
+    assert sorted(p.name for p in (tmp_path / "runs" / "folder-tiny" / "examples").iterdir()) \
+        == ["sample_000_high.wav", "sample_001_low.wav"]  # the labels in turn
 
     gen = wavegen("generate", ckpt, "-n", "2", "--samples", "200", "--label", "low,high",
                   "-o", str(tmp_path / "gen"), cwd=tmp_path)

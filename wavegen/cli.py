@@ -298,18 +298,7 @@ def classify_main(model, args) -> int:
             record["true_label"] = truth
             records.append(record)
 
-    width = max(len(r["path"]) for r in records)
-    print(f"{'path':<{width}}  {'seconds':>8}  {'predicted':>12}  {'p(label|x)':>10}  "
-          f"{'LLR nats':>10}  true")
-    for r in records:
-        if "error" in r:
-            print(f"{r['path']:<{width}}  error: {r['error']}")
-            continue
-        post = r["labels"][r["predicted"]]["posterior"]
-        mark = "" if r["true_label"] is None else (
-            r["true_label"] + ("" if r["true_label"] == r["predicted"] else "  (wrong)"))
-        print(f"{r['path']:<{width}}  {r['seconds']:>8.2f}  {r['predicted']:>12}  "
-              f"{post:>10.4f}  {r['log_likelihood_ratio']:>10.1f}  {mark}")
+    print(classify.format_table(records))
     matrix, known = classify.confusion(records, names)
     if known:
         print(f"accuracy: {np.trace(matrix) / known:.3f} ({int(np.trace(matrix))} of {known} "
@@ -320,19 +309,7 @@ def classify_main(model, args) -> int:
             for r in records:
                 f.write(json.dumps(r) + "\n")
     if args.csv:
-        fields = ["path", "true_label", "predicted", "runner_up", "log_likelihood_ratio",
-                  "num_samples", "seconds"]
-        fields += [f"{k}:{n}" for n in names for k in ("bits_per_sample", "posterior")]
-        fields += ["error"]
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            for r in records:
-                row = {k: v for k, v in r.items() if k in fields}
-                for n, v in r.get("labels", {}).items():
-                    row[f"bits_per_sample:{n}"] = v["bits_per_sample"]
-                    row[f"posterior:{n}"] = v["posterior"]
-                writer.writerow(row)
+        classify.write_csv(args.csv, records, names)
     failed = sum("error" in r for r in records)
     if failed:
         print(f"wavegen score: {failed} of {len(records)} files could not be scored",

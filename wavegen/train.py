@@ -496,14 +496,17 @@ def _count_nonfinite(progress: Progress, limit: int, last_path: Path, main: bool
 
 def write_examples(model: WaveNet, folder: Path, n: int, seconds: float, temperature: float,
                    seed: int) -> list[Path]:
-    """n generated clips of ``seconds`` as folder/sample_000.wav ..."""
+    """n generated clips of ``seconds`` as folder/sample_000.wav ...; a conditional model's
+    clips take its labels in turn (folder/sample_000_<label>.wav ...)."""
     if n < 1 or seconds <= 0:
         return []
+    labels = [model.labels[i % len(model.labels)] for i in range(n)] if model.conditional \
+        else None
     audio = generate(model, n=n, num_samples=int(seconds * model.sample_rate),
-                     temperature=temperature, seed=seed, progress=True)
+                     temperature=temperature, seed=seed, progress=True, label=labels)
     paths = []
     for i, clip in enumerate(audio.numpy()):
-        path = folder / f"sample_{i:03d}.wav"
+        path = folder / (f"sample_{i:03d}_{labels[i]}.wav" if labels else f"sample_{i:03d}.wav")
         write_wav(path, clip, model.sample_rate)
         paths.append(path)
     log.info("examples: %s", ", ".join(str(p) for p in paths))
