@@ -36,7 +36,7 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str, overrides: list[s
         trainer.run()
         torch.save(trainer.model.state_dict(), os.path.join(out_dir, f"weights-rank{rank}.pt"))
     finally:
-        trainer.world.close()
+        trainer.close()
 
 
 def metrics(run_dir):

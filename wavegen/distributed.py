@@ -51,10 +51,17 @@ class World:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Wait for every process (``wait``; not after an error, when some may never come),
+        then destroy the group, before interpreter exit: gloo's worker threads must not
+        outlive the objects they hold."""
         if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self.owns_group = False
+            try:
+                if wait:
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
+                self.owns_group = False
 
 
 def launched_ranks() -> int:

@@ -9,6 +9,7 @@ scored from its first sample, up to data.val_max_seconds) with the streaming sco
 from __future__ import annotations
 
 import copy
+import gc
 import itertools
 import json
 import logging
@@ -161,10 +162,13 @@ def train(cfg: Config | DictConfig, run_dir: str | Path | None = None) -> dict[s
     every process calls this; rank 0 alone logs, validates and writes files.
     """
     trainer = Trainer(cfg, run_dir)
+    finished = False
     try:
-        return trainer.run()
+        summary = trainer.run()
+        finished = True
+        return summary
     finally:
-        trainer.world.close()
+        trainer.close(wait=finished)
 
 
 class Trainer:
@@ -177,7 +181,7 @@ class Trainer:
         try:
             self._build(cfg, t, o, run_dir)
         except BaseException:
-            self.world.close()
+            self.world.close(wait=False)
             raise
 
     def _build(self, cfg: Config, t, o, run_dir) -> None:
@@ -237,6 +241,12 @@ class Trainer:
                 self.net, device_ids=[device.index] if device.type == "cuda" else None)
         if t.compile:
             self.net = torch.compile(self.net)
+
+    def close(self, wait: bool = True) -> None:
+        """Release the DDP wrapper (and its pending communication), then leave the group."""
+        self.net = self.ddp = None
+        gc.collect()
+        self.world.close(wait)
 
     def _restore(self, ckpt: dict) -> None:
         before = ckpt["model_config"].get("labels")
