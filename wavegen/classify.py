@@ -12,10 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from . import mulaw
-from .audio import read_blocks
 from .model import WaveNet
 from .scoring import TILE, StreamScorer, _record, expand_paths
 
@@ -48,11 +45,8 @@ def classify_file(model: WaveNet, path: str | os.PathLike, prior: np.ndarray | N
         raise ValueError("classification needs a conditional model (trained with data.labels)")
     names = model.labels
     prior = prior_weights(model) if prior is None else np.asarray(prior, dtype=np.float64)
-    scorer = StreamScorer(model, tile, labels=list(names))
-    for block in read_blocks(path, model.sample_rate, block_seconds):
-        scorer.add(mulaw.encode(torch.from_numpy(block), model.quantization_channels))
-        if on_progress is not None:
-            on_progress(len(block))
+    scorer = StreamScorer(model, tile, labels=names)
+    scorer.add_file(path, block_seconds, on_progress)
     nats = scorer.row_nats
     with np.errstate(divide="ignore"):
         joint = nats + np.log(prior)
@@ -61,16 +55,13 @@ def classify_file(model: WaveNet, path: str | os.PathLike, prior: np.ndarray | N
     order = np.argsort(-joint, kind="stable")
     best = int(order[0])
     second = int(order[1]) if len(order) > 1 else best
-    count = scorer.num_samples
-    summary = _record(0.0, count, model.sample_rate)
-    labels = {}
-    for i, name in enumerate(names):
-        one = _record(float(nats[i]), count, model.sample_rate)
-        labels[name] = {"log_prob_nats": one["log_prob_nats"],
-                        "bits_per_sample": one["bits_per_sample"],
-                        "posterior": float(posterior[i])}
-    return {"path": str(path), "sample_rate": summary["sample_rate"], "num_samples": count,
-            "seconds": summary["seconds"], "labels": labels, "predicted": names[best],
+    count, rate = scorer.num_samples, model.sample_rate
+    labels = {name: {"log_prob_nats": float(nats[i]),
+                     "bits_per_sample": _record(float(nats[i]), count, rate)["bits_per_sample"],
+                     "posterior": float(posterior[i])}
+              for i, name in enumerate(names)}
+    return {"path": str(path), "sample_rate": rate, "num_samples": count,
+            "seconds": count / rate, "labels": labels, "predicted": names[best],
             "runner_up": names[second],
             "log_likelihood_ratio": float(nats[best] - nats[second])}
 

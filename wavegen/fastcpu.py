@@ -59,13 +59,13 @@ def export(model: WaveNet) -> Weights:
 
     layers = model.layers
     lengths = np.array([layer.context for layer in layers], dtype=np.int64)
+    skip_w, skip_b = model.fused_skip()
     return Weights(
         embed=f32(model.embed.weight),
         conv_w=f32(torch.stack([layer.conv.weight.t() for layer in layers])),
         res_w=f32(torch.stack([layer.residual.weight.t() for layer in layers])),
         res_b=f32(torch.stack([layer.residual.bias for layer in layers])),
-        skip_w=f32(torch.cat([layer.skip.weight for layer in layers], dim=1).t()),
-        skip_b=f32(torch.stack([layer.skip.bias for layer in layers]).sum(0)),
+        skip_w=f32(skip_w.t()), skip_b=f32(skip_b),
         head1_w=f32(model.head1.weight.t()), head1_b=f32(model.head1.bias),
         head2_w=f32(model.head2.weight.t()), head2_b=f32(model.head2.bias),
         dilations=np.array(model.dilations, dtype=np.int64),
@@ -88,7 +88,7 @@ class State:
             torch.cat(state.context, dim=1).detach().float().cpu().numpy())
         bias = torch.stack([layer.conv.bias for layer in model.layers])  # (L, G)
         bias = bias.expand(batch_size, -1, -1)
-        if state.cond is not None:
+        if model.conditional:
             bias = bias + torch.stack(state.cond, dim=1)
         self.bias = np.ascontiguousarray(bias.detach().float().cpu().numpy())
         self.t = 0

@@ -167,11 +167,12 @@ class WaveNet(nn.Module):
             raise ValueError(f"label index {label} out of range 0..{len(self.labels)}")
         return int(label)
 
-    def label_bias(self, ids: torch.Tensor | None) -> list[torch.Tensor] | None:
+    def label_bias(self, ids: torch.Tensor | None) -> list[torch.Tensor | None]:
         """(B,) label entry indices -> per layer (B, G): the label's share of each layer's
-        filter and gate pre-activations. None for an unconditional model."""
+        filter and gate pre-activations (None = "no label"). None per layer for an
+        unconditional model."""
         if not self.conditional:
-            return None
+            return [None] * len(self.layers)
         if ids is None:
             ids = torch.zeros(1, dtype=torch.long, device=self.embed.weight.device)
         c = self.label_embed(ids)  # (B, label_channels)
@@ -225,8 +226,7 @@ class WaveNet(nn.Module):
         gated = []
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h, tail = layer(h, num_out, need_residual=i < last,
-                            cond=cond[i] if cond is not None else None)
+            h, tail = layer(h, num_out, need_residual=i < last, cond=cond[i])
             gated.append(tail)
         return self.head(gated)
 

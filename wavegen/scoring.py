@@ -34,18 +34,18 @@ class StreamScorer:
     ``add`` feeds the pieces in order; ``log_prob_nats`` and ``num_samples`` grow;
     with ``per_sample`` the surprisal (-log2 p) of every sample is kept too.
 
-    For a conditional model, ``labels`` lists the labels to score under (names, entry
-    indices, None = "no label"): the sequence runs as one row per label of one streaming
-    state, and ``row_nats`` holds log p(x | c) for each (``log_prob_nats`` is the first).
+    ``labels`` lists the labels to score under (names, entry indices, None = "no label",
+    the only choice for an unconditional model): the sequence runs as one row per label of
+    one streaming state, and ``row_nats`` holds log p(x | c) for each (``log_prob_nats`` is
+    the first).
     """
 
     def __init__(self, model: WaveNet, tile: int = TILE, per_sample: bool = False,
-                 labels: list | None = None):
+                 labels: list | tuple = (None,)):
         self.model, self.tile, self.per_sample = model, tile, per_sample
         self.device = next(model.parameters()).device
-        rows = len(labels) if labels is not None else 1
-        self.state = streaming.silence_state(model, rows, model.label_ids(labels, rows)
-                                             if labels is not None else None)
+        rows = len(labels)
+        self.state = streaming.silence_state(model, rows, model.label_ids(list(labels), rows))
         self.previous = torch.full((rows, 1), model.silence, dtype=torch.long,
                                    device=self.device)
         self.row_nats = np.zeros(rows, dtype=np.float64)
@@ -73,6 +73,15 @@ class StreamScorer:
                 self.surprisal.append((-logp[0] / LN2).float().cpu().numpy())
             self.previous = target[:, -1:]
 
+    def add_file(self, path: str | os.PathLike, block_seconds: float = 30.0,
+                 on_progress: Any = None) -> None:
+        """Feed a whole audio file, read in blocks (AudioError if it cannot be read)."""
+        q = self.model.quantization_channels
+        for block in read_blocks(path, self.model.sample_rate, block_seconds):
+            self.add(mulaw.encode(torch.from_numpy(block), q))
+            if on_progress is not None:
+                on_progress(len(block))
+
     def result(self) -> dict[str, Any]:
         out = _record(self.log_prob_nats, self.num_samples, self.model.sample_rate)
         if self.per_sample:
@@ -91,7 +100,7 @@ def _record(nats: float, count: int, sample_rate: int) -> dict[str, Any]:
 def log_prob_classes(model: WaveNet, classes: np.ndarray | torch.Tensor,
                      tile: int = TILE, label: str | int | None = None) -> float:
     """Total log p(x | label) in nats of one (T,) class sequence, silence before x[0]."""
-    scorer = StreamScorer(model, tile, labels=[label] if label is not None else None)
+    scorer = StreamScorer(model, tile, labels=[label])
     scorer.add(classes)
     return scorer.log_prob_nats
 
@@ -119,7 +128,7 @@ def score_audio(model: WaveNet, audio: np.ndarray, sample_rate: int, per_sample:
     if mono.size == 0:
         raise ValueError("score_audio needs at least one sample")
     mono = resample(np.clip(mono, -1.0, 1.0), sample_rate, model.sample_rate)
-    scorer = StreamScorer(model, tile, per_sample, [label] if label is not None else None)
+    scorer = StreamScorer(model, tile, per_sample, [label])
     scorer.add(mulaw.encode(torch.from_numpy(np.ascontiguousarray(mono)),
                             model.quantization_channels))
     return scorer.result()
@@ -142,11 +151,8 @@ def score_file(model: WaveNet, path: str | os.PathLike, per_sample: bool = False
     Raises:
         AudioError: the file cannot be read.
     """
-    scorer = StreamScorer(model, tile, per_sample, [label] if label is not None else None)
-    for block in read_blocks(path, model.sample_rate, block_seconds):
-        scorer.add(mulaw.encode(torch.from_numpy(block), model.quantization_channels))
-        if on_progress is not None:
-            on_progress(len(block))
+    scorer = StreamScorer(model, tile, per_sample, [label])
+    scorer.add_file(path, block_seconds, on_progress)
     return {"path": str(path), **scorer.result()}
 
 

@@ -26,20 +26,17 @@ class StreamState:
     sample reads k - 1 entries and overwrites the oldest, whatever the dilation).
     ``fused_skip``: the model's skip projections fused once (``WaveNet.fused_skip``), so a
     step does not rebuild them; a state belongs to the weights it was made with.
-    ``cond``: for a conditional model, each layer's (B, G) label bias (one label per
-    stream, fixed for the stream's life); None otherwise.
+    ``cond[i]``: for a conditional model, layer i's (B, G) label bias (one label per
+    stream, fixed for the stream's life); None for an unconditional one.
     """
 
     def __init__(self, context: list[torch.Tensor],
                  fused_skip: tuple[torch.Tensor, torch.Tensor],
-                 cond: list[torch.Tensor] | None = None):
+                 cond: list[torch.Tensor | None]):
         self.context = context
         self.start = [0] * len(context)
         self.fused_skip = fused_skip
         self.cond = cond
-
-    def layer_cond(self, i: int) -> torch.Tensor | None:
-        return self.cond[i] if self.cond is not None else None
 
     @property
     def batch_size(self) -> int:
@@ -65,16 +62,14 @@ def silence_state(model: WaveNet, batch_size: int = 1,
         labels: (B,) label entry indices (``model.label_ids``) of a conditional model;
             None = "no label" for every stream.
     """
-    cond = model.label_bias(labels)
-    if cond is not None:
-        cond = [c.expand(batch_size, -1).contiguous() for c in cond]
-    rows = batch_size if cond is not None else 1
+    rows = batch_size if model.conditional else 1  # silence differs by label
+    cond = [c if c is None else c.expand(rows, -1).contiguous()
+            for c in model.label_bias(labels)]
     h = model.embed.weight[model.silence].view(1, 1, -1).expand(rows, 1, -1)  # constant
     context = []
     for i, layer in enumerate(model.layers):
         context.append(h.expand(batch_size, layer.context, -1).clone())
-        h, _ = layer(h.expand(rows, layer.context + 1, -1), num_skip=1,
-                     cond=cond[i] if cond is not None else None)
+        h, _ = layer(h.expand(rows, layer.context + 1, -1), num_skip=1, cond=cond[i])
     return StreamState(context, model.fused_skip(), cond)
 
 
@@ -103,13 +98,13 @@ def step(model: WaveNet, state: StreamState, inputs: torch.Tensor) -> torch.Tens
             ring[:, s] = h[:, 0]
             state.start[i] = (s + 1) % ctx
             h, tail = layer.from_taps(taps, h, 1, need_residual=i < last,
-                                      cond=state.layer_cond(i))
+                                      cond=state.cond[i])
         else:  # a tile: run the layer on [ordered context, tile] and keep the new tail
             full = torch.cat((state.ordered(i), h), dim=1)  # (B, context + T, R)
             state.context[i] = full[:, -layer.context:].contiguous()
             state.start[i] = 0
             h, tail = layer(full, num_skip=num_new, need_residual=i < last,
-                            cond=state.layer_cond(i))
+                            cond=state.cond[i])
         gated.append(tail)
     return model.head(gated, state.fused_skip)
 

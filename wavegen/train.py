@@ -198,7 +198,6 @@ class Trainer:
         if world.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
 
-        self.label_prior: list[float] | None = None
         self.val_per_label: dict[str, float] = {}
         train_clips, self.val_clips, self.data_summary = build_datasets(
             cfg.data, cfg.model.quantization_channels)
@@ -207,11 +206,11 @@ class Trainer:
                               "(or a manifest) instead")
         if cfg.data.labels:  # a conditional model over the training labels
             cfg.model.labels = sorted({c.label for c in train_clips})
-            files = [sum(c.label == name for c in train_clips) for name in cfg.model.labels]
-            self.label_prior = [n / len(train_clips) for n in files]
         torch.manual_seed(t.seed)
         self.model = model = WaveNet(cfg.model, sample_rate=cfg.data.sample_rate).to(device)
-        model.label_prior = self.label_prior if model.conditional else None
+        if model.conditional:  # the prior for classification: training file shares
+            model.label_prior = [sum(c.label == name for c in train_clips) / len(train_clips)
+                                 for name in model.labels]
         label_ids = {name: i + 1 for i, name in enumerate(model.labels)}
         crops = CropSampler(train_clips, model.receptive_field, cfg.data.segment_length,
                             model.silence, label_ids)
