@@ -1,7 +1,8 @@
 """Generation speed: samples/s for each backend at several batch sizes, and the naive method.
 
 The naive method recomputes the whole receptive field for every new sample (what a sampler
-without caches does). All figures come from one run, so their ratios are comparable.
+without caches does). All figures come from one run, so their ratios are comparable; each
+is the median of --repeats timings (the spread goes into the JSON lines).
 
     python scripts/bench_generate.py                       # small, CPU, 2 threads
     python scripts/bench_generate.py --preset tiny --batches 1 8 --json out.jsonl
@@ -10,6 +11,7 @@ without caches does). All figures come from one run, so their ratios are compara
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -28,10 +30,14 @@ def naive(model: WaveNet, n: int, num_samples: int) -> None:
             x = torch.cat([x[:, 1:], nxt], dim=1)
 
 
-def timed(fn) -> float:
-    tic = time.perf_counter()
-    fn()
-    return time.perf_counter() - tic
+def timed(fn, repeats: int) -> list[float]:
+    """Seconds taken by each of ``repeats`` calls of fn."""
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return times
 
 
 def main() -> None:
@@ -42,6 +48,7 @@ def main() -> None:
     p.add_argument("--torch-samples", type=int, default=1000, help="per stream, torch backend")
     p.add_argument("--naive-samples", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="timings per figure (median)")
     p.add_argument("--json", help="append JSON lines here")
     args = p.parse_args()
 
@@ -52,24 +59,29 @@ def main() -> None:
     generate(model, n=2, num_samples=10, backend="numba")  # compile outside the timings
     rows = []
 
-    def record(method: str, batch: int, samples: int, seconds: float) -> None:
-        rate = batch * samples / seconds
+    def record(method: str, batch: int, samples: int, seconds: list[float]) -> None:
+        rates = sorted(batch * samples / s for s in seconds)
+        rate = statistics.median(rates)
         row = {"preset": args.preset, "method": method, "batch": batch, "threads": args.threads,
-               "samples_per_s": rate, "real_time_factor": rate / sr}
+               "samples_per_s": rate, "real_time_factor": rate / sr,
+               "samples_per_s_min": rates[0], "samples_per_s_max": rates[-1]}
         rows.append(row)
         emit(row, args.json)
 
     fast = int(args.seconds * sr)
     for batch in args.batches:
         record("numba", batch, fast, timed(lambda b=batch: generate(
-            model, n=b, num_samples=fast, seed=0, backend="numba", threads=args.threads)))
+            model, n=b, num_samples=fast, seed=0, backend="numba", threads=args.threads),
+            args.repeats))
         record("torch", batch, args.torch_samples, timed(lambda b=batch: generate(
-            model, n=b, num_samples=args.torch_samples, seed=0, backend="torch")))
+            model, n=b, num_samples=args.torch_samples, seed=0, backend="torch"), args.repeats))
     torch.set_num_threads(1)
-    record("naive", 1, args.naive_samples, timed(lambda: naive(model, 1, args.naive_samples)))
+    record("naive", 1, args.naive_samples,
+           timed(lambda: naive(model, 1, args.naive_samples), args.repeats))
 
     naive_rate = rows[-1]["samples_per_s"]
-    print(f"\n{args.preset} preset, CPU, {args.threads} threads, {sr} Hz")
+    print(f"\n{args.preset} preset, CPU, {args.threads} threads, {sr} Hz, "
+          f"median of {args.repeats}")
     print("| method | batch | samples/s | x real time | vs naive |")
     print("|---|---|---|---|---|")
     for row in rows:

@@ -6,7 +6,7 @@ import torch
 from conftest import randomize_biases
 
 from wavegen import WaveNet, generate, mulaw
-from wavegen.fastcpu import FastCPUEngine
+from wavegen.fastcpu import FastCPUEngine, stream_groups
 
 CASES = [("tiny", {}), ("small", {}), ("base", {}), ("tiny", {"kernel_size": 3})]
 
@@ -30,20 +30,26 @@ def test_fast_cpu_engine_equals_parallel_forward_step_by_step(preset, overrides)
     assert np.abs(got - expected).max() < 1e-4
 
 
-@pytest.mark.parametrize("batch,threads", [(13, 1), (26, 2), (5, 1)])
-def test_fast_cpu_engine_batched_and_per_stream_paths(batch, threads):
-    """Groups of >= BATCH_FROM streams run as one batch, smaller ones stream by stream."""
-    from wavegen.fastcpu import BATCH_FROM
-
-    assert (batch // threads >= BATCH_FROM) == (batch != 5)
-    model = model_with_biases(kernel_size=3)
+@pytest.mark.parametrize("preset,batch,threads",
+                         [("small", 13, 1), ("tiny", 26, 2), ("tiny", 5, 3), ("tiny", 2, 4)])
+def test_fast_cpu_engine_stream_groups(preset, batch, threads):
+    """Each thread runs a group of streams as one batch; every grouping gives the parallel
+    forward's logits (13 streams of ``small``: the head products go in row blocks of 8)."""
+    model = model_with_biases(preset, kernel_size=3)
     x = torch.randint(0, 256, (batch, 300))
     with torch.no_grad():
         expected = model(x).transpose(1, 2).numpy()
     inputs = model.shift_with_silence(x)[:, model.receptive_field - 1 :].numpy()
     engine = FastCPUEngine(model, batch, threads=threads)
+    assert len(engine.groups) == min(batch, threads)
     got = np.concatenate([engine.feed(inputs[:, :100]), engine.feed(inputs[:, 100:])], axis=1)
     assert np.abs(got - expected).max() < 1e-4
+
+
+def test_stream_groups_cover_the_batch_evenly():
+    assert stream_groups(7, 3) == [(0, 2), (2, 5), (5, 7)]
+    assert stream_groups(2, 8) == [(0, 1), (1, 2)]
+    assert stream_groups(5, 1) == [(0, 5)]
 
 
 def greedy_by_parallel_forward(model, num_samples, prime=None):

@@ -3,12 +3,14 @@
 A step of the ``small`` preset is about 0.9 M multiply-adds; run as a Python loop over torch
 ops it costs ~1 ms in dispatch alone. Here one step is one compiled call with no allocation:
 each dilated layer keeps a ring buffer of its last (k - 1) * d inputs (Fast WaveNet, Paine et
-al. 2016), the k taps are one product with the layer's fused conv weight, and the skip
-projections of all layers are one product. Products go to BLAS with preallocated outputs;
-the gates use a rational tanh that the compiler vectorises.
+al. 2016), the k taps are one product with the layer's fused conv weight, and the residual
+and skip projections of a layer are one product. Products go to BLAS with preallocated
+outputs; the gates use a rational tanh that the compiler vectorises.
 
-One stream's step is never split across threads (one product is too small to split);
-several threads each take a group of streams, small groups stream by stream.
+Threads: the streams are split into near-equal groups, one per thread, and each group runs
+as one batch, so its streams share every weight read. One stream is never split across
+threads (DESIGN.md): its products are too small to share without synchronising cores a
+few dozen times a step, which is slower whenever a core is busy elsewhere.
 """
 
 from __future__ import annotations
@@ -32,10 +34,9 @@ class Weights:
 
     embed: np.ndarray  # (Q, R)
     conv_w: np.ndarray  # (L, k*R, G): taps oldest..newest stacked on rows
-    res_w: np.ndarray  # (L, G/2, R)
+    out_w: np.ndarray  # (L, G/2, R + S): residual and skip projections side by side
     res_b: np.ndarray  # (L, R)
-    skip_w: np.ndarray  # (L*G/2, S)
-    skip_b: np.ndarray  # (S,)
+    skip_b: np.ndarray  # (S,): every layer's skip bias, summed
     head1_w: np.ndarray  # (S, H)
     head1_b: np.ndarray  # (H,)
     head2_w: np.ndarray  # (H, Q)
@@ -46,11 +47,20 @@ class Weights:
     kernel_size: int
 
     def args(self, conv_b: np.ndarray) -> tuple:
-        """The arguments of the compiled loop, with ``conv_b`` (B, L, G) the streams'
-        conv biases (State.bias)."""
-        return (self.embed, self.conv_w, conv_b, self.res_w, self.res_b, self.skip_w,
-                self.skip_b, self.head1_w, self.head1_b, self.head2_w, self.head2_b,
-                self.dilations, self.offsets, self.lengths, self.kernel_size)
+        """The weights argument of the compiled loops, with ``conv_b`` (B, L, G) the
+        streams' conv biases (State.bias)."""
+        return (self.embed, self.conv_w, conv_b, self.out_w, self.res_b, self.skip_b,
+                self.head1_w, self.head1_b, self.head2_w, self.head2_b, self.dilations,
+                self.offsets, self.lengths, self.kernel_size)
+
+    def scratch(self, batch: int) -> tuple:
+        """A group's buffers: h (B, R), taps (B, k*R), a (B, G), z (B, G/2), y (B, R + S),
+        s (B, S), hh (B, H), logits (B, Q)."""
+        zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
+        return (zeros(batch, self.embed.shape[1]), zeros(batch, self.conv_w.shape[1]),
+                zeros(batch, self.conv_w.shape[2]), zeros(batch, self.out_w.shape[1]),
+                zeros(batch, self.out_w.shape[2]), zeros(batch, self.skip_b.shape[0]),
+                zeros(batch, self.head1_w.shape[1]), zeros(batch, self.head2_w.shape[1]))
 
 
 def export(model: WaveNet) -> Weights:
@@ -59,13 +69,14 @@ def export(model: WaveNet) -> Weights:
 
     layers = model.layers
     lengths = np.array([layer.context for layer in layers], dtype=np.int64)
-    skip_w, skip_b = model.fused_skip()
+    res_w = torch.stack([layer.residual.weight.t() for layer in layers])  # (L, G/2, R)
+    skip_w = torch.stack([layer.skip.weight.t() for layer in layers])  # (L, G/2, S)
     return Weights(
         embed=f32(model.embed.weight),
         conv_w=f32(torch.stack([layer.conv.weight.t() for layer in layers])),
-        res_w=f32(torch.stack([layer.residual.weight.t() for layer in layers])),
+        out_w=f32(torch.cat([res_w, skip_w], dim=2)),
         res_b=f32(torch.stack([layer.residual.bias for layer in layers])),
-        skip_w=f32(skip_w.t()), skip_b=f32(skip_b),
+        skip_b=f32(model.fused_skip()[1]),
         head1_w=f32(model.head1.weight.t()), head1_b=f32(model.head1.bias),
         head2_w=f32(model.head2.weight.t()), head2_b=f32(model.head2.bias),
         dilations=np.array(model.dilations, dtype=np.int64),
@@ -94,7 +105,7 @@ class State:
         self.t = 0
 
 
-@numba.njit(fastmath=True, nogil=True, cache=True, inline="always")
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _tanh(x):
     """tanh in float32 arithmetic as a rational function (the approximation Eigen uses,
     |error| < 4e-7): no library call, so loops over it vectorise."""
@@ -112,60 +123,84 @@ def _tanh(x):
     return x * p / q
 
 
-@numba.njit(fastmath=True, nogil=True, cache=True)
-def _step(x, embed, conv_w, conv_b, res_w, res_b, skip_w, skip_b, head1_w, head1_b, head2_w,
-          head2_b, dilations, offsets, lengths, k, ring, t, h, taps, a, z, r, gated, s, hh,
-          logits):
-    """Feed inputs x (B,) at step t; write logits (B, Q) for the next samples.
-    conv_b is per stream: (B, L, G).
+ROW_BLOCK_MACS = 1 << 19
 
-    The products go to BLAS (np.dot into preallocated outputs): one call per product, and a
-    batch of streams shares each weight read.
+
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _dot(x, w, out):
+    """out = x @ w for x (B, K), w (K, N), in blocks of rows of at most ROW_BLOCK_MACS
+    multiply-adds: above about a million, OpenBLAS packs w anew on every call, which for a
+    few streams costs several times the product (measured: 16 x 256 x 256 takes 42 us in one
+    call, 2 x 9 us in two)."""
+    rows = max(1, ROW_BLOCK_MACS // (w.shape[0] * w.shape[1]))
+    for lo in range(0, x.shape[0], rows):
+        hi = min(lo + rows, x.shape[0])
+        np.dot(x[lo:hi], w, out[lo:hi])
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def _step(x, weights, ring, t, scratch):
+    """Feed inputs x (B,) at step t; afterwards scratch's logits (B, Q) predict the next
+    samples. conv_b in ``weights`` is per stream: (B, L, G).
+
+    Per layer two products go to BLAS (np.dot into preallocated outputs): the k taps with
+    the fused conv weight, and the gated output with the residual and skip projections side
+    by side. Copies are explicit loops: numba's slice assignment costs more than the copy.
     """
+    (embed, conv_w, conv_b, out_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
+     dilations, offsets, lengths, k) = weights
+    h, taps, a, z, y, s, hh, logits = scratch
     batch, res = h.shape
     num_layers = conv_w.shape[0]
-    half = conv_b.shape[2] // 2
+    half = z.shape[1]
+    skips = s.shape[1]
     for b in range(batch):
-        h[b, :] = embed[x[b]]
+        for j in range(res):
+            h[b, j] = embed[x[b], j]
+        for j in range(skips):
+            s[b, j] = skip_b[j]
     for layer in range(num_layers):
         d, off, ln = dilations[layer], offsets[layer], lengths[layer]
         for i in range(k):  # taps oldest..newest, as in the fused conv weight
             back = (k - 1 - i) * d
             for b in range(batch):
                 if back == 0:
-                    taps[b, i * res : (i + 1) * res] = h[b]
+                    for j in range(res):
+                        taps[b, i * res + j] = h[b, j]
                 else:
-                    taps[b, i * res : (i + 1) * res] = ring[b, off + (t - back + ln) % ln]
+                    slot = off + (t - back + ln) % ln
+                    for j in range(res):
+                        taps[b, i * res + j] = ring[b, slot, j]
+        slot = off + t % ln
         for b in range(batch):
-            ring[b, off + t % ln] = h[b]
-        np.dot(taps, conv_w[layer], a)
+            for j in range(res):
+                ring[b, slot, j] = h[b, j]
+        _dot(taps, conv_w[layer], a)
         for b in range(batch):
             for j in range(half):  # tanh(f) * sigmoid(g), sigmoid(g) = (1 + tanh(g/2)) / 2
                 f = a[b, j] + conv_b[b, layer, j]
-                g = a[b, half + j] + conv_b[b, layer, half + j]
-                zz = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(np.float32(0.5) * g))
-                z[b, j] = zz
-                gated[b, layer * half + j] = zz
-        if layer < num_layers - 1:
-            np.dot(z, res_w[layer], r)
-            for b in range(batch):
-                for j in range(res):
-                    h[b, j] += r[b, j] + res_b[layer, j]
-    np.dot(gated, skip_w, s)
+                g = np.float32(0.5) * (a[b, half + j] + conv_b[b, layer, half + j])
+                z[b, j] = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(g))
+        _dot(z, out_w[layer], y)  # (B, R + S); the last layer's residual goes unused
+        for b in range(batch):
+            for j in range(res):
+                h[b, j] += y[b, j] + res_b[layer, j]
+            for j in range(skips):
+                s[b, j] += y[b, res + j]
     for b in range(batch):
-        for j in range(s.shape[1]):
-            s[b, j] = max(s[b, j] + skip_b[j], 0.0)
-    np.dot(s, head1_w, hh)
+        for j in range(skips):
+            s[b, j] = max(s[b, j], 0.0)
+    _dot(s, head1_w, hh)
     for b in range(batch):
         for j in range(hh.shape[1]):
             hh[b, j] = max(hh[b, j] + head1_b[j], 0.0)
-    np.dot(hh, head2_w, logits)
+    _dot(hh, head2_w, logits)
     for b in range(batch):
         for j in range(logits.shape[1]):
             logits[b, j] += head2_b[j]
 
 
-@numba.njit(fastmath=True, nogil=True, cache=True)
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def _draw(logits, u, temperature, weights):
     """Inverse-CDF draw from softmax(logits / temperature) with a uniform u in [0, 1);
     ``weights`` (Q,) is scratch for the unnormalised probabilities."""
@@ -189,46 +224,35 @@ def _draw(logits, u, temperature, weights):
     return logits.shape[0] - 1
 
 
-def _scratch(w: Weights, batch: int) -> tuple:
-    r, g = w.embed.shape[1], w.conv_w.shape[2]
-    zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
-    return (zeros(batch, r), zeros(batch, w.kernel_size * r), zeros(batch, g),
-            zeros(batch, g // 2), zeros(batch, r), zeros(batch, w.skip_w.shape[0]),
-            zeros(batch, w.skip_w.shape[1]),
-            zeros(batch, w.head1_w.shape[1]), zeros(batch, w.head2_w.shape[1]))
-
-
-@numba.njit(nogil=True, cache=True)
-def _teacher_forced(x, args_w, ring, t0, scratch, out):
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _teacher_forced(x, weights, ring, t0, scratch, out):
     """Feed x (B, T); out (B, T, Q) gets each step's logits."""
-    (embed, conv_w, conv_b, res_w, res_b, skip_w, skip_b, head1_w, head1_b, head2_w, head2_b,
-     dilations, offsets, lengths, k) = args_w
-    h, taps, a, z, r, gated, s, hh, logits = scratch
+    logits = scratch[-1]
     for i in range(x.shape[1]):
-        _step(x[:, i], embed, conv_w, conv_b, res_w, res_b, skip_w, skip_b, head1_w, head1_b,
-              head2_w, head2_b, dilations, offsets, lengths, k, ring, t0 + i, h, taps, a, z,
-              r, gated, s, hh, logits)
-        out[:, i, :] = logits
-
-
-@numba.njit(nogil=True, cache=True)
-def _sample(first, uniforms, temperature, args_w, ring, t0, scratch, out):
-    """Sample out (B, T): feed ``first`` (B,), draw, feed the draw, ... (T steps)."""
-    (embed, conv_w, conv_b, res_w, res_b, skip_w, skip_b, head1_w, head1_b, head2_w, head2_b,
-     dilations, offsets, lengths, k) = args_w
-    h, taps, a, z, r, gated, s, hh, logits = scratch
-    x = first.copy()
-    weights = np.empty(logits.shape[1], dtype=np.float64)
-    for i in range(out.shape[1]):
-        _step(x, embed, conv_w, conv_b, res_w, res_b, skip_w, skip_b, head1_w, head1_b,
-              head2_w, head2_b, dilations, offsets, lengths, k, ring, t0 + i, h, taps, a, z,
-              r, gated, s, hh, logits)
+        _step(x[:, i], weights, ring, t0 + i, scratch)
         for b in range(x.shape[0]):
-            x[b] = _draw(logits[b], uniforms[b, i], temperature, weights)
+            for j in range(logits.shape[1]):
+                out[b, i, j] = logits[b, j]
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _sample(first, uniforms, temperature, weights, ring, t0, scratch, out):
+    """Sample out (B, T): feed ``first`` (B,), draw, feed the draw, ... (T steps)."""
+    logits = scratch[-1]
+    x = first.copy()
+    probs = np.empty(logits.shape[1], dtype=np.float64)
+    for i in range(out.shape[1]):
+        _step(x, weights, ring, t0 + i, scratch)
+        for b in range(x.shape[0]):
+            x[b] = _draw(logits[b], uniforms[b, i], temperature, probs)
             out[b, i] = x[b]
 
 
-BATCH_FROM = 12  # streams in a thread's group from which they run as one batch
+def stream_groups(batch: int, threads: int) -> list[tuple[int, int]]:
+    """One range of streams (lo, hi) per thread, of near-equal sizes."""
+    groups = max(1, min(threads, batch))
+    bounds = np.linspace(0, batch, groups + 1).round().astype(int)
+    return [(int(bounds[g]), int(bounds[g + 1])) for g in range(groups)]
 
 
 class FastCPUEngine:
@@ -244,38 +268,18 @@ class FastCPUEngine:
         self.weights = export(model)
         self.state = State(model, batch_size, labels)
         self.quantization_channels = model.quantization_channels
-        self.threads = max(1, min(threads, batch_size))
-
-    def _jobs(self) -> list[list[tuple[int, int]]]:
-        """Per thread, the stream ranges (lo, hi) it runs one after the other.
-
-        A thread's group of streams runs as one batch when it is large enough for BLAS to
-        pay off; a small group runs stream by stream, since a (B x K) product with B < 12
-        costs more per stream here than B separate vector products (measured: 91 us a
-        stream-step alone, 163 us in fours, 65 us in sixteens, for ``small``).
-        """
-        jobs = []
-        for idx in np.array_split(np.arange(self.state.ring.shape[0]), self.threads):
-            lo, hi = int(idx[0]), int(idx[-1]) + 1
-            jobs.append([(lo, hi)] if hi - lo >= BATCH_FROM else
-                        [(b, b + 1) for b in range(lo, hi)])
-        return jobs
+        self.groups = stream_groups(batch_size, threads)
 
     def _run(self, fn) -> None:
-        """Run fn(lo, hi) over every stream range, one thread per group."""
-        def run_group(ranges):
-            for lo, hi in ranges:
-                fn(lo, hi)
-
-        jobs = self._jobs()
+        """Run fn(lo, hi) for every stream group, one thread each."""
         # BLAS must not spread these small products over threads of its own: with the
-        # stream groups' threads beside them the cores are oversubscribed.
+        # groups' threads beside them the cores are oversubscribed.
         with threadpool_limits(1, user_api="blas"):
-            if len(jobs) == 1:
-                run_group(jobs[0])
+            if len(self.groups) == 1:
+                fn(*self.groups[0])
             else:
-                with ThreadPoolExecutor(len(jobs)) as pool:
-                    list(pool.map(run_group, jobs))
+                with ThreadPoolExecutor(len(self.groups)) as pool:
+                    list(pool.map(lambda group: fn(*group), self.groups))
 
     def feed(self, x: np.ndarray) -> np.ndarray:
         """x: (B, T) int64 -> (B, T, Q) float32 logits, [:, t] for the sample after x[:, t]."""
@@ -284,8 +288,8 @@ class FastCPUEngine:
 
         def run(lo, hi):
             _teacher_forced(x[lo:hi], self.weights.args(self.state.bias[lo:hi]),
-                            self.state.ring[lo:hi],
-                            self.state.t, _scratch(self.weights, hi - lo), out[lo:hi])
+                            self.state.ring[lo:hi], self.state.t, self.weights.scratch(hi - lo),
+                            out[lo:hi])
 
         self._run(run)
         self.state.t += x.shape[1]
@@ -299,7 +303,7 @@ class FastCPUEngine:
         def run(lo, hi):
             _sample(first[lo:hi], uniforms[lo:hi], float(temperature),
                     self.weights.args(self.state.bias[lo:hi]), self.state.ring[lo:hi],
-                    self.state.t, _scratch(self.weights, hi - lo), out[lo:hi])
+                    self.state.t, self.weights.scratch(hi - lo), out[lo:hi])
 
         self._run(run)
         self.state.t += uniforms.shape[1]
