@@ -107,8 +107,8 @@ def test_generate_writes_wavs_and_reports_speed(tmp_path):
     assert str(paths[0]) in done.stdout
 
     same = wavegen("generate", ckpt, "-n", "2", "--samples", "500", "--seed", "1",
-                   "--prime", str(prime), "--backend", "numba", "-o", str(tmp_path / "again"),
-                   cwd=tmp_path)
+                   "--prime", str(prime), "--backend", "numba", "--threads", "2",
+                   "-o", str(tmp_path / "again"), cwd=tmp_path)
     assert same.returncode == 0
     assert (tmp_path / "again" / "sample_001.wav").read_bytes() == paths[1].read_bytes()
 
@@ -120,6 +120,7 @@ def test_generate_writes_wavs_and_reports_speed(tmp_path):
                           ([ckpt, "--prime", str(tmp_path / "bad.wav")], "bad.wav"),
                           ([ckpt, "-n", "0"], "-n"),
                           ([ckpt, "--temperature", "-1"], "--temperature"),
+                          ([ckpt, "--threads", "0"], "--threads"),
                           ([ckpt, "--seconds", "1", "--samples", "5"], "not allowed")]:
         bad = wavegen("generate", *args, cwd=tmp_path)
         assert bad.returncode == 2, args

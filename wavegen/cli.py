@@ -99,6 +99,9 @@ def generate_main(argv: list[str]) -> int:
                    help="auto (numba on CPU, torch on GPU), torch or numba")
     p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, "
                    "cuda or cuda:N")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="numba backend: CPU threads, each running a group of the clips "
+                        "(default: one per clip, at most the usable CPUs)")
     p.add_argument("--label", metavar="NAME[,NAME...]",
                    help="conditional models: the label to generate, or one per clip "
                         "(default: the 'no label' entry)")
@@ -118,7 +121,7 @@ def generate_main(argv: list[str]) -> int:
         audio = generate(model, n=args.n, num_samples=num_samples,
                          temperature=args.temperature, seed=args.seed, prime=prime,
                          include_prime=args.include_prime, backend=args.backend,
-                         progress=True, label=label)
+                         threads=args.threads, progress=True, label=label)
         elapsed = time.perf_counter() - tic
     except (*USER_ERRORS, ValueError) as err:
         print(f"wavegen generate: error: {err}", file=sys.stderr)
