@@ -116,6 +116,12 @@ def test_generation_streams_carry_their_own_labels():
     for backend in ("torch", "numba"):
         assert torch.equal(generate(model, n=3, num_samples=50, temperature=0, backend=backend,
                                     label=["organ", "voice", "organ"]), mixed)
+    prime = torch.rand(300).numpy() * 2 - 1
+    # one label: the numba backend primes once through the torch engine; two: per stream
+    for labels in (["voice", "voice"], ["organ", "voice"]):
+        primed = [generate(model, n=2, num_samples=40, temperature=0, backend=backend,
+                           prime=prime, label=labels) for backend in ("torch", "numba")]
+        assert torch.equal(primed[0], primed[1])
 
 
 def test_labels_from_sub_folders_and_from_a_manifest(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import randomize_biases
 
-from wavegen import WaveNet, generate, mulaw
+from wavegen import WaveNet, generate, mulaw, streaming
 from wavegen.fastcpu import FastCPUEngine, stream_groups
 
 CASES = [("tiny", {}), ("small", {}), ("base", {}), ("tiny", {"kernel_size": 3})]
@@ -46,6 +46,23 @@ def test_fast_cpu_engine_stream_groups(preset, batch, threads):
     assert np.abs(got - expected).max() < 1e-4
 
 
+@pytest.mark.parametrize("known", [1, 300, 777])
+def test_fast_cpu_engine_continues_from_a_torch_stream_state(known):
+    """A prime fed to the torch engine in tiles and loaded into the numba rings (one row
+    copied to three streams) continues exactly like the parallel forward."""
+    model = model_with_biases(kernel_size=3)
+    x = torch.randint(0, 256, (1, 900))
+    with torch.no_grad():
+        expected = model(x).transpose(1, 2).numpy()
+    inputs = model.shift_with_silence(x)[:, model.receptive_field - 1 :]
+    state = streaming.silence_state(model, 1)
+    streaming.prime(model, state, inputs[:, :known], tile=256)
+    engine = FastCPUEngine(model, 3, threads=2)
+    engine.load(state, known)
+    got = engine.feed(inputs[:, known:].expand(3, -1).numpy())
+    assert np.abs(got - expected[:, known:]).max() < 1e-4
+
+
 def test_stream_groups_cover_the_batch_evenly():
     assert stream_groups(7, 3) == [(0, 2), (2, 5), (5, 7)]
     assert stream_groups(2, 8) == [(0, 1), (1, 2)]
@@ -83,6 +100,17 @@ def test_priming_continues_the_clip(backend):
     cont = generate(model, n=1, num_samples=40, temperature=0, prime=prime_audio,
                     backend=backend)
     assert torch.equal(cont, audio[:, 300:])
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_each_stream_continues_its_own_prime(backend):
+    model = model_with_biases()
+    primes = torch.randint(0, 256, (2, 300))
+    audio = generate(model, n=2, num_samples=30, temperature=0, backend=backend,
+                     prime=mulaw.decode(primes, 256).numpy())
+    for i in range(2):
+        expected = greedy_by_parallel_forward(model, 30, prime=primes[i : i + 1])[:, 300:]
+        assert torch.equal(mulaw.encode(audio[i : i + 1], 256), expected)
 
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])

@@ -272,6 +272,16 @@ class FastCPUEngine:
         self.quantization_channels = model.quantization_channels
         self.groups = stream_groups(batch_size, threads)
 
+    def load(self, state: streaming.StreamState, steps: int) -> None:
+        """Continue from a torch stream state that has been fed ``steps`` inputs (its rings
+        become this engine's; a state of one row is copied to every stream)."""
+        ring, t = self.state.ring, steps
+        for i, (off, ln) in enumerate(zip(self.weights.offsets, self.weights.lengths,
+                                          strict=True)):
+            ordered = state.ordered(i).detach().float().cpu().numpy()  # times t - ln .. t - 1
+            ring[:, off + (t + np.arange(ln)) % ln] = ordered  # slot of time j: off + j mod ln
+        self.state.t = t
+
     def _run(self, fn) -> None:
         """Run fn(lo, hi) for every stream group, one thread each."""
         # BLAS must not spread these small products over threads of its own: with the

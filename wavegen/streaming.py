@@ -110,13 +110,16 @@ def step(model: WaveNet, state: StreamState, inputs: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def prime(model: WaveNet, state: StreamState, x: torch.Tensor, tile: int = 4096) -> torch.Tensor:
+def prime(model: WaveNet, state: StreamState, x: torch.Tensor, tile: int = 4096,
+          bar=None) -> torch.Tensor:
     """Feed known samples x: (B, T) through the state in tiles; returns the last logits (B, Q).
 
     Afterwards the state is where the parallel forward would be after x, and the returned
-    logits predict x[T].
+    logits predict x[T]. ``bar`` (a tqdm bar, optional) advances by each tile's length.
     """
     logits = None
     for start in range(0, x.shape[1], tile):
         logits = step(model, state, x[:, start : start + tile])[:, -1]
+        if bar is not None:
+            bar.update(min(tile, x.shape[1] - start))
     return logits
