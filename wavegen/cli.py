@@ -132,8 +132,10 @@ def generate_main(argv: list[str]) -> int:
         write_wav(path, clip, model.sample_rate)
         print(path)
     rate = args.n * num_samples / elapsed
+    primed = (f" (feeding a {len(prime) / model.sample_rate:.2f} s prime included)"
+              if prime is not None else "")
     print(f"generated {args.n} x {num_samples} samples ({num_samples / model.sample_rate:.2f} s "
-          f"at {model.sample_rate} Hz) in {elapsed:.1f} s: {rate:,.0f} samples/s, "
+          f"at {model.sample_rate} Hz) in {elapsed:.1f} s{primed}: {rate:,.0f} samples/s, "
           f"{rate / model.sample_rate:.2f}x real time")
     return 0
 
