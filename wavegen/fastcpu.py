@@ -94,17 +94,26 @@ class State:
     ``bias`` (B, L, G): each stream's conv bias, its label's share included."""
 
     def __init__(self, model: WaveNet, batch_size: int, labels: torch.Tensor | None = None):
-        # streaming.silence_state rows are oldest..newest for times -len..-1; at t = 0 the
-        # slot of time -j is len - j, so the rows go in as they are.
         state = streaming.silence_state(model, batch_size, labels)
-        self.ring = np.ascontiguousarray(
-            torch.cat(state.context, dim=1).detach().float().cpu().numpy())
+        contexts = sum(ctx.shape[1] for ctx in state.context)
+        self.ring = np.empty((batch_size, contexts, model.config.residual_channels), np.float32)
+        self.load(state, 0)
         bias = torch.stack([layer.conv.bias for layer in model.layers])  # (L, G)
         bias = bias.expand(batch_size, -1, -1)
         if model.conditional:
             bias = bias + torch.stack(state.cond, dim=1)
         self.bias = np.ascontiguousarray(bias.detach().float().cpu().numpy())
-        self.t = 0
+
+    def load(self, stream: streaming.StreamState, t: int) -> None:
+        """Take the rings of a torch stream state that has been fed t inputs (a state of
+        one row is copied to every stream)."""
+        off = 0
+        for i, ctx in enumerate(stream.context):
+            ln = ctx.shape[1]
+            ordered = stream.ordered(i).detach().float().cpu().numpy()  # times t - ln .. t - 1
+            self.ring[:, off + (t + np.arange(ln)) % ln] = ordered  # time j: slot off + j mod ln
+            off += ln
+        self.t = t
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
@@ -273,14 +282,8 @@ class FastCPUEngine:
         self.groups = stream_groups(batch_size, threads)
 
     def load(self, state: streaming.StreamState, steps: int) -> None:
-        """Continue from a torch stream state that has been fed ``steps`` inputs (its rings
-        become this engine's; a state of one row is copied to every stream)."""
-        ring, t = self.state.ring, steps
-        for i, (off, ln) in enumerate(zip(self.weights.offsets, self.weights.lengths,
-                                          strict=True)):
-            ordered = state.ordered(i).detach().float().cpu().numpy()  # times t - ln .. t - 1
-            ring[:, off + (t + np.arange(ln)) % ln] = ordered  # slot of time j: off + j mod ln
-        self.state.t = t
+        """Continue from a torch stream state that has been fed ``steps`` inputs."""
+        self.state.load(state, steps)
 
     def _run(self, fn) -> None:
         """Run fn(lo, hi) for every stream group, one thread each."""
