@@ -173,6 +173,7 @@ def two_classes(root, count, seed):
         write(root / "noise" / f"noise{i}.wav", (envelope * noise).astype(np.float32))
 
 
+@pytest.mark.slow
 def test_conditional_training_classifies_and_generates_by_label(tmp_path):
     two_classes(tmp_path / "train", 6, seed=0)
     two_classes(tmp_path / "held_out", 6, seed=1)

@@ -70,12 +70,12 @@ def test_bad_files_are_skipped_and_counted(tmp_path, caplog):
 
 def test_folder_errors_name_the_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no readable audio in .*empty: no audio files"):
+    with pytest.raises(DataError, match="no usable audio in .*empty: no audio files"):
         AudioFolder(tmp_path / "empty", PREP, tmp_path / "cache")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.wav").write_text("nope")
-    with pytest.raises(DataError, match="bad: 1 audio files, none readable"):
+    with pytest.raises(DataError, match="bad: 1 of 1 audio files are unreadable"):
         AudioFolder(bad, PREP, tmp_path / "cache")
     with pytest.raises(DataError, match="missing.*does not exist"):
         AudioFolder(tmp_path / "missing", PREP, tmp_path / "cache")

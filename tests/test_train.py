@@ -27,6 +27,7 @@ def metrics(run_dir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_short_run_lowers_validation_bits(tmp_path):
     cfg = fast_config(tmp_path, "train.max_steps=250", "train.val_every=1000",
                       "optim.lr=5e-3", "train.num_examples=2", "train.example_seconds=0.05")
@@ -151,7 +152,7 @@ def test_trains_on_a_folder_with_broken_files(tmp_path):
                                 f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=3",
                                 "data.segment_length=300"))
     assert summary["step"] == 3
-    with pytest.raises(DataError, match="no readable audio"):
+    with pytest.raises(DataError, match="no usable audio"):
         train(fast_config(tmp_path, "data=folder", f"data.root={tmp_path / 'cache'}",
                           "name=x"))
 
@@ -168,6 +169,7 @@ def test_load_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_mixed_precision_trains_and_validates_in_fp32(tmp_path, precision):
     summary = train(fast_config(tmp_path, f"train.precision={precision}",

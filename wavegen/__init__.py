@@ -4,10 +4,21 @@ Train on a folder of audio, generate with a cached incremental sampler, and scor
 with their exact log-likelihood.
 """
 
-from .checkpoint import load_checkpoint
-from .model import WaveNet
-from .sampler import generate
-from .scoring import score_audio, score_file
+from __future__ import annotations
 
-__all__ = ["WaveNet", "generate", "load_checkpoint", "score_audio", "score_file"]
+from importlib import import_module
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["WaveNet", "generate", "load_checkpoint", "score_audio", "score_file"]
+
+# Imported on first use, so that `wavegen --version` and `wavegen info` work (and can say
+# what is wrong) even when torch or torchaudio cannot be loaded.
+_LAZY = {"WaveNet": "model", "generate": "sampler", "load_checkpoint": "checkpoint",
+         "score_audio": "scoring", "score_file": "scoring"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'wavegen' has no attribute {name!r}")

@@ -15,13 +15,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .errors import WavegenError
+
 # File endings libsndfile reads; a folder scan considers only these.
 AUDIO_EXTENSIONS = frozenset(
     ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64".split()
 )
 
 
-class AudioError(Exception):
+class AudioError(WavegenError):
     """A file could not be turned into audio; the message names the path and the cause."""
 
     def __init__(self, path: str | os.PathLike, cause: str):
@@ -78,6 +80,9 @@ def load_audio(
     if not np.isfinite(data).all():
         raise AudioError(path, "file holds NaN or infinite samples")
     audio = resample(to_mono(data), file_sr, sample_rate)
+    if audio.size == 0:
+        raise AudioError(path, f"no samples at {sample_rate} Hz: its {data.shape[0]} frames "
+                               f"at {file_sr} Hz resample to none")
     if top_db is not None:
         audio = trim_silence(audio, top_db)
         if audio.size == 0:
@@ -110,7 +115,7 @@ def read_blocks(
         if info.samplerate != sample_rate:
             stream = soxr.ResampleStream(info.samplerate, sample_rate, 1, dtype="float32",
                                          quality="HQ")
-        total = 0
+        total = produced = 0
         pending = next(blocks, None)
         while pending is not None:
             block, pending = pending, next(blocks, None)
@@ -121,11 +126,15 @@ def read_blocks(
             if stream is not None:
                 mono = stream.resample_chunk(mono, last=pending is None)
             if mono.size:
+                produced += mono.size
                 yield mono
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
         raise AudioError(path, f"cannot read audio ({err})") from None
     if total == 0:
         raise AudioError(path, "file holds no audio samples")
+    if produced == 0:
+        raise AudioError(path, f"no samples at {sample_rate} Hz: its {total} frames at "
+                               f"{info.samplerate} Hz resample to none")
 
 
 def trim_silence(audio: np.ndarray, top_db: float) -> np.ndarray:

@@ -14,12 +14,13 @@ from typing import Any
 import torch
 
 from .config import ModelConfig
+from .errors import WavegenError
 from .model import WaveNet
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(WavegenError):
     """A checkpoint is missing, unreadable or not a wavegen checkpoint; names the path."""
 
 

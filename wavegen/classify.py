@@ -6,7 +6,6 @@ so the file is read once), exactly as ``wavegen score --label`` would score it u
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Any
@@ -98,44 +97,19 @@ def confusion(records: list[dict[str, Any]], names: list[str]) -> tuple[np.ndarr
     return matrix, int(matrix.sum())
 
 
-def format_confusion(matrix: np.ndarray, names: list[str]) -> str:
-    width = max(8, *(len(n) for n in names)) + 2
-    lines = ["confusion matrix (rows: true label, columns: predicted)",
-             " " * width + "".join(f"{n:>{width}}" for n in names)]
-    for name, row in zip(names, matrix, strict=True):
-        lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
-    return "\n".join(lines)
-
-
-def format_table(records: list[dict[str, Any]]) -> str:
-    """One line per file: predicted label, its posterior, the LLR and the true label."""
-    width = max(len(r["path"]) for r in records)
-    lines = [f"{'path':<{width}}  {'seconds':>8}  {'predicted':>14}  {'p(label|x)':>10}  "
-             f"{'LLR nats':>10}  true"]
-    for r in records:
-        if "error" in r:
-            lines.append(f"{r['path']:<{width}}  error: {r['error']}")
-            continue
-        post = r["labels"][r["predicted"]]["posterior"]
-        truth = r.get("true_label")
-        mark = "" if truth is None else truth + ("" if truth == r["predicted"] else "  (wrong)")
-        lines.append(f"{r['path']:<{width}}  {r['seconds']:>8.2f}  {r['predicted']:>14}  "
-                     f"{post:>10.4f}  {r['log_likelihood_ratio']:>10.1f}  {mark}")
-    return "\n".join(lines)
-
-
-def write_csv(path: str | os.PathLike, records: list[dict[str, Any]], names: list[str]) -> None:
-    """One row per file; per label a bits_per_sample:<label> and a posterior:<label> column."""
+def csv_fields(names: list[str]) -> list[str]:
+    """The CSV columns of classification records: per label a bits_per_sample:<label> and a
+    posterior:<label> column."""
     fields = ["path", "true_label", "predicted", "runner_up", "log_likelihood_ratio",
               "num_samples", "seconds"]
     fields += [f"{k}:{n}" for n in names for k in ("bits_per_sample", "posterior")]
-    fields += ["error"]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for r in records:
-            row = {k: v for k, v in r.items() if k in fields}
-            for name, v in r.get("labels", {}).items():
-                row[f"bits_per_sample:{name}"] = v["bits_per_sample"]
-                row[f"posterior:{name}"] = v["posterior"]
-            writer.writerow(row)
+    return fields + ["error"]
+
+
+def csv_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A classification record as a CSV row (``csv_fields``)."""
+    row = {k: v for k, v in record.items() if k != "labels"}
+    for name, v in record.get("labels", {}).items():
+        row[f"bits_per_sample:{name}"] = v["bits_per_sample"]
+        row[f"posterior:{name}"] = v["posterior"]
+    return row

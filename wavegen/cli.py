@@ -1,55 +1,32 @@
-"""`wavegen train|generate|score`: thin entry points; the logic lives in the modules."""
+"""`wavegen train|generate|score|info`: argument parsing and dispatch; the work lives in the
+modules. Every user error is one line, ``wavegen COMMAND: error: ...``, and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
+import logging
 import math
 import sys
 import time
-from pathlib import Path
 
-import hydra
-import numpy as np
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from .audio import AudioError
-from .checkpoint import CheckpointError
-from .config import ConfigError, register_configs, resolve_device
-from .data import DataError
+from . import __version__
+from .errors import OptionError, WavegenError
 
 USAGE = """usage: wavegen COMMAND [ARGS]
 
 commands:
-  train [hydra overrides]   train a WaveNet (no overrides: a short demo on built-in data)
+  train [KEY=VALUE ...]     train a WaveNet (no settings: a short demo on built-in music)
                             e.g. wavegen train data=folder data.root=~/audio/piano model=small
   generate CHECKPOINT       write generated audio as wav files
                             e.g. wavegen generate runs/synthetic-tiny/last.pt -n 4 --seconds 5
   score CHECKPOINT PATH...  exact log-likelihood of audio files or folders
-                            e.g. wavegen score runs/piano-small/best.pt clips/ --csv scores.csv
+                            e.g. wavegen score runs/synthetic-tiny/best.pt clips/ --csv s.csv
+  info                      versions, CPU, BLAS, threads and GPUs (for a bug report)
 
-`wavegen train --help` lists the config groups and keys; `wavegen generate --help` and
-`wavegen score --help` the options.
+`wavegen train --help` lists the settings; `wavegen generate --help` and `wavegen score
+--help` the options. `wavegen --version` prints the version.
 """
-
-USER_ERRORS = (AudioError, CheckpointError, ConfigError, DataError)
-
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="pkg://wavegen.conf", config_name="train")
-def _train_app(cfg: DictConfig) -> None:
-    from .train import TrainingError, train
-
-    try:
-        summary = train(cfg, run_dir=HydraConfig.get().runtime.output_dir)
-    except (*USER_ERRORS, TrainingError) as err:
-        print(f"wavegen train: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    if summary["interrupted"]:
-        sys.exit(130 if summary["interrupted"] == "SIGINT" else 143)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,32 +34,107 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
-    command, rest = argv[0], argv[1:]
-    if command == "train":
-        from .distributed import env_rank
-
-        if env_rank() != 0:  # under torchrun, rank 0 alone logs and writes the run folder
-            rest = [*rest, "hydra.output_subdir=null", "hydra/job_logging=disabled",
-                    "hydra/hydra_logging=disabled"]
-        sys.argv = ["wavegen train", *rest]
-        _train_app()
+    if argv[0] in ("-V", "--version"):
+        print(f"wavegen {__version__}")
         return
-    if command == "generate":
-        sys.exit(generate_main(rest))
-    if command == "score":
-        sys.exit(score_main(rest))
-    print(f"wavegen: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    sys.exit(2)
+    command, rest = argv[0], argv[1:]
+    if command == "info":
+        from .info import report, torch_stack_problem
+
+        print(report())
+        sys.exit(1 if torch_stack_problem() else 0)
+    commands = {"train": train_main, "generate": generate_main, "score": score_main}
+    if command not in commands:
+        print(f"wavegen: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    from .info import torch_stack_problem
+
+    problem = torch_stack_problem()
+    if problem:
+        print(f"wavegen: error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        code = commands[command](rest)
+    except WavegenError as err:
+        print(f"wavegen {command}: error: {err}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``PROG: error: MESSAGE (see PROG --help)``, exit 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------------------- train
+
+
+def train_main(args: list[str]) -> int:
+    """`wavegen train [KEY=VALUE ...]`: Hydra overrides, checked before anything is written.
+
+    A plain run composes the config and trains in this process; Hydra's own flags
+    (``-m`` sweeps, ``--cfg``, ``--info``, ``hydra.*`` settings) go through Hydra's
+    application after the same check.
+    """
+    from . import trainconfig
+
+    if any(a in ("-h", "--help") for a in args):
+        print(trainconfig.help_text())
+        return 0
+    args = trainconfig.imply_folder([trainconfig.expand_home(a) for a in args])
+    overrides = [a for a in args if not a.startswith("-")]
+    plain = [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
+    cfg = trainconfig.compose(trainconfig.first_combination(plain))
+    if len(plain) < len(args):  # Hydra flags or hydra.* settings: Hydra runs it
+        trainconfig.check_keys(cfg)
+        sys.argv = ["wavegen train", *args]
+        _train_app()
+        return 0
+    from .distributed import env_rank
+    from .train import train
+
+    logging.basicConfig(level=logging.INFO if env_rank() == 0 else logging.WARNING,
+                        format="%(message)s", stream=sys.stdout, force=True)
+    summary = train(cfg, overrides=plain)
+    return {None: 0, "SIGINT": 130}.get(summary["interrupted"], 143)
+
+
+def _train_app() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+
+    from .config import register_configs
+
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path="pkg://wavegen.conf", config_name="train")
+    def app(cfg: DictConfig) -> None:
+        from .train import train
+
+        hc = HydraConfig.get()
+        run_dir = hc.runtime.output_dir if hc.mode == RunMode.MULTIRUN else None
+        try:
+            summary = train(cfg, run_dir=run_dir, overrides=list(hc.overrides.task))
+        except WavegenError as err:
+            print(f"wavegen train: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        if summary["interrupted"]:
+            sys.exit(130 if summary["interrupted"] == "SIGINT" else 143)
+
+    app()
+
+
+# ---------------------------------------------------------------------------- generate
 
 
 def generate_main(argv: list[str]) -> int:
-    """`wavegen generate`: sample from a checkpoint into OUT_DIR/sample_000.wav ..."""
-    from .audio import load_audio, write_wav
-    from .checkpoint import load_checkpoint
-    from .sampler import BACKENDS, generate
-
-    p = argparse.ArgumentParser(prog="wavegen generate",
-                                description="Generate audio from a trained checkpoint.")
+    """`wavegen generate`: sample from a checkpoint into OUT_DIR/sample_NNN.wav ..."""
+    p = Parser(prog="wavegen generate", description="Generate audio from a trained checkpoint.")
     p.add_argument("checkpoint", help="a checkpoint written by wavegen train (last.pt, best.pt)")
     p.add_argument("-n", type=positive_int, default=1, help="number of clips (default 1)")
     length = p.add_mutually_exclusive_group()
@@ -91,11 +143,12 @@ def generate_main(argv: list[str]) -> int:
     length.add_argument("--samples", type=positive_int, help="length in samples")
     p.add_argument("--temperature", type=nonnegative_float, default=1.0,
                    help="softmax temperature; 0 = always the most likely sample (default 1)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+    p.add_argument("--seed", type=nonnegative_int, default=None,
+                   help="random seed, an integer >= 0 (default: fresh randomness)")
     p.add_argument("--prime", metavar="CLIP", help="an audio clip to continue")
     p.add_argument("--include-prime", action="store_true",
                    help="write the prime before the continuation")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
+    p.add_argument("--backend", choices=("auto", "torch", "numba"), default="auto",
                    help="auto (numba on CPU, torch on GPU), torch or numba")
     p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, "
                    "cuda or cuda:N")
@@ -106,37 +159,53 @@ def generate_main(argv: list[str]) -> int:
                    help="conditional models: the label to generate, or one per clip "
                         "(default: the 'no label' entry)")
     p.add_argument("-o", "--out-dir", default="generated", help="folder for the wav files "
-                   "(default ./generated)")
+                   "(default ./generated); new clips are numbered after the ones there")
+    p.add_argument("--overwrite", action="store_true",
+                   help="number the clips from sample_000 again, replacing earlier clips")
     args = p.parse_args(argv)
 
+    from .audio import load_audio, write_wav
+    from .checkpoint import load_checkpoint
+    from .config import resolve_device
+    from .outputs import clip_paths, output_folder
+    from .sampler import generate
+
+    device = resolve_device(args.device, key="--device")
+    out_dir = output_folder(args.out_dir, "-o/--out-dir", create=False)
+    model = load_checkpoint(args.checkpoint, device=device)
+    labels = _stream_labels(args.label, args.n)
     try:
-        model = load_checkpoint(args.checkpoint, device=resolve_device(args.device, key="--device"))
-        label = _stream_labels(args.label, args.n)
-        if model.conditional and label is None:
-            print(f"wavegen generate: a conditional model and no --label: generating with the "
-                  f"'no label' entry (labels: {', '.join(model.labels)})", file=sys.stderr)
-        prime = load_audio(args.prime, model.sample_rate) if args.prime else None
-        num_samples = args.samples or int(round((args.seconds or 2.0) * model.sample_rate))
-        tic = time.perf_counter()
-        audio = generate(model, n=args.n, num_samples=num_samples,
-                         temperature=args.temperature, seed=args.seed, prime=prime,
-                         include_prime=args.include_prime, backend=args.backend,
-                         threads=args.threads, progress=True, label=label)
-        elapsed = time.perf_counter() - tic
-    except (*USER_ERRORS, ValueError) as err:
-        print(f"wavegen generate: error: {err}", file=sys.stderr)
-        return 2
-    out_dir = Path(args.out_dir)
-    for i, clip in enumerate(audio.numpy()):
-        path = out_dir / f"sample_{i:03d}.wav"
+        model.label_ids(labels, args.n)
+    except ValueError as err:
+        raise OptionError(f"--label: {err}") from None
+    if model.conditional and labels is None:
+        print(f"wavegen generate: a conditional model and no --label: generating with the "
+              f"'no label' entry (labels: {', '.join(model.labels)})", file=sys.stderr)
+    num_samples = args.samples or int(round((args.seconds or 2.0) * model.sample_rate))
+    if num_samples < 1:
+        raise OptionError(f"--seconds {args.seconds} is shorter than one sample at the "
+                          f"model's {model.sample_rate} Hz")
+    prime = load_audio(args.prime, model.sample_rate) if args.prime else None
+    names = None if labels is None else [labels] * args.n if isinstance(labels, str) else labels
+    output_folder(out_dir, "-o/--out-dir")
+    paths = clip_paths(out_dir, args.n, names, overwrite=args.overwrite)
+    stats: dict = {}
+    tic = time.perf_counter()
+    audio = generate(model, n=args.n, num_samples=num_samples, temperature=args.temperature,
+                     seed=args.seed, prime=prime, include_prime=args.include_prime,
+                     backend=args.backend, threads=args.threads, progress=True, label=labels,
+                     stats=stats)
+    elapsed = time.perf_counter() - tic
+    for path, clip in zip(paths, audio.numpy(), strict=True):
         write_wav(path, clip, model.sample_rate)
         print(path)
-    rate = args.n * num_samples / elapsed
-    primed = (f" (feeding a {len(prime) / model.sample_rate:.2f} s prime included)"
-              if prime is not None else "")
+    rate = stats["samples_per_s"]
+    primed = f", feeding a {len(prime) / model.sample_rate:.2f} s prime" if prime is not None \
+        else ""
     print(f"generated {args.n} x {num_samples} samples ({num_samples / model.sample_rate:.2f} s "
-          f"at {model.sample_rate} Hz) in {elapsed:.1f} s{primed}: {rate:,.0f} samples/s, "
-          f"{rate / model.sample_rate:.2f}x real time")
+          f"at {model.sample_rate} Hz): {rate:,.0f} samples/s, {rate / model.sample_rate:.2f}x "
+          f"real time (all clips together, while sampling: "
+          f"{stats['sampling_seconds']:.1f} s); {elapsed:.1f} s in all with set-up{primed}")
     return 0
 
 
@@ -148,19 +217,17 @@ def _stream_labels(text: str | None, n: int) -> str | list[str] | None:
     if len(names) == 1:
         return names[0]
     if len(names) != n:
-        raise ValueError(f"--label lists {len(names)} labels for -n {n} clips: give one, "
-                         f"or one per clip")
+        raise OptionError(f"--label lists {len(names)} labels for -n {n} clips: give one, "
+                          f"or one per clip")
     return names
+
+
+# ---------------------------------------------------------------------------- score
 
 
 def score_main(argv: list[str]) -> int:
     """`wavegen score`: exact log-likelihood of files and folders under a checkpoint."""
-    from tqdm.auto import tqdm
-
-    from .checkpoint import load_checkpoint
-    from .scoring import aggregate, expand_paths, score_files
-
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="wavegen score",
         description="Exact log-likelihood of audio under a trained model: each file is mixed "
                     "to mono, resampled to the model's rate and mu-law encoded (no trimming "
@@ -186,203 +253,90 @@ def score_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     if args.classify and (args.label or args.per_sample or args.plot):
-        print("wavegen score: error: --classify scores under every label; it does not go "
-              "with --label, --per-sample or --plot", file=sys.stderr)
-        return 2
+        p.error("--classify scores under every label; it does not go with --label, "
+                "--per-sample or --plot")
     if args.uniform_prior and not args.classify:
-        print("wavegen score: error: --uniform-prior goes with --classify", file=sys.stderr)
-        return 2
+        p.error("--uniform-prior goes with --classify")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            print("wavegen score: error: --plot needs matplotlib: pip install 'wavegen[plot]' "
-                  "(or pip install matplotlib)", file=sys.stderr)
-            return 2
-    try:
-        model = load_checkpoint(args.checkpoint, device=resolve_device(args.device, key="--device"))
-    except (*USER_ERRORS, ValueError, RuntimeError) as err:
-        print(f"wavegen score: error: {err}", file=sys.stderr)
-        return 2
+            raise OptionError("--plot needs matplotlib: pip install 'wavegen[plot]' (or pip "
+                              "install matplotlib)") from None
+
+    from . import report
+    from .checkpoint import load_checkpoint
+    from .config import resolve_device
+    from .outputs import output_file, output_folder
+    from .scoring import expand_paths
+
+    # Every output is checked before the model is loaded or a file read; the folders are
+    # made once the work is sure to start.
+    outputs = {"--json": args.json, "--csv": args.csv}
+    folders = {"--per-sample": args.per_sample, "--plot": args.plot}
+    for option, path in outputs.items():
+        if path:
+            output_file(path, option, create=False)
+    for option, path in folders.items():
+        if path:
+            output_folder(path, option, create=False)
+    model = load_checkpoint(args.checkpoint, device=resolve_device(args.device, key="--device"))
     paths = expand_paths(args.paths)
     if not paths:
-        print(f"wavegen score: error: no audio files in {' '.join(args.paths)}", file=sys.stderr)
-        return 2
-    if args.classify:
-        return classify_main(model, args)
+        raise OptionError(f"no audio files in {' '.join(args.paths)}")
+    if args.classify and not model.conditional:
+        raise OptionError("--classify needs a conditional model (trained with data.labels); "
+                          "this one is unconditional")
     try:
         model.label_ids(args.label, 1)
     except ValueError as err:
-        print(f"wavegen score: error: {err}", file=sys.stderr)
-        return 2
+        raise OptionError(f"--label: {err}") from None
+    json_path, csv_path = (output_file(p, o) if p else None for o, p in outputs.items())
+    per_sample, plot = (output_folder(p, o) if p else None for o, p in folders.items())
+    if args.classify:
+        return report.classify_files(model, args.paths, json_path, csv_path,
+                                     args.uniform_prior)
     if model.conditional and args.label is None:
         print(f"wavegen score: a conditional model and no --label: scoring with the 'no "
               f"label' entry, p(x) (labels: {', '.join(model.labels)}; --label NAME for "
               f"p(x | NAME), --classify for p(label | x))", file=sys.stderr)
-    keep = bool(args.per_sample or args.plot)
-    records = []
-    with tqdm(total=estimated_samples(paths, model.sample_rate), unit="sample", unit_scale=True,
-              desc=f"score {len(paths)} files") as bar:
-        for i, record in enumerate(score_files(model, paths, per_sample=keep,
-                                               on_progress=bar.update, label=args.label)):
-            if model.conditional and "error" not in record:
-                record["label"] = args.label
-            if "error" in record:
-                tqdm.write(f"wavegen score: {record['path']}: {record['error']}", file=sys.stderr)
-            elif keep:
-                surprisal = record.pop("surprisal")
-                stem = f"{i:03d}_{Path(record['path']).stem}"
-                if args.per_sample:
-                    Path(args.per_sample).mkdir(parents=True, exist_ok=True)
-                    np.save(Path(args.per_sample) / f"{stem}.npy", surprisal)
-                if args.plot:
-                    _plot(Path(args.plot) / f"{stem}.png", record, surprisal, model)
-            records.append(record)
-
-    width = max(len(r["path"]) for r in records)
-    print(f"{'path':<{width}}  {'seconds':>8}  {'bits/sample':>11}  {'bits/s':>10}")
-    for r in records:
-        if "error" in r:
-            print(f"{r['path']:<{width}}  error: {r['error']}")
-        else:
-            print(f"{r['path']:<{width}}  {r['seconds']:>8.2f}  {r['bits_per_sample']:>11.4f}  "
-                  f"{r['bits_per_second']:>10,.0f}")
-    total = aggregate(records)
-    if total["files"]:
-        print(f"{'all (length-weighted)':<{width}}  {total['seconds']:>8.2f}  "
-              f"{total['bits_per_sample']:>11.4f}  {total['bits_per_second']:>10,.0f}  "
-              f"({total['files']} files; uniform = {math.log2(model.quantization_channels):.0f} "
-              f"bits/sample)")
-    fields = ["path", "sample_rate", "num_samples", "seconds", "log_prob_nats",
-              "bits_per_sample", "bits_per_second", "error"]
-    if model.conditional:
-        fields.insert(1, "label")
-    if args.json:
-        with open(args.json, "w") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
-    if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(records)
-    if total["failed"]:
-        print(f"wavegen score: {total['failed']} of {len(records)} files could not be scored",
-              file=sys.stderr)
-        return 1
-    return 0
+    return report.score_files(model, paths, args.label, json_path, csv_path, per_sample, plot)
 
 
-def classify_main(model, args) -> int:
-    """`wavegen score --classify`: p(label | x) for every file; accuracy where the folder
-    layout gives the true labels."""
-    from tqdm.auto import tqdm
-
-    from . import classify
-
-    if not model.conditional:
-        print("wavegen score: error: --classify needs a conditional model (trained with "
-              "data.labels); this one is unconditional", file=sys.stderr)
-        return 2
-    names = model.labels
-    prior = classify.prior_weights(model, args.uniform_prior)
-    items = classify.labelled_paths(args.paths, names)
-    print("prior p(label): " + ", ".join(f"{n} {p:.3f}" for n, p in zip(names, prior,
-                                                                        strict=True))
-          + (" (uniform)" if args.uniform_prior or not model.label_prior
-             else " (training file shares)"))
-    records = []
-    with tqdm(total=estimated_samples([p for p, _ in items], model.sample_rate),
-              unit="sample", unit_scale=True, desc=f"classify {len(items)} files") as bar:
-        for path, truth in items:
-            try:
-                record = classify.classify_file(model, path, prior, on_progress=bar.update)
-            except USER_ERRORS as err:
-                record = {"path": str(path), "error": getattr(err, "cause", str(err))}
-                tqdm.write(f"wavegen score: {path}: {record['error']}", file=sys.stderr)
-            record["true_label"] = truth
-            records.append(record)
-
-    print(classify.format_table(records))
-    matrix, known = classify.confusion(records, names)
-    if known:
-        print(f"accuracy: {np.trace(matrix) / known:.3f} ({int(np.trace(matrix))} of {known} "
-              f"files with a known label)")
-        print(classify.format_confusion(matrix, names))
-    if args.json:
-        with open(args.json, "w") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
-    if args.csv:
-        classify.write_csv(args.csv, records, names)
-    failed = sum("error" in r for r in records)
-    if failed:
-        print(f"wavegen score: {failed} of {len(records)} files could not be scored",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-def estimated_samples(paths: list, sample_rate: int) -> int:
-    """Total length at the model's rate, from the files' headers (for the progress bar)."""
-    import soundfile as sf
-
-    total = 0
-    for path in paths:
-        try:
-            info = sf.info(path)
-            total += int(info.frames * sample_rate / info.samplerate)
-        except Exception:  # an unreadable file is reported when it is scored
-            pass
-    return total
-
-
-def _plot(path, record: dict, surprisal, model) -> None:
-    """Waveform (decoded from the scored classes) and surprisal over time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from .audio import read_blocks
-
-    audio = np.concatenate(list(read_blocks(record["path"], model.sample_rate)))
-    t = np.arange(len(surprisal)) / model.sample_rate
-    hop = max(1, len(surprisal) // 2000)  # smooth over ~2000 points for readability
-    smooth = np.convolve(surprisal, np.ones(hop) / hop, mode="same")
-    fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(10, 5))
-    ax1.plot(t, np.clip(audio[: len(t)], -1, 1), linewidth=0.3)
-    ax1.set_ylabel("amplitude")
-    ax1.set_title(f"{record['path']}: {record['bits_per_sample']:.3f} bits/sample")
-    ax2.plot(t, smooth, linewidth=0.6, color="tab:red")
-    ax2.axhline(math.log2(model.quantization_channels), color="gray", linestyle=":",
-                label="uniform")
-    ax2.set_ylabel("surprisal (bits)")
-    ax2.set_xlabel("seconds")
-    ax2.legend(loc="upper right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+# ---------------------------------------------------------------------------- option types
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(int, text, "an integer")
     if value < 1:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _number(int, text, "an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
     return value
 
 
 def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(text)
+    value = _number(float, text, "a number")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
 def nonnegative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError(text)
+    value = _number(float, text, "a number")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def _number(kind: type, text: str, what: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+

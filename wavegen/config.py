@@ -8,96 +8,106 @@ express, again naming the key and the allowed values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import math
+import re
+from dataclasses import MISSING as MISSING_FIELD
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from .errors import WavegenError
 
-class ConfigError(ValueError):
-    """A config value is out of its allowed range; the message names the key."""
+
+class ConfigError(WavegenError, ValueError):
+    """A config key is unknown or its value out of range; the message names the key."""
+
+
+def _f(default, help: str):
+    """A dataclass field with its ``help`` (shown by ``wavegen train --help``)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class ModelConfig:
-    """WaveNet shape (DESIGN.md "Model presets")."""
+    """WaveNet shape (README "Model presets")."""
 
-    preset: str = "custom"
-    quantization_channels: int = 256
-    stacks: int = 1
-    layers_per_stack: int = 8
-    kernel_size: int = 2
-    residual_channels: int = 32
-    gate_channels: int = 64  # both halves: gate_channels/2 tanh + gate_channels/2 sigmoid
-    skip_channels: int = 64
-    head_channels: int = 64
-    # Global conditioning (§2.5): the label vocabulary, set from the data when data.labels
-    # is on (null = an unconditional model); label_channels = size of the label embedding.
-    labels: list[str] | None = None
-    label_channels: int = 16
+    preset: str = _f("custom", "preset name: model=tiny|small|base picks a preset")
+    quantization_channels: int = _f(256, "mu-law classes")
+    stacks: int = _f(1, "stacks of dilated layers (dilations 1..2^(layers-1) each)")
+    layers_per_stack: int = _f(8, "dilated layers per stack")
+    kernel_size: int = _f(2, "taps of each dilated convolution (>= 2)")
+    residual_channels: int = _f(32, "channels of the residual path")
+    gate_channels: int = _f(64, "both halves: gate_channels/2 tanh + gate_channels/2 sigmoid")
+    skip_channels: int = _f(64, "channels of the skip path")
+    head_channels: int = _f(64, "channels of the output head")
+    # Global conditioning (WaveNet §2.5): the label vocabulary, set from the data when
+    # data.labels is on (null = an unconditional model).
+    labels: list[str] | None = _f(None, "set from the data (data.labels); do not set")
+    label_channels: int = _f(16, "conditional models: size of the label embedding")
 
 
 @dataclass
 class DataConfig:
     """Where the audio comes from and how it is turned into classes and crops."""
 
-    kind: str = "synthetic"  # synthetic | folder
-    root: str | None = None  # folder of audio (kind=folder), searched recursively
-    val_root: str | None = None  # explicit validation folder; else a split of `root`
-    # Labels for a conditional model p(x | c): null = none; "folder" = each file's first
-    # sub-folder under root (and val_root); or the path of a CSV manifest "path,label".
-    labels: str | None = None
-    val_fraction: float = 0.1  # share of files held out for validation (at least one)
-    sample_rate: int = 16000
-    top_db: float | None = 60.0  # trim leading/trailing silence quieter than this; null = off
-    normalize: bool = False  # peak-normalise each file to `peak`
-    peak: float = 0.95
-    segment_length: int = 4000  # target samples per crop (context comes on top)
-    cache_dir: str | None = None  # class-array cache; null = $XDG_CACHE_HOME/wavegen
-    val_max_seconds: float | None = 10.0  # score at most this much of each validation file
-    synthetic_train_seconds: float = 120.0
-    synthetic_val_seconds: float = 12.0
-    synthetic_seed: int = 0
+    kind: str = _f("synthetic", "data=synthetic (built-in music) or data=folder")
+    root: str | None = _f(None, "the audio folder, searched recursively (data=folder)")
+    val_root: str | None = _f(None, "a validation folder of its own; else a split of root")
+    labels: str | None = _f(None, "conditional training: null, folder (first sub-folder) or "
+                               "a CSV manifest of path,label rows")
+    val_fraction: float = _f(0.1, "share of files held out for validation (at least one)")
+    sample_rate: int = _f(16000, "the model's rate; files are resampled to it")
+    top_db: float | None = _f(60.0, "trim leading/trailing audio this many dB below the "
+                                    "peak; null = keep everything")
+    normalize: bool = _f(False, "peak-normalise each file to data.peak")
+    peak: float = _f(0.95, "peak level for data.normalize")
+    segment_length: int = _f(4000, "target samples per training crop (context comes on top)")
+    cache_dir: str | None = _f(None, "decoded class arrays; null = ~/.cache/wavegen/classes")
+    val_max_seconds: float | None = _f(10.0, "seconds scored per validation file; null = all")
+    synthetic_train_seconds: float = _f(120.0, "data=synthetic: seconds of training audio")
+    synthetic_val_seconds: float = _f(12.0, "data=synthetic: seconds of validation audio")
+    synthetic_seed: int = _f(0, "data=synthetic: the seed of the music")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.05  # cosine decay ends at lr * min_lr_ratio
-    grad_clip: float = 1.0  # max global grad norm; 0 = off
-    ema_decay: float | None = None  # e.g. 0.999; null = no EMA
-    # Learning rate for a larger effective batch (more processes or accumulation):
-    # none = optim.lr as given; linear / sqrt = optim.lr * (effective / base) or its sqrt.
-    lr_scaling: str = "none"  # none | linear | sqrt
-    lr_base_batch: int | None = None  # effective batch optim.lr is for; null = train.batch_size
+    lr: float = _f(2e-3, "AdamW learning rate (peak of the schedule)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    betas: list[float] = _f([0.9, 0.999], "AdamW betas")
+    warmup_steps: int = _f(50, "linear warm-up steps, then cosine decay")
+    min_lr_ratio: float = _f(0.05, "the cosine decay ends at lr * min_lr_ratio")
+    grad_clip: float = _f(1.0, "max global gradient norm; 0 = off")
+    ema_decay: float | None = _f(None, "e.g. 0.999 keeps an EMA of the weights; null = off")
+    lr_scaling: str = _f("none", "scale lr with the effective batch: none, linear or sqrt")
+    lr_base_batch: int | None = _f(None, "the effective batch optim.lr is for; "
+                                         "null = train.batch_size")
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 600
-    batch_size: int = 8  # crops per process per forward; see grad_accum
-    # forwards per optimizer step: effective batch = batch_size x grad_accum x processes
-    grad_accum: int = 1
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)
-    compile: bool = False  # torch.compile the training forward
-    num_workers: int = 0  # DataLoader worker processes building the crops; 0 = in the main process
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    log_every: int = 10
-    val_every: int = 200
-    checkpoint_every: int = 200
-    resume: bool = False
-    overwrite: bool = False  # start afresh even if the run folder holds a checkpoint
-    max_nonfinite: int = 20  # consecutive non-finite losses before the run stops
-    num_examples: int = 3  # wavs generated at the end of the run
-    example_seconds: float = 2.0
-    example_temperature: float = 1.0
-    # conditional models: share of crops trained with the "no label" entry, so that one
-    # model gives both p(x | c) and p(x)
-    label_dropout: float = 0.1
+    max_steps: int = _f(600, "optimizer steps")
+    batch_size: int = _f(8, "crops per process per forward")
+    grad_accum: int = _f(1, "forwards per optimizer step")
+    precision: str = _f("fp32", "fp32, bf16 or fp16 (autocast for the training forward)")
+    compile: bool = _f(False, "torch.compile the training forward")
+    num_workers: int = _f(0, "DataLoader processes building the crops; 0 = inline")
+    seed: int = _f(0, "seed of the weights, the crops and the examples")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    log_every: int = _f(10, "steps between metrics lines")
+    val_every: int = _f(200, "steps between validations")
+    checkpoint_every: int = _f(200, "steps between writes of last.pt")
+    resume: bool = _f(False, "continue the run in out_dir/name from its last.pt")
+    overwrite: bool = _f(False, "replace the run in out_dir/name with a new one")
+    max_nonfinite: int = _f(20, "non-finite steps in a row before the run stops")
+    num_examples: int = _f(3, "clips generated at the end of the run")
+    example_seconds: float = _f(2.0, "length of each example clip")
+    example_temperature: float = _f(1.0, "sampling temperature of the examples")
+    label_dropout: float = _f(0.1, "conditional models: share of crops trained as 'no label'")
 
 
 @dataclass
@@ -106,8 +116,62 @@ class Config:
     data: DataConfig = MISSING
     optim: OptimConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
-    name: str = "run"
-    out_dir: str = "runs"
+    name: str = _f("run", "run folder name (default <data kind>-<model preset>)")
+    out_dir: str = _f("runs", "parent of the run folder")
+
+
+GROUPS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+def known_keys() -> list[str]:
+    """Every dotted key of the schema, e.g. "train.max_steps"."""
+    keys = [f"{group}.{f.name}" for group, cls in GROUPS.items() for f in fields(cls)]
+    return keys + [f.name for f in fields(Config) if f.name not in GROUPS]
+
+
+def check_keys(cfg: Any) -> None:
+    """Raise ConfigError for a key the schema does not have (``+key=...`` included: Hydra
+    adds such keys to a structured config without complaint)."""
+    known = set(known_keys())
+    for key, value in cfg.items():
+        names = [f"{key}.{name}" for name in value] if key in GROUPS and hasattr(
+            value, "items") else [str(key)]
+        for name in names:
+            if name not in known:
+                raise ConfigError(unknown_key(name))
+
+
+def unknown_key(name: str) -> str:
+    """The message for a key that is not in the schema, with the closest known key."""
+    close = difflib.get_close_matches(name, known_keys(), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown config key {name}{hint}; `wavegen train --help` lists the keys"
+
+
+def help_text(defaults: Any = None) -> str:
+    """The keys of every group with their defaults and meanings (``wavegen train --help``);
+    ``defaults``: a composed config whose values are shown (else the schema's)."""
+    lines = []
+    for group, cls in [*GROUPS.items(), ("", Config)]:
+        for f in fields(cls):
+            if f.name in GROUPS or "help" not in f.metadata:
+                continue
+            key = f"{group}.{f.name}" if group else f.name
+            if defaults is not None:
+                default = defaults[group][f.name] if group else defaults[f.name]
+            elif f.default_factory is not MISSING_FIELD:
+                default = f.default_factory()
+            else:
+                default = f.default
+            lines.append(f"  {key:<30} {_yaml(default):<10} {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def _yaml(value: Any) -> str:
+    if hasattr(value, "_content"):  # an OmegaConf list
+        value = list(value)
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) \
+        else str(value)
 
 
 _ALLOWED = {
@@ -130,6 +194,12 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, group), name)
         need(value in allowed, key, value, f"one of {allowed}")
     need(d.kind != "folder" or bool(d.root), "data.root", d.root, "a folder when data=folder")
+    need(d.kind == "folder" or not d.root, "data.root", d.root,
+         "unset with data=synthetic: add data=folder to train on a folder")
+    need(d.kind == "folder" or not d.val_root, "data.val_root", d.val_root,
+         "unset with data=synthetic: add data=folder")
+    need(not (t.resume and t.overwrite), "train.overwrite", t.overwrite,
+         "false with train.resume=true (resume continues the run, overwrite replaces it)")
     need(m.quantization_channels >= 2, "model.quantization_channels", m.quantization_channels,
          ">= 2")
     need(m.quantization_channels <= 65536, "model.quantization_channels",
@@ -154,14 +224,18 @@ def validate(cfg: Config) -> None:
     need(o.ema_decay is None or 0.0 < o.ema_decay < 1.0, "optim.ema_decay", o.ema_decay,
          "null or 0 < x < 1")
     need(t.max_steps >= 1, "train.max_steps", t.max_steps, ">= 1")
+    need(t.num_examples >= 0, "train.num_examples", t.num_examples, ">= 0")
+    need(math.isfinite(t.example_seconds) and t.example_seconds >= 0, "train.example_seconds",
+         t.example_seconds, "a finite number >= 0")
+    need(math.isfinite(o.lr), "optim.lr", o.lr, "a finite number > 0")
     need(t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1")
     need(o.lr_base_batch is None or o.lr_base_batch >= 1, "optim.lr_base_batch",
          o.lr_base_batch, "null or >= 1")
     need(t.num_workers >= 0, "train.num_workers", t.num_workers, ">= 0")
     for key in ("grad_accum", "log_every", "val_every", "checkpoint_every", "max_nonfinite"):
         need(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), ">= 1")
-    need(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
-         "train.device", t.device, "auto, cpu, cuda or cuda:N")
+    need(re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None, "train.device", t.device,
+         "auto, cpu, cuda or cuda:N")
 
 
 def resolve_device(name: str, key: str = "train.device"):
@@ -171,8 +245,14 @@ def resolve_device(name: str, key: str = "train.device"):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"{key}={name!r} but CUDA is not available; use cpu or auto")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"{key}={name!r} is not a device: use auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ConfigError(f"{key}={name!r} but CUDA is not available; use cpu or auto")
+        if ":" in name and int(name.split(":")[1]) >= count:
+            raise ConfigError(f"{key}={name!r} but this machine has {count} CUDA device(s)")
     return torch.device(name)
 
 

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from . import mulaw
 from .audio import AudioError, is_audio_file, load_audio
 from .config import DataConfig
+from .errors import WavegenError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ CACHE_VERSION = 1
 IGNORE = -100  # target value for padded positions (torch cross_entropy's ignore_index)
 
 
-class DataError(Exception):
+class DataError(WavegenError):
     """No usable audio where some was expected; the message names the folder."""
 
 
@@ -108,7 +109,7 @@ class AudioFolder:
     files are skipped with one log line each and counted in ``report``.
 
     Raises:
-        DataError: the folder does not exist or holds no readable audio.
+        DataError: the folder does not exist or holds no usable audio.
     """
 
     def __init__(self, root: str | os.PathLike, prep: Preprocessing,
@@ -146,9 +147,24 @@ class AudioFolder:
             self.clips.append(Clip(str(path.relative_to(self.root)), classes, label,
                                    str(path.resolve())))
         if not self.clips:
-            why = (f"{len(paths)} audio files, none readable" if paths
-                   else "no audio files (.wav, .flac, .ogg, .mp3, .aiff ...)")
-            raise DataError(f"no readable audio in {self.root}: {why}")
+            raise DataError(f"no usable audio in {self.root}: {self._why_none(paths, labels)}")
+
+    def _why_none(self, paths: list[Path], labels: str | None) -> str:
+        """Why a scan kept no file, counted by reason."""
+        if not paths:
+            return "no audio files (.wav, .flac, .ogg, .mp3, .aiff ...)"
+        unlabelled = sum("so it has no label" in why or "not listed in the manifest" in why
+                         for _, why in self.report.skipped)
+        parts = []
+        if unlabelled:
+            how = ("none is in a sub-folder naming its label (data.labels=folder)"
+                   if labels == "folder" else f"none is listed in the manifest {labels}")
+            parts.append(f"{unlabelled} of {len(paths)} audio files have no label: {how}")
+        unreadable = len(self.report.skipped) - unlabelled
+        if unreadable:
+            parts.append(f"{unreadable} of {len(paths)} audio files are unreadable "
+                         f"(lines above say why)")
+        return "; ".join(parts)
 
     def _skip(self, path: Path, why: str) -> None:
         log.warning("skipping %s: %s", path, why)
@@ -191,6 +207,7 @@ def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:
         raise DataError(f"label manifest {path} does not exist (data.labels takes null, "
                         f"'folder' or the path of a CSV file of path,label rows)")
     out: dict[Path, str] = {}
+    missing = 0
     with path.open(newline="") as f:
         for number, row in enumerate(csv.reader(f), start=1):
             if not row or (number == 1 and [c.strip().lower() for c in row] == ["path",
@@ -199,9 +216,16 @@ def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:
             if len(row) != 2 or not row[0].strip() or not row[1].strip():
                 raise DataError(f"{path}, row {number}: expected 'path,label', got {row}")
             file = Path(row[0].strip()).expanduser()
-            out[(file if file.is_absolute() else root / file).resolve()] = row[1].strip()
+            file = (file if file.is_absolute() else root / file).resolve()
+            if not file.is_file():
+                log.warning("label manifest %s, row %d: %s does not exist (row ignored)",
+                            path, number, file)
+                missing += 1
+                continue
+            out[file] = row[1].strip()
     if not out:
-        raise DataError(f"label manifest {path} lists no files")
+        raise DataError(f"label manifest {path} lists no existing files"
+                        + (f" ({missing} rows name files that do not exist)" if missing else ""))
     return out
 
 

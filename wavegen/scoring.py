@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,14 @@ class StreamScorer:
         return out
 
 
+# The fields of a file's score record, in the order of the CSV columns: `path` and
+# (conditional models) `label` come before them, `error` replaces them for a failed file.
+RECORD_FIELDS = ["sample_rate", "num_samples", "seconds", "log_prob_nats", "bits_per_sample",
+                 "bits_per_second"]
+
+
 def _record(nats: float, count: int, sample_rate: int) -> dict[str, Any]:
-    """The score fields of one clip (or of an aggregate)."""
+    """The score fields (RECORD_FIELDS) of one clip or of an aggregate."""
     bits = -nats / LN2 / count if count else float("nan")
     return {"sample_rate": sample_rate, "num_samples": count, "seconds": count / sample_rate,
             "log_prob_nats": nats, "bits_per_sample": bits, "bits_per_second": bits * sample_rate}
@@ -124,10 +131,29 @@ def score_audio(model: WaveNet, audio: np.ndarray, sample_rate: int, per_sample:
     Returns the record of ``score_file`` without ``path`` (``surprisal`` (T',) float32 in
     bits with ``per_sample``).
     """
-    mono = to_mono(np.asarray(audio, dtype=np.float32))
-    if mono.size == 0:
-        raise ValueError("score_audio needs at least one sample")
+    audio = np.asarray(audio)
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise ValueError(f"score_audio expects float audio in [-1, 1], got {audio.dtype} "
+                         f"samples (for int16 PCM divide by 32768, or use score_file)")
+    if audio.ndim not in (1, 2):
+        raise ValueError(f"score_audio expects (T,) mono or (T, C) channels-last audio, got "
+                         f"shape {audio.shape}")
+    if not np.isfinite(audio).all():
+        raise ValueError(f"score_audio: the audio holds "
+                         f"{int((~np.isfinite(audio)).sum())} NaN or infinite samples")
+    over = int((np.abs(audio) > 1.0).sum())
+    if over:
+        warnings.warn(f"score_audio: {over} samples lie outside [-1, 1] (peak "
+                      f"{float(np.abs(audio).max()):.3g}); they are clipped before mu-law",
+                      stacklevel=2)
+    mono = to_mono(audio.astype(np.float32, copy=False))
+    if sample_rate < 1:
+        raise ValueError(f"score_audio: sample_rate must be >= 1, got {sample_rate}")
     mono = resample(np.clip(mono, -1.0, 1.0), sample_rate, model.sample_rate)
+    if mono.size == 0:
+        raise ValueError(f"score_audio: {audio.shape[0]} samples at {sample_rate} Hz leave no "
+                         f"sample at the model's rate ({model.sample_rate} Hz): nothing to "
+                         f"score")
     scorer = StreamScorer(model, tile, per_sample, [label])
     scorer.add(mulaw.encode(torch.from_numpy(np.ascontiguousarray(mono)),
                             model.quantization_channels))

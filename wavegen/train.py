@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import time
@@ -33,20 +34,17 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .audio import write_wav
 from .checkpoint import read_checkpoint, save_checkpoint
-from .config import Config, ConfigError, OptimConfig, validate
+from .config import Config, ConfigError, OptimConfig, check_keys, validate
 from .data import IGNORE, CropSampler, StepBatches, build_datasets
 from .distributed import setup
 from .model import WaveNet
+from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
 from .scoring import bits_per_sample
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class TrainingError(Exception):
-    """Training cannot go on (non-finite losses, a run folder in the way)."""
 
 
 @dataclass
@@ -70,10 +68,38 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
 
 
 def as_config(cfg: Config | DictConfig) -> Config:
+    """The checked Config of a composed DictConfig (or of a Config): unknown keys and
+    out-of-range values raise ConfigError naming the key."""
     if isinstance(cfg, DictConfig):
+        check_keys(cfg)
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
     validate(cfg)
     return cfg
+
+
+def run_config(cfg: Config | DictConfig, run_dir: str | Path | None,
+               overrides: list[str] | None) -> tuple[Config, RunFolder, list[str]]:
+    """Check a config and its run folder before anything is written.
+
+    Data paths become absolute; with ``train.resume`` the run's data and model settings
+    fill the keys the command leaves out (``overrides``: the command's Hydra overrides;
+    None = every key counts as given). Returns (config, run folder, the settings taken from
+    the run as "key=value").
+    """
+    dcfg = OmegaConf.structured(cfg) if isinstance(cfg, Config) else cfg.copy()
+    check_keys(dcfg)
+    normalize_paths(dcfg)
+    if OmegaConf.select(dcfg, "out_dir"):
+        dcfg.out_dir = os.path.expanduser(dcfg.out_dir)
+    folder = RunFolder(run_dir if run_dir is not None else Path(dcfg.out_dir) / dcfg.name)
+    t = dcfg.train
+    folder.check_start(bool(t.resume), bool(t.overwrite))
+    taken: list[str] = []
+    if t.resume and folder.last.exists():
+        saved = read_checkpoint(folder.last).get("config") or {}
+        explicit = explicit_keys(overrides) if overrides is not None else None
+        taken = inherit_run_config(dcfg, saved, explicit, folder.path)
+    return as_config(dcfg), folder, taken
 
 
 @contextmanager
@@ -153,15 +179,18 @@ class ValidLogits(nn.Module):
         return self.model.valid_logits(inputs, labels if self.model.conditional else None)
 
 
-def train(cfg: Config | DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
+def train(cfg: Config | DictConfig, run_dir: str | Path | None = None,
+          overrides: list[str] | None = None) -> dict[str, Any]:
     """Train a WaveNet as ``cfg`` says; returns a summary dict.
 
     The run folder (``out_dir/name`` unless given) receives last.pt, best.pt,
-    metrics.jsonl, summary.json and examples/. With ``train.resume`` the run continues from
-    last.pt with the same step, optimizer, scheduler, EMA and data order. Under torchrun
-    every process calls this; rank 0 alone logs, validates and writes files.
+    metrics.jsonl, train.log, summary.json and examples/. With ``train.resume`` the run
+    continues from last.pt with the same step, optimizer, scheduler, EMA and data order,
+    on the run's data and model (keys missing from ``overrides``, the command line's Hydra
+    overrides, are taken from the run; see ``run_config``). Under torchrun every process
+    calls this; rank 0 alone logs, validates and writes files.
     """
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(cfg, run_dir, overrides)
     finished = False
     try:
         summary = trainer.run()
@@ -174,29 +203,24 @@ def train(cfg: Config | DictConfig, run_dir: str | Path | None = None) -> dict[s
 class Trainer:
     """One training run: built from a config, ``run()`` trains to train.max_steps."""
 
-    def __init__(self, cfg: Config | DictConfig, run_dir: str | Path | None = None):
-        self.cfg = cfg = as_config(cfg)
-        t, o = cfg.train, cfg.optim
+    def __init__(self, cfg: Config | DictConfig, run_dir: str | Path | None = None,
+                 overrides: list[str] | None = None):
+        self.cfg, self.folder, self.taken = run_config(cfg, run_dir, overrides)
+        self.overrides = overrides
+        t, o = self.cfg.train, self.cfg.optim
         self.world, self.device = setup(t.device)
         try:
-            self._build(cfg, t, o, run_dir)
+            self._build(self.cfg, t, o)
         except BaseException:
             self.world.close(wait=False)
             raise
 
-    def _build(self, cfg: Config, t, o, run_dir) -> None:
+    def _build(self, cfg: Config, t, o) -> None:
         world, device = self.world, self.device
-        run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out_dir) / cfg.name
-        self.run_dir = run_dir = Path(world.broadcast(str(run_dir)))
-        self.last_path, self.best_path = run_dir / "last.pt", run_dir / "best.pt"
-        if self.last_path.exists() and not (t.resume or t.overwrite):
-            raise TrainingError(
-                f"{run_dir} already holds a run ({self.last_path.name}); continue it with "
-                f"train.resume=true, or start a new one with name=OTHER or train.overwrite=true")
+        self.run_dir = Path(world.broadcast(str(self.folder.path)))
+        self.last_path, self.best_path = self.folder.last, self.folder.best
         if t.compile:
             check_compile(device)
-        if world.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
 
         self.val_per_label: dict[str, float] = {}
         train_clips, self.val_clips, self.data_summary = build_datasets(
@@ -225,10 +249,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
         self.ema = copy.deepcopy(model).requires_grad_(False) if o.ema_decay else None
         self.progress = Progress()
-        if t.resume and self.last_path.exists():
+        self.resumed = bool(t.resume and self.last_path.exists())
+        if self.resumed:
             self._restore(read_checkpoint(self.last_path, map_location=device))
-        elif t.resume and world.is_main:
-            log.warning("train.resume=true but %s has no last.pt: starting a new run", run_dir)
 
         self.net = self.ddp = ValidLogits(model)
         if world.size > 1:
@@ -245,6 +268,7 @@ class Trainer:
         """Release the DDP wrapper (and its pending communication), then leave the group."""
         self.net = self.ddp = None
         gc.collect()
+        self.folder.close()
         self.world.close(wait)
 
     def _restore(self, ckpt: dict) -> None:
@@ -252,7 +276,11 @@ class Trainer:
         if before != self.model.config.labels:
             raise TrainingError(f"{self.last_path} was trained with labels {before}, the data "
                                 f"now gives {self.model.config.labels}; resume needs the same")
-        self.model.load_state_dict(ckpt["model"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:  # a shape the config checks above did not catch
+            raise TrainingError(f"{self.last_path}: its weights do not fit the model this "
+                                f"config builds ({str(err).splitlines()[0]})") from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         for group in self.optimizer.param_groups:  # the number of processes may differ
             group["initial_lr"] = self.lr
@@ -264,8 +292,6 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.progress = Progress(**ckpt["progress"])
-        if self.world.is_main:
-            log.info("resumed %s at step %d", self.last_path, self.progress.step)
 
     def checkpoint(self, path: Path) -> None:
         cfg, model = self.cfg, self.model
@@ -312,8 +338,18 @@ class Trainer:
         eval_model = self.ema if self.ema is not None else model
         max_val = int(cfg.data.val_max_seconds * cfg.data.sample_rate) \
             if cfg.data.val_max_seconds else None
-        metrics = MetricsLog(self.run_dir) if main else None
+        metrics = None
         if main:
+            self.folder.open(fresh=not self.resumed,
+                             config=OmegaConf.structured(self.cfg), overrides=self.overrides)
+            metrics = MetricsLog(self.run_dir)
+            if self.resumed:
+                log.info("resumed %s at step %d%s", self.last_path, progress.step,
+                         f" with the run's settings {' '.join(self.taken)}" if self.taken
+                         else "")
+            elif cfg.train.resume:
+                log.info("train.resume=true, but %s holds no run yet: starting a new one",
+                         self.run_dir)
             self.describe()
             metrics.truncate_after(progress.step)
             held_out = [c.path for c in self.val_clips if c.path]

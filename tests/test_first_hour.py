@@ -1,0 +1,284 @@
+"""A new user's slips, through the command line: each must fail at once with one line naming
+what is wrong, or do what the user meant; none may train the wrong thing or lose work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import compose_config, tone, write
+
+from wavegen.config import ConfigError
+
+FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=4",
+        "data.synthetic_val_seconds=1", "data.segment_length=300", "train.batch_size=2",
+        "train.max_steps=4", "train.val_every=2", "train.num_examples=0"]
+
+
+def wavegen(*args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "wavegen", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def one_line_error(done, *fragments):
+    """Exit status 2, no traceback, and one line on stderr holding every fragment."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from wavegen.train import train
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    return train(compose_config(*FAST, f"out_dir={folder}"))["checkpoint"]
+
+
+@pytest.fixture
+def audio_folder(tmp_path):
+    for i in range(3):
+        write(tmp_path / "audio" / f"c{i}.wav", tone(0.3, freq=220.0 * (i + 1), seed=i))
+    return tmp_path / "audio"
+
+
+# ---------------------------------------------------------------------------- install
+
+
+def test_torch_and_torchaudio_that_cannot_load_together_get_one_line(tmp_path):
+    fake = tmp_path / "fake" / "torchaudio"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        'raise RuntimeError("Detected that PyTorch and TorchAudio were compiled with '
+        'different CUDA versions. PyTorch has CUDA version 13.2 whereas TorchAudio has CUDA '
+        'version 13.0.")\n')
+    env = {"PYTHONPATH": str(tmp_path / "fake")}
+    for command in (["train"], ["generate", "x.pt"], ["score", "x.pt", "y.wav"]):
+        line = one_line_error(wavegen(*command, cwd=tmp_path, env=env),
+                              "cannot be loaded together", "13.2", "pip install 'torch")
+        assert "torchaudio" in line and "Traceback" not in line
+    version = wavegen("--version", cwd=tmp_path, env=env)
+    assert version.returncode == 0 and version.stdout.startswith("wavegen ")
+    info = wavegen("info", cwd=tmp_path, env=env)
+    assert info.returncode == 1 and "cannot be loaded together" in info.stdout
+
+
+def test_info_prints_what_a_bug_report_needs(tmp_path):
+    done = wavegen("info", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for word in ("wavegen", "python", "torch", "torchaudio", "numba", "numpy", "soundfile",
+                 "libsndfile", "hydra-core", "capability", "native bf16", "threads",
+                 "numpy blas", "cuda"):
+        assert word in done.stdout, word
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@pytest.mark.slow
+def test_resume_trains_on_the_runs_data_and_refuses_another_data_or_shape(tmp_path,
+                                                                          audio_folder):
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    first = wavegen("train", *FAST, f"data.root={audio_folder}", "name=piano", cache,
+                    cwd=tmp_path)  # data.root alone means data=folder
+    assert first.returncode == 0, first.stderr
+    assert f"{audio_folder}: 3 files" in first.stdout and "synthetic" not in first.stdout
+
+    resumed = wavegen("train", "name=piano", "train.resume=true", "train.max_steps=6",
+                      cache, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{audio_folder}: 3 files" in resumed.stdout
+    assert "synthetic data" not in resumed.stdout
+    assert "with the run's settings" in resumed.stdout and "data.kind=folder" in resumed.stdout
+    assert "model.layers_per_stack=4" in resumed.stdout  # the run's shape, not the preset's
+
+    other = tmp_path / "other"
+    write(other / "x.wav", tone(0.3))
+    for override, fragment in [("model=small", "model.preset=small (the run has tiny)"),
+                               ("model.residual_channels=16", "model.residual_channels=16"),
+                               (f"data.root={other}", "data.root=")]:
+        line = one_line_error(wavegen("train", "name=piano", "train.resume=true",
+                                      "train.max_steps=8", override, cache, cwd=tmp_path),
+                              "train.resume=true", fragment)
+        assert "size mismatch" not in line
+
+
+def test_data_root_without_data_folder_is_an_error_in_python(tmp_path):
+    from wavegen.train import train
+
+    with pytest.raises(ConfigError, match="data.root.*add data=folder"):
+        train(compose_config(*FAST, f"out_dir={tmp_path}", f"data.root={tmp_path}"))
+
+
+def test_unknown_keys_fail_with_or_without_plus_and_leave_nothing(tmp_path):
+    one_line_error(wavegen("train", *FAST, "+train.max_step=20", cwd=tmp_path),
+                   "unknown config key train.max_step", "did you mean train.max_steps?")
+    line = one_line_error(wavegen("train", *FAST, "train.max_stepz=20", cwd=tmp_path),
+                          "unknown config key train.max_stepz")
+    assert "+train" not in line  # no advice to add the key
+    one_line_error(wavegen("train", *FAST, "train.max_steps=many", cwd=tmp_path),
+                   "train.max_steps=many")
+    one_line_error(wavegen("train", "model=huge", cwd=tmp_path), "model/huge", "tiny")
+    one_line_error(wavegen("train", *FAST, "optim.lr=-1", cwd=tmp_path), "optim.lr")
+    assert not (tmp_path / "runs").exists()
+    multirun = wavegen("train", "-m", "optim.lr=1e-3,2e-3", "+train.max_step=3", cwd=tmp_path)
+    one_line_error(multirun, "unknown config key train.max_step")
+
+
+def test_a_refused_start_leaves_the_run_as_it_was(tmp_path):
+    assert wavegen("train", *FAST, cwd=tmp_path).returncode == 0
+    run = tmp_path / "runs" / "synthetic-tiny"
+    files = [run / ".hydra" / "config.yaml", run / ".hydra" / "overrides.yaml",
+             run / "train.log", run / "metrics.jsonl", run / "last.pt"]
+    before = [f.read_bytes() for f in files]
+    one_line_error(wavegen("train", *FAST, "train.max_steps=9", "optim.lr=0.01",
+                           cwd=tmp_path), "already holds a run", "train.resume=true")
+    one_line_error(wavegen("train", *FAST, "train.resume=true", "train.overwrite=true",
+                           cwd=tmp_path), "contradict")
+    one_line_error(wavegen("train", *FAST, "train.resume=true", "data.peak=2",
+                           cwd=tmp_path), "data.peak")
+    assert [f.read_bytes() for f in files] == before
+
+
+def test_overwrite_starts_a_clean_folder(tmp_path):
+    run = tmp_path / "runs" / "synthetic-tiny"
+    first = wavegen("train", *FAST, "train.num_examples=2", "train.example_seconds=0.01",
+                    cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert len(list((run / "examples").iterdir())) == 2
+    again = wavegen("train", *FAST, "train.num_examples=1", "train.example_seconds=0.01",
+                    "train.max_steps=2", "train.overwrite=true", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert [p.name for p in (run / "examples").iterdir()] == ["sample_000.wav"]
+    log = (run / "train.log").read_text()
+    assert log.count("run folder:") == 1 and "step 4" not in log
+    assert max(json.loads(line)["step"] for line in open(run / "metrics.jsonl")) == 2
+
+
+def test_home_in_a_path_value_is_expanded(tmp_path, audio_folder):
+    done = wavegen("train", *FAST, "data=folder", "data.root=~/audio",
+                   f"data.cache_dir={tmp_path / 'cache'}", cwd=tmp_path,
+                   env={"HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert f"{audio_folder}: 3 files" in done.stdout
+
+
+def test_labels_that_match_no_file_say_why(tmp_path, audio_folder):
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    flat = wavegen("train", *FAST, f"data.root={audio_folder}", "data.labels=folder", cache,
+                   cwd=tmp_path)
+    line = one_line_error(flat, "3 of 3 audio files have no label", "sub-folder")
+    assert "readable" not in line
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("path,label\nc0.wav,a\nc1.wav,b\ngone.wav,a\nc2.wav,a\n")
+    done = wavegen("train", *FAST, f"data.root={audio_folder}", f"data.labels={manifest}",
+                   cache, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "row 4" in done.stdout and "gone.wav does not exist" in done.stdout
+
+
+def test_train_help_describes_the_keys(tmp_path):
+    done = wavegen("train", "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "train.max_steps" in done.stdout and "optimizer steps" in done.stdout
+    assert "data.root" in done.stdout and "model=base|small|tiny" in done.stdout
+
+
+# ---------------------------------------------------------------------------- generate
+
+
+def test_generate_checks_every_option_before_generating(tmp_path, checkpoint):
+    (tmp_path / "afile").write_text("keep me")
+    for args, fragment in [(["-o", "afile"], "-o/--out-dir afile: is a file"),
+                           (["--device", "gpu"], "--device='gpu'"),
+                           (["--seconds", "inf"], "argument --seconds"),
+                           (["--seconds", "nan"], "argument --seconds"),
+                           (["--seconds", "0.00001"], "--seconds 1e-05 is shorter than one "
+                                                       "sample"),
+                           (["--seed", "-5"], "argument --seed: must be an integer >= 0"),
+                           (["--label", "piano"], "--label")]:
+        one_line_error(wavegen("generate", checkpoint, *args, cwd=tmp_path), fragment)
+    assert (tmp_path / "afile").read_text() == "keep me"
+    assert not (tmp_path / "generated").exists()
+
+
+def test_generate_never_replaces_earlier_clips_unless_asked(tmp_path, checkpoint):
+    def run(*extra):
+        done = wavegen("generate", checkpoint, "-n", "2", "--samples", "50", "--seed", "1",
+                       *extra, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    run()
+    first = (tmp_path / "generated" / "sample_000.wav").read_bytes()
+    second = run()
+    names = sorted(p.name for p in (tmp_path / "generated").iterdir())
+    assert names == [f"sample_00{i}.wav" for i in range(4)]
+    assert "sample_002.wav" in second.stdout
+    assert (tmp_path / "generated" / "sample_000.wav").read_bytes() == first
+    run("--overwrite", "--seed", "2")
+    assert len(list((tmp_path / "generated").iterdir())) == 4
+    assert (tmp_path / "generated" / "sample_000.wav").read_bytes() != first
+
+
+def test_the_generate_summary_gives_the_progress_bars_speed(checkpoint):
+    from wavegen import generate, load_checkpoint
+
+    stats = {}
+    generate(load_checkpoint(checkpoint), n=2, num_samples=300, seed=0, stats=stats)
+    assert stats["samples_per_s"] == pytest.approx(600 / stats["sampling_seconds"])
+
+
+# ---------------------------------------------------------------------------- score
+
+
+def test_score_makes_its_output_folders_before_scoring(tmp_path, checkpoint):
+    clip = write(tmp_path / "clip.wav", tone(0.2))
+    done = wavegen("score", checkpoint, clip, "--json", "a/b/out.jsonl", "--csv",
+                   "c/out.csv", "--per-sample", "d/e", "--plot", "f", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "a" / "b" / "out.jsonl").read_text())["num_samples"] == 3200
+    assert (tmp_path / "c" / "out.csv").read_text().startswith("path,")
+    assert len(list((tmp_path / "d" / "e").iterdir())) == 1
+    assert len(list((tmp_path / "f").iterdir())) == 1
+    (tmp_path / "afile").write_text("")
+    one_line_error(wavegen("score", checkpoint, clip, "--per-sample", "afile", cwd=tmp_path),
+                   "--per-sample afile: is a file")
+    one_line_error(wavegen("score", checkpoint, clip, "--json", "a", cwd=tmp_path),
+                   "--json a: is a folder")
+
+
+def test_a_clip_with_no_samples_at_the_models_rate_is_an_error_not_a_score(tmp_path,
+                                                                          checkpoint):
+    tiny = write(tmp_path / "one.wav", np.zeros(1, np.float32), 44100)
+    alone = wavegen("score", checkpoint, tiny, cwd=tmp_path)
+    assert alone.returncode == 1 and "Traceback" not in alone.stderr
+    assert "no samples at 16000 Hz" in alone.stdout
+    clip = write(tmp_path / "clip.wav", tone(0.2))
+    both = wavegen("score", checkpoint, tiny, clip, "--json", "s.jsonl", cwd=tmp_path)
+    assert both.returncode == 1
+    assert "nan" not in both.stdout and "(1 file;" in both.stdout
+    records = [json.loads(line) for line in open(tmp_path / "s.jsonl")]
+    assert "error" in records[0] and records[1]["num_samples"] == 3200
+
+
+def test_score_audio_refuses_what_it_cannot_score(checkpoint):
+    from wavegen import load_checkpoint, score_audio
+
+    model = load_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match="NaN"):
+        score_audio(model, np.full(100, np.nan, np.float32), 16000)
+    with pytest.raises(ValueError, match="int16.*32768"):
+        score_audio(model, np.ones(100, np.int16), 16000)
+    with pytest.raises(ValueError, match=r"\(T,\) mono.*\(10, 2, 2\)"):
+        score_audio(model, np.zeros((10, 2, 2), np.float32), 16000)
+    with pytest.warns(UserWarning, match="outside"):
+        score_audio(model, np.full(100, 3.0, np.float32), 16000)

@@ -1,0 +1,153 @@
+"""`wavegen info`: what a bug report needs (versions, CPU, BLAS, threads, GPUs), and the
+one-line diagnosis when torch and torchaudio cannot be loaded together.
+
+Nothing here imports torch at module level: it must work on a broken install.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from importlib import metadata
+
+from . import __version__
+
+PACKAGES = ("torch", "torchaudio", "numba", "llvmlite", "numpy", "soundfile", "soxr",
+            "librosa", "hydra-core", "omegaconf", "threadpoolctl")
+
+
+def installed(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def required(name: str) -> str:
+    """wavegen's declared requirement on ``name`` (e.g. "torch<2.15,>=2.11"), or the name."""
+    try:
+        for line in metadata.requires("wavegen") or []:
+            spec = line.split(";")[0].strip()
+            if re.match(rf"{re.escape(name)}\b(?![-_])", spec):
+                return spec.replace(" ", "")
+    except metadata.PackageNotFoundError:
+        pass
+    return name
+
+
+def torch_stack_problem() -> str | None:
+    """None when torch and torchaudio import together; else one line with the installed
+    versions, what went wrong and the install command that fixes it."""
+    try:
+        import torch  # noqa: F401
+        import torchaudio  # noqa: F401
+    except Exception as err:  # ImportError, or torchaudio's RuntimeError about CUDA builds
+        cause = " ".join(str(err).split()) or type(err).__name__
+        return (f"torch {installed('torch')} and torchaudio {installed('torchaudio')} cannot "
+                f"be loaded together ({type(err).__name__}: {cause}); install a matching "
+                f"pair: pip install '{required('torch')}' '{required('torchaudio')}'")
+    return None
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16() -> tuple[bool, str]:
+    """(whether this CPU computes bf16 products natively, the evidence)."""
+    flags = cpu_flags() & {"avx512_bf16", "amx_bf16"}
+    if flags:
+        return True, " and ".join(sorted(flags))
+    try:
+        import torch
+
+        if torch._C._cpu._is_avx512_bf16_supported():
+            return True, "avx512_bf16"
+    except Exception:  # older torch, or no such probe on this platform
+        pass
+    return False, "no avx512_bf16 or amx_bf16: bf16 is emulated, slower than fp32"
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def report() -> str:
+    """The lines `wavegen info` prints."""
+    lines = [f"wavegen {__version__}",
+             f"python {platform.python_version()} ({sys.executable}; {platform.system()} "
+             f"{platform.machine()})"]
+    lines += [f"{name:<14}{installed(name)}" for name in PACKAGES]
+    try:
+        import soundfile
+
+        lines.append(f"{'libsndfile':<14}{soundfile.__libsndfile_version__}")
+    except Exception as err:
+        lines.append(f"{'libsndfile':<14}cannot load soundfile ({err})")
+    lines.append(f"{'cpu':<14}{cpu_name()}; {usable_cpus()} usable CPUs")
+    problem = torch_stack_problem()
+    if problem:
+        lines.append(f"{'problem':<14}{problem}")
+        return "\n".join(lines)
+    import torch
+
+    bf16, why = native_bf16()
+    lines.append(f"{'torch cpu':<14}capability {torch.backends.cpu.get_cpu_capability()}; "
+                 f"native bf16: {'yes' if bf16 else 'no'} ({why}); "
+                 f"{torch.get_num_threads()} threads")
+    blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    lines.append(f"{'torch blas':<14}{blas.group(1) if blas else 'unknown'}")
+    lines.append(f"{'numpy blas':<14}{numpy_blas()}")
+    lines.append(f"{'cuda':<14}{cuda_devices(torch)}")
+    return "\n".join(lines)
+
+
+def numpy_blas() -> str:
+    """numpy's BLAS, its version, the kernels it runs (threadpoolctl) and its threads."""
+    try:
+        import numpy  # noqa: F401  (loads the BLAS that threadpoolctl looks for)
+        from threadpoolctl import threadpool_info
+    except ImportError as err:
+        return f"unknown ({err})"
+    found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if not found:
+        return "none found"
+    i = found[0]
+    core = os.environ.get("OPENBLAS_CORETYPE")
+    forced = f", OPENBLAS_CORETYPE={core}" if core else ""
+    return (f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')} "
+            f"kernels{forced}); {i.get('num_threads')} threads")
+
+
+def cuda_devices(torch) -> str:
+    if not torch.cuda.is_available():
+        return f"no CUDA device (torch built for CUDA {torch.version.cuda or 'none'})"
+    out = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        out.append(f"cuda:{i} {p.name} ({p.total_memory / 2**30:.0f} GiB, compute "
+                   f"capability {p.major}.{p.minor})")
+    return f"CUDA {torch.version.cuda}: " + "; ".join(out)

@@ -1,0 +1,99 @@
+"""Where the commands' results go.
+
+Output paths are checked before any work starts, and missing folders made when it does
+(so that a refused command leaves nothing behind); records are
+written as each one is made, so an interrupted run keeps what it finished; clips get
+numbered names that never replace earlier clips unless asked to.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import OptionError
+
+CLIP_NAME = re.compile(r"sample_(\d+)(?:_.*)?\.wav$")
+
+
+def output_folder(path: str | os.PathLike, option: str, create: bool = True) -> Path:
+    """``path`` as a folder that can be written; made (with its parents) when ``create``,
+    else only checked, so that a later error leaves nothing behind. Raises OptionError
+    naming ``option``."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise OptionError(f"{option} {path}: is a file, not a folder")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OptionError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OptionError(f"{option} {path}: {existing} is not writable")
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OptionError(f"{option} {path}: cannot make the folder "
+                              f"({err.strerror})") from None
+    return folder
+
+
+def output_file(path: str | os.PathLike, option: str, create: bool = True) -> Path:
+    """``path`` as a file that can be written (its folder made when ``create``)."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise OptionError(f"{option} {path}: is a folder; give a file name")
+    output_folder(file.parent, option, create)
+    if file.exists() and not os.access(file, os.W_OK):
+        raise OptionError(f"{option} {path}: the file is not writable")
+    return file
+
+
+def clip_paths(folder: Path, count: int, labels: list[str] | None = None,
+               overwrite: bool = False) -> list[Path]:
+    """folder/sample_NNN.wav (sample_NNN_<label>.wav with labels) for ``count`` clips,
+    numbered after the clips already there unless ``overwrite`` (then from 000)."""
+    start = 0
+    if not overwrite and folder.is_dir():
+        taken = [int(m.group(1)) for p in folder.iterdir() if (m := CLIP_NAME.match(p.name))]
+        start = max(taken) + 1 if taken else 0
+    return [folder / (f"sample_{start + i:03d}" + (f"_{labels[i]}" if labels else "") + ".wav")
+            for i in range(count)]
+
+
+class RecordFiles:
+    """``--json`` (one JSON record per line) and ``--csv`` (a header, then one row per
+    record): opened before the work starts, written as each record is made.
+
+    ``fields``: the CSV columns; ``row``: a record -> its CSV row (default: the record).
+    """
+
+    def __init__(self, json_path: Path | None, csv_path: Path | None, fields: list[str],
+                 row: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
+        self.row = row or (lambda record: record)
+        self.json = open(json_path, "w") if json_path else None  # noqa: SIM115
+        self.csv_file = open(csv_path, "w", newline="") if csv_path else None  # noqa: SIM115
+        self.csv = None
+        if self.csv_file:
+            self.csv = csv.DictWriter(self.csv_file, fieldnames=fields, extrasaction="ignore")
+            self.csv.writeheader()
+            self.csv_file.flush()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.json:
+            self.json.write(json.dumps(record) + "\n")
+            self.json.flush()
+        if self.csv:
+            self.csv.writerow(self.row(record))
+            self.csv_file.flush()
+
+    def close(self) -> None:
+        for f in (self.json, self.csv_file):
+            if f:
+                f.close()

@@ -1,0 +1,186 @@
+"""What `wavegen score` prints and writes: the table of scores or classifications, the
+aggregate, and the --json/--csv/--per-sample/--plot outputs, written as each file is done.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import classify
+from .audio import read_blocks
+from .errors import WavegenError
+from .model import WaveNet
+from .outputs import RecordFiles
+from .scoring import RECORD_FIELDS, aggregate
+from .scoring import score_files as score_records
+
+
+def score_files(model: WaveNet, paths: list[Path], label: str | None,
+                json_path: Path | None, csv_path: Path | None, per_sample: Path | None,
+                plot: Path | None) -> int:
+    """Score ``paths``, print the table and the aggregate, write the outputs as each file is
+    scored. Returns the exit status: 1 when a file could not be scored, else 0."""
+    fields = ["path", *(["label"] if model.conditional else []), *RECORD_FIELDS, "error"]
+    files = RecordFiles(json_path, csv_path, fields)
+    keep = bool(per_sample or plot)
+    records = []
+    try:
+        with tqdm(total=estimated_samples(paths, model.sample_rate), unit="sample",
+                  unit_scale=True, desc=f"score {len(paths)} files") as bar:
+            for i, record in enumerate(score_records(model, paths, per_sample=keep,
+                                                     on_progress=bar.update, label=label)):
+                if model.conditional and "error" not in record:
+                    record = {"path": record["path"], "label": label, **record}
+                if "error" in record:
+                    tqdm.write(f"wavegen score: {record['path']}: {record['error']}",
+                               file=sys.stderr)
+                elif keep:
+                    surprisal = record.pop("surprisal")
+                    stem = f"{i:03d}_{Path(record['path']).stem}"
+                    if per_sample:
+                        np.save(per_sample / f"{stem}.npy", surprisal)
+                    if plot:
+                        plot_surprisal(plot / f"{stem}.png", record, surprisal, model)
+                files.write(record)
+                records.append(record)
+    finally:
+        files.close()
+    print(score_table(records, model))
+    return _failed(records)
+
+
+def score_table(records: list[dict[str, Any]], model: WaveNet) -> str:
+    """One line per file (path, seconds, bits/sample, bits/s) and the length-weighted total."""
+    width = max(len("all (length-weighted)"), *(len(r["path"]) for r in records))
+    lines = [f"{'path':<{width}}  {'seconds':>8}  {'bits/sample':>11}  {'bits/s':>10}"]
+    for r in records:
+        if "error" in r:
+            lines.append(f"{r['path']:<{width}}  error: {r['error']}")
+        else:
+            lines.append(f"{r['path']:<{width}}  {r['seconds']:>8.2f}  "
+                         f"{r['bits_per_sample']:>11.4f}  {r['bits_per_second']:>10,.0f}")
+    total = aggregate(records)
+    if total["files"]:
+        uniform = math.log2(model.quantization_channels)
+        files = f"{total['files']} file" + ("s" if total["files"] != 1 else "")
+        lines.append(f"{'all (length-weighted)':<{width}}  {total['seconds']:>8.2f}  "
+                     f"{total['bits_per_sample']:>11.4f}  {total['bits_per_second']:>10,.0f}  "
+                     f"({files}; uniform guessing: {uniform:.0f} bits/sample)")
+    return "\n".join(lines)
+
+
+def classify_files(model: WaveNet, arguments: list[str], json_path: Path | None,
+                   csv_path: Path | None, uniform_prior: bool) -> int:
+    """`wavegen score --classify`: p(label | x) for every file; accuracy where the folder
+    layout gives the true labels. Returns the exit status."""
+    names = model.labels
+    prior = classify.prior_weights(model, uniform_prior)
+    items = classify.labelled_paths(arguments, names)
+    print("prior p(label): " + ", ".join(f"{n} {p:.3f}" for n, p in zip(names, prior,
+                                                                        strict=True))
+          + (" (uniform)" if uniform_prior or not model.label_prior
+             else " (training file shares)"))
+    files = RecordFiles(json_path, csv_path, classify.csv_fields(names), classify.csv_row)
+    records = []
+    try:
+        with tqdm(total=estimated_samples([p for p, _ in items], model.sample_rate),
+                  unit="sample", unit_scale=True, desc=f"classify {len(items)} files") as bar:
+            for path, truth in items:
+                try:
+                    record = classify.classify_file(model, path, prior, on_progress=bar.update)
+                except WavegenError as err:
+                    record = {"path": str(path), "error": getattr(err, "cause", str(err))}
+                    tqdm.write(f"wavegen score: {path}: {record['error']}", file=sys.stderr)
+                record["true_label"] = truth
+                files.write(record)
+                records.append(record)
+    finally:
+        files.close()
+    print(classify_table(records))
+    matrix, known = classify.confusion(records, names)
+    if known:
+        print(f"accuracy: {np.trace(matrix) / known:.3f} ({int(np.trace(matrix))} of {known} "
+              f"files with a known label)")
+        print(format_confusion(matrix, names))
+    return _failed(records)
+
+
+def _failed(records: list[dict[str, Any]]) -> int:
+    failed = sum("error" in r for r in records)
+    if failed:
+        print(f"wavegen score: {failed} of {len(records)} files could not be scored",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def format_confusion(matrix: np.ndarray, names: list[str]) -> str:
+    width = max(8, *(len(n) for n in names)) + 2
+    lines = ["confusion matrix (rows: true label, columns: predicted)",
+             " " * width + "".join(f"{n:>{width}}" for n in names)]
+    for name, row in zip(names, matrix, strict=True):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines)
+
+
+def classify_table(records: list[dict[str, Any]]) -> str:
+    """One line per file: predicted label, its posterior, the LLR and the true label."""
+    width = max(len(r["path"]) for r in records)
+    lines = [f"{'path':<{width}}  {'seconds':>8}  {'predicted':>14}  {'p(label|x)':>10}  "
+             f"{'LLR nats':>10}  true"]
+    for r in records:
+        if "error" in r:
+            lines.append(f"{r['path']:<{width}}  error: {r['error']}")
+            continue
+        post = r["labels"][r["predicted"]]["posterior"]
+        truth = r.get("true_label")
+        mark = "" if truth is None else truth + ("" if truth == r["predicted"] else "  (wrong)")
+        lines.append(f"{r['path']:<{width}}  {r['seconds']:>8.2f}  {r['predicted']:>14}  "
+                     f"{post:>10.4f}  {r['log_likelihood_ratio']:>10.1f}  {mark}")
+    return "\n".join(lines)
+
+
+def estimated_samples(paths: list, sample_rate: int) -> int:
+    """Total length at the model's rate, from the files' headers (for the progress bar)."""
+    import soundfile as sf
+
+    total = 0
+    for path in paths:
+        try:
+            info = sf.info(path)
+            total += int(info.frames * sample_rate / info.samplerate)
+        except Exception:  # an unreadable file is reported when it is scored
+            pass
+    return total
+
+
+def plot_surprisal(path: Path, record: dict, surprisal: np.ndarray, model: WaveNet) -> None:
+    """Waveform (decoded from the scored classes) and surprisal over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    audio = np.concatenate(list(read_blocks(record["path"], model.sample_rate)))
+    t = np.arange(len(surprisal)) / model.sample_rate
+    hop = max(1, len(surprisal) // 2000)  # smooth over ~2000 points for readability
+    smooth = np.convolve(surprisal, np.ones(hop) / hop, mode="same")
+    fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(10, 5))
+    ax1.plot(t, np.clip(audio[: len(t)], -1, 1), linewidth=0.3)
+    ax1.set_ylabel("amplitude")
+    ax1.set_title(f"{record['path']}: {record['bits_per_sample']:.3f} bits/sample")
+    ax2.plot(t, smooth, linewidth=0.6, color="tab:red")
+    ax2.axhline(math.log2(model.quantization_channels), color="gray", linestyle=":",
+                label="uniform guessing")
+    ax2.set_ylabel("surprisal (bits)")
+    ax2.set_xlabel("seconds")
+    ax2.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

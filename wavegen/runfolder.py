@@ -1,0 +1,190 @@
+"""The run folder ``out_dir/name``: starting, resuming or replacing a run without losing one.
+
+Checks come first and touch nothing (``RunFolder.check_start``, ``inherit_run_config``);
+the folder is created, cleaned (``train.overwrite``) and given its config and log only when
+training is about to start (``RunFolder.open``). So a refused or failed start leaves an
+existing run as it was, and no empty folder behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError
+from .errors import WavegenError
+
+log = logging.getLogger(__name__)
+
+# What a run writes into its folder: removed by train.overwrite=true, nothing else is.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "train.log", "summary.json",
+             "validation_files.txt")
+RUN_FOLDERS = ("examples", "tensorboard", ".hydra")
+TEMP_PATTERNS = (".last.pt.*.tmp", ".best.pt.*.tmp")  # left by a kill during a save
+
+# Settings a resumed run cannot change: what the data is and how it becomes classes and
+# validation figures, and (every model key but the labels, which come from the data) the
+# model's shape.
+RESUME_DATA_KEYS = ("kind", "root", "val_root", "labels", "val_fraction", "sample_rate",
+                    "top_db", "normalize", "peak", "val_max_seconds",
+                    "synthetic_train_seconds", "synthetic_val_seconds", "synthetic_seed")
+PATH_VALUES = ("data.root", "data.val_root", "data.labels")
+# Settings a resume never takes from the run: its own switches, the labels (they come from
+# the data), and what belongs to the machine rather than the run.
+NOT_INHERITED = ("model.labels", "train.resume", "train.overwrite", "train.device",
+                 "train.num_workers")
+
+
+class TrainingError(WavegenError):
+    """Training cannot start or go on (a run folder in the way, non-finite losses)."""
+
+
+class RunFolder:
+    """The folder of one run and the files wavegen writes there."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.last = self.path / "last.pt"
+        self.best = self.path / "best.pt"
+        self._log_handler: logging.Handler | None = None
+
+    def holds_run(self) -> bool:
+        return self.last.exists() or self.best.exists()
+
+    def check_start(self, resume: bool, overwrite: bool) -> None:
+        """Raise TrainingError if starting here would replace a run nobody asked to replace.
+        Touches nothing."""
+        if resume and overwrite:
+            raise ConfigError("train.resume=true and train.overwrite=true contradict each "
+                              "other: resume continues the run, overwrite replaces it")
+        if overwrite or not self.holds_run():
+            return
+        if not resume:
+            held = self.last if self.last.exists() else self.best
+            raise TrainingError(
+                f"{self.path} already holds a run ({held.name}); "
+                f"continue it with train.resume=true, or start a new one with name=OTHER or "
+                f"train.overwrite=true")
+        if not self.last.exists():
+            raise TrainingError(f"{self.path} has {self.best.name} but no {self.last.name} to "
+                                f"resume from; start afresh with train.overwrite=true")
+
+    def open(self, fresh: bool, config: DictConfig, overrides: Iterable[str] | None) -> None:
+        """Make the folder ready to train in: with ``fresh``, remove an earlier run's files
+        (only those wavegen writes); write .hydra/config.yaml and overrides.yaml; send the
+        log to train.log (appended to when resuming)."""
+        if fresh:
+            self.clean()
+        self.path.mkdir(parents=True, exist_ok=True)
+        hydra = self.path / ".hydra"
+        hydra.mkdir(exist_ok=True)
+        OmegaConf.save(config, hydra / "config.yaml")
+        OmegaConf.save(OmegaConf.create(list(overrides or [])), hydra / "overrides.yaml")
+        handler = logging.FileHandler(self.path / "train.log", mode="w" if fresh else "a")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.getLogger().addHandler(handler)
+        if logging.getLogger().level > logging.INFO or logging.getLogger().level == 0:
+            logging.getLogger().setLevel(logging.INFO)
+        self._log_handler = handler
+
+    def clean(self) -> None:
+        """Remove what an earlier run wrote here (its files only; anything else stays)."""
+        if not self.path.is_dir():
+            return
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        for pattern in TEMP_PATTERNS:
+            for tmp in self.path.glob(pattern):
+                tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+
+
+def explicit_keys(overrides: Iterable[str]) -> set[str]:
+    """The dotted keys a list of Hydra overrides sets: "data.root=x" -> data.root, and a
+    group choice stands for its identity: "model=small" -> model.preset, "data=folder" ->
+    data.kind."""
+    keys = set()
+    for item in overrides:
+        key = item.lstrip("+~").split("=", 1)[0].strip()
+        keys.add({"model": "model.preset", "data": "data.kind"}.get(key, key))
+    return keys
+
+
+def normalize_paths(cfg: DictConfig) -> None:
+    """In place: the data paths as absolute paths (a leading ~ expanded), so that the
+    checkpoint names the same files whatever folder a run is resumed from."""
+    for key in PATH_VALUES:
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if isinstance(value, str) and value not in ("folder", "???"):
+            OmegaConf.update(cfg, key, _absolute(value))
+
+
+def _absolute(value: str) -> str:
+    return str(Path(value).expanduser().resolve())
+
+
+def inherit_run_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str] | None,
+                       run_dir: Path) -> list[str]:
+    """Give ``cfg`` (in place) the settings of the run it resumes.
+
+    Every setting the command does not give takes the run's value, so that a resumed run
+    goes on as it was started (an uninterrupted run's twin). A setting it gives is used,
+    except that the data (``RESUME_DATA_KEYS``) and the model's shape cannot change: that is
+    refused. ``explicit`` is the set of keys the command gives (None: every key of ``cfg``
+    counts as given, as for a config built in Python).
+
+    Returns:
+        "key=value" for every setting taken from the run that differs from ``cfg``'s.
+
+    Raises:
+        ConfigError: naming each data or model key the command changes, with the run's value.
+    """
+    taken, changed = [], []
+    for group in ("model", "data", "optim", "train"):
+        for name in cfg[group]:
+            key = f"{group}.{name}"
+            if name not in saved.get(group, {}) or key in NOT_INHERITED:
+                continue
+            before = saved[group][name]
+            missing = OmegaConf.is_missing(cfg[group], name)
+            now = None if missing else cfg[group][name]
+            if key in PATH_VALUES and isinstance(before, str) and before != "folder":
+                before = _absolute(before)
+            if not missing and _same(now, before):
+                continue
+            if missing or (explicit is not None and key not in explicit):
+                OmegaConf.update(cfg, key, before)
+                taken.append(f"{key}={_show(before)}")
+            elif group == "model" or (group == "data" and name in RESUME_DATA_KEYS):
+                changed.append(f"{key}={_show(now)} (the run has {_show(before)})")
+    if changed:
+        raise ConfigError(
+            f"train.resume=true: {run_dir} was trained with other data or another model "
+            f"shape than this command gives: {'; '.join(changed)}. Leave these keys out to "
+            f"resume on what the run was trained on, or start a new run with name=OTHER")
+    return taken
+
+
+def _same(a: Any, b: Any) -> bool:
+    if OmegaConf.is_config(a):
+        a = OmegaConf.to_container(a)
+    return a == b or (isinstance(a, int | float) and isinstance(b, int | float)
+                      and float(a) == float(b))
+
+
+def _show(value: Any) -> str:
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    return "null" if value is None else str(value)
