@@ -11,7 +11,7 @@ from conftest import tone, write
 FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=4",
         "data.synthetic_val_seconds=1", "data.segment_length=300", "train.batch_size=2",
         "train.max_steps=4", "train.val_every=2", "train.num_examples=1",
-        "train.example_seconds=0.02"]
+        "train.example_seconds=0.02", "train.sample_check_seconds=0.1"]
 
 
 def wavegen(*args, cwd):

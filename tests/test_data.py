@@ -129,3 +129,18 @@ def test_synthetic_audio_is_deterministic_and_in_range():
     a, b = synthetic_audio(2.0, 16000, 3), synthetic_audio(2.0, 16000, 3)
     assert np.array_equal(a, b) and a.shape == (32000,) and np.abs(a).max() <= 1.0
     assert not np.array_equal(a, synthetic_audio(2.0, 16000, 4))
+
+
+def test_start_share_crops_begin_at_the_first_sample_and_zero_changes_nothing():
+    clips = [Clip(f"c{i}", np.arange(5000 + 1000 * i, dtype=np.uint8)) for i in range(3)]
+    plain = CropSampler(clips, receptive_field=64, segment_length=300, silence=128)
+    rng = np.random.default_rng(7)  # what draw() did before start_share existed
+    picks = rng.choice(3, size=50, p=plain.weights)
+    before = [(int(k), int(rng.integers(0, len(clips[k]) - 300 + 1))) for k in picks]
+    assert plain.draw(50, np.random.default_rng(7)) == before
+    starts = CropSampler(clips, 64, 300, 128, start_share=1.0).draw(50, np.random.default_rng(7))
+    assert {start for _, start in starts} == {0}
+    some = CropSampler(clips, 64, 300, 128, start_share=0.3).draw(2000, np.random.default_rng(1))
+    assert 0.25 < sum(start == 0 for _, start in some) / 2000 < 0.35
+    inputs, _, _ = plain.build([(0, 0)])
+    assert (inputs[0, :64] == 128).all()  # a crop at the start sees only silence before it

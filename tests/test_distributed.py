@@ -17,6 +17,7 @@ from wavegen.train import Trainer, train
 
 FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=6",
         "data.synthetic_val_seconds=1", "data.segment_length=300", "train.num_examples=0",
+        "train.sample_check_clips=0",
         "train.log_every=1", "train.max_steps=4", "train.val_every=2",
         "optim.warmup_steps=1", "optim.lr=3e-3"]
 

@@ -22,6 +22,8 @@ commands:
                             e.g. wavegen generate runs/synthetic-tiny/last.pt -n 4 --seconds 5
   score CHECKPOINT PATH...  exact log-likelihood of audio files or folders
                             e.g. wavegen score runs/synthetic-tiny/best.pt clips/ --csv s.csv
+  quality CHECKPOINT REF... how generated audio compares with real audio (held-out files)
+                            e.g. wavegen quality runs/piano/best.pt held_out/
   info                      versions, CPU, BLAS, threads and GPUs (for a bug report)
 
 `wavegen train --help` lists the settings; `wavegen generate --help` and `wavegen score
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
 
         print(report())
         sys.exit(1 if torch_stack_problem() else 0)
-    commands = {"train": train_main, "generate": generate_main, "score": score_main}
+    commands = {"train": train_main, "generate": generate_main, "score": score_main,
+                "quality": quality_main}
     if command not in commands:
         print(f"wavegen: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)
@@ -301,6 +304,89 @@ def score_main(argv: list[str]) -> int:
               f"label' entry, p(x) (labels: {', '.join(model.labels)}; --label NAME for "
               f"p(x | NAME), --classify for p(label | x))", file=sys.stderr)
     return report.score_files(model, paths, args.label, json_path, csv_path, per_sample, plot)
+
+
+# ---------------------------------------------------------------------------- quality
+
+
+def quality_main(argv: list[str]) -> int:
+    """`wavegen quality`: generate clips and continuations of held-out primes and measure
+    them against the held-out audio, beside real audio, white noise and silence."""
+    p = Parser(prog="wavegen quality",
+               description="Generate N clips from scratch and N continuations of primes cut "
+                           "from the reference audio (held-out files of the model's kind), "
+                           "and measure them against it: log-mel Fréchet distance (a proxy, "
+                           "not the published FAD), spectral flatness, near-silent and "
+                           "noise-like frames, level, and how long continuations last.")
+    p.add_argument("checkpoint", help="a checkpoint written by wavegen train")
+    p.add_argument("reference", nargs="+", metavar="REF",
+                   help="held-out audio files or folders the model did not train on")
+    p.add_argument("-n", type=positive_int, default=4, help="clips of each kind (default 4)")
+    p.add_argument("--seconds", type=positive_float, default=3.0,
+                   help="length of each clip and continuation (default 3)")
+    p.add_argument("--prime-seconds", type=positive_float, default=1.0,
+                   help="length of each prime (default 1)")
+    p.add_argument("--temperature", type=nonnegative_float, default=1.0,
+                   help="sampling temperature (default 1)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed (default 0)")
+    p.add_argument("--label", metavar="NAME", help="conditional models: the label")
+    p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    p.add_argument("-o", "--out-dir", metavar="DIR",
+                   help="also write the clips and continuations there as wav files")
+    args = p.parse_args(argv)
+
+    import json
+
+    from . import quality
+    from .audio import load_audio, write_wav
+    from .checkpoint import load_checkpoint
+    from .outputs import clip_paths, output_file, output_folder
+    from .scoring import expand_paths
+
+    for option, path in (("--json", args.json),):
+        if path:
+            output_file(path, option, create=False)
+    if args.out_dir:
+        output_folder(args.out_dir, "-o/--out-dir", create=False)
+    model = load_checkpoint(args.checkpoint)
+    try:
+        model.label_ids(args.label, 1)
+    except ValueError as err:
+        raise OptionError(f"--label: {err}") from None
+    reference = []
+    for path in expand_paths(args.reference):
+        try:
+            reference.append(load_audio(path, model.sample_rate))
+        except WavegenError as err:
+            print(f"wavegen quality: skipping {err}", file=sys.stderr)
+    if not reference:
+        raise OptionError(f"no readable reference audio in {' '.join(args.reference)}")
+    result = quality.evaluate(model, reference, args.n, args.seconds, args.prime_seconds,
+                              args.temperature, args.seed, args.label, progress=True)
+    rows = {"generated from scratch": result["unconditional"]}
+    if "continuation" in result:
+        rows["generated continuations"] = result["continuation"]
+    else:
+        print(f"wavegen quality: no reference clip is {args.prime_seconds + args.seconds:g} s "
+              f"long: no continuations", file=sys.stderr)
+    rows.update(quality.reference_rows(reference, args.seconds, args.n, model.sample_rate,
+                                       args.seed))
+    print(quality.table(rows, args.seconds))
+    print(f"reference: {len(reference)} files, level "
+          f"{rows['generated from scratch']['rms_dbfs_reference']:.1f} dBFS; temperature "
+          f"{args.temperature:g}; near-silent: below {quality.SILENT_DBFS:.0f} dBFS; "
+          f"noise-like: flatness above {quality.NOISE_FLATNESS}")
+    if args.json:
+        with open(output_file(args.json, "--json"), "w") as f:
+            json.dump(rows, f, indent=2)
+    if args.out_dir:
+        folder = output_folder(args.out_dir, "-o/--out-dir")
+        clips = [*result["clips"], *result.get("continuations", [])]
+        names = ["scratch"] * len(result["clips"]) + ["continuation"] * (len(clips)
+                                                                         - len(result["clips"]))
+        for path, clip in zip(clip_paths(folder, len(clips), names), clips, strict=True):
+            write_wav(path, clip, model.sample_rate)
+    return 0
 
 
 # ---------------------------------------------------------------------------- option types

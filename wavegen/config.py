@@ -67,6 +67,8 @@ class DataConfig:
     normalize: bool = _f(False, "peak-normalise each file to data.peak")
     peak: float = _f(0.95, "peak level for data.normalize")
     segment_length: int = _f(4000, "target samples per training crop (context comes on top)")
+    start_share: float = _f(0.0, "share of crops that start at a file's first sample (their "
+                                 "context all silence): how sounds begin after silence")
     cache_dir: str | None = _f(None, "decoded class arrays; null = ~/.cache/wavegen/classes")
     val_max_seconds: float | None = _f(10.0, "seconds scored per validation file; null = all")
     synthetic_train_seconds: float = _f(120.0, "data=synthetic: seconds of training audio")
@@ -106,7 +108,11 @@ class TrainConfig:
     max_nonfinite: int = _f(20, "non-finite steps in a row before the run stops")
     num_examples: int = _f(3, "clips generated at the end of the run")
     example_seconds: float = _f(2.0, "length of each example clip")
-    example_temperature: float = _f(1.0, "sampling temperature of the examples")
+    example_temperature: float = _f(1.0, "sampling temperature of the examples and checks")
+    sample_check_clips: int = _f(2, "at each validation, clips generated from scratch and "
+                                    "as continuations of held-out primes, and measured "
+                                    "(`wavegen quality`); 0 = off")
+    sample_check_seconds: float = _f(1.0, "length of each checked clip")
     label_dropout: float = _f(0.1, "conditional models: share of crops trained as 'no label'")
 
 
@@ -218,16 +224,19 @@ def validate(cfg: Config) -> None:
     need(d.sample_rate >= 1000, "data.sample_rate", d.sample_rate, ">= 1000")
     need(0.0 < d.val_fraction < 1.0, "data.val_fraction", d.val_fraction, "0 < x < 1")
     need(d.segment_length >= 1, "data.segment_length", d.segment_length, ">= 1")
+    need(0.0 <= d.start_share <= 1.0, "data.start_share", d.start_share, "0 <= x <= 1")
     need(0.0 < d.peak <= 1.0, "data.peak", d.peak, "0 < x <= 1")
-    need(o.lr > 0, "optim.lr", o.lr, "> 0")
+    need(0 < o.lr <= 1, "optim.lr", o.lr, "0 < x <= 1")
     need(len(o.betas) == 2, "optim.betas", o.betas, "two numbers")
     need(o.ema_decay is None or 0.0 < o.ema_decay < 1.0, "optim.ema_decay", o.ema_decay,
          "null or 0 < x < 1")
     need(t.max_steps >= 1, "train.max_steps", t.max_steps, ">= 1")
     need(t.num_examples >= 0, "train.num_examples", t.num_examples, ">= 0")
+    need(t.sample_check_clips >= 0, "train.sample_check_clips", t.sample_check_clips, ">= 0")
+    need(math.isfinite(t.sample_check_seconds) and t.sample_check_seconds > 0,
+         "train.sample_check_seconds", t.sample_check_seconds, "a finite number > 0")
     need(math.isfinite(t.example_seconds) and t.example_seconds >= 0, "train.example_seconds",
          t.example_seconds, "a finite number >= 0")
-    need(math.isfinite(o.lr), "optim.lr", o.lr, "a finite number > 0")
     need(t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1")
     need(o.lr_base_batch is None or o.lr_base_batch >= 1, "optim.lr_base_batch",
          o.lr_base_batch, "null or >= 1")

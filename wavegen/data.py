@@ -257,10 +257,12 @@ class CropSampler:
     """
 
     def __init__(self, clips: list[Clip], receptive_field: int, segment_length: int,
-                 silence: int, label_ids: dict[str, int] | None = None):
+                 silence: int, label_ids: dict[str, int] | None = None,
+                 start_share: float = 0.0):
         if not clips:
             raise DataError("no training clips")
         self.clips = clips
+        self.start_share = start_share
         # each clip's label entry (conditional models), 0 = "no label"
         self.label_ids = np.array([label_ids[c.label] if label_ids else 0 for c in clips],
                                   dtype=np.int64)
@@ -271,11 +273,19 @@ class CropSampler:
         self.weights = lengths / lengths.sum()
 
     def draw(self, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-        """Random (clip index, first target position) for ``batch_size`` crops."""
+        """Random (clip index, first target position) for ``batch_size`` crops; a share
+        ``start_share`` of them start at the clip's first sample, so that their context is
+        all silence: how a sound begins after silence is what generation from scratch (and
+        the score of every clip's start) asks of the model, and uniform crops almost never
+        show it."""
         picks = rng.choice(len(self.clips), size=batch_size, p=self.weights)
         s = self.segment_length
-        return [(int(k), int(rng.integers(0, max(0, len(self.clips[k]) - s) + 1)))
-                for k in picks]
+        starts = [int(rng.integers(0, max(0, len(self.clips[k]) - s) + 1)) for k in picks]
+        if self.start_share > 0:  # no extra draw when off: the crops stay as they were
+            at_start = rng.random(batch_size) < self.start_share
+            starts = [0 if first else start for first, start in zip(at_start, starts,
+                                                                     strict=True)]
+        return [(int(k), start) for k, start in zip(picks, starts, strict=True)]
 
     def num_targets(self, picks: list[tuple[int, int]]) -> int:
         """Targets that are not IGNORE padding in the crops ``picks``."""

@@ -81,6 +81,10 @@ class RunFolder:
         if fresh:
             self.clean()
         self.path.mkdir(parents=True, exist_ok=True)
+        for pattern in TEMP_PATTERNS:  # a kill during a save leaves these; never read
+            for tmp in self.path.glob(pattern):
+                log.info("removing %s, left by an interrupted checkpoint write", tmp)
+                tmp.unlink(missing_ok=True)
         hydra = self.path / ".hydra"
         hydra.mkdir(exist_ok=True)
         OmegaConf.save(config, hydra / "config.yaml")
@@ -100,9 +104,6 @@ class RunFolder:
             (self.path / name).unlink(missing_ok=True)
         for name in RUN_FOLDERS:
             shutil.rmtree(self.path / name, ignore_errors=True)
-        for pattern in TEMP_PATTERNS:
-            for tmp in self.path.glob(pattern):
-                tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._log_handler is not None:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -32,6 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from . import mulaw
 from .audio import write_wav
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, ConfigError, OptimConfig, check_keys, validate
@@ -144,9 +146,18 @@ class MetricsLog:
         steps that the resumed run will log again."""
         if not self.path.exists():
             return
-        lines = self.path.read_text().splitlines(keepends=True)
-        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
-        if len(kept) != len(lines):
+        lines = self.path.read_text(errors="replace").splitlines(keepends=True)
+        kept = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a kill or a full disk
+                log.warning("%s, line %d: not a whole JSON record (torn by a crash or a full "
+                            "disk?); dropped", self.path, number)
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        if kept != lines:
             self.path.write_text("".join(kept))
 
     def write(self, step: int, **values: float) -> None:
@@ -155,6 +166,18 @@ class MetricsLog:
         if self.tb is not None:
             for key, value in values.items():
                 self.tb.add_scalar(key, value, step)
+
+    def media(self, step: int, clips: dict[str, np.ndarray], sample_rate: int) -> None:
+        """Audio and its log-mel picture in TensorBoard (``samples/NAME``), when installed."""
+        if self.tb is None:
+            return
+        from .quality import spectrogram_image
+
+        for name, audio in clips.items():
+            self.tb.add_audio(f"samples/{name}", torch.from_numpy(audio).view(1, -1), step,
+                              sample_rate=sample_rate)
+            self.tb.add_image(f"samples/{name}_spectrogram",
+                              spectrogram_image(audio, sample_rate), step, dataformats="HW")
 
     def close(self) -> None:
         if self.tb is not None:
@@ -237,7 +260,7 @@ class Trainer:
                                  for name in model.labels]
         label_ids = {name: i + 1 for i, name in enumerate(model.labels)}
         crops = CropSampler(train_clips, model.receptive_field, cfg.data.segment_length,
-                            model.silence, label_ids)
+                            model.silence, label_ids, cfg.data.start_share)
         self.batches = StepBatches(crops, t.seed, t.batch_size, t.grad_accum, world.rank,
                                    world.size, t.label_dropout if model.conditional else 0.0)
         self.effective_batch = t.batch_size * t.grad_accum * world.size
@@ -338,6 +361,15 @@ class Trainer:
         eval_model = self.ema if self.ema is not None else model
         max_val = int(cfg.data.val_max_seconds * cfg.data.sample_rate) \
             if cfg.data.val_max_seconds else None
+        if self.resumed and progress.step >= t.max_steps:  # finished: nothing to add
+            if main:
+                log.info("%s is finished (step %d of train.max_steps=%d): nothing to train; "
+                         "give a larger train.max_steps to go on", self.run_dir,
+                         progress.step, t.max_steps)
+            done = self.run_dir / "summary.json"
+            return json.loads(done.read_text()) if done.is_file() else {
+                "run_dir": str(self.run_dir), "step": progress.step, "interrupted": None,
+                "checkpoint": str(self.last_path)}
         metrics = None
         if main:
             self.folder.open(fresh=not self.resumed,
@@ -359,8 +391,10 @@ class Trainer:
         def validate_now() -> float:
             bits, per_label = validation_bits(eval_model, self.val_clips, max_val)
             progress.last_val_bits = bits
+            checked = self._check_samples(eval_model, metrics, max_val)
             metrics.write(progress.step, val_bits_per_sample=bits,
-                          **{f"val_bits_per_sample/{k}": v for k, v in per_label.items()})
+                          **{f"val_bits_per_sample/{k}": v for k, v in per_label.items()},
+                          **checked)
             self.val_per_label = per_label
             return bits
 
@@ -451,18 +485,48 @@ class Trainer:
             for label, value in self.val_per_label.items():
                 log.info("  %-16s %.3f bits/sample (validation, given the label)", label,
                          value)
+            if diverged(bits, model.quantization_channels):
+                log.warning("the run has diverged: validation %.4g bits/sample is far above "
+                            "uniform guessing (%.0f); try a lower optim.lr (now %.3g)", bits,
+                            math.log2(model.quantization_channels), self.lr)
             examples = write_examples(eval_model, self.run_dir / "examples", t.num_examples,
                                       t.example_seconds, t.example_temperature, t.seed)
         bits, best = world.broadcast((bits, progress.best_val_bits))
         summary = {"run_dir": str(self.run_dir), "step": progress.step,
                    "val_bits_per_sample": bits, "best_val_bits_per_sample": best,
                    "checkpoint": str(self.last_path), "examples": [str(p) for p in examples],
-                   "nonfinite_steps": progress.nonfinite_total, "interrupted": None}
+                   "nonfinite_steps": progress.nonfinite_total, "interrupted": None,
+                   "diverged": diverged(bits, model.quantization_channels)}
         if main and model.conditional:
             summary["val_bits_per_sample_by_label"] = self.val_per_label
         if main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+    def _check_samples(self, model: WaveNet, metrics: MetricsLog,
+                       max_samples: int | None) -> dict[str, float]:
+        """Generate a few short clips and measure them against the held-out audio
+        (``quality.training_check``); the first of each kind goes to TensorBoard."""
+        t = self.cfg.train
+        if not t.sample_check_clips:
+            return {}
+        from . import quality
+
+        reference = [mulaw.decode(torch.from_numpy(c.classes[:max_samples].astype(np.int64)),
+                                  model.quantization_channels).numpy() for c in self.val_clips]
+        figures, audio = quality.training_check(model, reference, t.sample_check_clips,
+                                                t.sample_check_seconds,
+                                                t.example_temperature, t.seed)
+        f = figures
+        log.info("step %d: samples from scratch: %.0f%% near-silent, %.0f%% noise-like "
+                 "frames, mel Frechet %.0f%s", self.progress.step,
+                 100 * f["samples/scratch_silent_share"], 100 * f["samples/scratch_noise_share"],
+                 f["samples/scratch_mel_frechet"],
+                 f"; continuations last {f['samples/continuation_lasts_seconds']:.2f} s of "
+                 f"{t.sample_check_seconds:g} (median)"
+                 if "samples/continuation_lasts_seconds" in f else "")
+        metrics.media(self.progress.step, audio, model.sample_rate)
+        return figures
 
     def _accumulate(self, inputs: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
                     total: int, autocast) -> torch.Tensor:
@@ -519,6 +583,12 @@ def validation_bits(model: WaveNet, clips: list, max_samples: int | None
     return total_bits / count, dict(sorted(per_label.items()))
 
 
+def diverged(bits: float, quantization_channels: int) -> bool:
+    """Validation bits/sample that no training run reaches unless it diverged: not finite, or
+    above twice uniform guessing (an untrained model scores about uniform guessing)."""
+    return not math.isfinite(bits) or bits > 2 * math.log2(quantization_channels)
+
+
 def check_compile(device: torch.device) -> None:
     """train.compile=true needs a C++ compiler for CPU kernels: say so up front."""
     if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
@@ -533,10 +603,12 @@ def _count_nonfinite(progress: Progress, limit: int, last_path: Path, main: bool
         log.warning("step %d: non-finite loss or gradient; step skipped (%d in a row)",
                     progress.step + 1, progress.nonfinite_run)
     if progress.nonfinite_run >= limit:
+        kept = (f"{last_path} holds the last checkpoint" if last_path.exists() else
+                "no checkpoint was written yet")
         raise TrainingError(
             f"stopping: {limit} non-finite losses in a row at step {progress.step + 1}; the "
-            f"weights were not updated by them and {last_path} is intact. Try a lower optim.lr "
-            f"or optim.grad_clip.")
+            f"weights were not updated by them ({kept}). Try a lower optim.lr or "
+            f"optim.grad_clip.")
 
 
 def write_examples(model: WaveNet, folder: Path, n: int, seconds: float, temperature: float,

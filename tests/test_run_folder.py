@@ -1,0 +1,77 @@
+"""A run folder after crashes and mistakes: torn logs, stale temporaries, finished runs,
+runs that never checkpointed, runs that diverged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import compose_config
+
+from wavegen.config import ConfigError
+from wavegen.train import TrainingError, train
+
+FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=4",
+        "data.synthetic_val_seconds=1", "data.segment_length=300", "train.batch_size=2",
+        "train.max_steps=4", "train.val_every=2", "train.num_examples=0",
+        "train.sample_check_clips=0", "train.log_every=1"]
+
+
+def cfg(tmp_path, *overrides):
+    return compose_config(*FAST, f"out_dir={tmp_path}", *overrides)
+
+
+def lines(run):
+    return (run / "metrics.jsonl").read_text().splitlines()
+
+
+def test_resume_survives_a_torn_metrics_line_and_removes_stale_temporaries(tmp_path, caplog):
+    run = tmp_path / "synthetic-tiny"
+    train(cfg(tmp_path, "train.checkpoint_every=2"))
+    kept = lines(run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "loss_bits_per')  # a full disk stopped this write
+    (run / ".last.pt.abc123.tmp").write_bytes(b"\0" * 1000)
+    summary = train(cfg(tmp_path, "train.resume=true", "train.max_steps=6"))
+    assert summary["step"] == 6
+    assert "not a whole JSON record" in caplog.text
+    records = [json.loads(line) for line in lines(run)]  # every line parses
+    assert lines(run)[: len(kept)] == kept and max(r["step"] for r in records) == 6
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_resuming_a_finished_run_adds_nothing(tmp_path):
+    run = tmp_path / "synthetic-tiny"
+    first = train(cfg(tmp_path))
+    before = [(run / name).read_bytes() for name in ("metrics.jsonl", "train.log",
+                                                      "summary.json")]
+    again = train(cfg(tmp_path, "train.resume=true"))
+    assert again["val_bits_per_sample"] == first["val_bits_per_sample"]
+    assert [(run / name).read_bytes() for name in ("metrics.jsonl", "train.log",
+                                                    "summary.json")] == before
+
+
+def test_the_nonfinite_stop_says_whether_a_checkpoint_exists(tmp_path, monkeypatch):
+    from wavegen.model import WaveNet
+
+    original = WaveNet.valid_logits
+    monkeypatch.setattr(WaveNet, "valid_logits",
+                        lambda self, x, c=None: original(self, x, c) * float("nan"))
+    with pytest.raises(TrainingError, match="no checkpoint was written yet") as err:
+        train(cfg(tmp_path, "train.max_nonfinite=2"))
+    assert "intact" not in str(err.value)
+
+
+def test_absurd_learning_rates_are_config_errors(tmp_path):
+    for lr in ("1e40", "inf", "nan", "2"):
+        with pytest.raises(ConfigError, match="optim.lr"):
+            train(cfg(tmp_path, f"optim.lr={lr}"))
+
+
+def test_a_diverged_run_says_so(tmp_path, monkeypatch, caplog):
+    import wavegen.train as module
+
+    monkeypatch.setattr(module, "validation_bits", lambda *a, **k: (2.1e7, {}))
+    summary = train(cfg(tmp_path))
+    assert summary["diverged"] is True
+    assert "diverged" in caplog.text and "optim.lr" in caplog.text

@@ -1,0 +1,233 @@
+"""Sample quality without a pretrained network: generated audio against real audio of the
+same kind, by log-mel frame statistics, spectral flatness, level and silence.
+
+The distance is a proxy, not the published FAD (Fréchet Audio Distance, which fits the
+embeddings of a pretrained classifier): here the Fréchet distance is between Gaussians
+fitted to log-mel frames (64 bands of 64 ms windows, in dB). It says how far the spectral
+statistics of generated audio lie from real audio's; white noise and digital silence are
+far, real audio of the same kind is near.
+
+Frame figures (``FRAME`` samples, hop ``HOP``):
+- near-silent: frame RMS below ``SILENT_DBFS`` (-60 dBFS);
+- noise-like: not near-silent, and spectral flatness (geometric over arithmetic mean of the
+  power spectrum) above ``NOISE_FLATNESS``: white noise is about 0.56, tonal music 0.001-0.01,
+  speech mostly below 0.1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FRAME = 1024  # 64 ms at 16 kHz
+HOP = 256
+N_MELS = 64
+SILENT_DBFS = -60.0
+NOISE_FLATNESS = 0.3
+WINDOW_SECONDS = 0.25  # continuation windows
+LEVEL_TOLERANCE_DB = 20.0  # a continuation window this far from the real one's level fails
+
+
+@dataclass
+class Frames:
+    """Per-frame figures of some audio: ``logmel`` (N, N_MELS) dB, ``rms_db`` (N,) dBFS,
+    ``flatness`` (N,) in [0, 1]."""
+
+    logmel: np.ndarray
+    rms_db: np.ndarray
+    flatness: np.ndarray
+
+    @staticmethod
+    def join(items: list[Frames]) -> Frames:
+        return Frames(*(np.concatenate([getattr(f, k) for f in items])
+                        for k in ("logmel", "rms_db", "flatness")))
+
+    @property
+    def silent(self) -> np.ndarray:
+        return self.rms_db < SILENT_DBFS
+
+    @property
+    def noisy(self) -> np.ndarray:
+        return ~self.silent & (self.flatness > NOISE_FLATNESS)
+
+
+def frames(audio: np.ndarray, sample_rate: int) -> Frames:
+    """(T,) float audio -> its Frames (a clip shorter than a frame is zero-padded to one)."""
+    import librosa
+
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size < FRAME:
+        audio = np.pad(audio, (0, FRAME - audio.size))
+    spec = np.abs(librosa.stft(audio, n_fft=FRAME, hop_length=HOP, center=False)) ** 2
+    mel = librosa.feature.melspectrogram(S=spec, sr=sample_rate, n_mels=N_MELS)
+    logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None).T
+    frames_td = librosa.util.frame(audio, frame_length=FRAME, hop_length=HOP)
+    rms = np.sqrt(np.mean(frames_td.astype(np.float64) ** 2, axis=0))
+    rms_db = 20 * np.log10(np.maximum(rms, 1e-10))
+    power = spec.astype(np.float64) + 1e-20
+    flatness = np.exp(np.mean(np.log(power), axis=0)) / np.mean(power, axis=0)
+    n = min(len(logmel), len(rms_db), len(flatness))
+    return Frames(logmel[:n].astype(np.float64), rms_db[:n], flatness[:n])
+
+
+def frechet(a: Frames, b: Frames) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of log-mel frames (dB²)."""
+    from scipy import linalg
+
+    mu1, mu2 = a.logmel.mean(0), b.logmel.mean(0)
+    eye = np.eye(N_MELS) * 1e-6
+    s1 = np.cov(a.logmel, rowvar=False) + eye if len(a.logmel) > 1 else eye
+    s2 = np.cov(b.logmel, rowvar=False) + eye if len(b.logmel) > 1 else eye
+    root = linalg.sqrtm(s1 @ s2)
+    root = np.real(root[0] if isinstance(root, tuple) else root)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * root))
+
+
+def level_db(f: Frames) -> float:
+    """The RMS level of all the frames together, dBFS."""
+    return float(10 * np.log10(np.mean(10 ** (f.rms_db / 10)) + 1e-20))
+
+
+def figures(clips: list[np.ndarray], reference: Frames, sample_rate: int) -> dict[str, float]:
+    """Quality figures of ``clips`` against the reference frames:
+    mel_frechet, flatness (median over frames that are not near-silent), silent_share,
+    noise_share, rms_dbfs (and rms_dbfs_reference)."""
+    f = Frames.join([frames(c, sample_rate) for c in clips])
+    loud = ~f.silent
+    return {"mel_frechet": frechet(f, reference),
+            "flatness": float(np.median(f.flatness[loud])) if loud.any() else float("nan"),
+            "silent_share": float(f.silent.mean()), "noise_share": float(f.noisy.mean()),
+            "rms_dbfs": level_db(f), "rms_dbfs_reference": level_db(reference)}
+
+
+def survival_seconds(generated: np.ndarray, real: np.ndarray, sample_rate: int) -> float:
+    """How long a continuation stays like audio: seconds until its first window of
+    ``WINDOW_SECONDS`` that is near-silent, noise-like (most frames), or more than
+    ``LEVEL_TOLERANCE_DB`` from the real continuation's level in the same window. Both are
+    (T,) continuations of the same prime; the whole length if no window fails."""
+    step = int(WINDOW_SECONDS * sample_rate)
+    length = min(len(generated), len(real))
+    for start in range(0, length - step + 1, step):
+        g = frames(generated[start : start + step], sample_rate)
+        r = frames(real[start : start + step], sample_rate)
+        if (g.silent.mean() > 0.5 or g.noisy.mean() > 0.5
+                or abs(level_db(g) - level_db(r)) > LEVEL_TOLERANCE_DB):
+            return start / sample_rate
+    return length / sample_rate
+
+
+def reference_rows(reference: list[np.ndarray], seconds: float, count: int,
+                   sample_rate: int, seed: int = 0) -> dict[str, dict[str, float]]:
+    """The points of reference for a table: real audio against itself (one half of the
+    reference clips against the other), white noise at the reference's level, and digital
+    silence; each ``count`` clips of ``seconds`` measured like generated ones."""
+    half = max(1, len(reference) // 2)
+    first, second = reference[:half], reference[half:] or reference[:half]
+    ref = Frames.join([frames(c, sample_rate) for c in second])
+    rng = np.random.default_rng(seed)
+    level = 10 ** (level_db(Frames.join([frames(c, sample_rate) for c in reference])) / 20)
+    n = int(seconds * sample_rate)
+    noise = [np.clip(rng.standard_normal(n) * level, -1, 1).astype(np.float32)
+             for _ in range(count)]
+    silence = [np.zeros(n, np.float32) for _ in range(count)]
+    return {"real (other half)": figures(first, ref, sample_rate),
+            "white noise": figures(noise, ref, sample_rate),
+            "digital silence": figures(silence, ref, sample_rate)}
+
+
+def prime_windows(reference: list[np.ndarray], count: int, prime_seconds: float,
+                  seconds: float, sample_rate: int, seed: int = 0
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Up to ``count`` (prime, real continuation) pairs cut from the reference clips long
+    enough for both, at deterministic random places that are not near-silent."""
+    p, s = int(prime_seconds * sample_rate), int(seconds * sample_rate)
+    rng = np.random.default_rng(seed)
+    long_enough = [c for c in reference if len(c) >= p + s]
+    primes, reals = [], []
+    for i in range(count * 4):
+        if len(primes) == count or not long_enough:
+            break
+        clip = long_enough[i % len(long_enough)]
+        start = int(rng.integers(0, len(clip) - p - s + 1))
+        prime, real = clip[start : start + p], clip[start + p : start + p + s]
+        if frames(prime[-FRAME:], sample_rate).silent.all():
+            continue
+        primes.append(prime)
+        reals.append(real)
+    return primes, reals
+
+
+def evaluate(model, reference: list[np.ndarray], count: int = 4, seconds: float = 3.0,
+             prime_seconds: float = 1.0, temperature: float = 1.0, seed: int = 0,
+             label=None, progress: bool = False) -> dict:
+    """Generate ``count`` clips from scratch and ``count`` continuations of primes cut from
+    the reference (held-out audio at the model's rate), and measure both against it.
+
+    Returns {"unconditional": figures, "continuation": figures + "lasts_seconds" (one per
+    continuation, ``survival_seconds``), "clips": (count, T) audio, "continuations":
+    (count', T) audio}.
+    """
+    from .sampler import generate
+
+    sr = model.sample_rate
+    num = int(seconds * sr)
+    ref = Frames.join([frames(c, sr) for c in reference])
+    clips = generate(model, n=count, num_samples=num, temperature=temperature, seed=seed,
+                     label=label, progress=progress).numpy()
+    out = {"unconditional": figures(list(clips), ref, sr), "clips": clips}
+    primes, reals = prime_windows(reference, count, prime_seconds, seconds, sr, seed)
+    if primes:
+        conts = generate(model, n=len(primes), num_samples=num, temperature=temperature,
+                         seed=seed, prime=np.stack(primes), label=label,
+                         progress=progress).numpy()
+        lasts = [survival_seconds(g, r, sr) for g, r in zip(conts, reals, strict=True)]
+        out["continuation"] = {**figures(list(conts), ref, sr), "lasts_seconds": lasts}
+        out["continuations"] = conts
+    return out
+
+
+def table(rows: dict[str, dict], seconds: float) -> str:
+    """The figures as a table, one row per set; ``seconds``: the continuations' length."""
+    lines = [f"{'set':<26} {'mel Fréchet':>11} {'flatness':>8} {'silent':>7} {'noise':>7} "
+             f"{'RMS dBFS':>8}  continuation lasts (median, >= 2 s)"]
+    for name, f in rows.items():
+        rms = f"{f['rms_dbfs']:8.1f}" if f["rms_dbfs"] > -150 else f"{'-inf':>8}"
+        flat = f"{f['flatness']:8.4f}" if np.isfinite(f["flatness"]) else f"{'-':>8}"
+        lasts = f.get("lasts_seconds")
+        extra = (f"  {np.median(lasts):.2f} s of {seconds:g} s, "
+                 f"{sum(x >= min(2.0, seconds) for x in lasts)} of {len(lasts)}"
+                 if lasts else "")
+        lines.append(f"{name:<26} {f['mel_frechet']:11.0f} {flat} {f['silent_share']:7.0%} "
+                     f"{f['noise_share']:7.0%} {rms}{extra}")
+    return "\n".join(lines)
+
+
+def training_check(model, reference: list[np.ndarray], count: int, seconds: float,
+                   temperature: float, seed: int) -> tuple[dict[str, float], dict]:
+    """The check a training run makes at each validation: ``evaluate`` on a few short clips
+    (continuations of 1 s primes where the held-out clips are long enough).
+
+    Returns (flat figures for metrics.jsonl, e.g. "samples/scratch_silent_share"; and
+    {name: (T,) audio} of the first clip of each kind, for TensorBoard).
+    """
+    result = evaluate(model, reference, count, seconds, 1.0, temperature, seed)
+    flat, audio = {}, {"scratch": result["clips"][0]}
+    for kind, key in (("scratch", "unconditional"), ("continuation", "continuation")):
+        if key not in result:
+            continue
+        for name, value in result[key].items():
+            if name == "lasts_seconds":
+                flat[f"samples/{kind}_lasts_seconds"] = float(np.median(value))
+            elif name != "rms_dbfs_reference" and np.isfinite(value):
+                flat[f"samples/{kind}_{name}"] = float(value)
+    if "continuations" in result:
+        audio["continuation"] = result["continuations"][0]
+    return flat, audio
+
+
+def spectrogram_image(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(N_MELS, frames) float32 in [0, 1]: a log-mel picture, low bands at the bottom, 80 dB
+    of range below -0 dBFS (for TensorBoard's add_image with dataformats="HW")."""
+    logmel = frames(audio, sample_rate).logmel.T[::-1]
+    return np.clip((logmel + 80.0) / 80.0, 0.0, 1.0).astype(np.float32)
