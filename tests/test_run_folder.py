@@ -75,3 +75,34 @@ def test_a_diverged_run_says_so(tmp_path, monkeypatch, caplog):
     summary = train(cfg(tmp_path))
     assert summary["diverged"] is True
     assert "diverged" in caplog.text and "optim.lr" in caplog.text
+
+
+@pytest.mark.parametrize("failure", ["oserror", "torch"])
+def test_a_full_disk_is_one_error_naming_the_file_and_keeps_the_last_checkpoint(
+        tmp_path, monkeypatch, failure):
+    import collections
+    import errno
+    import shutil
+
+    import torch
+
+    from wavegen.errors import WriteError
+
+    run = tmp_path / "synthetic-tiny"
+    train(cfg(tmp_path, "train.checkpoint_every=2", "train.val_every=100"))
+    before = (run / "last.pt").read_bytes()
+
+    def full(*args, **kwargs):
+        if failure == "oserror":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 4096))
+    with pytest.raises(WriteError, match=r"last\.pt: no space left on the device"):
+        train(cfg(tmp_path, "train.resume=true", "train.max_steps=6",
+                  "train.checkpoint_every=2", "train.val_every=100"))
+    assert (run / "last.pt").read_bytes() == before
+    assert not list(run.glob(".*.tmp"))

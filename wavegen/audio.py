@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import WavegenError
+from .errors import WavegenError, WriteError, writing
 
 # File endings libsndfile reads; a folder scan considers only these.
 AUDIO_EXTENSIONS = frozenset(
@@ -148,6 +148,10 @@ def trim_silence(audio: np.ndarray, top_db: float) -> np.ndarray:
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
     """Write (T,) float audio in [-1, 1] as 16-bit PCM wav (parents are created)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, np.clip(np.asarray(audio, dtype=np.float32), -1, 1), sample_rate,
-             subtype="PCM_16")
+    try:
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, np.clip(np.asarray(audio, dtype=np.float32), -1, 1), sample_rate,
+                     subtype="PCM_16")
+    except sf.LibsndfileError as err:  # libsndfile's own report of a failed write
+        raise WriteError(f"{path}: cannot write ({err})") from None

@@ -6,6 +6,13 @@ with status 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class WavegenError(Exception):
     """A user-facing error; the message names the file, key or value at fault."""
@@ -13,3 +20,31 @@ class WavegenError(Exception):
 
 class OptionError(WavegenError):
     """A command-line option is invalid or its path unusable; the message names the option."""
+
+
+class WriteError(WavegenError):
+    """A file could not be written (a full disk, a read-only folder); names the path."""
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a failed write of ``path`` into a WriteError: "PATH: no space left on the device"
+    for a full disk (an OSError with ENOSPC, or torch's "file write failed" when little space
+    is left), else "PATH: cannot write (REASON)"."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise WriteError(f"{path}: no space left on the device") from None
+        raise WriteError(f"{path}: cannot write ({err.strerror or err})") from None
+    except RuntimeError as err:  # torch.save reports a failed write as a RuntimeError
+        if "write" not in str(err):
+            raise
+        folder = Path(path).parent
+        try:
+            full = shutil.disk_usage(folder).free < 1 << 20
+        except OSError:
+            full = False
+        reason = "no space left on the device" if full else \
+            f"cannot write ({str(err).splitlines()[0]})"
+        raise WriteError(f"{path}: {reason}") from None

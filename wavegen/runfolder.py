@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
-from .errors import WavegenError
+from .errors import WavegenError, writing
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,10 @@ class RunFolder:
         """Make the folder ready to train in: with ``fresh``, remove an earlier run's files
         (only those wavegen writes); write .hydra/config.yaml and overrides.yaml; send the
         log to train.log (appended to when resuming)."""
+        with writing(self.path):
+            self._open(fresh, config, overrides)
+
+    def _open(self, fresh: bool, config: DictConfig, overrides: Iterable[str] | None) -> None:
         if fresh:
             self.clean()
         self.path.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, ConfigError, OptimConfig, check_keys, validate
 from .data import IGNORE, CropSampler, StepBatches, build_datasets
 from .distributed import setup
+from .errors import writing
 from .model import WaveNet
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
@@ -161,7 +162,7 @@ class MetricsLog:
             self.path.write_text("".join(kept))
 
     def write(self, step: int, **values: float) -> None:
-        with self.path.open("a") as f:
+        with writing(self.path), self.path.open("a") as f:
             f.write(json.dumps({"step": step, **values}) + "\n")
         if self.tb is not None:
             for key, value in values.items():
@@ -500,7 +501,9 @@ class Trainer:
         if main and model.conditional:
             summary["val_bits_per_sample_by_label"] = self.val_per_label
         if main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            with writing(self.run_dir / "summary.json"):
+                (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2)
+                                                           + "\n")
         return summary
 
     def _check_samples(self, model: WaveNet, metrics: MetricsLog,
