@@ -32,3 +32,8 @@ def test_edge_values_and_silence():
 def test_encode_rejects_integer_audio():
     with pytest.raises(TypeError, match="float"):
         mulaw.encode(torch.tensor([1, 2, 3]))
+
+
+@pytest.mark.parametrize("q", [2, 3, 16, 255, 256, 257, 1024, 65536])
+def test_the_silence_class_is_the_class_of_zero(q):
+    assert mulaw.silence_class(q) == int(mulaw.encode(torch.zeros(1), q).item())
