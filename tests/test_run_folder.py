@@ -106,3 +106,34 @@ def test_a_full_disk_is_one_error_naming_the_file_and_keeps_the_last_checkpoint(
                   "train.checkpoint_every=2", "train.val_every=100"))
     assert (run / "last.pt").read_bytes() == before
     assert not list(run.glob(".*.tmp"))
+
+
+def test_a_run_folder_has_one_owner_and_a_killed_owner_leaves_no_stale_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    long = [*FAST, "train.max_steps=100000", "train.val_every=100000",
+            "train.checkpoint_every=100000"]
+    owner = subprocess.Popen([sys.executable, "-m", "wavegen", "train", *long], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = tmp_path / "runs" / "synthetic-tiny" / ".lock"
+    deadline = time.time() + 120
+    while not (lock.exists() and lock.read_text().strip() == str(owner.pid)):
+        assert owner.poll() is None and time.time() < deadline, "the first run did not start"
+        time.sleep(0.2)
+    try:
+        for extra in ([], ["train.resume=true"]):
+            second = subprocess.run([sys.executable, "-m", "wavegen", "train", *long, *extra],
+                                    cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2, second.stderr
+            assert f"in use by another wavegen train (pid {owner.pid})" in second.stderr
+        assert owner.poll() is None  # the owner trains on, undisturbed
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    after = subprocess.run([sys.executable, "-m", "wavegen", "train", *FAST,
+                            "train.overwrite=true"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120)
+    assert after.returncode == 0, after.stderr

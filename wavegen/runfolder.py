@@ -9,6 +9,7 @@ existing run as it was, and no empty folder behind.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +27,7 @@ RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "train.log", "summary.json",
              "validation_files.txt")
 RUN_FOLDERS = ("examples", "tensorboard", ".hydra")
 TEMP_PATTERNS = (".last.pt.*.tmp", ".best.pt.*.tmp")  # left by a kill during a save
+LOCK_FILE = ".lock"  # held by the process training in the folder (never removed)
 
 # Settings a resumed run cannot change: what the data is and how it becomes classes and
 # validation figures, and (every model key but the labels, which come from the data) the
@@ -52,6 +54,7 @@ class RunFolder:
         self.last = self.path / "last.pt"
         self.best = self.path / "best.pt"
         self._log_handler: logging.Handler | None = None
+        self._lock_fd: int | None = None
 
     def holds_run(self) -> bool:
         return self.last.exists() or self.best.exists()
@@ -79,12 +82,32 @@ class RunFolder:
         (only those wavegen writes); write .hydra/config.yaml and overrides.yaml; send the
         log to train.log (appended to when resuming)."""
         with writing(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.lock()
             self._open(fresh, config, overrides)
+
+    def lock(self) -> None:
+        """Become the folder's one owner: an advisory lock on ``.lock`` held until
+        ``close`` (the OS releases it if the process dies, so no stale lock remains).
+        Raises TrainingError naming the owner's pid when another process holds it."""
+        import fcntl
+
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise TrainingError(f"{self.path} is in use by another wavegen train (pid "
+                                f"{owner}); wait for it to end, or train in another folder "
+                                f"with name=OTHER") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
 
     def _open(self, fresh: bool, config: DictConfig, overrides: Iterable[str] | None) -> None:
         if fresh:
             self.clean()
-        self.path.mkdir(parents=True, exist_ok=True)
         for pattern in TEMP_PATTERNS:  # a kill during a save leaves these; never read
             for tmp in self.path.glob(pattern):
                 log.info("removing %s, left by an interrupted checkpoint write", tmp)
@@ -110,6 +133,9 @@ class RunFolder:
             shutil.rmtree(self.path / name, ignore_errors=True)
 
     def close(self) -> None:
+        if self._lock_fd is not None:  # closing the descriptor releases the lock
+            os.close(self._lock_fd)
+            self._lock_fd = None
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
             self._log_handler.close()
