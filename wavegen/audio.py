@@ -6,6 +6,7 @@ Every failure to produce usable audio raises ``AudioError`` naming the file and 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,9 @@ import soxr
 
 from .errors import WavegenError, WriteError, writing
 
+log = logging.getLogger(__name__)
+# Source sample rates a file may claim: below or above these a header is damaged or hostile.
+SOURCE_RATES = (1000, 768000)
 # File endings libsndfile reads; a folder scan considers only these.
 AUDIO_EXTENSIONS = frozenset(
     ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64".split()
@@ -66,19 +70,31 @@ def load_audio(
             None keeps everything.
         normalize: scale so that the peak is ``peak``.
 
+    A file whose data ends before its header says (a truncated download) is read up to
+    where it ends, with a warning; samples outside [-1, 1] (float files) are clipped, with
+    a warning.
+
     Raises:
-        AudioError: missing, empty, truncated or non-audio file, non-finite samples, or
-            nothing left after trimming.
+        AudioError: missing, unreadable, empty or non-audio file, a source sample rate
+            outside ``SOURCE_RATES``, non-finite samples, or nothing left after trimming.
     """
     path = Path(path)
+    info = open_info(path)
     try:
         data, file_sr = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
         raise AudioError(path, f"cannot read audio ({err})") from None
+    except MemoryError:
+        raise AudioError(path, f"too large to read ({info.frames} frames)") from None
     if data.shape[0] == 0:
         raise AudioError(path, "file holds no audio samples")
+    promised = max(info.frames, wav_declared_frames(path, info))
+    if data.shape[0] < promised:
+        log.warning("%s: truncated: its header promises %d frames, %d are there; using "
+                    "those", path, promised, data.shape[0])
     if not np.isfinite(data).all():
         raise AudioError(path, "file holds NaN or infinite samples")
+    warn_clipped(path, data)
     audio = resample(to_mono(data), file_sr, sample_rate)
     if audio.size == 0:
         raise AudioError(path, f"no samples at {sample_rate} Hz: its {data.shape[0]} frames "
@@ -107,8 +123,8 @@ def read_blocks(
         AudioError: unreadable, empty, or holding NaN/infinite samples.
     """
     path = Path(path)
+    info = open_info(path)
     try:
-        info = sf.info(path)
         blocks = sf.blocks(path, blocksize=max(1, int(block_seconds * info.samplerate)),
                            dtype="float32", always_2d=True)
         stream = None
@@ -121,6 +137,7 @@ def read_blocks(
             block, pending = pending, next(blocks, None)
             if not np.isfinite(block).all():
                 raise AudioError(path, "file holds NaN or infinite samples")
+            warn_clipped(path, block)
             total += block.shape[0]
             mono = to_mono(block)
             if stream is not None:
@@ -135,6 +152,56 @@ def read_blocks(
     if produced == 0:
         raise AudioError(path, f"no samples at {sample_rate} Hz: its {total} frames at "
                                f"{info.samplerate} Hz resample to none")
+
+
+def open_info(path: Path) -> sf._SoundFileInfo:
+    """The file's header, checked: readable, and a source rate in ``SOURCE_RATES`` (a header
+    that claims 1 Hz would make an 8 KB file an hour of audio). Raises AudioError with the
+    plain reason (no such file, permission denied) rather than libsndfile's."""
+    if not path.exists():
+        raise AudioError(path, "a link that dangles or loops" if path.is_symlink()
+                         else "no such file")
+    if path.is_file() and not os.access(path, os.R_OK):
+        raise AudioError(path, "permission denied")
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
+        raise AudioError(path, f"cannot read audio ({err})") from None
+    low, high = SOURCE_RATES
+    if not low <= info.samplerate <= high:
+        raise AudioError(path, f"its header claims a sample rate of {info.samplerate} Hz, "
+                               f"outside {low}-{high} Hz: a damaged or hostile header")
+    return info
+
+
+SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
+                "DOUBLE": 8}
+
+
+def wav_declared_frames(path: Path, info: sf._SoundFileInfo) -> int:
+    """The frames a WAV header's data chunk promises (libsndfile reports what is there, so a
+    truncated file looks whole); 0 for other formats or an unreadable header."""
+    width = SAMPLE_BYTES.get(info.subtype)
+    if info.format != "WAV" or not width:
+        return 0
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return 0
+    at = head.find(b"data", 12)
+    if at < 0 or at + 8 > len(head):
+        return 0
+    size = int.from_bytes(head[at + 4 : at + 8], "little")
+    return size // (width * info.channels)
+
+
+def warn_clipped(path: Path, data: np.ndarray) -> None:
+    """A line when samples lie outside [-1, 1] (float files): they are clipped to it."""
+    over = int((np.abs(data) > 1.0).sum())
+    if over:
+        log.warning("%s: %d samples outside [-1, 1] (peak %.3g) are clipped", path, over,
+                    float(np.abs(data).max()))
 
 
 def trim_silence(audio: np.ndarray, top_db: float) -> np.ndarray:

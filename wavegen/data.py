@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import mulaw
-from .audio import AudioError, is_audio_file, load_audio
+from .audio import AudioError, is_audio_file, load_audio, open_info
 from .config import DataConfig
 from .errors import WavegenError
 
@@ -121,7 +121,9 @@ class AudioFolder:
             raise DataError(f"audio folder {self.root} does not exist or is not a folder")
         self.report = ScanReport(self.root)
         self.clips: list[Clip] = []
-        paths = sorted(p for p in self.root.rglob("*") if p.is_file() and is_audio_file(p))
+        # Links that dangle or loop are listed too, so that they are reported and counted.
+        paths = sorted(p for p in self.root.rglob("*") if is_audio_file(p) and (
+            p.is_file() or (p.is_symlink() and not p.exists())))
         manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
         for path in paths:
             label = None
@@ -141,6 +143,9 @@ class AudioFolder:
                 classes = self._load(path)
             except AudioError as err:
                 self._skip(path, err.cause)
+                continue
+            except MemoryError:  # one file must never abort a run
+                self._skip(path, "too large to decode in memory")
                 continue
             self.report.files.append(path)
             self.report.seconds += len(classes) / prep.sample_rate
@@ -178,6 +183,7 @@ class AudioFolder:
         return self.cache_dir / f"{path.stem[:40]}-{digest}.npy"
 
     def _load(self, path: Path) -> np.ndarray:
+        open_info(path)  # exists, readable, a plausible rate: else AudioError with the reason
         cached = self._cache_path(path)
         if cached.is_file():
             try:
@@ -189,6 +195,9 @@ class AudioFolder:
         p = self.prep
         audio = load_audio(path, p.sample_rate, top_db=p.top_db, normalize=p.normalize,
                            peak=p.peak)
+        if self._cache_path(path) != cached:  # size or mtime moved while it was decoded
+            raise AudioError(path, "changed while it was read (still being written?); not "
+                                   "used or cached this time")
         classes = encode_audio(audio, p.quantization_channels)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.cache_dir)

@@ -1,0 +1,100 @@
+"""Hostile or damaged audio files: each is skipped (training) or an error record (scoring)
+with a plain reason, counted, and never aborts the run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import tone, write
+
+from wavegen.audio import AudioError, load_audio, read_blocks
+from wavegen.data import AudioFolder, Preprocessing
+
+PREP = Preprocessing(16000, 256, None, False, 0.95)
+
+
+def wav_claiming(path, rate: int, frames_present: int, frames_claimed: int | None = None):
+    """A 16-bit mono WAV whose header says ``rate`` and ``frames_claimed`` frames."""
+    data = (np.sin(np.arange(frames_present) / 5) * 8000).astype("<i2").tobytes()
+    claimed = 2 * (frames_claimed if frames_claimed is not None else frames_present)
+    header = b"RIFF" + struct.pack("<I", 36 + claimed) + b"WAVE"
+    header += b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+    header += b"data" + struct.pack("<I", claimed)
+    path.write_bytes(header + data)
+    return path
+
+
+@pytest.mark.parametrize("rate", [1, 2_000_000_000])
+def test_a_header_claiming_an_absurd_rate_is_refused(tmp_path, rate):
+    path = wav_claiming(tmp_path / "odd.wav", rate, 4000)
+    with pytest.raises(AudioError, match=f"claims a sample rate of {rate} Hz"):
+        load_audio(path, 16000)
+    with pytest.raises(AudioError, match="claims a sample rate"):
+        list(read_blocks(path, 16000))
+
+
+def test_unreadable_files_say_why(tmp_path):
+    with pytest.raises(AudioError, match="no such file"):
+        load_audio(tmp_path / "missing.wav", 16000)
+    os.symlink(tmp_path / "nowhere.wav", tmp_path / "dangling.wav")
+    with pytest.raises(AudioError, match="a link that dangles or loops"):
+        load_audio(tmp_path / "dangling.wav", 16000)
+    if os.geteuid() != 0:  # root reads anything
+        locked = write(tmp_path / "locked.wav", tone(0.1))
+        locked.chmod(0)
+        with pytest.raises(AudioError, match="permission denied"):
+            load_audio(locked, 16000)
+
+
+def test_truncated_and_clipped_files_are_used_with_a_line(tmp_path, caplog):
+    path = wav_claiming(tmp_path / "cut.wav", 16000, 500, frames_claimed=87478)
+    with caplog.at_level(logging.WARNING):
+        audio = load_audio(path, 16000)
+    assert len(audio) == 500 and "header promises 87478 frames, 500 are there" in caplog.text
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, np.full(1000, 45.0, np.float32), 16000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING):
+        assert load_audio(loud, 16000).max() == 1.0
+    assert "1000 samples outside [-1, 1] (peak 45) are clipped" in caplog.text
+
+
+def test_a_folder_with_hostile_files_trains_on_the_rest_and_counts_them(tmp_path, caplog):
+    root = tmp_path / "audio"
+    write(root / "good.wav", tone(0.3))
+    wav_claiming(root / "one_hertz.wav", 1, 4000)
+    os.symlink(root / "gone.wav", root / "dangling.wav")
+    os.symlink(root / "loop.wav", root / "loop.wav")
+    with caplog.at_level(logging.WARNING):
+        folder = AudioFolder(root, PREP, tmp_path / "cache")
+    assert [c.name for c in folder.clips] == ["good.wav"]
+    reasons = dict((p.name, why) for p, why in folder.report.skipped)
+    assert "claims a sample rate of 1 Hz" in reasons["one_hertz.wav"]
+    assert "dangles or loops" in reasons["dangling.wav"]
+    assert "dangles or loops" in reasons["loop.wav"]
+    assert "3 skipped" in folder.report.summary()
+
+
+def test_a_file_that_changes_while_it_is_read_is_not_cached(tmp_path, monkeypatch):
+    import wavegen.data as data
+
+    root = tmp_path / "audio"
+    path = write(root / "growing.wav", tone(0.3))
+    write(root / "other.wav", tone(0.3, freq=300))
+    original = data.load_audio
+
+    def load_while_appending(p, *args, **kwargs):
+        out = original(p, *args, **kwargs)
+        if p.name == "growing.wav":
+            os.utime(p, ns=(1, 1))  # as if more data arrived while it was decoded
+        return out
+
+    monkeypatch.setattr(data, "load_audio", load_while_appending)
+    folder = AudioFolder(root, PREP, tmp_path / "cache")
+    assert [c.name for c in folder.clips] == ["other.wav"]
+    assert "changed while it was read" in dict(folder.report.skipped)[path]
+    assert len(list((tmp_path / "cache").iterdir())) == 1
