@@ -137,3 +137,17 @@ def test_a_run_folder_has_one_owner_and_a_killed_owner_leaves_no_stale_lock(tmp_
                             "train.overwrite=true"], cwd=tmp_path, capture_output=True,
                            text=True, timeout=120)
     assert after.returncode == 0, after.stderr
+
+
+def test_a_setting_newer_than_the_run_resumes_as_older_versions_ran(tmp_path, caplog):
+    import torch
+
+    train(cfg(tmp_path, "train.checkpoint_every=2"))
+    last = tmp_path / "synthetic-tiny" / "last.pt"
+    data = torch.load(last, weights_only=True)
+    del data["config"]["data"]["start_share"]  # as a checkpoint from before the key
+    torch.save(data, last)
+    with caplog.at_level("INFO"):
+        train(cfg(tmp_path, "train.resume=true", "train.max_steps=6", "data.start_share=0.3"),
+              overrides=["train.resume=true", "train.max_steps=6"])
+    assert "data.start_share=0.0" in caplog.text  # the schema default, not the group's 0.3

@@ -12,12 +12,13 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError
+from .config import GROUPS, ConfigError
 from .errors import WavegenError, writing
 
 log = logging.getLogger(__name__)
@@ -186,9 +187,12 @@ def inherit_run_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str
     for group in ("model", "data", "optim", "train"):
         for name in cfg[group]:
             key = f"{group}.{name}"
-            if name not in saved.get(group, {}) or key in NOT_INHERITED:
+            if key in NOT_INHERITED:
                 continue
-            before = saved[group][name]
+            if name in saved.get(group, {}):
+                before = saved[group][name]
+            else:  # a key newer than the run: its schema default is how older versions ran
+                before = schema_default(group, name)
             missing = OmegaConf.is_missing(cfg[group], name)
             now = None if missing else cfg[group][name]
             if key in PATH_VALUES and isinstance(before, str) and before != "folder":
@@ -206,6 +210,12 @@ def inherit_run_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str
             f"shape than this command gives: {'; '.join(changed)}. Leave these keys out to "
             f"resume on what the run was trained on, or start a new run with name=OTHER")
     return taken
+
+
+def schema_default(group: str, name: str) -> Any:
+    """The dataclass default of ``group.name``."""
+    field = next(f for f in fields(GROUPS[group]) if f.name == name)
+    return field.default_factory() if field.default_factory is not MISSING else field.default
 
 
 def _same(a: Any, b: Any) -> bool:
