@@ -44,9 +44,10 @@ def main() -> None:
         rows.append((f"same prime + generated continuation, temperature {t:g}",
                      np.concatenate([primes[0], cont])))
         rows.append((f"generated from scratch, temperature {t:g}", scratch))
+    top = quality.peak_db(rows[0][1], sr)  # one colour scale: the real audio's peak
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, 1.6 * len(rows)), sharex=True)
     for ax, (title, audio) in zip(np.atleast_1d(axes), rows, strict=True):
-        image = quality.spectrogram_image(audio, sr)
+        image = quality.spectrogram_image(audio, sr, top)
         ax.imshow(image, aspect="auto", cmap="magma", vmin=0, vmax=1,
                   extent=(0, len(audio) / sr, 0, image.shape[0]))
         ax.axvline(1.0, color="white", linestyle=":", linewidth=0.8)

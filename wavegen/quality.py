@@ -226,8 +226,16 @@ def training_check(model, reference: list[np.ndarray], count: int, seconds: floa
     return flat, audio
 
 
-def spectrogram_image(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """(N_MELS, frames) float32 in [0, 1]: a log-mel picture, low bands at the bottom, 80 dB
-    of range below -0 dBFS (for TensorBoard's add_image with dataformats="HW")."""
+def spectrogram_image(audio: np.ndarray, sample_rate: int, top: float | None = None
+                      ) -> np.ndarray:
+    """(N_MELS, frames) float32 in [0, 1]: a log-mel picture, low bands at the bottom, the
+    80 dB below ``top`` (dB; default the picture's own peak), for TensorBoard's add_image
+    with dataformats="HW" or a plot."""
     logmel = frames(audio, sample_rate).logmel.T[::-1]
-    return np.clip((logmel + 80.0) / 80.0, 0.0, 1.0).astype(np.float32)
+    top = float(logmel.max()) if top is None else top
+    return np.clip((logmel - top + 80.0) / 80.0, 0.0, 1.0).astype(np.float32)
+
+
+def peak_db(audio: np.ndarray, sample_rate: int) -> float:
+    """The highest log-mel value of some audio (dB): a common ``top`` for several pictures."""
+    return float(frames(audio, sample_rate).logmel.max())
