@@ -2,7 +2,8 @@
 and a built-in synthetic set that needs no files.
 
 Every clip is a 1-D array of mu-law classes (uint8 for Q <= 256, else uint16), memory-mapped
-from the cache for folders. Crops follow DESIGN.md's convention: the context before a
+from the cache for folders. Crops follow the silence convention (README, "Architecture"):
+the context before a
 file's first sample is the silence class.
 """
 
@@ -260,7 +261,7 @@ class CropSampler:
 
     ``sample`` returns (inputs, targets) with inputs (B, R - 1 + S) and targets (B, S), both
     int64, such that ``model.valid_logits(inputs)[:, i]`` predicts ``targets[:, i]``.
-    Positions before a clip's start are silence (DESIGN.md); positions past its end are
+    Positions before a clip's start are silence (the convention); positions past its end are
     silence inputs with IGNORE targets, so clips shorter than a crop are still used.
     Crop starts are uniform over the clip, clips drawn in proportion to their length.
     """

@@ -11,7 +11,8 @@ branch alone kept the gate loop scalar (20x slower).
 
 Threads: the streams are split into near-equal groups, one per thread, and each group runs
 as one batch, so its streams share every weight read. One stream is never split across
-threads (DESIGN.md): its products are too small to share without synchronising cores a
+threads (README, generation benchmark): its products are too small to share without
+synchronising cores a
 few dozen times a step, which is slower whenever a core is busy elsewhere.
 """
 

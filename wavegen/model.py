@@ -8,7 +8,8 @@ so training, sampling and scoring share one piece of arithmetic.
 
 The network proper is "valid": it maps T_in input classes to T_in - receptive_field + 1
 predictions, prediction i being for the sample that follows input i + receptive_field - 1.
-``forward`` adds the convention of DESIGN.md: the input is the signal shifted right by one,
+``forward`` adds the silence convention (README, "Architecture"): the input is the signal
+shifted right by one,
 preceded by digital silence, so logits[t] predict x[t] from x[:t] for every t >= 0.
 """
 

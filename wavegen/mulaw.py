@@ -29,7 +29,8 @@ def decode(classes: torch.Tensor, quantization_channels: int = 256) -> torch.Ten
 
 
 def silence_class(quantization_channels: int = 256) -> int:
-    """The class of 0.0: the context before x[0] (DESIGN.md, "infinite digital silence")."""
+    """The class of 0.0: the context before x[0] (README, "Architecture": infinite digital
+    silence)."""
     # encode(0.0) = floor((0 + 1) / 2 * mu + 0.5) with mu = Q - 1, which is Q // 2; written
     # out so that a model can be built on the meta device (no tensor to read back).
     return quantization_channels // 2

@@ -186,7 +186,8 @@ def generate(
     was_training = model.training
     model.eval()
     # Per-step products are tiny: spreading one over several CPU threads costs more in
-    # synchronisation than it saves (DESIGN.md), so one stream group runs on one thread.
+    # synchronisation than it saves (README, generation benchmark), so one stream group runs
+    # on one thread.
     torch_threads = torch.get_num_threads()
     try:
         if backend == "numba":

@@ -2,7 +2,7 @@
 
 The score of a clip is log p(x) = sum_t log p(x[t] | x[:t]) of its quantized signal after
 mono mix-down, resampling to the model's rate and mu-law, with digital silence before
-x[0] (DESIGN.md). No trimming or normalisation: a score is of the clip as given.
+x[0] (README, "Architecture"). No trimming or normalisation: a score is of the clip as given.
 
 Files are read in blocks and fed to the streaming engine in tiles; each layer's context is
 carried between tiles, so the total equals ``model.log_prob(x).sum()`` while memory is
