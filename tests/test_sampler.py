@@ -147,3 +147,24 @@ def test_output_range_and_bad_arguments():
         generate(model, temperature=-1)
     with pytest.raises(ValueError, match="prime"):
         generate(model, n=2, prime=np.zeros((3, 10), np.float32))
+
+
+@pytest.mark.parametrize("temperature", [0.5, 0.8, 1.3])
+def test_both_draws_sample_from_the_tempered_softmax(temperature):
+    """Histograms of many draws from fixed logits match softmax(logits / T), for the torch
+    rule and the numba rule alike (temperatures other than 0 and 1 included)."""
+    from wavegen.fastcpu import _draw
+    from wavegen.sampler import draw_torch
+
+    q, draws = 16, 40000
+    logits = torch.linspace(-3, 2, q, dtype=torch.float32)[torch.randperm(q)]
+    expected = torch.softmax(logits.double() / temperature, -1).numpy()
+    u = np.random.default_rng(0).random(draws)
+    got_torch = draw_torch(logits.expand(draws, q), torch.from_numpy(u), temperature).numpy()
+    scratch = np.empty(q, np.float64)
+    got_numba = np.array([_draw(logits.numpy(), x, temperature, scratch) for x in u])
+    for got in (got_torch, got_numba):
+        freq = np.bincount(got, minlength=q) / draws
+        sigma = np.sqrt(expected * (1 - expected) / draws)
+        assert np.all(np.abs(freq - expected) < 5 * sigma + 1e-4), (freq, expected)
+    assert (got_torch == got_numba).mean() > 0.999  # the same inverse-CDF rule

@@ -106,6 +106,9 @@ def test_sigint_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
     monkeypatch.setattr(CropSampler, "build", original)
     done = train(fast_config(tmp_path, "train.max_steps=6", "train.resume=true"))
     assert done["step"] == 6 and done["interrupted"] is None
+    assert set(stopped) == set(done)  # one summary shape, however the run ended
+    assert stopped["val_bits_per_sample"] is None and stopped["val_bits_per_sample_by_label"] \
+        == {}
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):

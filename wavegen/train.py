@@ -41,12 +41,12 @@ from .data import IGNORE, CropSampler, StepBatches, build_datasets
 from .distributed import setup
 from .errors import writing
 from .model import WaveNet
+from .outputs import clip_paths
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
-from .scoring import bits_per_sample
+from .scoring import LN2, bits_per_sample
 
 log = logging.getLogger(__name__)
-LN2 = math.log(2)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -368,9 +368,8 @@ class Trainer:
                          "give a larger train.max_steps to go on", self.run_dir,
                          progress.step, t.max_steps)
             done = self.run_dir / "summary.json"
-            return json.loads(done.read_text()) if done.is_file() else {
-                "run_dir": str(self.run_dir), "step": progress.step, "interrupted": None,
-                "checkpoint": str(self.last_path)}
+            return {**self._summary(), **json.loads(done.read_text())} if done.is_file() \
+                else self._summary()
         metrics = None
         if main:
             self.folder.open(fresh=not self.resumed,
@@ -468,8 +467,7 @@ class Trainer:
                 metrics.close()
                 log.info("%s: stopped at step %d; checkpoint %s (continue with "
                          "train.resume=true)", interrupted, progress.step, self.last_path)
-            return {"run_dir": str(self.run_dir), "step": progress.step,
-                    "interrupted": interrupted, "checkpoint": str(self.last_path)}
+            return self._summary(interrupted=interrupted)
 
         examples: list[Path] = []
         bits = None
@@ -492,19 +490,29 @@ class Trainer:
                             math.log2(model.quantization_channels), self.lr)
             examples = write_examples(eval_model, self.run_dir / "examples", t.num_examples,
                                       t.example_seconds, t.example_temperature, t.seed)
-        bits, best = world.broadcast((bits, progress.best_val_bits))
-        summary = {"run_dir": str(self.run_dir), "step": progress.step,
-                   "val_bits_per_sample": bits, "best_val_bits_per_sample": best,
-                   "checkpoint": str(self.last_path), "examples": [str(p) for p in examples],
-                   "nonfinite_steps": progress.nonfinite_total, "interrupted": None,
-                   "diverged": diverged(bits, model.quantization_channels)}
-        if main and model.conditional:
-            summary["val_bits_per_sample_by_label"] = self.val_per_label
+        bits, best, by_label = world.broadcast((bits, progress.best_val_bits,
+                                                 self.val_per_label))
+        self.val_per_label = by_label
+        summary = self._summary(bits=bits, best=best, examples=examples)
         if main:
             with writing(self.run_dir / "summary.json"):
                 (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2)
                                                            + "\n")
         return summary
+
+    def _summary(self, interrupted: str | None = None, bits: float | None = None,
+                 best: float | None = None, examples: list[Path] = ()) -> dict[str, Any]:
+        """What train() returns (and summary.json holds): one shape however the run ended;
+        figures it did not reach are None (validation) or empty."""
+        best = self.progress.best_val_bits if best is None else best
+        return {"run_dir": str(self.run_dir), "step": self.progress.step,
+                "val_bits_per_sample": bits,
+                "best_val_bits_per_sample": best if math.isfinite(best) else None,
+                "val_bits_per_sample_by_label": dict(self.val_per_label),
+                "checkpoint": str(self.last_path), "examples": [str(p) for p in examples],
+                "nonfinite_steps": self.progress.nonfinite_total, "interrupted": interrupted,
+                "diverged": bits is not None and diverged(bits,
+                                                          self.model.quantization_channels)}
 
     def _check_samples(self, model: WaveNet, metrics: MetricsLog,
                        max_samples: int | None) -> dict[str, float]:
@@ -624,10 +632,8 @@ def write_examples(model: WaveNet, folder: Path, n: int, seconds: float, tempera
         else None
     audio = generate(model, n=n, num_samples=int(seconds * model.sample_rate),
                      temperature=temperature, seed=seed, progress=True, label=labels)
-    paths = []
-    for i, clip in enumerate(audio.numpy()):
-        path = folder / (f"sample_{i:03d}_{labels[i]}.wav" if labels else f"sample_{i:03d}.wav")
+    paths = clip_paths(folder, n, labels, overwrite=True)  # the run's own examples
+    for path, clip in zip(paths, audio.numpy(), strict=True):
         write_wav(path, clip, model.sample_rate)
-        paths.append(path)
     log.info("examples: %s", ", ".join(str(p) for p in paths))
     return paths
