@@ -283,3 +283,11 @@ def test_score_audio_refuses_what_it_cannot_score(checkpoint):
         score_audio(model, np.zeros((10, 2, 2), np.float32), 16000)
     with pytest.warns(UserWarning, match="outside"):
         score_audio(model, np.full(100, 3.0, np.float32), 16000)
+
+
+def test_hydras_own_flags_still_work(tmp_path):
+    done = wavegen("train", "--cfg", "job", "model=small", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "preset: small" in done.stdout and not (tmp_path / "runs").exists()
+    one_line_error(wavegen("train", "--cfg", "job", "model.kernal=3", cwd=tmp_path),
+                   "did you mean model.kernel_size?")

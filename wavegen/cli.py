@@ -88,7 +88,7 @@ def train_main(args: list[str]) -> int:
         print(trainconfig.help_text())
         return 0
     args = trainconfig.imply_folder([trainconfig.expand_home(a) for a in args])
-    overrides = [a for a in args if not a.startswith("-")]
+    _, overrides = trainconfig.split_flags(args)
     plain = [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
     cfg = trainconfig.compose(trainconfig.first_combination(plain))
     if len(plain) < len(args):  # Hydra flags or hydra.* settings: Hydra runs it

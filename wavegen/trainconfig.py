@@ -36,6 +36,31 @@ def imply_folder(args: list[str]) -> list[str]:
     return args
 
 
+# Hydra's own flags that take a value (the next argument), and --info's optional value.
+FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
+                    "-cn", "--config-dir", "-cd", "--experimental-rerun", "--shell-completion",
+                    "-sc")
+INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's flags with their values, the KEY=VALUE overrides)."""
+    flags, overrides = [], []
+    items = iter(enumerate(args))
+    for i, arg in items:
+        if not arg.startswith("-"):
+            overrides.append(arg)
+            continue
+        flags.append(arg)
+        takes = arg in FLAGS_WITH_VALUE or (arg == "--info" and i + 1 < len(args)
+                                            and args[i + 1] in INFO_TOPICS)
+        if takes and "=" not in arg:
+            following = next(items, None)
+            if following is not None:
+                flags.append(following[1])
+    return flags, overrides
+
+
 def first_combination(overrides: list[str]) -> list[str]:
     """A sweep's first job (``key=a,b`` -> ``key=a``), to check a multirun before it starts."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
