@@ -343,9 +343,8 @@ def quality_main(argv: list[str]) -> int:
     from .outputs import clip_paths, output_file, output_folder
     from .scoring import expand_paths
 
-    for option, path in (("--json", args.json),):
-        if path:
-            output_file(path, option, create=False)
+    if args.json:
+        output_file(args.json, "--json", create=False)
     if args.out_dir:
         output_folder(args.out_dir, "-o/--out-dir", create=False)
     model = load_checkpoint(args.checkpoint)

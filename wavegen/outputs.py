@@ -77,8 +77,8 @@ class RecordFiles:
     def __init__(self, json_path: Path | None, csv_path: Path | None, fields: list[str],
                  row: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self.row = row or (lambda record: record)
-        self.json = open(json_path, "w") if json_path else None  # noqa: SIM115
-        self.csv_file = open(csv_path, "w", newline="") if csv_path else None  # noqa: SIM115
+        self.json = open(json_path, "w") if json_path else None
+        self.csv_file = open(csv_path, "w", newline="") if csv_path else None
         self.csv = None
         if self.csv_file:
             self.csv = csv.DictWriter(self.csv_file, fieldnames=fields, extrasaction="ignore")

@@ -156,11 +156,14 @@ def explicit_keys(overrides: Iterable[str]) -> set[str]:
 
 def normalize_paths(cfg: DictConfig) -> None:
     """In place: the data paths as absolute paths (a leading ~ expanded), so that the
-    checkpoint names the same files whatever folder a run is resumed from."""
+    checkpoint names the same files whatever folder a run is resumed from; ``out_dir`` with
+    a leading ~ expanded."""
     for key in PATH_VALUES:
         value = OmegaConf.select(cfg, key, throw_on_missing=False)
         if isinstance(value, str) and value not in ("folder", "???"):
             OmegaConf.update(cfg, key, _absolute(value))
+    if OmegaConf.select(cfg, "out_dir"):
+        cfg.out_dir = os.path.expanduser(cfg.out_dir)
 
 
 def _absolute(value: str) -> str:

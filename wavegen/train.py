@@ -14,7 +14,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import shutil
 import signal
 import time
@@ -92,8 +91,6 @@ def run_config(cfg: Config | DictConfig, run_dir: str | Path | None,
     dcfg = OmegaConf.structured(cfg) if isinstance(cfg, Config) else cfg.copy()
     check_keys(dcfg)
     normalize_paths(dcfg)
-    if OmegaConf.select(dcfg, "out_dir"):
-        dcfg.out_dir = os.path.expanduser(dcfg.out_dir)
     folder = RunFolder(run_dir if run_dir is not None else Path(dcfg.out_dir) / dcfg.name)
     t = dcfg.train
     folder.check_start(bool(t.resume), bool(t.overwrite))
@@ -247,6 +244,7 @@ class Trainer:
             check_compile(device)
 
         self.val_per_label: dict[str, float] = {}
+        self.reference_audio: list[np.ndarray] | None = None  # for the sample checks
         train_clips, self.val_clips, self.data_summary = build_datasets(
             cfg.data, cfg.model.quantization_channels)
         if cfg.model.labels:
@@ -523,9 +521,12 @@ class Trainer:
             return {}
         from . import quality
 
-        reference = [mulaw.decode(torch.from_numpy(c.classes[:max_samples].astype(np.int64)),
-                                  model.quantization_channels).numpy() for c in self.val_clips]
-        figures, audio = quality.training_check(model, reference, t.sample_check_clips,
+        if self.reference_audio is None:  # the held-out clips as audio, decoded once
+            self.reference_audio = [
+                mulaw.decode(torch.from_numpy(c.classes[:max_samples].astype(np.int64)),
+                             model.quantization_channels).numpy() for c in self.val_clips]
+        figures, audio = quality.training_check(model, self.reference_audio,
+                                                t.sample_check_clips,
                                                 t.sample_check_seconds,
                                                 t.example_temperature, t.seed)
         f = figures
