@@ -98,3 +98,24 @@ def test_a_file_that_changes_while_it_is_read_is_not_cached(tmp_path, monkeypatc
     assert [c.name for c in folder.clips] == ["other.wav"]
     assert "changed while it was read" in dict(folder.report.skipped)[path]
     assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_a_folder_of_links_to_folders_is_searched_and_a_link_loop_ends(tmp_path):
+    """A training folder made of links to the user's folders (``ln -s ~/music/piano``) is
+    searched through them, labels come from the link's name, and a link back up the tree is
+    followed once."""
+    from wavegen.scoring import expand_paths
+
+    store = tmp_path / "store"
+    write(store / "p" / "a.wav", tone(0.3))
+    write(store / "o" / "b.wav", tone(0.3, freq=300))
+    root = tmp_path / "audio"
+    root.mkdir()
+    os.symlink(store / "p", root / "piano")
+    os.symlink(store / "o", root / "organ")
+    os.symlink(root, root / "piano_again")  # a loop: audio/piano_again -> audio
+    folder = AudioFolder(root, PREP, tmp_path / "cache", labels="folder")
+    assert [(c.name, c.label) for c in folder.clips] == [("organ/b.wav", "organ"),
+                                                          ("piano/a.wav", "piano")]
+    assert [p.relative_to(root).as_posix() for p in expand_paths([root])] == [
+        "organ/b.wav", "piano/a.wav"]

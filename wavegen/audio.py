@@ -40,6 +40,23 @@ def is_audio_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
+def audio_paths(root: str | os.PathLike) -> list[Path]:
+    """The entries under a folder whose names are audio files, sorted: searched recursively,
+    through links to folders too (each real folder once, so a link loop ends), the paths
+    spelled under ``root``. Links that dangle are listed, for the caller to report."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        # A link that dangles cannot be followed, so os.walk lists it among the files.
+        out.extend(Path(folder, name) for name in files if is_audio_file(name))
+    return sorted(out)
+
+
 def to_mono(audio: np.ndarray) -> np.ndarray:
     """(T, C) or (T,) float -> (T,) float32, the mean over channels."""
     audio = np.asarray(audio, dtype=np.float32)

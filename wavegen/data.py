@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import mulaw
-from .audio import AudioError, is_audio_file, load_audio, open_info
+from .audio import AudioError, audio_paths, load_audio, open_info
 from .config import DataConfig
 from .errors import WavegenError
 
@@ -123,8 +123,8 @@ class AudioFolder:
         self.report = ScanReport(self.root)
         self.clips: list[Clip] = []
         # Links that dangle or loop are listed too, so that they are reported and counted.
-        paths = sorted(p for p in self.root.rglob("*") if is_audio_file(p) and (
-            p.is_file() or (p.is_symlink() and not p.exists())))
+        paths = [p for p in audio_paths(self.root)
+                 if p.is_file() or (p.is_symlink() and not p.exists())]
         manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
         for path in paths:
             label = None

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import mulaw, streaming
-from .audio import AudioError, is_audio_file, read_blocks, resample, to_mono
+from .audio import AudioError, audio_paths, read_blocks, resample, to_mono
 from .model import WaveNet
 
 LN2 = math.log(2)
@@ -187,7 +187,7 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_audio_file(f)))
+            out.extend(f for f in audio_paths(p) if f.is_file())
         else:
             out.append(p)
     return out
