@@ -162,9 +162,82 @@ def test_both_draws_sample_from_the_tempered_softmax(temperature):
     u = np.random.default_rng(0).random(draws)
     got_torch = draw_torch(logits.expand(draws, q), torch.from_numpy(u), temperature).numpy()
     scratch = np.empty(q, np.float64)
-    got_numba = np.array([_draw(logits.numpy(), x, temperature, scratch) for x in u])
+    got_numba = np.array([_draw(logits.numpy(), x, temperature, 1.0, scratch) for x in u])
     for got in (got_torch, got_numba):
         freq = np.bincount(got, minlength=q) / draws
         sigma = np.sqrt(expected * (1 - expected) / draws)
         assert np.all(np.abs(freq - expected) < 5 * sigma + 1e-4), (freq, expected)
     assert (got_torch == got_numba).mean() > 0.999  # the same inverse-CDF rule
+
+
+def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(…, Q) probabilities -> bool mask of the nucleus, by sorting (the test's own rule)."""
+    ranked, order = probs.sort(-1, descending=True)
+    inside = (ranked.cumsum(-1) - ranked) < top_p
+    return torch.zeros_like(inside).scatter(-1, order, inside)
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 0.5), (0.8, 0.9), (1.3, 0.3)])
+def test_both_draws_sample_from_the_nucleus(temperature, top_p):
+    """With top_p < 1 both rules draw from the tempered softmax restricted to its nucleus
+    and renormalised, and agree draw for draw."""
+    from wavegen.fastcpu import _draw
+    from wavegen.sampler import draw_torch
+
+    q, draws = 16, 40000
+    logits = torch.linspace(-3, 2, q, dtype=torch.float32)[torch.randperm(q)]
+    probs = torch.softmax(logits.double() / temperature, -1)
+    expected = torch.where(nucleus_mask(probs, top_p), probs, 0.0)
+    expected = (expected / expected.sum()).numpy()
+    assert 0 < (expected > 0).sum() < q
+    u = np.random.default_rng(0).random(draws)
+    got_torch = draw_torch(logits.expand(draws, q), torch.from_numpy(u), temperature,
+                           top_p).numpy()
+    scratch = np.empty(q, np.float64)
+    got_numba = np.array([_draw(logits.numpy(), x, temperature, top_p, scratch) for x in u])
+    for got in (got_torch, got_numba):
+        freq = np.bincount(got, minlength=q) / draws
+        sigma = np.sqrt(expected * (1 - expected) / draws)
+        assert np.all(np.abs(freq - expected) < 5 * sigma + 1e-4), (freq, expected)
+    assert (got_torch == got_numba).mean() > 0.999
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_top_p_applies_after_the_delay_and_the_prime_counts(backend):
+    """Every draw after top_p_delay lies in the nucleus of the parallel forward's
+    distribution at its place; before it, draws from the whole distribution do not; a prime
+    as long as the delay puts every draw in the nucleus."""
+    model = model_with_biases()
+    delay = 80  # samples
+    seconds = delay / model.sample_rate
+    audio = generate(model, n=4, num_samples=300, seed=1, top_p=0.3, top_p_delay=seconds,
+                     backend=backend)
+    x = mulaw.encode(audio, 256)
+    with torch.no_grad():
+        probs = torch.softmax(model(x).double(), 1).transpose(1, 2)  # (B, T, Q)
+    inside = nucleus_mask(probs, 0.3).gather(-1, x.unsqueeze(-1))[..., 0]
+    assert inside[:, delay:].all()
+    assert not inside[:, :delay].all()
+    prime = mulaw.decode(torch.randint(0, 256, (delay,)), 256).numpy()
+    audio = generate(model, n=4, num_samples=100, seed=1, top_p=0.3, top_p_delay=seconds,
+                     prime=prime, include_prime=True, backend=backend)
+    x = mulaw.encode(audio, 256)
+    with torch.no_grad():
+        probs = torch.softmax(model(x).double(), 1).transpose(1, 2)
+    assert nucleus_mask(probs, 0.3).gather(-1, x.unsqueeze(-1))[:, delay:].all()
+
+
+def test_top_p_one_and_the_delay_change_nothing_else():
+    """top_p=1 is the whole distribution: the same samples for any delay; the draws before
+    the delay equal those of top_p=1 with the same seed (the nucleus starts mid-chunk)."""
+    model = model_with_biases()
+    whole = generate(model, n=2, num_samples=5000, seed=4)
+    assert torch.equal(whole, generate(model, n=2, num_samples=5000, seed=4, top_p_delay=0))
+    part = generate(model, n=2, num_samples=5000, seed=4, top_p=0.5,
+                    top_p_delay=4500 / model.sample_rate)
+    assert torch.equal(part[:, :4500], whole[:, :4500])
+    assert not torch.equal(part[:, 4500:], whole[:, 4500:])
+    with pytest.raises(ValueError, match="top_p"):
+        generate(model, top_p=0)
+    with pytest.raises(ValueError, match="top_p_delay"):
+        generate(model, top_p_delay=-1)

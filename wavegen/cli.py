@@ -146,6 +146,9 @@ def generate_main(argv: list[str]) -> int:
     length.add_argument("--samples", type=positive_int, help="length in samples")
     p.add_argument("--temperature", type=nonnegative_float, default=1.0,
                    help="softmax temperature; 0 = always the most likely sample (default 1)")
+    p.add_argument("--top-p", type=share, default=1.0, metavar="P",
+                   help="nucleus sampling: draw among the most likely samples that hold this "
+                        "share of the probability (default 1 = all)")
     p.add_argument("--seed", type=nonnegative_int, default=None,
                    help="random seed, an integer >= 0 (default: fresh randomness)")
     p.add_argument("--prime", metavar="CLIP", help="an audio clip to continue")
@@ -195,9 +198,9 @@ def generate_main(argv: list[str]) -> int:
     stats: dict = {}
     tic = time.perf_counter()
     audio = generate(model, n=args.n, num_samples=num_samples, temperature=args.temperature,
-                     seed=args.seed, prime=prime, include_prime=args.include_prime,
-                     backend=args.backend, threads=args.threads, progress=True, label=labels,
-                     stats=stats)
+                     top_p=args.top_p, seed=args.seed, prime=prime,
+                     include_prime=args.include_prime, backend=args.backend,
+                     threads=args.threads, progress=True, label=labels, stats=stats)
     elapsed = time.perf_counter() - tic
     for path, clip in zip(paths, audio.numpy(), strict=True):
         write_wav(path, clip, model.sample_rate)
@@ -328,6 +331,8 @@ def quality_main(argv: list[str]) -> int:
                    help="length of each prime (default 1)")
     p.add_argument("--temperature", type=nonnegative_float, default=1.0,
                    help="sampling temperature (default 1)")
+    p.add_argument("--top-p", type=share, default=1.0, metavar="P",
+                   help="nucleus sampling share (default 1 = the whole distribution)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed (default 0)")
     p.add_argument("--label", metavar="NAME", help="conditional models: the label")
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
@@ -361,7 +366,8 @@ def quality_main(argv: list[str]) -> int:
     if not reference:
         raise OptionError(f"no readable reference audio in {' '.join(args.reference)}")
     result = quality.evaluate(model, reference, args.n, args.seconds, args.prime_seconds,
-                              args.temperature, args.seed, args.label, progress=True)
+                              args.temperature, args.seed, args.label, progress=True,
+                              top_p=args.top_p)
     rows = {"generated from scratch": result["unconditional"]}
     if "continuation" in result:
         rows["generated continuations"] = result["continuation"]
@@ -373,7 +379,8 @@ def quality_main(argv: list[str]) -> int:
     print(quality.table(rows, args.seconds))
     print(f"reference: {len(reference)} files, level "
           f"{rows['generated from scratch']['rms_dbfs_reference']:.1f} dBFS; temperature "
-          f"{args.temperature:g}; near-silent: below {quality.SILENT_DBFS:.0f} dBFS; "
+          f"{args.temperature:g}, top-p {args.top_p:g}; near-silent: below "
+          f"{quality.SILENT_DBFS:.0f} dBFS; "
           f"noise-like: flatness above {quality.NOISE_FLATNESS}")
     if args.json:
         with open(output_file(args.json, "--json"), "w") as f:
@@ -416,6 +423,13 @@ def nonnegative_float(text: str) -> float:
     value = _number(float, text, "a number")
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def share(text: str) -> float:
+    value = _number(float, text, "a number")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
     return value
 
 

@@ -213,8 +213,9 @@ def _step(x, weights, ring, t, scratch):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-def _draw(logits, u, temperature, weights):
-    """Inverse-CDF draw from softmax(logits / temperature) with a uniform u in [0, 1);
+def _draw(logits, u, temperature, top_p, weights):
+    """Inverse-CDF draw with a uniform u in [0, 1) from softmax(logits / temperature),
+    truncated to its nucleus when top_p < 1 (the same rule as ``sampler.draw_torch``);
     ``weights`` (Q,) is scratch for the unnormalised probabilities."""
     best = 0
     for q in range(logits.shape[0]):
@@ -227,6 +228,8 @@ def _draw(logits, u, temperature, weights):
     for q in range(logits.shape[0]):
         weights[q] = math.exp((logits[q] - top) / temperature)
         total += weights[q]
+    if top_p < 1.0:
+        total = _nucleus(weights, total, top_p)
     target = u * total
     acc = 0.0
     for q in range(logits.shape[0]):
@@ -234,6 +237,28 @@ def _draw(logits, u, temperature, weights):
         if acc > target:
             return q
     return logits.shape[0] - 1
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def _nucleus(weights, total, top_p):
+    """Zero the weights outside the nucleus (the most probable classes, taken in order
+    until they hold top_p of the mass; classes tied with the last one stay); return the
+    kept total."""
+    order = np.argsort(weights)
+    keep = top_p * total
+    acc = 0.0
+    cut = weights[order[-1]]
+    for k in range(order.shape[0] - 1, -1, -1):
+        if acc >= keep:
+            break
+        cut = weights[order[k]]
+        acc += cut
+    kept = 0.0
+    for q in range(weights.shape[0]):
+        if weights[q] < cut:
+            weights[q] = 0.0
+        kept += weights[q]
+    return kept
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -248,7 +273,7 @@ def _teacher_forced(x, weights, ring, t0, scratch, out):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _sample(first, uniforms, temperature, weights, ring, t0, scratch, out):
+def _sample(first, uniforms, temperature, top_p, weights, ring, t0, scratch, out):
     """Sample out (B, T): feed ``first`` (B,), draw, feed the draw, ... (T steps)."""
     logits = scratch[-1]
     x = first.copy()
@@ -256,7 +281,7 @@ def _sample(first, uniforms, temperature, weights, ring, t0, scratch, out):
     for i in range(out.shape[1]):
         _step(x, weights, ring, t0 + i, scratch)
         for b in range(x.shape[0]):
-            x[b] = _draw(logits[b], uniforms[b, i], temperature, probs)
+            x[b] = _draw(logits[b], uniforms[b, i], temperature, top_p, probs)
             out[b, i] = x[b]
 
 
@@ -311,13 +336,14 @@ class FastCPUEngine:
         self.state.t += x.shape[1]
         return out
 
-    def sample(self, first: np.ndarray, uniforms: np.ndarray, temperature: float) -> np.ndarray:
+    def sample(self, first: np.ndarray, uniforms: np.ndarray, temperature: float,
+               top_p: float = 1.0) -> np.ndarray:
         """first: (B,) the pending inputs; uniforms: (B, T) in [0, 1) -> (B, T) int64."""
         first = np.ascontiguousarray(first, dtype=np.int64)
         out = np.empty(uniforms.shape, dtype=np.int64)
 
         def run(lo, hi):
-            _sample(first[lo:hi], uniforms[lo:hi], float(temperature),
+            _sample(first[lo:hi], uniforms[lo:hi], float(temperature), float(top_p),
                     self.weights.args(self.state.bias[lo:hi]), self.state.ring[lo:hi],
                     self.state.t, self.weights.scratch(hi - lo), out[lo:hi])
 

@@ -160,7 +160,7 @@ def prime_windows(reference: list[np.ndarray], count: int, prime_seconds: float,
 
 def evaluate(model, reference: list[np.ndarray], count: int = 4, seconds: float = 3.0,
              prime_seconds: float = 1.0, temperature: float = 1.0, seed: int = 0,
-             label=None, progress: bool = False) -> dict:
+             label=None, progress: bool = False, top_p: float = 1.0) -> dict:
     """Generate ``count`` clips from scratch and ``count`` continuations of primes cut from
     the reference (held-out audio at the model's rate), and measure both against it.
 
@@ -173,13 +173,13 @@ def evaluate(model, reference: list[np.ndarray], count: int = 4, seconds: float 
     sr = model.sample_rate
     num = int(seconds * sr)
     ref = Frames.join([frames(c, sr) for c in reference])
-    clips = generate(model, n=count, num_samples=num, temperature=temperature, seed=seed,
-                     label=label, progress=progress).numpy()
+    clips = generate(model, n=count, num_samples=num, temperature=temperature, top_p=top_p,
+                     seed=seed, label=label, progress=progress).numpy()
     out = {"unconditional": figures(list(clips), ref, sr), "clips": clips}
     primes, reals = prime_windows(reference, count, prime_seconds, seconds, sr, seed)
     if primes:
         conts = generate(model, n=len(primes), num_samples=num, temperature=temperature,
-                         seed=seed, prime=np.stack(primes), label=label,
+                         top_p=top_p, seed=seed, prime=np.stack(primes), label=label,
                          progress=progress).numpy()
         lasts = [survival_seconds(g, r, sr) for g, r in zip(conts, reals, strict=True)]
         out["continuation"] = {**figures(list(conts), ref, sr), "lasts_seconds": lasts}
@@ -204,14 +204,15 @@ def table(rows: dict[str, dict], seconds: float) -> str:
 
 
 def training_check(model, reference: list[np.ndarray], count: int, seconds: float,
-                   temperature: float, seed: int) -> tuple[dict[str, float], dict]:
+                   temperature: float, seed: int, top_p: float = 1.0
+                   ) -> tuple[dict[str, float], dict]:
     """The check a training run makes at each validation: ``evaluate`` on a few short clips
     (continuations of 1 s primes where the held-out clips are long enough).
 
     Returns (flat figures for metrics.jsonl, e.g. "samples/scratch_silent_share"; and
     {name: (T,) audio} of the first clip of each kind, for TensorBoard).
     """
-    result = evaluate(model, reference, count, seconds, 1.0, temperature, seed)
+    result = evaluate(model, reference, count, seconds, 1.0, temperature, seed, top_p=top_p)
     flat, audio = {}, {"scratch": result["clips"][0]}
     for kind, key in (("scratch", "unconditional"), ("continuation", "continuation")):
         if key not in result:

@@ -12,6 +12,7 @@ and stream i does not depend on how many streams run beside it.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ from .model import WaveNet
 
 BACKENDS = ("auto", "torch", "numba")
 CHUNK = 4096  # samples drawn per call into a backend (uniforms are made per chunk)
+TOP_P_DELAY = 0.25  # seconds of each stream drawn from the whole distribution
 
 
 def pick_backend(backend: str, device: torch.device) -> str:
@@ -44,12 +46,22 @@ def stream_generators(n: int, seed: int | None) -> list[np.random.Generator]:
             for i in range(n)]
 
 
-def draw_torch(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
-    """logits (B, Q), uniforms (B,) -> (B,) int64 by inverse CDF of softmax(logits / T);
-    temperature 0 = argmax."""
+def draw_torch(logits: torch.Tensor, u: torch.Tensor, temperature: float,
+               top_p: float = 1.0) -> torch.Tensor:
+    """logits (B, Q), uniforms (B,) -> (B,) int64 by inverse CDF of softmax(logits / T),
+    truncated to its nucleus when top_p < 1: the most probable classes, taken in order until
+    they hold top_p of the mass (classes tied with the last one stay); temperature 0 =
+    argmax."""
     if temperature == 0:
         return logits.argmax(-1)
-    cdf = torch.softmax(logits.double() / temperature, dim=-1).cumsum(-1)
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    if top_p < 1:
+        ranked = probs.sort(dim=-1, descending=True).values
+        before = ranked.cumsum(-1) - ranked  # the mass of the classes ranked above
+        kept = (before < top_p).sum(-1, keepdim=True)  # >= 1
+        cut = ranked.gather(-1, kept - 1)
+        probs = probs.masked_fill(probs < cut, 0.0)
+    cdf = probs.cumsum(-1)
     idx = torch.searchsorted(cdf, (u.double() * cdf[:, -1]).unsqueeze(1), right=True)
     return idx.squeeze(1).clamp_(max=logits.shape[-1] - 1)
 
@@ -62,19 +74,20 @@ def prime_bar(num_samples: int, progress: bool) -> tqdm:
 
 def _torch_sampler(model: WaveNet, inputs: torch.Tensor, temperature: float,
                    labels: torch.Tensor | None, progress: bool) -> Callable:
-    """Prime a torch stream state with ``inputs`` (B, T); return chunk(u (B, C)) -> (B, C)."""
+    """Prime a torch stream state with ``inputs`` (B, T); return chunk(u (B, C), top_p) ->
+    (B, C)."""
     state = streaming.silence_state(model, inputs.shape[0], labels)
     with prime_bar(inputs.shape[1], progress) as bar:
         # (B, Q): predicts the first new sample
         logits = streaming.prime(model, state, inputs, bar=bar)
     device = inputs.device
 
-    def chunk(u: np.ndarray) -> np.ndarray:
+    def chunk(u: np.ndarray, top_p: float) -> np.ndarray:
         nonlocal logits
         u_dev = torch.from_numpy(u).to(device)  # one transfer per chunk, none per sample
         out = torch.empty(u.shape, dtype=torch.long, device=device)
         for t in range(u.shape[1]):
-            out[:, t] = draw_torch(logits, u_dev[:, t], temperature)
+            out[:, t] = draw_torch(logits, u_dev[:, t], temperature, top_p)
             logits = streaming.step(model, state, out[:, t : t + 1])[:, 0]
         return out.cpu().numpy()
 
@@ -84,7 +97,7 @@ def _torch_sampler(model: WaveNet, inputs: torch.Tensor, temperature: float,
 def _numba_sampler(model: WaveNet, inputs: torch.Tensor, temperature: float,
                    threads: int, labels: torch.Tensor | None, progress: bool) -> Callable:
     """Prime the numba engine with ``inputs`` (B, T) but the last, which is fed by the
-    first chunk; return chunk(u (B, C)) -> (B, C).
+    first chunk; return chunk(u (B, C), top_p) -> (B, C).
 
     A prime shared by every stream (the same clip and label) runs once through the torch
     streaming engine, whose tiles are large products (about 3x the numba loop for one
@@ -109,9 +122,9 @@ def _numba_sampler(model: WaveNet, inputs: torch.Tensor, temperature: float,
                     bar.update(min(known, lo + CHUNK) - lo)
     pending = x[:, -1]
 
-    def chunk(u: np.ndarray) -> np.ndarray:
+    def chunk(u: np.ndarray, top_p: float) -> np.ndarray:
         nonlocal pending
-        out = engine.sample(pending, u, temperature)
+        out = engine.sample(pending, u, temperature, top_p)
         pending = out[:, -1]
         return out
 
@@ -124,6 +137,8 @@ def generate(
     n: int = 1,
     num_samples: int = 16000,
     temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_p_delay: float = TOP_P_DELAY,
     seed: int | None = None,
     prime: np.ndarray | torch.Tensor | None = None,
     include_prime: bool = False,
@@ -138,6 +153,11 @@ def generate(
     Args:
         model: a WaveNet (its device is used by the torch backend).
         temperature: softmax temperature; 0 picks the most likely class (argmax).
+        top_p: nucleus sampling: draw only among the most probable classes that together
+            hold this share of the (tempered) probability; 1 = the whole distribution.
+        top_p_delay: seconds at the start of each stream (a prime counts) drawn from the
+            whole distribution before the nucleus applies: a clip generated from scratch
+            starts in silence, where the nucleus holds the silence class alone.
         seed: makes the output reproducible for a backend; None draws fresh randomness.
         prime: float audio in [-1, 1] at the model's rate, (T,) for every stream or (n, T);
             generation continues it.
@@ -167,6 +187,10 @@ def generate(
         raise ValueError(f"need n >= 1 and num_samples >= 0, got n={n}, num_samples={num_samples}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not top_p_delay >= 0:
+        raise ValueError(f"top_p_delay must be >= 0 seconds, got {top_p_delay}")
     device = next(model.parameters()).device
     backend = pick_backend(backend, device)
     q = model.quantization_channels
@@ -198,8 +222,9 @@ def generate(
             chunk = _torch_sampler(model, inputs, temperature, labels, progress)
             if device.type == "cpu":
                 torch.set_num_threads(1)
+        full = max(0, round(top_p_delay * model.sample_rate) - prime_classes.shape[1])
         out, seconds = _run_chunks(chunk, n, num_samples, stream_generators(n, seed),
-                                   progress, model.sample_rate)
+                                   progress, model.sample_rate, top_p, full)
     finally:
         torch.set_num_threads(torch_threads)
         model.train(was_training)
@@ -213,17 +238,19 @@ def generate(
 
 
 def _run_chunks(chunk: Callable, n: int, num_samples: int, rngs: list[np.random.Generator],
-                progress: bool, sample_rate: int) -> tuple[np.ndarray, float]:
-    """(B, num_samples) classes drawn chunk by chunk, and the seconds it took. The bar
-    shows samples/s as n * samples so far / seconds so far: the figure that ``stats``
-    reports at the end."""
+                progress: bool, sample_rate: int, top_p: float = 1.0, full: int = 0
+                ) -> tuple[np.ndarray, float]:
+    """(B, num_samples) classes drawn chunk by chunk (the first ``full`` of them from the
+    whole distribution, the rest with ``top_p``), and the seconds it took. The bar shows
+    samples/s as n * samples so far / seconds so far: the figure that ``stats`` reports at
+    the end."""
     out = np.empty((n, num_samples), dtype=np.int64)
+    cuts = sorted({*range(0, num_samples, CHUNK), min(full, num_samples), num_samples})
     start = time.perf_counter()
     with tqdm(total=num_samples, unit="sample", disable=not progress, desc="generate") as bar:
-        for lo in range(0, num_samples, CHUNK):
-            hi = min(num_samples, lo + CHUNK)
+        for lo, hi in itertools.pairwise(cuts):
             u = np.stack([rng.random(hi - lo) for rng in rngs])
-            out[:, lo:hi] = chunk(u)
+            out[:, lo:hi] = chunk(u, 1.0 if hi <= full else top_p)
             rate = n * hi / (time.perf_counter() - start)
             bar.set_postfix(samples_per_s=f"{rate:,.0f}", rtf=f"{rate / sample_rate:.2f}")
             bar.update(hi - lo)
