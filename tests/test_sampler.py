@@ -231,8 +231,9 @@ def test_top_p_one_and_the_delay_change_nothing_else():
     """top_p=1 is the whole distribution: the same samples for any delay; the draws before
     the delay equal those of top_p=1 with the same seed (the nucleus starts mid-chunk)."""
     model = model_with_biases()
-    whole = generate(model, n=2, num_samples=5000, seed=4)
-    assert torch.equal(whole, generate(model, n=2, num_samples=5000, seed=4, top_p_delay=0))
+    whole = generate(model, n=2, num_samples=5000, seed=4, top_p=1)
+    assert torch.equal(whole, generate(model, n=2, num_samples=5000, seed=4, top_p=1,
+                                       top_p_delay=0))
     part = generate(model, n=2, num_samples=5000, seed=4, top_p=0.5,
                     top_p_delay=4500 / model.sample_rate)
     assert torch.equal(part[:, :4500], whole[:, :4500])

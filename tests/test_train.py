@@ -145,6 +145,10 @@ def test_config_errors_name_the_key(tmp_path):
         train(fast_config(tmp_path, "data.kind=tape"))
     with pytest.raises(Exception, match="data.root"):
         train(fast_config(tmp_path, "data=folder"))
+    with pytest.raises(ConfigError, match="train.example_top_p=0.0 .*0 < x <= 1"):
+        train(fast_config(tmp_path, "train.example_top_p=0"))
+    with pytest.raises(ConfigError, match="train.example_temperature=-1.0 .*>= 0"):
+        train(fast_config(tmp_path, "train.example_temperature=-1"))
 
 
 def test_trains_on_a_folder_with_broken_files(tmp_path):

@@ -10,7 +10,7 @@ import math
 import sys
 import time
 
-from . import __version__
+from . import __version__, sampling
 from .errors import OptionError, WavegenError
 
 USAGE = """usage: wavegen COMMAND [ARGS]
@@ -144,11 +144,7 @@ def generate_main(argv: list[str]) -> int:
     length.add_argument("--seconds", type=positive_float, help="length of each clip "
                         "(default 2)")
     length.add_argument("--samples", type=positive_int, help="length in samples")
-    p.add_argument("--temperature", type=nonnegative_float, default=1.0,
-                   help="softmax temperature; 0 = always the most likely sample (default 1)")
-    p.add_argument("--top-p", type=share, default=1.0, metavar="P",
-                   help="nucleus sampling: draw among the most likely samples that hold this "
-                        "share of the probability (default 1 = all)")
+    sampling_options(p)
     p.add_argument("--seed", type=nonnegative_int, default=None,
                    help="random seed, an integer >= 0 (default: fresh randomness)")
     p.add_argument("--prime", metavar="CLIP", help="an audio clip to continue")
@@ -213,6 +209,17 @@ def generate_main(argv: list[str]) -> int:
           f"real time (all clips together, while sampling: "
           f"{stats['sampling_seconds']:.1f} s); {elapsed:.1f} s in all with set-up{primed}")
     return 0
+
+
+def sampling_options(p: argparse.ArgumentParser) -> None:
+    """--temperature and --top-p, with the defaults of ``wavegen.sampling``."""
+    p.add_argument("--temperature", type=nonnegative_float, default=sampling.TEMPERATURE,
+                   help="softmax temperature; 0 = always the most likely sample "
+                        f"(default {sampling.TEMPERATURE:g})")
+    p.add_argument("--top-p", type=share, default=sampling.TOP_P, metavar="P",
+                   help="nucleus sampling: draw among the most likely samples that hold this "
+                        f"share of the probability; 1 = all (default {sampling.TOP_P:g}, from "
+                        f"{sampling.TOP_P_DELAY:g} s into a clip, a prime counting)")
 
 
 def _stream_labels(text: str | None, n: int) -> str | list[str] | None:
@@ -329,10 +336,7 @@ def quality_main(argv: list[str]) -> int:
                    help="length of each clip and continuation (default 3)")
     p.add_argument("--prime-seconds", type=positive_float, default=1.0,
                    help="length of each prime (default 1)")
-    p.add_argument("--temperature", type=nonnegative_float, default=1.0,
-                   help="sampling temperature (default 1)")
-    p.add_argument("--top-p", type=share, default=1.0, metavar="P",
-                   help="nucleus sampling share (default 1 = the whole distribution)")
+    sampling_options(p)
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed (default 0)")
     p.add_argument("--label", metavar="NAME", help="conditional models: the label")
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON")

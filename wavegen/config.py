@@ -18,6 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from . import sampling
 from .errors import WavegenError
 
 
@@ -108,7 +109,10 @@ class TrainConfig:
     max_nonfinite: int = _f(20, "non-finite steps in a row before the run stops")
     num_examples: int = _f(3, "clips generated at the end of the run")
     example_seconds: float = _f(2.0, "length of each example clip")
-    example_temperature: float = _f(1.0, "sampling temperature of the examples and checks")
+    example_temperature: float = _f(sampling.TEMPERATURE,
+                                    "sampling temperature of the examples and checks")
+    example_top_p: float = _f(sampling.TOP_P, "nucleus share of the examples and checks "
+                                              "(1 = the whole distribution)")
     sample_check_clips: int = _f(2, "at each validation, clips generated from scratch and "
                                     "as continuations of held-out primes, and measured "
                                     "(`wavegen quality`); 0 = off")
@@ -237,6 +241,9 @@ def validate(cfg: Config) -> None:
          "train.sample_check_seconds", t.sample_check_seconds, "a finite number > 0")
     need(math.isfinite(t.example_seconds) and t.example_seconds >= 0, "train.example_seconds",
          t.example_seconds, "a finite number >= 0")
+    need(math.isfinite(t.example_temperature) and t.example_temperature >= 0,
+         "train.example_temperature", t.example_temperature, "a finite number >= 0")
+    need(0 < t.example_top_p <= 1, "train.example_top_p", t.example_top_p, "0 < x <= 1")
     need(t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1")
     need(o.lr_base_batch is None or o.lr_base_batch >= 1, "optim.lr_base_batch",
          o.lr_base_batch, "null or >= 1")

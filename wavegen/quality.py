@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import sampling
+
 FRAME = 1024  # 64 ms at 16 kHz
 HOP = 256
 N_MELS = 64
@@ -160,7 +162,7 @@ def prime_windows(reference: list[np.ndarray], count: int, prime_seconds: float,
 
 def evaluate(model, reference: list[np.ndarray], count: int = 4, seconds: float = 3.0,
              prime_seconds: float = 1.0, temperature: float = 1.0, seed: int = 0,
-             label=None, progress: bool = False, top_p: float = 1.0) -> dict:
+             label=None, progress: bool = False, top_p: float = sampling.TOP_P) -> dict:
     """Generate ``count`` clips from scratch and ``count`` continuations of primes cut from
     the reference (held-out audio at the model's rate), and measure both against it.
 
@@ -204,7 +206,7 @@ def table(rows: dict[str, dict], seconds: float) -> str:
 
 
 def training_check(model, reference: list[np.ndarray], count: int, seconds: float,
-                   temperature: float, seed: int, top_p: float = 1.0
+                   temperature: float, seed: int, top_p: float = sampling.TOP_P
                    ) -> tuple[dict[str, float], dict]:
     """The check a training run makes at each validation: ``evaluate`` on a few short clips
     (continuations of 1 s primes where the held-out clips are long enough).

@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import mulaw, streaming
+from . import mulaw, sampling, streaming
 from .info import usable_cpus
 from .model import WaveNet
 
 BACKENDS = ("auto", "torch", "numba")
 CHUNK = 4096  # samples drawn per call into a backend (uniforms are made per chunk)
-TOP_P_DELAY = 0.25  # seconds of each stream drawn from the whole distribution
 
 
 def pick_backend(backend: str, device: torch.device) -> str:
@@ -136,9 +135,9 @@ def generate(
     model: WaveNet,
     n: int = 1,
     num_samples: int = 16000,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_p_delay: float = TOP_P_DELAY,
+    temperature: float = sampling.TEMPERATURE,
+    top_p: float = sampling.TOP_P,
+    top_p_delay: float = sampling.TOP_P_DELAY,
     seed: int | None = None,
     prime: np.ndarray | torch.Tensor | None = None,
     include_prime: bool = False,
@@ -154,7 +153,8 @@ def generate(
         model: a WaveNet (its device is used by the torch backend).
         temperature: softmax temperature; 0 picks the most likely class (argmax).
         top_p: nucleus sampling: draw only among the most probable classes that together
-            hold this share of the (tempered) probability; 1 = the whole distribution.
+            hold this share of the (tempered) probability; 1 = the whole distribution
+            (``wavegen.sampling`` says why the default is below 1).
         top_p_delay: seconds at the start of each stream (a prime counts) drawn from the
             whole distribution before the nucleus applies: a clip generated from scratch
             starts in silence, where the nucleus holds the silence class alone.

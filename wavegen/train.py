@@ -487,7 +487,8 @@ class Trainer:
                             "uniform guessing (%.0f); try a lower optim.lr (now %.3g)", bits,
                             math.log2(model.quantization_channels), self.lr)
             examples = write_examples(eval_model, self.run_dir / "examples", t.num_examples,
-                                      t.example_seconds, t.example_temperature, t.seed)
+                                      t.example_seconds, t.example_temperature,
+                                      t.example_top_p, t.seed)
         bits, best, by_label = world.broadcast((bits, progress.best_val_bits,
                                                  self.val_per_label))
         self.val_per_label = by_label
@@ -528,7 +529,8 @@ class Trainer:
         figures, audio = quality.training_check(model, self.reference_audio,
                                                 t.sample_check_clips,
                                                 t.sample_check_seconds,
-                                                t.example_temperature, t.seed)
+                                                t.example_temperature, t.seed,
+                                                t.example_top_p)
         f = figures
         log.info("step %d: samples from scratch: %.0f%% near-silent, %.0f%% noise-like "
                  "frames, mel Frechet %.0f%s", self.progress.step,
@@ -624,7 +626,7 @@ def _count_nonfinite(progress: Progress, limit: int, last_path: Path, main: bool
 
 
 def write_examples(model: WaveNet, folder: Path, n: int, seconds: float, temperature: float,
-                   seed: int) -> list[Path]:
+                   top_p: float, seed: int) -> list[Path]:
     """n generated clips of ``seconds`` as folder/sample_000.wav ...; a conditional model's
     clips take its labels in turn (folder/sample_000_<label>.wav ...)."""
     if n < 1 or seconds <= 0:
@@ -632,7 +634,8 @@ def write_examples(model: WaveNet, folder: Path, n: int, seconds: float, tempera
     labels = [model.labels[i % len(model.labels)] for i in range(n)] if model.conditional \
         else None
     audio = generate(model, n=n, num_samples=int(seconds * model.sample_rate),
-                     temperature=temperature, seed=seed, progress=True, label=labels)
+                     temperature=temperature, top_p=top_p, seed=seed, progress=True,
+                     label=labels)
     paths = clip_paths(folder, n, labels, overwrite=True)  # the run's own examples
     for path, clip in zip(paths, audio.numpy(), strict=True):
         write_wav(path, clip, model.sample_rate)
