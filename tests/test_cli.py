@@ -56,6 +56,23 @@ def test_multirun_sweep_writes_one_folder_per_run_and_a_summary(tmp_path):
     assert "optim.lr=0.005" in done.stdout and "final" in done.stdout
 
 
+def test_generate_warns_of_near_silent_clips(capsys):
+    """A clip that is mostly below -60 dBFS gets one line naming it and the likely cause
+    (an under-trained model under nucleus sampling); an audible clip gets none."""
+    import numpy as np
+
+    from wavegen.cli import _warn_silent
+
+    t = np.arange(16000) / 16000
+    clips = np.stack([np.zeros(16000), 0.3 * np.sin(2 * np.pi * 440 * t)]).astype(np.float32)
+    _warn_silent(["a.wav", "b.wav"], clips, 16000, top_p=0.98)
+    err = capsys.readouterr().err
+    assert "a.wav is near-silent" in err and "--top-p 1" in err and "b.wav" not in err
+    _warn_silent(["a.wav"], clips[:1], 16000, top_p=1.0)
+    err = capsys.readouterr().err
+    assert "train longer" in err and "--top-p" not in err
+
+
 def test_user_errors_are_clear_and_have_no_traceback(tmp_path):
     typo = wavegen("train", "model.kernal_size=3", cwd=tmp_path)
     assert typo.returncode != 0 and "kernal_size" in typo.stderr
@@ -123,6 +140,8 @@ def test_generate_writes_wavs_and_reports_speed(tmp_path):
                           ([ckpt, "--prime", str(tmp_path / "bad.wav")], "bad.wav"),
                           ([ckpt, "-n", "0"], "-n"),
                           ([ckpt, "--temperature", "-1"], "--temperature"),
+                          ([ckpt, "--top-p", "0"], "--top-p"),
+                          ([ckpt, "--top-p", "1.5"], "--top-p"),
                           ([ckpt, "--threads", "0"], "--threads"),
                           ([ckpt, "--seconds", "1", "--samples", "5"], "not allowed")]:
         bad = wavegen("generate", *args, cwd=tmp_path)

@@ -201,6 +201,7 @@ def generate_main(argv: list[str]) -> int:
     for path, clip in zip(paths, audio.numpy(), strict=True):
         write_wav(path, clip, model.sample_rate)
         print(path)
+    _warn_silent(paths, audio.numpy()[:, -num_samples:], model.sample_rate, args.top_p)
     rate = stats["samples_per_s"]
     primed = f", feeding a {len(prime) / model.sample_rate:.2f} s prime" if prime is not None \
         else ""
@@ -209,6 +210,22 @@ def generate_main(argv: list[str]) -> int:
           f"real time (all clips together, while sampling: "
           f"{stats['sampling_seconds']:.1f} s); {elapsed:.1f} s in all with set-up{primed}")
     return 0
+
+
+def _warn_silent(paths: list, clips, sample_rate: int, top_p: float) -> None:
+    """One line on stderr for each generated clip (``clips``: (n, T) audio) that is mostly
+    near-silent, with the likely cause: an under-trained model falls silent under nucleus
+    sampling."""
+    from . import quality
+
+    for path, clip in zip(paths, clips, strict=True):
+        share = float(quality.frames(clip, sample_rate).silent.mean())
+        if share > 0.5:
+            advice = ("an under-trained model can fall silent under nucleus sampling: try "
+                      "--top-p 1, or train longer" if top_p < 1 else "train longer")
+            print(f"wavegen generate: {path} is near-silent (below "
+                  f"{quality.SILENT_DBFS:.0f} dBFS) for {share:.0%} of its length; {advice}",
+                  file=sys.stderr)
 
 
 def sampling_options(p: argparse.ArgumentParser) -> None:
