@@ -1,9 +1,9 @@
 """A picture of real against generated audio: log-mel spectrograms of a held-out prime with
 its real continuation, the same prime with a generated continuation, and a clip generated
-from scratch, at the temperatures given. Uses the prime windows of `wavegen quality` (same
-seed, same places).
+from scratch, for each sampling rule given (temperature, top-p). Uses the prime windows of
+`wavegen quality` (same seed, same places).
 
-    python scripts/quality_figure.py CHECKPOINT REF... -o figure.png [--temperature 1.0 0.9]
+    python scripts/quality_figure.py CHECKPOINT REF... -o figure.png [--rule 1.0:1 1.0:0.98]
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ def main() -> None:
     p.add_argument("checkpoint")
     p.add_argument("reference", nargs="+", help="held-out audio files")
     p.add_argument("-o", "--out", required=True, help="the PNG to write")
-    p.add_argument("--temperature", type=float, nargs="+", default=[1.0])
+    p.add_argument("--rule", nargs="+", default=["1.0:0.98"], metavar="T:P",
+                   help="temperature:top-p pairs (default 1.0:0.98)")
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -36,14 +37,16 @@ def main() -> None:
     reference = [load_audio(path, sr) for path in args.reference]
     primes, reals = quality.prime_windows(reference, 1, 1.0, args.seconds, sr, args.seed)
     rows = [("held-out prime + real continuation", np.concatenate([primes[0], reals[0]]))]
-    for t in args.temperature:
+    for rule in args.rule:
+        t, top_p = map(float, rule.split(":"))
         cont = generate(model, n=1, num_samples=int(args.seconds * sr), temperature=t,
-                        seed=args.seed, prime=primes[0]).numpy()[0]
+                        top_p=top_p, seed=args.seed, prime=primes[0]).numpy()[0]
         scratch = generate(model, n=1, num_samples=int((1 + args.seconds) * sr),
-                           temperature=t, seed=args.seed).numpy()[0]
-        rows.append((f"same prime + generated continuation, temperature {t:g}",
+                           temperature=t, top_p=top_p, seed=args.seed).numpy()[0]
+        name = f"temperature {t:g}, top-p {top_p:g}"
+        rows.append((f"same prime + generated continuation, {name}",
                      np.concatenate([primes[0], cont])))
-        rows.append((f"generated from scratch, temperature {t:g}", scratch))
+        rows.append((f"generated from scratch, {name}", scratch))
     top = quality.peak_db(rows[0][1], sr)  # one colour scale: the real audio's peak
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, 1.6 * len(rows)), sharex=True)
     for ax, (title, audio) in zip(np.atleast_1d(axes), rows, strict=True):
