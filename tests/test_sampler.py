@@ -5,8 +5,9 @@ import pytest
 import torch
 from conftest import randomize_biases
 
-from wavegen import WaveNet, generate, mulaw, streaming
-from wavegen.fastcpu import FastCPUEngine, stream_groups
+from wavegen import WaveNet, generate, mulaw
+from wavegen.models.wavenet import streaming
+from wavegen.models.wavenet.fastcpu import FastCPUEngine, stream_groups
 
 CASES = [("tiny", {}), ("small", {}), ("base", {}), ("tiny", {"kernel_size": 3})]
 
@@ -153,8 +154,8 @@ def test_output_range_and_bad_arguments():
 def test_both_draws_sample_from_the_tempered_softmax(temperature):
     """Histograms of many draws from fixed logits match softmax(logits / T), for the torch
     rule and the numba rule alike (temperatures other than 0 and 1 included)."""
-    from wavegen.fastcpu import _draw
-    from wavegen.sampler import draw_torch
+    from wavegen.models.wavenet.engines import draw_torch
+    from wavegen.models.wavenet.fastcpu import _draw
 
     q, draws = 16, 40000
     logits = torch.linspace(-3, 2, q, dtype=torch.float32)[torch.randperm(q)]
@@ -181,8 +182,8 @@ def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 def test_both_draws_sample_from_the_nucleus(temperature, top_p):
     """With top_p < 1 both rules draw from the tempered softmax restricted to its nucleus
     and renormalised, and agree draw for draw."""
-    from wavegen.fastcpu import _draw
-    from wavegen.sampler import draw_torch
+    from wavegen.models.wavenet.engines import draw_torch
+    from wavegen.models.wavenet.fastcpu import _draw
 
     q, draws = 16, 40000
     logits = torch.linspace(-3, 2, q, dtype=torch.float32)[torch.randperm(q)]

@@ -112,7 +112,7 @@ def test_sigint_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
-    from wavegen.model import WaveNet
+    from wavegen.models.wavenet.model import WaveNet
 
     original = WaveNet.valid_logits
     calls = {"n": 0}

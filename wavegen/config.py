@@ -37,6 +37,7 @@ def _f(default, help: str):
 class ModelConfig:
     """WaveNet shape (README "Model presets")."""
 
+    family: str = _f("wavenet", "model family (wavegen.family.FAMILIES): wavenet")
     preset: str = _f("custom", "preset name: model=tiny|small|base picks a preset")
     quantization_channels: int = _f(256, "mu-law classes")
     stacks: int = _f(1, "stacks of dilated layers (dilations 1..2^(layers-1) each)")

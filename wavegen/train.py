@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -32,14 +31,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import mulaw
 from .audio import write_wav
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, ConfigError, OptimConfig, check_keys, validate
-from .data import IGNORE, CropSampler, StepBatches, build_datasets
+from .data import CropSampler, StepBatches, build_datasets
 from .distributed import setup
 from .errors import writing
-from .model import WaveNet
+from .family import get_family
 from .outputs import clip_paths
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
@@ -188,21 +186,9 @@ def scaled_lr(optim: OptimConfig, effective_batch: int, batch_size: int) -> floa
     return optim.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[optim.lr_scaling]
 
 
-class ValidLogits(nn.Module):
-    """The training forward as a module call, so that DDP and torch.compile can wrap it."""
-
-    def __init__(self, model: WaveNet):
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        return self.model.valid_logits(inputs, labels if self.model.conditional else None)
-
-
 def train(cfg: Config | DictConfig, run_dir: str | Path | None = None,
           overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train a WaveNet as ``cfg`` says; returns a summary dict.
+    """Train a model as ``cfg`` says (its family: ``model.family``); returns a summary dict.
 
     The run folder (``out_dir/name`` unless given) receives last.pt, best.pt,
     metrics.jsonl, train.log, summary.json and examples/. With ``train.resume`` the run
@@ -245,21 +231,22 @@ class Trainer:
 
         self.val_per_label: dict[str, float] = {}
         self.reference_audio: list[np.ndarray] | None = None  # for the sample checks
-        train_clips, self.val_clips, self.data_summary = build_datasets(
-            cfg.data, cfg.model.quantization_channels)
+        self.family = family = get_family(cfg.model.family)
+        self.codec = family.codec(cfg.model)
+        train_clips, self.val_clips, self.data_summary = build_datasets(cfg.data, self.codec)
         if cfg.model.labels:
             raise ConfigError("model.labels is set from the data: use data.labels=folder "
                               "(or a manifest) instead")
         if cfg.data.labels:  # a conditional model over the training labels
             cfg.model.labels = sorted({c.label for c in train_clips})
         torch.manual_seed(t.seed)
-        self.model = model = WaveNet(cfg.model, sample_rate=cfg.data.sample_rate).to(device)
+        self.model = model = family.build(cfg.model, cfg.data.sample_rate).to(device)
         if model.conditional:  # the prior for classification: training file shares
             model.label_prior = [sum(c.label == name for c in train_clips) / len(train_clips)
                                  for name in model.labels]
         label_ids = {name: i + 1 for i, name in enumerate(model.labels)}
-        crops = CropSampler(train_clips, model.receptive_field, cfg.data.segment_length,
-                            model.silence, label_ids, cfg.data.start_share)
+        crops = CropSampler(train_clips, family.context(model), cfg.data.segment_length,
+                            self.codec.silence, label_ids, cfg.data.start_share)
         self.batches = StepBatches(crops, t.seed, t.batch_size, t.grad_accum, world.rank,
                                    world.size, t.label_dropout if model.conditional else 0.0)
         self.effective_batch = t.batch_size * t.grad_accum * world.size
@@ -275,12 +262,10 @@ class Trainer:
         if self.resumed:
             self._restore(read_checkpoint(self.last_path, map_location=device))
 
-        self.net = self.ddp = ValidLogits(model)
+        self.net = self.ddp = family.crop_loss(model)
         if world.size > 1:
-            # the last layer's residual output feeds nothing: no gradient to wait for
-            last = f"model.layers.{len(model.layers) - 1}.residual"
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                self.net, [f"{last}.weight", f"{last}.bias"])
+                self.net, family.ddp_ignored(model))
             self.net = self.ddp = DistributedDataParallel(
                 self.net, device_ids=[device.index] if device.type == "cuda" else None)
         if t.compile:
@@ -321,8 +306,6 @@ class Trainer:
             "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
             "model_config": asdict(cfg.model),
             "sample_rate": cfg.data.sample_rate,
-            "quantization_channels": model.quantization_channels,
-            "receptive_field": model.receptive_field,
             "model": model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
@@ -341,17 +324,17 @@ class Trainer:
         if world.size > 1:
             log.info("processes: %d (%s); rank 0 logs, validates and writes checkpoints",
                      world.size, torch.distributed.get_backend())
-        log.info("model: %s", model.describe())
+        log.info("model: %s", self.family.describe(model))
         log.info("data: %s", self.data_summary)
         log.info("batch: %d crops x %d accumulated x %d process(es) = %d crops of "
                  "(%d context + %d targets) = %d target samples per step",
                  t.batch_size, t.grad_accum, world.size, self.effective_batch,
-                 model.receptive_field - 1, segment, self.effective_batch * segment)
+                 self.family.context(model), segment, self.effective_batch * segment)
         log.info("lr: %.3g (optim.lr=%.3g, optim.lr_scaling=%s, base batch %d)", self.lr,
                  cfg.optim.lr, cfg.optim.lr_scaling, cfg.optim.lr_base_batch or t.batch_size)
         log.info("precision: %s%s; validation and scoring in fp32; uniform guessing is "
                  "%.0f bits/sample", t.precision, ", compiled" if t.compile else "",
-                 math.log2(model.quantization_channels))
+                 self.codec.uniform_bits)
 
     def run(self) -> dict[str, Any]:
         cfg, t, o = self.cfg, self.cfg.train, self.cfg.optim
@@ -478,14 +461,14 @@ class Trainer:
             metrics.close()
             log.info("done: step %d, validation %.3f bits/sample (best %.3f; uniform = %.0f)",
                      progress.step, bits, progress.best_val_bits,
-                     math.log2(model.quantization_channels))
+                     self.codec.uniform_bits)
             for label, value in self.val_per_label.items():
                 log.info("  %-16s %.3f bits/sample (validation, given the label)", label,
                          value)
-            if diverged(bits, model.quantization_channels):
+            if diverged(bits, self.codec.uniform_bits):
                 log.warning("the run has diverged: validation %.4g bits/sample is far above "
                             "uniform guessing (%.0f); try a lower optim.lr (now %.3g)", bits,
-                            math.log2(model.quantization_channels), self.lr)
+                            self.codec.uniform_bits, self.lr)
             examples = write_examples(eval_model, self.run_dir / "examples", t.num_examples,
                                       t.example_seconds, t.example_temperature,
                                       t.example_top_p, t.seed)
@@ -510,10 +493,9 @@ class Trainer:
                 "val_bits_per_sample_by_label": dict(self.val_per_label),
                 "checkpoint": str(self.last_path), "examples": [str(p) for p in examples],
                 "nonfinite_steps": self.progress.nonfinite_total, "interrupted": interrupted,
-                "diverged": bits is not None and diverged(bits,
-                                                          self.model.quantization_channels)}
+                "diverged": bits is not None and diverged(bits, self.codec.uniform_bits)}
 
-    def _check_samples(self, model: WaveNet, metrics: MetricsLog,
+    def _check_samples(self, model: nn.Module, metrics: MetricsLog,
                        max_samples: int | None) -> dict[str, float]:
         """Generate a few short clips and measure them against the held-out audio
         (``quality.training_check``); the first of each kind goes to TensorBoard."""
@@ -524,8 +506,8 @@ class Trainer:
 
         if self.reference_audio is None:  # the held-out clips as audio, decoded once
             self.reference_audio = [
-                mulaw.decode(torch.from_numpy(c.classes[:max_samples].astype(np.int64)),
-                             model.quantization_channels).numpy() for c in self.val_clips]
+                self.codec.decode(torch.from_numpy(c.classes[:max_samples].astype(np.int64)))
+                .numpy() for c in self.val_clips]
         figures, audio = quality.training_check(model, self.reference_audio,
                                                 t.sample_check_clips,
                                                 t.sample_check_seconds,
@@ -545,7 +527,7 @@ class Trainer:
     def _accumulate(self, inputs: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
                     total: int, autocast) -> torch.Tensor:
         """Forward and backward over this process's micro-batches (A, b, ...); gradients
-        are those of (summed cross-entropy of the whole batch on all processes) / total.
+        are those of (the summed crop loss of the whole batch on all processes) / total.
         Returns this process's share of that loss (nats per target)."""
         device, world = self.device, self.world
         loss_sum = torch.zeros((), device=device)
@@ -557,9 +539,7 @@ class Trainer:
             sync = self.ddp.no_sync() if world.size > 1 and m < steps - 1 else nullcontext()
             with sync:
                 with autocast:
-                    logits = self.net(x, c)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
-                                       ignore_index=IGNORE, reduction="sum") / total
+                    loss = self.net(x, y, c) / total  # the family's summed crop loss
                 # DDP averages gradients over processes; the loss is a share of a sum
                 self.scaler.scale(loss * world.size).backward()
             loss_sum += loss.detach()
@@ -578,7 +558,7 @@ class Trainer:
                       samples_per_s=rate)
 
 
-def validation_bits(model: WaveNet, clips: list, max_samples: int | None
+def validation_bits(model: nn.Module, clips: list, max_samples: int | None
                     ) -> tuple[float, dict[str, float]]:
     """Exact bits/sample over the validation clips (each given its label when the model
     is conditional), and per label."""
@@ -597,10 +577,10 @@ def validation_bits(model: WaveNet, clips: list, max_samples: int | None
     return total_bits / count, dict(sorted(per_label.items()))
 
 
-def diverged(bits: float, quantization_channels: int) -> bool:
+def diverged(bits: float, uniform_bits: float) -> bool:
     """Validation bits/sample that no training run reaches unless it diverged: not finite, or
     above twice uniform guessing (an untrained model scores about uniform guessing)."""
-    return not math.isfinite(bits) or bits > 2 * math.log2(quantization_channels)
+    return not math.isfinite(bits) or bits > 2 * uniform_bits
 
 
 def check_compile(device: torch.device) -> None:
@@ -625,7 +605,7 @@ def _count_nonfinite(progress: Progress, limit: int, last_path: Path, main: bool
             f"optim.grad_clip.")
 
 
-def write_examples(model: WaveNet, folder: Path, n: int, seconds: float, temperature: float,
+def write_examples(model: nn.Module, folder: Path, n: int, seconds: float, temperature: float,
                    top_p: float, seed: int) -> list[Path]:
     """n generated clips of ``seconds`` as folder/sample_000.wav ...; a conditional model's
     clips take its labels in turn (folder/sample_000_<label>.wav ...)."""

@@ -37,6 +37,14 @@ class StreamState:
         self.start = [0] * len(context)
         self.fused_skip = fused_skip
         self.cond = cond
+        self.silence = [c.clone() for c in context]  # each row's context after silence
+
+    def reset(self, row: int) -> None:
+        """Start stream ``row`` again after infinite silence. A silence context holds the
+        same value at every position of a ring, so this is right wherever the ring starts
+        (``start`` is shared by the rows)."""
+        for context, silence in zip(self.context, self.silence, strict=True):
+            context[row] = silence[row]
 
     @property
     def batch_size(self) -> int:
