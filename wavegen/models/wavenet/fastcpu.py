@@ -51,7 +51,7 @@ class Weights:
 
     def args(self, conv_b: np.ndarray) -> tuple:
         """The weights argument of the compiled loops, with ``conv_b`` (B, L, G) the
-        streams' conv biases (State.bias)."""
+        streams' conv biases (RingState.bias)."""
         return (self.embed, self.conv_w, conv_b, self.out_w, self.res_b, self.skip_b,
                 self.head1_w, self.head1_b, self.head2_w, self.head2_b, self.dilations,
                 self.offsets, self.lengths, self.kernel_size)
@@ -89,8 +89,8 @@ def export(model: WaveNet) -> Weights:
     )
 
 
-class State:
-    """Ring buffers for B streams: ``ring`` (B, sum of layer contexts, R) and the step
+class RingState:
+    """The numba loop's state: ring buffers for B streams, ``ring`` (B, sum of layer contexts, R) and the step
     counter ``t``. Slot offset_l + (t - j) mod len_l holds layer l's input j steps ago.
     ``bias`` (B, L, G): each stream's conv bias, its label's share included."""
 
@@ -105,7 +105,7 @@ class State:
             bias = bias + torch.stack(state.cond, dim=1)
         self.bias = np.ascontiguousarray(bias.detach().float().cpu().numpy())
 
-    def load(self, stream: streaming.StreamState, t: int) -> None:
+    def load(self, stream: streaming.TileState, t: int) -> None:
         """Take the rings of a torch stream state that has been fed t inputs (a state of
         one row is copied to every stream)."""
         off = 0
@@ -303,11 +303,11 @@ class FastCPUEngine:
     def __init__(self, model: WaveNet, batch_size: int, threads: int = 1,
                  labels: torch.Tensor | None = None):
         self.weights = export(model)
-        self.state = State(model, batch_size, labels)
+        self.state = RingState(model, batch_size, labels)
         self.quantization_channels = model.quantization_channels
         self.groups = stream_groups(batch_size, threads)
 
-    def load(self, state: streaming.StreamState, steps: int) -> None:
+    def load(self, state: streaming.TileState, steps: int) -> None:
         """Continue from a torch stream state that has been fed ``steps`` inputs."""
         self.state.load(state, steps)
 

@@ -18,8 +18,8 @@ import torch
 from .model import WaveNet
 
 
-class StreamState:
-    """Context caches for B independent streams.
+class TileState:
+    """The torch streaming engine's state: context caches for B independent streams.
 
     ``context[i]``: (B, (k - 1) * d_i, residual_channels), the last inputs of layer i, kept
     as a ring buffer whose oldest entry is at ``start[i]`` (the Fast WaveNet queue: one new
@@ -59,7 +59,7 @@ class StreamState:
 
 @torch.no_grad()
 def silence_state(model: WaveNet, batch_size: int = 1,
-                  labels: torch.Tensor | None = None) -> StreamState:
+                  labels: torch.Tensor | None = None) -> TileState:
     """The state after infinite silence, for streams with the given labels.
 
     With non-zero biases a layer's input during silence is not zero: it is the constant
@@ -78,11 +78,11 @@ def silence_state(model: WaveNet, batch_size: int = 1,
     for i, layer in enumerate(model.layers):
         context.append(h.expand(batch_size, layer.context, -1).clone())
         h, _ = layer(h.expand(rows, layer.context + 1, -1), num_skip=1, cond=cond[i])
-    return StreamState(context, model.fused_skip(), cond)
+    return TileState(context, model.fused_skip(), cond)
 
 
 @torch.no_grad()
-def step(model: WaveNet, state: StreamState, inputs: torch.Tensor) -> torch.Tensor:
+def step(model: WaveNet, state: TileState, inputs: torch.Tensor) -> torch.Tensor:
     """Feed a tile of inputs to every stream and advance the state in place.
 
     Args:
@@ -118,7 +118,7 @@ def step(model: WaveNet, state: StreamState, inputs: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def prime(model: WaveNet, state: StreamState, x: torch.Tensor, tile: int = 4096,
+def prime(model: WaveNet, state: TileState, x: torch.Tensor, tile: int = 4096,
           bar=None) -> torch.Tensor:
     """Feed known samples x: (B, T) through the state in tiles; returns the last logits (B, Q).
 
