@@ -92,7 +92,8 @@ def export(model: WaveNet) -> Weights:
 class RingState:
     """The numba loop's state: ring buffers for B streams, ``ring`` (B, sum of layer
     contexts, R), and the step counter ``t``. Slot offset_l + (t - j) mod len_l holds
-    layer l's input j steps ago. ``bias`` (B, L, G): each stream's conv bias, its label's share included."""
+    layer l's input j steps ago. ``bias`` (B, L, G): each stream's conv bias, its label's
+    share included."""
 
     def __init__(self, model: WaveNet, batch_size: int, labels: torch.Tensor | None = None):
         state = streaming.silence_state(model, batch_size, labels)
