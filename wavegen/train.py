@@ -257,6 +257,8 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, o.warmup_steps, t.max_steps, o.min_lr_ratio))
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
         self.ema = copy.deepcopy(model).requires_grad_(False) if o.ema_decay else None
+        self.eval_model = self.ema if self.ema is not None else model  # validated, sampled
+        self.metrics: MetricsLog | None = None  # rank 0, once the run starts
         self.progress = Progress()
         self.resumed = bool(t.resume and self.last_path.exists())
         if self.resumed:
@@ -337,58 +339,60 @@ class Trainer:
                  self.codec.uniform_bits)
 
     def run(self) -> dict[str, Any]:
-        cfg, t, o = self.cfg, self.cfg.train, self.cfg.optim
-        world, device, model, progress = self.world, self.device, self.model, self.progress
-        main = world.is_main
-        eval_model = self.ema if self.ema is not None else model
-        max_val = int(cfg.data.val_max_seconds * cfg.data.sample_rate) \
-            if cfg.data.val_max_seconds else None
+        """Train to train.max_steps (or until a signal), validate, write the examples and
+        summary.json; returns the summary (``_summary``'s shape however the run ended)."""
+        t, progress = self.cfg.train, self.progress
         if self.resumed and progress.step >= t.max_steps:  # finished: nothing to add
-            if main:
+            if self.world.is_main:
                 log.info("%s is finished (step %d of train.max_steps=%d): nothing to train; "
                          "give a larger train.max_steps to go on", self.run_dir,
                          progress.step, t.max_steps)
             done = self.run_dir / "summary.json"
             return {**self._summary(), **json.loads(done.read_text())} if done.is_file() \
                 else self._summary()
-        metrics = None
-        if main:
-            self.folder.open(fresh=not self.resumed,
-                             config=OmegaConf.structured(self.cfg), overrides=self.overrides)
-            metrics = MetricsLog(self.run_dir)
-            if self.resumed:
-                log.info("resumed %s at step %d%s", self.last_path, progress.step,
-                         f" with the run's settings {' '.join(self.taken)}" if self.taken
-                         else "")
-            elif cfg.train.resume:
-                log.info("train.resume=true, but %s holds no run yet: starting a new one",
-                         self.run_dir)
-            self.describe()
-            metrics.truncate_after(progress.step)
-            held_out = [c.path for c in self.val_clips if c.path]
-            if held_out:  # e.g. for `wavegen score ... $(cat validation_files.txt)`
-                (self.run_dir / "validation_files.txt").write_text("\n".join(held_out) + "\n")
+        if self.world.is_main:
+            self._start()
+        interrupted = self._loop()
+        if interrupted:
+            if self.world.is_main:
+                self.checkpoint(self.last_path)
+                self.metrics.close()
+                log.info("%s: stopped at step %d; checkpoint %s (continue with "
+                         "train.resume=true)", interrupted, progress.step, self.last_path)
+            return self._summary(interrupted=interrupted)
+        return self._finish()
 
-        def validate_now() -> float:
-            bits, per_label = validation_bits(eval_model, self.val_clips, max_val)
-            progress.last_val_bits = bits
-            checked = self._check_samples(eval_model, metrics, max_val)
-            metrics.write(progress.step, val_bits_per_sample=bits,
-                          **{f"val_bits_per_sample/{k}": v for k, v in per_label.items()},
-                          **checked)
-            self.val_per_label = per_label
-            return bits
+    def _start(self) -> None:
+        """Rank 0: open the run folder and the metrics, log what the run is."""
+        cfg, progress = self.cfg, self.progress
+        self.folder.open(fresh=not self.resumed, config=OmegaConf.structured(cfg),
+                         overrides=self.overrides)
+        self.metrics = MetricsLog(self.run_dir)
+        if self.resumed:
+            log.info("resumed %s at step %d%s", self.last_path, progress.step,
+                     f" with the run's settings {' '.join(self.taken)}" if self.taken else "")
+        elif cfg.train.resume:
+            log.info("train.resume=true, but %s holds no run yet: starting a new one",
+                     self.run_dir)
+        self.describe()
+        self.metrics.truncate_after(progress.step)
+        held_out = [c.path for c in self.val_clips if c.path]
+        if held_out:  # e.g. for `wavegen score ... $(cat validation_files.txt)`
+            (self.run_dir / "validation_files.txt").write_text("\n".join(held_out) + "\n")
 
+    def _loop(self) -> str | None:
+        """Optimizer steps until train.max_steps; the name of the signal that stopped it
+        early, or None."""
+        t, world, progress = self.cfg.train, self.world, self.progress
         loader = DataLoader(self.batches, batch_size=None,
                             sampler=itertools.count(progress.draws),
-                            num_workers=t.num_workers, pin_memory=device.type == "cuda")
-        autocast = torch.autocast(device.type, dtype=PRECISIONS[t.precision],
+                            num_workers=t.num_workers, pin_memory=self.device.type == "cuda")
+        autocast = torch.autocast(self.device.type, dtype=PRECISIONS[t.precision],
                                   enabled=t.precision != "fp32")
         bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", unit="step",
-                   dynamic_ncols=True, disable=not main)
-        interrupted = None
-        tic, samples_since, loss_since, steps_since = time.perf_counter(), 0, 0.0, 0
-        model.train()
+                   dynamic_ncols=True, disable=not world.is_main)
+        window = LogWindow()
+        self.model.train()
         try:
             with stop_on_signals() as signals, logging_redirect_tqdm():
                 batches = iter(loader)
@@ -396,88 +400,101 @@ class Trainer:
                     stop = world.sum([float(bool(signals))])[0] if world.size > 1 \
                         else bool(signals)
                     if stop:
-                        interrupted = signal.Signals(signals[0]).name if signals \
+                        return signal.Signals(signals[0]).name if signals \
                             else "signal to another process"
-                        break
                     inputs, targets, labels, total = next(batches)
                     progress.draws += 1
                     loss = self._accumulate(inputs, targets, labels, total, autocast)
-                    self.scaler.unscale_(self.optimizer)
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                          o.grad_clip or math.inf)
-                    if not bool(torch.isfinite(norm)):
-                        self.scaler.update()
-                        self.optimizer.zero_grad(set_to_none=True)
-                        _count_nonfinite(progress, t.max_nonfinite, self.last_path, main)
+                    if not self._update():
                         continue
-                    progress.nonfinite_run = 0
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.scheduler.step()
-                    if self.ema is not None:
-                        decay = ema_decay(o.ema_decay, progress.step)
-                        with torch.no_grad():
-                            for pe, p in zip(self.ema.parameters(), model.parameters(),
-                                             strict=True):
-                                pe.lerp_(p, 1 - decay)
-                    progress.step += 1
-                    samples_since += total
-                    loss_since += loss
-                    steps_since += 1
+                    window.add(total, loss)
                     bar.update(1)
-                    if progress.step % t.log_every == 0 or progress.step == t.max_steps:
-                        self._log(metrics, bar, samples_since, float(loss_since) / steps_since,
-                                  tic)
-                        tic, samples_since, loss_since, steps_since = (
-                            time.perf_counter(), 0, 0.0, 0)
-                    if main and progress.step % t.val_every == 0 and \
-                            progress.step < t.max_steps:
-                        bits = validate_now()
-                        log.info("step %d: validation %.3f bits/sample", progress.step, bits)
-                        if bits < progress.best_val_bits:
-                            progress.best_val_bits = bits
-                            self.checkpoint(self.best_path)
-                    if main and progress.step % t.checkpoint_every == 0:
-                        self.checkpoint(self.last_path)
+                    self._after_step(bar, window)
         finally:
             bar.close()
+        return None
 
-        if interrupted:
-            if main:
-                self.checkpoint(self.last_path)
-                metrics.close()
-                log.info("%s: stopped at step %d; checkpoint %s (continue with "
-                         "train.resume=true)", interrupted, progress.step, self.last_path)
-            return self._summary(interrupted=interrupted)
+    def _update(self) -> bool:
+        """Clip the gradients and step the optimizer, scheduler and EMA; False (and the
+        step skipped and counted) when the gradient is not finite."""
+        o, progress = self.cfg.optim, self.progress
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip or math.inf)
+        if not bool(torch.isfinite(norm)):
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            _count_nonfinite(progress, self.cfg.train.max_nonfinite, self.last_path,
+                             self.world.is_main)
+            return False
+        progress.nonfinite_run = 0
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            decay = ema_decay(o.ema_decay, progress.step)
+            with torch.no_grad():
+                for pe, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                    pe.lerp_(p, 1 - decay)
+        progress.step += 1
+        return True
 
+    def _after_step(self, bar, window: LogWindow) -> None:
+        """The cadences: the metrics line, validation (rank 0), last.pt (rank 0)."""
+        t, step, main = self.cfg.train, self.progress.step, self.world.is_main
+        if step % t.log_every == 0 or step == t.max_steps:
+            self._log(bar, window)
+        if main and step % t.val_every == 0 and step < t.max_steps:
+            bits = self._validate()
+            log.info("step %d: validation %.3f bits/sample", step, bits)
+        if main and step % t.checkpoint_every == 0:
+            self.checkpoint(self.last_path)
+
+    def _validate(self) -> float:
+        """Rank 0: validation bits/sample and the sample checks of the evaluated weights
+        (the EMA's when kept), to metrics.jsonl; best.pt when it is the best so far."""
+        cfg, progress = self.cfg, self.progress
+        max_val = int(cfg.data.val_max_seconds * cfg.data.sample_rate) \
+            if cfg.data.val_max_seconds else None
+        bits, per_label = validation_bits(self.eval_model, self.val_clips, max_val)
+        progress.last_val_bits = bits
+        checked = self._check_samples(self.eval_model, self.metrics, max_val)
+        self.metrics.write(progress.step, val_bits_per_sample=bits,
+                           **{f"val_bits_per_sample/{k}": v for k, v in per_label.items()},
+                           **checked)
+        self.val_per_label = per_label
+        if bits < progress.best_val_bits:
+            progress.best_val_bits = bits
+            self.checkpoint(self.best_path)
+        return bits
+
+    def _finish(self) -> dict[str, Any]:
+        """The last validation, checkpoint, log lines and examples (rank 0); the summary
+        (every rank), written to summary.json."""
+        t, progress, uniform = self.cfg.train, self.progress, self.codec.uniform_bits
         examples: list[Path] = []
         bits = None
-        if main:
-            bits = validate_now()
-            if bits < progress.best_val_bits:
-                progress.best_val_bits = bits
-                self.checkpoint(self.best_path)
+        if self.world.is_main:
+            bits = self._validate()
             self.checkpoint(self.last_path)
-            metrics.close()
+            self.metrics.close()
             log.info("done: step %d, validation %.3f bits/sample (best %.3f; uniform = %.0f)",
-                     progress.step, bits, progress.best_val_bits,
-                     self.codec.uniform_bits)
+                     progress.step, bits, progress.best_val_bits, uniform)
             for label, value in self.val_per_label.items():
                 log.info("  %-16s %.3f bits/sample (validation, given the label)", label,
                          value)
-            if diverged(bits, self.codec.uniform_bits):
+            if diverged(bits, uniform):
                 log.warning("the run has diverged: validation %.4g bits/sample is far above "
                             "uniform guessing (%.0f); try a lower optim.lr (now %.3g)", bits,
-                            self.codec.uniform_bits, self.lr)
-            examples = write_examples(eval_model, self.run_dir / "examples", t.num_examples,
-                                      t.example_seconds, t.example_temperature,
+                            uniform, self.lr)
+            examples = write_examples(self.eval_model, self.run_dir / "examples",
+                                      t.num_examples, t.example_seconds, t.example_temperature,
                                       t.example_top_p, t.seed)
-        bits, best, by_label = world.broadcast((bits, progress.best_val_bits,
-                                                 self.val_per_label))
+        bits, best, by_label = self.world.broadcast((bits, progress.best_val_bits,
+                                                      self.val_per_label))
         self.val_per_label = by_label
         summary = self._summary(bits=bits, best=best, examples=examples)
-        if main:
+        if self.world.is_main:
             with writing(self.run_dir / "summary.json"):
                 (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2)
                                                            + "\n")
@@ -546,17 +563,34 @@ class Trainer:
             loss_sum += loss.detach()
         return loss_sum
 
-    def _log(self, metrics, bar, samples: int, loss: float, tic: float) -> None:
+    def _log(self, bar, window: LogWindow) -> None:
         """Rank 0 logs the mean loss per step since the last log (all processes)."""
-        loss = self.world.sum([loss])[0]
+        loss = self.world.sum([float(window.loss) / window.steps])[0]
+        rate = window.samples / (time.perf_counter() - window.tic)
+        window.reset()
         if not self.world.is_main:
             return
-        rate = samples / (time.perf_counter() - tic)
         bits = loss / LN2
         lr = self.scheduler.get_last_lr()[0]
         bar.set_postfix(bits=f"{bits:.3f}", lr=f"{lr:.2e}", samples_s=f"{rate:,.0f}")
-        metrics.write(self.progress.step, loss_bits_per_sample=bits, lr=lr,
-                      samples_per_s=rate)
+        self.metrics.write(self.progress.step, loss_bits_per_sample=bits, lr=lr,
+                           samples_per_s=rate)
+
+
+class LogWindow:
+    """What happened since the last metrics line: target samples, summed loss (this
+    process's, nats per target), optimizer steps, and when the window began."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.tic, self.samples, self.loss, self.steps = time.perf_counter(), 0, 0.0, 0
+
+    def add(self, samples: int, loss: torch.Tensor | float) -> None:
+        self.samples += samples
+        self.loss += loss
+        self.steps += 1
 
 
 def validation_bits(model: nn.Module, clips: list, max_samples: int | None
