@@ -110,12 +110,19 @@ def bits_per_sample(model: nn.Module, clips: list[np.ndarray], max_samples: int 
                     tile: int = TILE, labels: list | None = None) -> float:
     """Exact bits/sample over clips (each scored from its start, up to max_samples), each
     under its label in ``labels`` (conditional models; None = "no label")."""
-    nats, count = 0.0, 0
-    for i, classes in enumerate(clips):
-        seq = classes[:max_samples] if max_samples else classes
-        nats += log_prob_classes(model, seq, tile, labels[i] if labels is not None else None)
-        count += len(seq)
-    return -nats / count / LN2
+    return aggregate(clip_records(model, clips, max_samples, tile, labels))["bits_per_sample"]
+
+
+def clip_records(model: nn.Module, clips: list[np.ndarray], max_samples: int | None = None,
+                 tile: int = TILE, labels: list | None = None) -> list[dict[str, Any]]:
+    """The score record (RECORD_FIELDS) of each stored-value clip, scored from its start up
+    to max_samples, under its label in ``labels`` (None = "no label")."""
+    records = []
+    for i, values in enumerate(clips):
+        seq = values[:max_samples] if max_samples else values
+        nats = log_prob_classes(model, seq, tile, labels[i] if labels is not None else None)
+        records.append(_record(nats, len(seq), model.sample_rate))
+    return records
 
 
 def score_audio(model: nn.Module, audio: np.ndarray, sample_rate: int, per_sample: bool = False,

@@ -41,7 +41,7 @@ from .family import get_family
 from .outputs import clip_paths
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
-from .scoring import LN2, bits_per_sample
+from .scoring import LN2, aggregate, clip_records
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -597,19 +597,12 @@ def validation_bits(model: nn.Module, clips: list, max_samples: int | None
                     ) -> tuple[float, dict[str, float]]:
     """Exact bits/sample over the validation clips (each given its label when the model
     is conditional), and per label."""
-    groups: dict[str | None, list] = {}
-    for clip in clips:
-        groups.setdefault(clip.label if model.conditional else None, []).append(clip)
-    total_bits, count, per_label = 0.0, 0, {}
-    for label, members in groups.items():
-        seqs = [c.classes[:max_samples] if max_samples else c.classes for c in members]
-        bits = bits_per_sample(model, seqs, labels=[label] * len(seqs))
-        n = sum(len(x) for x in seqs)
-        total_bits += bits * n
-        count += n
-        if label is not None:
-            per_label[label] = bits
-    return total_bits / count, dict(sorted(per_label.items()))
+    labels = [clip.label if model.conditional else None for clip in clips]
+    records = clip_records(model, [c.classes for c in clips], max_samples, labels=labels)
+    per_label = {label: aggregate([r for r, x in zip(records, labels, strict=True)
+                                   if x == label])["bits_per_sample"]
+                 for label in sorted(set(labels) - {None})}
+    return aggregate(records)["bits_per_sample"], per_label
 
 
 def ema_decay(decay: float, step: int) -> float:
