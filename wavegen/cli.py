@@ -232,8 +232,8 @@ def sampling_options(p: argparse.ArgumentParser) -> None:
                         f"(default {sampling.TEMPERATURE:g})")
     p.add_argument("--top-p", type=share, default=sampling.TOP_P, metavar="P",
                    help="nucleus sampling: draw among the most likely samples that hold this "
-                        f"share of the probability; 1 = all (default {sampling.TOP_P:g}, from "
-                        f"{sampling.TOP_P_DELAY:g} s into a clip, a prime counting)")
+                        f"share of the probability, while the clip is louder than "
+                        f"{sampling.QUIET_DBFS:g} dBFS; 1 = all (default {sampling.TOP_P:g})")
 
 
 def _check_labels(model, labels, n: int) -> None:

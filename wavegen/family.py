@@ -104,10 +104,23 @@ class Condition:
 @dataclass(frozen=True)
 class SamplingRule:
     """How each next value is drawn: ``temperature`` scales the model's distribution (0 = its
-    most likely value), ``top_p`` < 1 keeps its nucleus (categorical families)."""
+    most likely value); ``top_p`` < 1 keeps its nucleus (categorical families) while the
+    stream's level (``level_seconds``' exponential average of its squared amplitudes) is
+    above ``quiet_dbfs``, and the whole distribution below it (``wavegen.sampling``)."""
 
     temperature: float = 1.0
     top_p: float = 1.0
+    quiet_dbfs: float = -50.0
+    level_seconds: float = 0.032
+
+    @property
+    def quiet_power(self) -> float:
+        """``quiet_dbfs`` as a mean square amplitude."""
+        return 10.0 ** (self.quiet_dbfs / 10.0)
+
+    def alpha(self, sample_rate: int) -> float:
+        """The level's update weight per sample."""
+        return 1.0 / max(1.0, self.level_seconds * sample_rate)
 
 
 class Scorer(ABC):

@@ -8,7 +8,7 @@ audio, and stream i does not depend on how many streams run beside it.
 
 from __future__ import annotations
 
-import itertools
+import math
 import time
 
 import numpy as np
@@ -36,7 +36,7 @@ def generate(
     num_samples: int = 16000,
     temperature: float = sampling.TEMPERATURE,
     top_p: float = sampling.TOP_P,
-    top_p_delay: float = sampling.TOP_P_DELAY,
+    quiet_dbfs: float = sampling.QUIET_DBFS,
     seed: int | None = None,
     prime: np.ndarray | torch.Tensor | None = None,
     include_prime: bool = False,
@@ -55,9 +55,9 @@ def generate(
         top_p: nucleus sampling: draw only among the most probable classes that together
             hold this share of the (tempered) probability; 1 = the whole distribution
             (``wavegen.sampling`` says why the default is below 1).
-        top_p_delay: seconds at the start of each stream (a prime counts) drawn from the
-            whole distribution before the nucleus applies: a clip generated from scratch
-            starts in silence, where the nucleus holds the silence class alone.
+        quiet_dbfs: the nucleus applies while a stream's level (its RMS over the last
+            ~32 ms, a prime counting) is above this; a quieter stream draws from the whole
+            distribution, so that it can start a sound (the nucleus of silence is silence).
         seed: makes the output reproducible for a backend; None draws fresh randomness.
         prime: float audio in [-1, 1] at the model's rate, (T,) for every stream or (n, T);
             generation continues it.
@@ -90,8 +90,8 @@ def generate(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if not top_p_delay >= 0:
-        raise ValueError(f"top_p_delay must be >= 0 seconds, got {top_p_delay}")
+    if not math.isfinite(quiet_dbfs):
+        raise ValueError(f"quiet_dbfs must be a finite number, got {quiet_dbfs}")
     device = next(model.parameters()).device
     family = family_of(model)
     codec = family.codec(model.config)
@@ -113,10 +113,9 @@ def generate(
     torch_threads = torch.get_num_threads()  # a sampler may change it while it draws
     try:
         chunk = family.sampler(model, condition, inputs, threads, backend, progress)
-        full = max(0, round(top_p_delay * model.sample_rate) - prime_classes.shape[1])
+        rule = SamplingRule(temperature, top_p, quiet_dbfs, sampling.LEVEL_SECONDS)
         out, seconds = _run_chunks(chunk, n, num_samples, stream_generators(n, seed),
-                                   family.noise, progress, model.sample_rate,
-                                   SamplingRule(temperature, top_p), full)
+                                   family.noise, progress, model.sample_rate, rule)
     finally:
         torch.set_num_threads(torch_threads)
         model.train(was_training)
@@ -130,20 +129,19 @@ def generate(
 
 
 def _run_chunks(chunk: Chunk, n: int, num_samples: int, rngs: list[np.random.Generator],
-                noise: str, progress: bool, sample_rate: int, rule: SamplingRule, full: int = 0
+                noise: str, progress: bool, sample_rate: int, rule: SamplingRule
                 ) -> tuple[np.ndarray, float]:
-    """(B, num_samples) values drawn chunk by chunk (the first ``full`` of them with top_p 1,
-    the rest by ``rule``), and the seconds it took. The bar shows samples/s as n * samples
-    so far / seconds so far: the figure that ``stats`` reports at the end."""
-    whole = SamplingRule(rule.temperature, 1.0)
+    """(B, num_samples) values drawn chunk by chunk by ``rule``, and the seconds it took.
+    The bar shows samples/s as n * samples so far / seconds so far: the figure that
+    ``stats`` reports at the end."""
     out = np.empty((n, num_samples), dtype=np.int64)
-    cuts = sorted({*range(0, num_samples, CHUNK), min(full, num_samples), num_samples})
     start = time.perf_counter()
     with tqdm(total=num_samples, unit="sample", disable=not progress, desc="generate") as bar:
-        for lo, hi in itertools.pairwise(cuts):
+        for lo in range(0, num_samples, CHUNK):
+            hi = min(num_samples, lo + CHUNK)
             u = np.stack([rng.random(hi - lo) if noise == "uniform"
                           else rng.standard_normal(hi - lo) for rng in rngs])
-            out[:, lo:hi] = chunk(u, whole if hi <= full else rule)
+            out[:, lo:hi] = chunk(u, rule)
             rate = n * hi / (time.perf_counter() - start)
             bar.set_postfix(samples_per_s=f"{rate:,.0f}", rtf=f"{rate / sample_rate:.2f}")
             bar.update(hi - lo)

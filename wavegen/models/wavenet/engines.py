@@ -5,7 +5,8 @@ forward by the same tests:
 - ``numba``: the compiled CPU loop (``fastcpu.py``), several times faster on a CPU.
 
 ``auto`` takes numba on the CPU and torch elsewhere. A draw is the inverse CDF of the
-tempered (and, with top_p < 1, truncated) softmax at a uniform from the stream's generator.
+tempered softmax at a uniform from the stream's generator, truncated to its nucleus while
+the stream is audible (``SamplingRule``: each engine keeps every stream's level).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ... import mulaw
 from ...family import Chunk, Condition, SamplingRule
 from . import streaming
 from .model import WaveNet
@@ -32,21 +34,39 @@ def pick_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+def amplitudes(model: WaveNet) -> torch.Tensor:
+    """(Q,) float64: the amplitude each class decodes to."""
+    q = model.quantization_channels
+    return mulaw.decode(torch.arange(q), q).double()
+
+
+def start_levels(classes: np.ndarray, amplitude: np.ndarray, alpha: float) -> np.ndarray:
+    """(B, T) classes a stream has been fed (silence first) -> (B,) float64 levels: the
+    exponential average, weight ``alpha`` per sample, of their squared amplitudes, from 0."""
+    span = min(classes.shape[1], int(40 / alpha) + 1)  # older samples weigh < e^-40
+    power = amplitude[classes[:, -span:]] ** 2
+    weights = alpha * (1 - alpha) ** np.arange(span - 1, -1, -1, dtype=np.float64)
+    return power @ weights
+
+
 def draw_torch(logits: torch.Tensor, u: torch.Tensor, temperature: float,
-               top_p: float = 1.0) -> torch.Tensor:
+               top_p: float | torch.Tensor = 1.0) -> torch.Tensor:
     """logits (B, Q), uniforms (B,) -> (B,) int64 by inverse CDF of softmax(logits / T),
-    truncated to its nucleus when top_p < 1: the most probable classes, taken in order until
-    they hold top_p of the mass (classes tied with the last one stay); temperature 0 =
-    argmax."""
+    truncated to its nucleus where top_p (a number, or (B,) one per row) is below 1: the
+    most probable classes, taken in order until they hold top_p of the mass (classes tied
+    with the last one stay); temperature 0 = argmax."""
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.double() / temperature, dim=-1)
-    if top_p < 1:
+    top_p = torch.as_tensor(top_p, dtype=torch.float64, device=logits.device
+                            ).expand(probs.shape[0])
+    if bool((top_p < 1).any()):
         ranked = probs.sort(dim=-1, descending=True).values
         before = ranked.cumsum(-1) - ranked  # the mass of the classes ranked above
-        kept = (before < top_p).sum(-1, keepdim=True)  # >= 1
+        kept = (before < top_p[:, None]).sum(-1, keepdim=True)  # >= 1
         cut = ranked.gather(-1, kept - 1)
-        probs = probs.masked_fill(probs < cut, 0.0)
+        outside = (probs < cut) & (top_p[:, None] < 1)
+        probs = probs.masked_fill(outside, 0.0)
     cdf = probs.cumsum(-1)
     idx = torch.searchsorted(cdf, (u.double() * cdf[:, -1]).unsqueeze(1), right=True)
     return idx.squeeze(1).clamp_(max=logits.shape[-1] - 1)
@@ -66,6 +86,8 @@ def torch_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition,
         # (B, Q): predicts the first new sample
         logits = streaming.prime(model, state, inputs, bar=bar)
     device = inputs.device
+    amplitude = amplitudes(model).to(device)
+    levels = None  # (B,) float64, made by the first chunk (it brings the rule)
     if device.type == "cpu":
         # Per-step products are tiny: spreading one over several threads costs more in
         # synchronisation than it saves (README, generation benchmark). ``generate``
@@ -73,11 +95,17 @@ def torch_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition,
         torch.set_num_threads(1)
 
     def chunk(u: np.ndarray, rule: SamplingRule) -> np.ndarray:
-        nonlocal logits
+        nonlocal logits, levels
+        alpha = rule.alpha(model.sample_rate)
+        if levels is None:
+            levels = torch.from_numpy(start_levels(inputs.cpu().numpy(),
+                                                   amplitude.cpu().numpy(), alpha)).to(device)
         u_dev = torch.from_numpy(u).to(device)  # one transfer per chunk, none per sample
         out = torch.empty(u.shape, dtype=torch.long, device=device)
         for t in range(u.shape[1]):
-            out[:, t] = draw_torch(logits, u_dev[:, t], rule.temperature, rule.top_p)
+            top_p = torch.where(levels > rule.quiet_power, rule.top_p, 1.0)
+            out[:, t] = draw_torch(logits, u_dev[:, t], rule.temperature, top_p)
+            levels += alpha * (amplitude[out[:, t]] ** 2 - levels)
             logits = streaming.step(model, state, out[:, t : t + 1])[:, 0]
         return out.cpu().numpy()
 
@@ -112,10 +140,15 @@ def numba_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition, th
                     engine.feed(x[:, lo : min(known, lo + TILE)])
                     bar.update(min(known, lo + TILE) - lo)
     pending = x[:, -1]
+    levels = None  # (B,) float64, made by the first chunk (it brings the rule)
 
     def chunk(u: np.ndarray, rule: SamplingRule) -> np.ndarray:
-        nonlocal pending
-        out = engine.sample(pending, u, rule.temperature, rule.top_p)
+        nonlocal pending, levels
+        alpha = rule.alpha(model.sample_rate)
+        if levels is None:
+            levels = start_levels(x, engine.amplitude, alpha)
+        out = engine.sample(pending, u, rule.temperature, rule.top_p, levels,
+                            rule.quiet_power, alpha)
         pending = out[:, -1]
         return out
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from ... import mulaw
 from . import streaming
 from .model import WaveNet
 
@@ -274,15 +275,24 @@ def _teacher_forced(x, weights, ring, t0, scratch, out):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _sample(first, uniforms, temperature, top_p, weights, ring, t0, scratch, out):
-    """Sample out (B, T): feed ``first`` (B,), draw, feed the draw, ... (T steps)."""
+def _sample(first, uniforms, temperature, top_p, levels, amplitude, alpha, quiet, weights,
+            ring, t0, scratch, out):
+    """Sample out (B, T): feed ``first`` (B,), draw, feed the draw, ... (T steps).
+
+    ``levels`` (B,): each stream's level (an exponential average of its squared
+    amplitudes, ``alpha`` per sample; ``amplitude`` (Q,) decodes a class), updated in place;
+    a stream draws from its nucleus (``top_p``) while its level is above ``quiet``, and from
+    the whole distribution below it (``engines.level_rule``)."""
     logits = scratch[-1]
     x = first.copy()
     probs = np.empty(logits.shape[1], dtype=np.float64)
     for i in range(out.shape[1]):
         _step(x, weights, ring, t0 + i, scratch)
         for b in range(x.shape[0]):
-            x[b] = _draw(logits[b], uniforms[b, i], temperature, top_p, probs)
+            p = top_p if levels[b] > quiet else 1.0
+            x[b] = _draw(logits[b], uniforms[b, i], temperature, p, probs)
+            a = amplitude[x[b]]
+            levels[b] += alpha * (a * a - levels[b])
             out[b, i] = x[b]
 
 
@@ -305,7 +315,8 @@ class FastCPUEngine:
                  labels: torch.Tensor | None = None):
         self.weights = export(model)
         self.state = RingState(model, batch_size, labels)
-        self.quantization_channels = model.quantization_channels
+        self.quantization_channels = q = model.quantization_channels
+        self.amplitude = mulaw.decode(torch.arange(q), q).double().numpy()
         self.groups = stream_groups(batch_size, threads)
 
     def load(self, state: streaming.TileState, steps: int) -> None:
@@ -338,13 +349,19 @@ class FastCPUEngine:
         return out
 
     def sample(self, first: np.ndarray, uniforms: np.ndarray, temperature: float,
-               top_p: float = 1.0) -> np.ndarray:
-        """first: (B,) the pending inputs; uniforms: (B, T) in [0, 1) -> (B, T) int64."""
+               top_p: float = 1.0, levels: np.ndarray | None = None, quiet: float = 0.0,
+               alpha: float = 0.0) -> np.ndarray:
+        """first: (B,) the pending inputs; uniforms: (B, T) in [0, 1) -> (B, T) int64.
+        ``levels`` (B,) float64, updated in place, ``quiet`` and ``alpha``: the level rule
+        of ``_sample`` (None: no stream is ever quiet, so top_p always applies)."""
         first = np.ascontiguousarray(first, dtype=np.int64)
         out = np.empty(uniforms.shape, dtype=np.int64)
+        if levels is None:
+            levels, quiet = np.ones(len(first)), 0.0
 
         def run(lo, hi):
             _sample(first[lo:hi], uniforms[lo:hi], float(temperature), float(top_p),
+                    levels[lo:hi], self.amplitude, float(alpha), float(quiet),
                     self.weights.args(self.state.bias[lo:hi]), self.state.ring[lo:hi],
                     self.state.t, self.weights.scratch(hi - lo), out[lo:hi])
 
