@@ -27,7 +27,7 @@ from benchlib import emit, run_child
 from torch import nn
 
 from wavegen import WaveNet
-from wavegen.train import PRECISIONS, ValidLogits
+from wavegen.train import PRECISIONS
 
 CPU_VARIANTS = ["reference", "wavegen", "wavegen+compile", "wavegen-bf16",
                 "wavegen-bf16+compile"]
@@ -99,7 +99,7 @@ def run_variant(args) -> dict:
     precision = "bf16" if "bf16" in args.variant else "fp16" if "fp16" in args.variant \
         else "fp32"
     net = (ReferenceWaveNet(model) if reference else model).to(device)
-    forward = net.valid_logits if reference else ValidLogits(net)
+    forward = net.valid_logits
     if args.variant.endswith("+compile"):
         forward = torch.compile(forward)
     autocast = torch.autocast(device.type, dtype=PRECISIONS[precision],

@@ -9,10 +9,12 @@ import pytest
 import torch
 from conftest import compose_config, randomize_biases, tone, write
 
-from wavegen import WaveNet, generate, load_checkpoint, score_file, streaming
+from wavegen import WaveNet, generate, load_checkpoint, score_file
 from wavegen.classify import classify_file, confusion, labelled_paths
 from wavegen.data import AudioFolder, DataError, Preprocessing
-from wavegen.fastcpu import FastCPUEngine
+from wavegen.family import Codec
+from wavegen.models.wavenet import streaming
+from wavegen.models.wavenet.fastcpu import FastCPUEngine
 from wavegen.scoring import StreamScorer, score_audio, score_files
 from wavegen.train import train
 
@@ -130,7 +132,7 @@ def test_labels_from_sub_folders_and_from_a_manifest(tmp_path):
         for i in range(2):
             write(root / label / "take" / f"{label}{i}.wav", tone(0.2, seed=i))
     write(root / "loose.wav", tone(0.2))
-    prep = Preprocessing(16000, 256, None, False, 0.95)
+    prep = Preprocessing(16000, Codec(256), None, False, 0.95)
     folder = AudioFolder(root, prep, tmp_path / "cache", labels="folder")
     assert sorted((c.name, c.label) for c in folder.clips)[0] == ("high/take/high0.wav", "high")
     assert {c.label for c in folder.clips} == {"low", "high"}

@@ -17,8 +17,9 @@ from wavegen.data import (
     split_clips,
     synthetic_audio,
 )
+from wavegen.family import Codec
 
-PREP = Preprocessing(sample_rate=16000, quantization_channels=256, top_db=None,
+PREP = Preprocessing(sample_rate=16000, codec=Codec(256), top_db=None,
                      normalize=False, peak=0.95)
 
 
@@ -40,12 +41,12 @@ def test_cache_is_reused_and_invalidated(tmp_path, caplog):
         assert np.array_equal(a.classes, b.classes)
     assert isinstance(again.clips[0].classes, np.memmap)
 
-    other_rate = AudioFolder(root, Preprocessing(8000, 256, None, False, 0.95), cache)
+    other_rate = AudioFolder(root, Preprocessing(8000, Codec(256), None, False, 0.95), cache)
     assert other_rate.report.decoded == 4
     assert len(other_rate.clips[0]) == len(first.clips[0]) // 2
-    assert AudioFolder(root, Preprocessing(16000, 64, None, False, 0.95), cache) \
+    assert AudioFolder(root, Preprocessing(16000, Codec(64), None, False, 0.95), cache) \
         .report.decoded == 4
-    assert AudioFolder(root, Preprocessing(16000, 256, 30.0, False, 0.95), cache) \
+    assert AudioFolder(root, Preprocessing(16000, Codec(256), 30.0, False, 0.95), cache) \
         .report.decoded == 4
 
     changed = root / "sub0" / "clip0.wav"
@@ -100,7 +101,7 @@ def test_crops_match_the_whole_sequence_likelihood():
     r = model.receptive_field
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, 700).astype(np.uint8)
-    crops = CropSampler([Clip("x", x)], r, segment_length=100, silence=model.silence)
+    crops = CropSampler([Clip("x", x)], r - 1, segment_length=100, pad=model.silence)
     with torch.no_grad():
         full = model.log_prob(torch.from_numpy(x.astype(np.int64))[None])[0]
         for _ in range(5):
@@ -116,7 +117,7 @@ def test_crops_match_the_whole_sequence_likelihood():
 
 def test_crop_at_file_start_has_silence_context_and_short_files_are_padded():
     x = np.arange(1, 31, dtype=np.uint8)  # 30 samples, shorter than the segment
-    crops = CropSampler([Clip("short", x)], receptive_field=8, segment_length=50, silence=128)
+    crops = CropSampler([Clip("short", x)], context=7, segment_length=50, pad=128)
     inputs, targets, _ = crops.sample(2, np.random.default_rng(0))
     assert inputs[0, :8].tolist() == [128] * 8  # silence before x[0]
     assert inputs[0, 8:38].tolist() == list(range(1, 31))  # then the file itself
@@ -133,14 +134,14 @@ def test_synthetic_audio_is_deterministic_and_in_range():
 
 def test_start_share_crops_begin_at_the_first_sample_and_zero_changes_nothing():
     clips = [Clip(f"c{i}", np.arange(5000 + 1000 * i, dtype=np.uint8)) for i in range(3)]
-    plain = CropSampler(clips, receptive_field=64, segment_length=300, silence=128)
+    plain = CropSampler(clips, context=63, segment_length=300, pad=128)
     rng = np.random.default_rng(7)  # what draw() did before start_share existed
     picks = rng.choice(3, size=50, p=plain.weights)
     before = [(int(k), int(rng.integers(0, len(clips[k]) - 300 + 1))) for k in picks]
     assert plain.draw(50, np.random.default_rng(7)) == before
-    starts = CropSampler(clips, 64, 300, 128, start_share=1.0).draw(50, np.random.default_rng(7))
+    starts = CropSampler(clips, 63, 300, 128, start_share=1.0).draw(50, np.random.default_rng(7))
     assert {start for _, start in starts} == {0}
-    some = CropSampler(clips, 64, 300, 128, start_share=0.3).draw(2000, np.random.default_rng(1))
+    some = CropSampler(clips, 63, 300, 128, start_share=0.3).draw(2000, np.random.default_rng(1))
     assert 0.25 < sum(start == 0 for _, start in some) / 2000 < 0.35
     inputs, _, _ = plain.build([(0, 0)])
     assert (inputs[0, :64] == 128).all()  # a crop at the start sees only silence before it

@@ -14,8 +14,9 @@ from conftest import tone, write
 
 from wavegen.audio import AudioError, load_audio, read_blocks
 from wavegen.data import AudioFolder, Preprocessing
+from wavegen.family import Codec
 
-PREP = Preprocessing(16000, 256, None, False, 0.95)
+PREP = Preprocessing(16000, Codec(256), None, False, 0.95)
 
 
 def wav_claiming(path, rate: int, frames_present: int, frames_claimed: int | None = None):

@@ -4,7 +4,7 @@ from conftest import randomize_biases
 
 from wavegen import WaveNet
 from wavegen.config import ModelConfig
-from wavegen.model import load_preset, receptive_field
+from wavegen.models.wavenet.model import load_preset, receptive_field
 
 
 def perturbation_delta(model: WaveNet, length: int, j: int) -> torch.Tensor:

@@ -52,7 +52,7 @@ def test_resuming_a_finished_run_adds_nothing(tmp_path):
 
 
 def test_the_nonfinite_stop_says_whether_a_checkpoint_exists(tmp_path, monkeypatch):
-    from wavegen.model import WaveNet
+    from wavegen.models.wavenet.model import WaveNet
 
     original = WaveNet.valid_logits
     monkeypatch.setattr(WaveNet, "valid_logits",

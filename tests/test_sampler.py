@@ -5,8 +5,9 @@ import pytest
 import torch
 from conftest import randomize_biases
 
-from wavegen import WaveNet, generate, mulaw, streaming
-from wavegen.fastcpu import FastCPUEngine, stream_groups
+from wavegen import WaveNet, generate, mulaw
+from wavegen.models.wavenet import streaming
+from wavegen.models.wavenet.fastcpu import FastCPUEngine, stream_groups
 
 CASES = [("tiny", {}), ("small", {}), ("base", {}), ("tiny", {"kernel_size": 3})]
 
@@ -153,8 +154,8 @@ def test_output_range_and_bad_arguments():
 def test_both_draws_sample_from_the_tempered_softmax(temperature):
     """Histograms of many draws from fixed logits match softmax(logits / T), for the torch
     rule and the numba rule alike (temperatures other than 0 and 1 included)."""
-    from wavegen.fastcpu import _draw
-    from wavegen.sampler import draw_torch
+    from wavegen.models.wavenet.engines import draw_torch
+    from wavegen.models.wavenet.fastcpu import _draw
 
     q, draws = 16, 40000
     logits = torch.linspace(-3, 2, q, dtype=torch.float32)[torch.randperm(q)]
@@ -181,8 +182,8 @@ def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 def test_both_draws_sample_from_the_nucleus(temperature, top_p):
     """With top_p < 1 both rules draw from the tempered softmax restricted to its nucleus
     and renormalised, and agree draw for draw."""
-    from wavegen.fastcpu import _draw
-    from wavegen.sampler import draw_torch
+    from wavegen.models.wavenet.engines import draw_torch
+    from wavegen.models.wavenet.fastcpu import _draw
 
     q, draws = 16, 40000
     logits = torch.linspace(-3, 2, q, dtype=torch.float32)[torch.randperm(q)]
@@ -202,43 +203,59 @@ def test_both_draws_sample_from_the_nucleus(temperature, top_p):
     assert (got_torch == got_numba).mean() > 0.999
 
 
+def levels_before_each_draw(x: torch.Tensor, known: int, alpha: float) -> np.ndarray:
+    """(B, T) classes of which the first ``known`` were fed, not drawn -> (B, T - known) the
+    stream's level before each draw (the rule's exponential average, from silence)."""
+    power = mulaw.decode(x, 256).double().numpy() ** 2
+    level = np.zeros(x.shape[0])
+    out = np.empty((x.shape[0], x.shape[1] - known))
+    for t in range(x.shape[1]):
+        if t >= known:
+            out[:, t - known] = level
+        level += alpha * (power[:, t] - level)
+    return out
+
+
 @pytest.mark.parametrize("backend", ["torch", "numba"])
-def test_top_p_applies_after_the_delay_and_the_prime_counts(backend):
-    """Every draw after top_p_delay lies in the nucleus of the parallel forward's
-    distribution at its place; before it, draws from the whole distribution do not; a prime
-    as long as the delay puts every draw in the nucleus."""
+@pytest.mark.parametrize("primed", [False, True])
+def test_top_p_applies_while_the_stream_is_audible(backend, primed):
+    """A draw made while the stream's level is above quiet_dbfs lies in the nucleus of the
+    parallel forward's distribution at its place; quiet streams draw from the whole
+    distribution (so some of those draws fall outside it). A prime's level counts."""
+    from wavegen import sampling
+    from wavegen.family import SamplingRule
+
     model = model_with_biases()
-    delay = 80  # samples
-    seconds = delay / model.sample_rate
-    audio = generate(model, n=4, num_samples=300, seed=1, top_p=0.3, top_p_delay=seconds,
-                     backend=backend)
+    quiet_dbfs = -20.0
+    known = 200 if primed else 0
+    prime = (0.3 * np.sin(np.arange(known) / 3)).astype(np.float32) if primed else None
+    audio = generate(model, n=6, num_samples=400, seed=1, top_p=0.3, quiet_dbfs=quiet_dbfs,
+                     prime=prime, include_prime=primed, backend=backend)
     x = mulaw.encode(audio, 256)
     with torch.no_grad():
         probs = torch.softmax(model(x).double(), 1).transpose(1, 2)  # (B, T, Q)
-    inside = nucleus_mask(probs, 0.3).gather(-1, x.unsqueeze(-1))[..., 0]
-    assert inside[:, delay:].all()
-    assert not inside[:, :delay].all()
-    prime = mulaw.decode(torch.randint(0, 256, (delay,)), 256).numpy()
-    audio = generate(model, n=4, num_samples=100, seed=1, top_p=0.3, top_p_delay=seconds,
-                     prime=prime, include_prime=True, backend=backend)
-    x = mulaw.encode(audio, 256)
-    with torch.no_grad():
-        probs = torch.softmax(model(x).double(), 1).transpose(1, 2)
-    assert nucleus_mask(probs, 0.3).gather(-1, x.unsqueeze(-1))[:, delay:].all()
+    inside = nucleus_mask(probs, 0.3).gather(-1, x.unsqueeze(-1))[..., 0][:, known:].numpy()
+    rule = SamplingRule(1.0, 0.3, quiet_dbfs, sampling.LEVEL_SECONDS)
+    loud = levels_before_each_draw(x, known, rule.alpha(model.sample_rate)) > rule.quiet_power
+    assert loud.any() and inside[loud].all()
+    if primed:
+        assert loud[:, 0].all()  # the prime's level carries over
+    else:  # from silence: quiet first, and there the whole distribution
+        assert (~loud[:, 0]).all() and not inside[~loud].all()
 
 
-def test_top_p_one_and_the_delay_change_nothing_else():
-    """top_p=1 is the whole distribution: the same samples for any delay; the draws before
-    the delay equal those of top_p=1 with the same seed (the nucleus starts mid-chunk)."""
+def test_top_p_one_ignores_the_level_and_the_backends_agree_with_a_nucleus():
     model = model_with_biases()
-    whole = generate(model, n=2, num_samples=5000, seed=4, top_p=1)
-    assert torch.equal(whole, generate(model, n=2, num_samples=5000, seed=4, top_p=1,
-                                       top_p_delay=0))
-    part = generate(model, n=2, num_samples=5000, seed=4, top_p=0.5,
-                    top_p_delay=4500 / model.sample_rate)
-    assert torch.equal(part[:, :4500], whole[:, :4500])
-    assert not torch.equal(part[:, 4500:], whole[:, 4500:])
+    whole = generate(model, n=2, num_samples=500, seed=4, top_p=1)
+    assert torch.equal(whole, generate(model, n=2, num_samples=500, seed=4, top_p=1,
+                                       quiet_dbfs=0))
+    a = mulaw.encode(generate(model, n=3, num_samples=300, seed=3, top_p=0.5, quiet_dbfs=-20,
+                              backend="torch"), 256)
+    b = mulaw.encode(generate(model, n=3, num_samples=300, seed=3, top_p=0.5, quiet_dbfs=-20,
+                              backend="numba"), 256)
+    first_difference = (a != b).int().argmax(1)
+    assert torch.all((a == b).all(1) | (first_difference > 100))
     with pytest.raises(ValueError, match="top_p"):
         generate(model, top_p=0)
-    with pytest.raises(ValueError, match="top_p_delay"):
-        generate(model, top_p_delay=-1)
+    with pytest.raises(ValueError, match="quiet_dbfs"):
+        generate(model, quiet_dbfs=float("nan"))

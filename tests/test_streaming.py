@@ -5,7 +5,8 @@ import pytest
 import torch
 from conftest import randomize_biases
 
-from wavegen import WaveNet, streaming
+from wavegen import WaveNet
+from wavegen.models.wavenet import streaming
 from wavegen.scoring import log_prob_classes
 
 CASES = [("tiny", {}), ("small", {}), ("base", {}), ("tiny", {"kernel_size": 3})]

@@ -88,6 +88,20 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch
     assert resumed["val_bits_per_sample"] == whole["val_bits_per_sample"]
 
 
+def test_the_ema_forgets_the_initial_weights_from_the_first_step(tmp_path):
+    """The EMA's decay is warmed up: after one step it is 0.1 (not optim.ema_decay), so the
+    average is 0.1 x initial + 0.9 x trained weights."""
+    from wavegen.models.wavenet.model import WaveNet
+
+    cfg = fast_config(tmp_path, "train.max_steps=1", "optim.ema_decay=0.999")
+    data = read_checkpoint(train(cfg)["checkpoint"])
+    torch.manual_seed(cfg.train.seed)  # the trainer's initial weights
+    initial = WaveNet(cfg.model, sample_rate=cfg.data.sample_rate).state_dict()
+    for name, trained in data["model"].items():
+        expected = 0.1 * initial[name] + 0.9 * trained
+        assert torch.allclose(data["ema"][name], expected, atol=1e-6), name
+
+
 def test_sigint_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
     original = CropSampler.build
     calls = {"n": 0}
@@ -112,7 +126,7 @@ def test_sigint_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
-    from wavegen.model import WaveNet
+    from wavegen.models.wavenet.model import WaveNet
 
     original = WaveNet.valid_logits
     calls = {"n": 0}

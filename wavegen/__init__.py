@@ -14,7 +14,7 @@ __all__ = ["WaveNet", "generate", "load_checkpoint", "score_audio", "score_file"
 
 # Imported on first use, so that `wavegen --version` and `wavegen info` work (and can say
 # what is wrong) even when torch or torchaudio cannot be loaded.
-_LAZY = {"WaveNet": "model", "generate": "sampler", "load_checkpoint": "checkpoint",
+_LAZY = {"WaveNet": "models.wavenet.model", "generate": "sampler", "load_checkpoint": "checkpoint",
          "score_audio": "scoring", "score_file": "scoring"}
 
 

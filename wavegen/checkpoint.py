@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .config import Config, ConfigError, DataConfig, ModelConfig, OptimConfig, validate
 from .errors import WavegenError, writing
-from .model import WaveNet
+from .family import FamilyError, get_family
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -132,7 +133,12 @@ def model_config(data: dict, path: str | os.PathLike = "checkpoint") -> ModelCon
     rate = data.get("sample_rate")
     if not isinstance(rate, int) or isinstance(rate, bool):
         raise CheckpointError(f"{path}: sample_rate={rate!r} is missing or not an integer")
-    config = ModelConfig(**values)
+    config = ModelConfig(**values)  # a file from before model.family: the default, WaveNet
+    try:
+        get_family(config.family)
+    except FamilyError as err:
+        raise CheckpointError(f"{path}: {err} (a newer wavegen, or one with another family "
+                              f"installed, wrote it)") from None
     try:
         validate(Config(model=config, data=DataConfig(sample_rate=rate), optim=OptimConfig()))
     except ConfigError as err:
@@ -141,18 +147,20 @@ def model_config(data: dict, path: str | os.PathLike = "checkpoint") -> ModelCon
 
 
 def model_from_checkpoint(data: dict, use_ema: bool = True,
-                          path: str | os.PathLike = "checkpoint") -> WaveNet:
-    """Build the WaveNet a checkpoint dict describes (EMA weights when present).
+                          path: str | os.PathLike = "checkpoint") -> nn.Module:
+    """Build the model a checkpoint dict describes, through its family (EMA weights when
+    present).
 
     The config's parameter shapes are checked against the file's tensors on a model that
     holds no memory (the meta device) before the real one is built, so a config that claims
     a huge model allocates nothing. Raises CheckpointError naming the tensor or key.
     """
     config = model_config(data, path)
+    family = get_family(config.family)
     weights = data["ema"] if use_ema and data.get("ema") is not None else data["model"]
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in
-                    WaveNet(config, sample_rate=data["sample_rate"]).state_dict().items()}
+                    family.build(config, data["sample_rate"]).state_dict().items()}
     missing = sorted(set(expected) - set(weights))
     extra = sorted(set(weights) - set(expected))
     if missing or extra:
@@ -162,7 +170,7 @@ def model_from_checkpoint(data: dict, use_ema: bool = True,
         if tuple(weights[name].shape) != shape:
             raise CheckpointError(f"{path}: tensor {name} has shape "
                                   f"{tuple(weights[name].shape)}, its model_config says {shape}")
-    model = WaveNet(config, sample_rate=data["sample_rate"])
+    model = family.build(config, data["sample_rate"])
     model.load_state_dict(weights)
     prior = data.get("label_prior")
     if prior is not None and (not isinstance(prior, list) or len(prior) != len(model.labels)):
@@ -173,12 +181,12 @@ def model_from_checkpoint(data: dict, use_ema: bool = True,
 
 def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True
-) -> WaveNet:
-    """A trained WaveNet in eval mode, on ``device``.
+) -> nn.Module:
+    """A trained model (a WaveNet, or another family's: ``model.config.family``) in eval
+    mode, on ``device``.
 
     The EMA weights are used when the run kept them (``optim.ema_decay``), since they are
-    the ones validated. ``model.sample_rate``, ``model.quantization_channels`` and
-    ``model.receptive_field`` describe the signal it expects.
+    the ones validated. ``model.sample_rate`` is the rate of the audio it expects.
     """
     model = model_from_checkpoint(read_checkpoint(path), use_ema=use_ema, path=path)
     return model.to(device).eval()

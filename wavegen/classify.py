@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
-from .model import WaveNet
 from .scoring import TILE, StreamScorer, _record, expand_paths
 
 
-def prior_weights(model: WaveNet, uniform: bool = False) -> np.ndarray:
+def prior_weights(model: nn.Module, uniform: bool = False) -> np.ndarray:
     """p(c) over ``model.labels``: the training label shares stored in the checkpoint
     (uniform when asked, or when the model carries none)."""
     k = len(model.labels)
@@ -26,7 +26,7 @@ def prior_weights(model: WaveNet, uniform: bool = False) -> np.ndarray:
     return prior / prior.sum()
 
 
-def classify_file(model: WaveNet, path: str | os.PathLike, prior: np.ndarray | None = None,
+def classify_file(model: nn.Module, path: str | os.PathLike, prior: np.ndarray | None = None,
                   tile: int = TILE, block_seconds: float = 30.0,
                   on_progress: Any = None) -> dict[str, Any]:
     """Score a file under every label and classify it by Bayes' rule.

@@ -176,10 +176,7 @@ def generate_main(argv: list[str]) -> int:
     out_dir = output_folder(args.out_dir, "-o/--out-dir", create=False)
     model = load_checkpoint(args.checkpoint, device=device)
     labels = _stream_labels(args.label, args.n)
-    try:
-        model.label_ids(labels, args.n)
-    except ValueError as err:
-        raise OptionError(f"--label: {err}") from None
+    _check_labels(model, labels, args.n)
     if model.conditional and labels is None:
         print(f"wavegen generate: a conditional model and no --label: generating with the "
               f"'no label' entry (labels: {', '.join(model.labels)})", file=sys.stderr)
@@ -235,8 +232,18 @@ def sampling_options(p: argparse.ArgumentParser) -> None:
                         f"(default {sampling.TEMPERATURE:g})")
     p.add_argument("--top-p", type=share, default=sampling.TOP_P, metavar="P",
                    help="nucleus sampling: draw among the most likely samples that hold this "
-                        f"share of the probability; 1 = all (default {sampling.TOP_P:g}, from "
-                        f"{sampling.TOP_P_DELAY:g} s into a clip, a prime counting)")
+                        f"share of the probability, while the clip is louder than "
+                        f"{sampling.QUIET_DBFS:g} dBFS; 1 = all (default {sampling.TOP_P:g})")
+
+
+def _check_labels(model, labels, n: int) -> None:
+    """--label names the model knows (OptionError otherwise)."""
+    from .family import family_of
+
+    try:
+        family_of(model).condition(model, labels, n)
+    except ValueError as err:
+        raise OptionError(f"--label: {err}") from None
 
 
 def _stream_labels(text: str | None, n: int) -> str | list[str] | None:
@@ -317,10 +324,7 @@ def score_main(argv: list[str]) -> int:
     if args.classify and not model.conditional:
         raise OptionError("--classify needs a conditional model (trained with data.labels); "
                           "this one is unconditional")
-    try:
-        model.label_ids(args.label, 1)
-    except ValueError as err:
-        raise OptionError(f"--label: {err}") from None
+    _check_labels(model, args.label, 1)
     json_path, csv_path = (output_file(p, o) if p else None for o, p in outputs.items())
     per_sample, plot = (output_folder(p, o) if p else None for o, p in folders.items())
     if args.classify:
@@ -374,10 +378,7 @@ def quality_main(argv: list[str]) -> int:
     if args.out_dir:
         output_folder(args.out_dir, "-o/--out-dir", create=False)
     model = load_checkpoint(args.checkpoint)
-    try:
-        model.label_ids(args.label, 1)
-    except ValueError as err:
-        raise OptionError(f"--label: {err}") from None
+    _check_labels(model, args.label, 1)
     reference = []
     for path in expand_paths(args.reference):
         try:

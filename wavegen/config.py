@@ -37,6 +37,7 @@ def _f(default, help: str):
 class ModelConfig:
     """WaveNet shape (README "Model presets")."""
 
+    family: str = _f("wavenet", "model family (wavegen.family.FAMILIES): wavenet")
     preset: str = _f("custom", "preset name: model=tiny|small|base picks a preset")
     quantization_channels: int = _f(256, "mu-law classes")
     stacks: int = _f(1, "stacks of dilated layers (dilations 1..2^(layers-1) each)")
@@ -85,7 +86,8 @@ class OptimConfig:
     warmup_steps: int = _f(50, "linear warm-up steps, then cosine decay")
     min_lr_ratio: float = _f(0.05, "the cosine decay ends at lr * min_lr_ratio")
     grad_clip: float = _f(1.0, "max global gradient norm; 0 = off")
-    ema_decay: float | None = _f(None, "e.g. 0.999 keeps an EMA of the weights; null = off")
+    ema_decay: float | None = _f(None, "e.g. 0.999 keeps an EMA of the weights (its decay "
+                                       "warmed up as (1+step)/(10+step)); null = off")
     lr_scaling: str = _f("none", "scale lr with the effective batch: none, linear or sqrt")
     lr_base_batch: int | None = _f(None, "the effective batch optim.lr is for; "
                                          "null = train.batch_size")

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import mulaw
 from .audio import AudioError, audio_paths, load_audio, open_info
 from .config import DataConfig
 from .errors import WavegenError
+from .family import Codec
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,13 @@ class Preprocessing:
     """Everything that changes the classes a file decodes to (part of the cache key)."""
 
     sample_rate: int
-    quantization_channels: int
+    codec: Codec
     top_db: float | None
     normalize: bool
     peak: float
 
     def key(self) -> dict:
-        d = {"sr": self.sample_rate, "q": self.quantization_channels, "top_db": self.top_db,
+        d = {"sr": self.sample_rate, **self.codec.key(), "top_db": self.top_db,
              "normalize": self.normalize, "v": CACHE_VERSION}
         if self.normalize:
             d["peak"] = self.peak
@@ -72,16 +72,6 @@ class Preprocessing:
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "wavegen" / "classes"
-
-
-def class_dtype(quantization_channels: int) -> type:
-    return np.uint8 if quantization_channels <= 256 else np.uint16
-
-
-def encode_audio(audio: np.ndarray, quantization_channels: int) -> np.ndarray:
-    """(T,) float32 -> (T,) uint8/uint16 classes."""
-    classes = mulaw.encode(torch.from_numpy(np.ascontiguousarray(audio)), quantization_channels)
-    return classes.numpy().astype(class_dtype(quantization_channels))
 
 
 @dataclass
@@ -199,7 +189,7 @@ class AudioFolder:
         if self._cache_path(path) != cached:  # size or mtime moved while it was decoded
             raise AudioError(path, "changed while it was read (still being written?); not "
                                    "used or cached this time")
-        classes = encode_audio(audio, p.quantization_channels)
+        classes = p.codec.encode_array(audio)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.cache_dir)
         with os.fdopen(fd, "wb") as f:
@@ -257,17 +247,19 @@ def split_clips(clips: list[Clip], val_fraction: float) -> tuple[list[Clip], lis
 
 
 class CropSampler:
-    """Random training crops: R - 1 samples of context, then ``segment_length`` targets.
+    """Random training crops: ``context`` values (the family's ``context``) and one more,
+    then ``segment_length`` targets.
 
-    ``sample`` returns (inputs, targets) with inputs (B, R - 1 + S) and targets (B, S), both
-    int64, such that ``model.valid_logits(inputs)[:, i]`` predicts ``targets[:, i]``.
-    Positions before a clip's start are silence (the convention); positions past its end are
-    silence inputs with IGNORE targets, so clips shorter than a crop are still used.
+    ``sample`` returns (inputs, targets) with inputs (B, context + S) and targets (B, S),
+    both int64: inputs[:, context + i] is the value just before targets[:, i] (for WaveNet,
+    ``model.valid_logits(inputs)[:, i]`` predicts ``targets[:, i]``). Positions before a
+    clip's start are ``pad`` (silence: the convention); positions past its end are ``pad``
+    inputs with IGNORE targets, so clips shorter than a crop are still used.
     Crop starts are uniform over the clip, clips drawn in proportion to their length.
     """
 
-    def __init__(self, clips: list[Clip], receptive_field: int, segment_length: int,
-                 silence: int, label_ids: dict[str, int] | None = None,
+    def __init__(self, clips: list[Clip], context: int, segment_length: int,
+                 pad: int, label_ids: dict[str, int] | None = None,
                  start_share: float = 0.0):
         if not clips:
             raise DataError("no training clips")
@@ -276,9 +268,9 @@ class CropSampler:
         # each clip's label entry (conditional models), 0 = "no label"
         self.label_ids = np.array([label_ids[c.label] if label_ids else 0 for c in clips],
                                   dtype=np.int64)
-        self.receptive_field = receptive_field
+        self.context = context
         self.segment_length = segment_length
-        self.silence = silence
+        self.pad = pad
         lengths = np.array([len(c) for c in clips], dtype=np.float64)
         self.weights = lengths / lengths.sum()
 
@@ -303,14 +295,14 @@ class CropSampler:
 
     def build(self, picks: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor,
                                                            torch.Tensor]:
-        """The crops ``picks`` as inputs (B, R - 1 + S), targets (B, S) and label entries
+        """The crops ``picks`` as inputs (B, context + S), targets (B, S) and label entries
         (B,), int64."""
-        r, s = self.receptive_field, self.segment_length
-        inputs = np.full((len(picks), r - 1 + s), self.silence, dtype=np.int64)
+        c, s = self.context, self.segment_length
+        inputs = np.full((len(picks), c + s), self.pad, dtype=np.int64)
         targets = np.full((len(picks), s), IGNORE, dtype=np.int64)
         for b, (k, start) in enumerate(picks):
             x = self.clips[k].classes
-            lo = start - r  # file position of inputs[b, 0]
+            lo = start - c - 1  # file position of inputs[b, 0]
             src = x[max(lo, 0) : start + s - 1]
             inputs[b, max(-lo, 0) : max(-lo, 0) + len(src)] = src
             tgt = x[start : start + s]
@@ -333,7 +325,7 @@ class StepBatches(Dataset):
     every process trains on different crops, and one process with the combined batch sees
     the same crops as ``world`` processes.
 
-    Item: inputs (A, b, R - 1 + S), targets (A, b, S), label entries (A, b) int64, and
+    Item: inputs (A, b, context + S), targets (A, b, S), label entries (A, b) int64, and
     the number of non-padding targets in the whole batch (all processes), which normalises
     the loss. With ``label_dropout`` p, each crop's label is replaced by entry 0 ("no
     label") with probability p (drawn from the same generator).
@@ -389,28 +381,27 @@ def synthetic_audio(seconds: float, sample_rate: int, seed: int) -> np.ndarray:
     return (0.8 * out / np.abs(out).max()).astype(np.float32)
 
 
-def synthetic_clips(seconds: float, sample_rate: int, quantization_channels: int, seed: int,
+def synthetic_clips(seconds: float, sample_rate: int, codec: Codec, seed: int,
                     clip_seconds: float = 4.0, prefix: str = "synthetic") -> list[Clip]:
     """The synthetic set cut into clips of ``clip_seconds``."""
-    classes = encode_audio(synthetic_audio(seconds, sample_rate, seed), quantization_channels)
+    classes = codec.encode_array(synthetic_audio(seconds, sample_rate, seed))
     step = max(1, int(clip_seconds * sample_rate))
     return [Clip(f"{prefix}-{seed}-{i:03d}", classes[i : i + step])
             for i in range(0, len(classes), step)]
 
 
-def build_datasets(cfg: DataConfig, quantization_channels: int) -> tuple[list[Clip],
-                                                                            list[Clip], str]:
+def build_datasets(cfg: DataConfig, codec: Codec) -> tuple[list[Clip], list[Clip], str]:
     """(train clips, validation clips, a summary for the log) for a DataConfig."""
     if cfg.kind == "synthetic":
         train = synthetic_clips(cfg.synthetic_train_seconds, cfg.sample_rate,
-                                quantization_channels, cfg.synthetic_seed)
-        val = synthetic_clips(cfg.synthetic_val_seconds, cfg.sample_rate, quantization_channels,
+                                codec, cfg.synthetic_seed)
+        val = synthetic_clips(cfg.synthetic_val_seconds, cfg.sample_rate, codec,
                               cfg.synthetic_seed + 1_000_003)
         summary = (f"synthetic data: {len(train)} training clips "
                    f"({cfg.synthetic_train_seconds:.0f} s), {len(val)} validation clips "
                    f"({cfg.synthetic_val_seconds:.0f} s)")
         return train, val, summary
-    prep = Preprocessing(cfg.sample_rate, quantization_channels, cfg.top_db, cfg.normalize,
+    prep = Preprocessing(cfg.sample_rate, codec, cfg.top_db, cfg.normalize,
                          cfg.peak)
     folder = AudioFolder(cfg.root, prep, cfg.cache_dir, cfg.labels)
     lines = [folder.report.summary()]

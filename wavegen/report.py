@@ -4,24 +4,24 @@ aggregate, and the --json/--csv/--per-sample/--plot outputs, written as each fil
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import classify
 from .audio import read_blocks
 from .errors import WavegenError
-from .model import WaveNet
+from .family import family_of
 from .outputs import RecordFiles
 from .scoring import RECORD_FIELDS, aggregate
 from .scoring import score_files as score_records
 
 
-def score_files(model: WaveNet, paths: list[Path], label: str | None,
+def score_files(model: nn.Module, paths: list[Path], label: str | None,
                 json_path: Path | None, csv_path: Path | None, per_sample: Path | None,
                 plot: Path | None) -> int:
     """Score ``paths``, print the table and the aggregate, write the outputs as each file is
@@ -55,7 +55,12 @@ def score_files(model: WaveNet, paths: list[Path], label: str | None,
     return _failed(records)
 
 
-def score_table(records: list[dict[str, Any]], model: WaveNet) -> str:
+def uniform_bits(model: nn.Module) -> float:
+    """Bits per sample of uniform guessing on the model's grid: a point of reference."""
+    return family_of(model).codec(model.config).uniform_bits
+
+
+def score_table(records: list[dict[str, Any]], model: nn.Module) -> str:
     """One line per file (path, seconds, bits/sample, bits/s) and the length-weighted total."""
     width = max(len("all (length-weighted)"), *(len(r["path"]) for r in records))
     lines = [f"{'path':<{width}}  {'seconds':>8}  {'bits/sample':>11}  {'bits/s':>10}"]
@@ -67,7 +72,7 @@ def score_table(records: list[dict[str, Any]], model: WaveNet) -> str:
                          f"{r['bits_per_sample']:>11.4f}  {r['bits_per_second']:>10,.0f}")
     total = aggregate(records)
     if total["files"]:
-        uniform = math.log2(model.quantization_channels)
+        uniform = uniform_bits(model)
         files = f"{total['files']} file" + ("s" if total["files"] != 1 else "")
         lines.append(f"{'all (length-weighted)':<{width}}  {total['seconds']:>8.2f}  "
                      f"{total['bits_per_sample']:>11.4f}  {total['bits_per_second']:>10,.0f}  "
@@ -75,7 +80,7 @@ def score_table(records: list[dict[str, Any]], model: WaveNet) -> str:
     return "\n".join(lines)
 
 
-def classify_files(model: WaveNet, arguments: list[str], json_path: Path | None,
+def classify_files(model: nn.Module, arguments: list[str], json_path: Path | None,
                    csv_path: Path | None, uniform_prior: bool) -> int:
     """`wavegen score --classify`: p(label | x) for every file; accuracy where the folder
     layout gives the true labels. Returns the exit status."""
@@ -160,7 +165,7 @@ def estimated_samples(paths: list, sample_rate: int) -> int:
     return total
 
 
-def plot_surprisal(path: Path, record: dict, surprisal: np.ndarray, model: WaveNet) -> None:
+def plot_surprisal(path: Path, record: dict, surprisal: np.ndarray, model: nn.Module) -> None:
     """Waveform (decoded from the scored classes) and surprisal over time."""
     import matplotlib
 
@@ -176,7 +181,7 @@ def plot_surprisal(path: Path, record: dict, surprisal: np.ndarray, model: WaveN
     ax1.set_ylabel("amplitude")
     ax1.set_title(f"{record['path']}: {record['bits_per_sample']:.3f} bits/sample")
     ax2.plot(t, smooth, linewidth=0.6, color="tab:red")
-    ax2.axhline(math.log2(model.quantization_channels), color="gray", linestyle=":",
+    ax2.axhline(uniform_bits(model), color="gray", linestyle=":",
                 label="uniform guessing")
     ax2.set_ylabel("surprisal (bits)")
     ax2.set_xlabel("seconds")

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from . import mulaw, streaming
 from .audio import AudioError, audio_paths, read_blocks, resample, to_mono
-from .model import WaveNet
+from .family import Codec, family_of
 
 LN2 = math.log(2)
 TILE = 8192  # samples per engine call: big enough for efficient products, small in memory
@@ -41,14 +41,14 @@ class StreamScorer:
     the first).
     """
 
-    def __init__(self, model: WaveNet, tile: int = TILE, per_sample: bool = False,
+    def __init__(self, model: nn.Module, tile: int = TILE, per_sample: bool = False,
                  labels: list | tuple = (None,)):
         self.model, self.tile, self.per_sample = model, tile, per_sample
         self.device = next(model.parameters()).device
-        rows = len(labels)
-        self.state = streaming.silence_state(model, rows, model.label_ids(list(labels), rows))
-        self.previous = torch.full((rows, 1), model.silence, dtype=torch.long,
-                                   device=self.device)
+        self.rows = rows = len(labels)
+        family = family_of(model)
+        self.codec = family.codec(model.config)
+        self.engine = family.scorer(model, family.condition(model, list(labels), rows), rows)
         self.row_nats = np.zeros(rows, dtype=np.float64)
         self.num_samples = 0
         self.surprisal: list[np.ndarray] = []
@@ -60,28 +60,22 @@ class StreamScorer:
     @torch.no_grad()
     def add(self, classes: np.ndarray | torch.Tensor) -> None:
         """classes: (T,) int classes of the next T samples."""
-        rows = self.previous.shape[0]
         x = torch.as_tensor(np.asarray(classes, dtype=np.int64), device=self.device).view(1, -1)
         for start in range(0, x.shape[1], self.tile):
-            target = x[:, start : start + self.tile].expand(rows, -1)
-            inputs = torch.cat((self.previous, target[:, :-1]), dim=1)  # x[t-1] predicts x[t]
-            logits = streaming.step(self.model, self.state, inputs)  # (rows, T, Q)
-            # log-softmax in float64: the normaliser of 256 terms is where fp32 rounds
-            logp = logits.double().log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            target = x[:, start : start + self.tile].expand(self.rows, -1)
+            logp = self.engine.log_prob(target)  # (rows, T) float64
             self.row_nats += logp.sum(1).cpu().numpy()
             self.num_samples += target.shape[1]
             if self.per_sample:
                 self.surprisal.append((-logp[0] / LN2).float().cpu().numpy())
-            self.previous = target[:, -1:]
 
     def add_file(self, path: str | os.PathLike, block_seconds: float = 30.0,
                  on_progress: Any = None) -> None:
         """Feed a whole audio file, read in blocks (AudioError if it cannot be read)."""
-        q = self.model.quantization_channels
-        for block in read_blocks(path, self.model.sample_rate, block_seconds):
-            self.add(mulaw.encode(torch.from_numpy(block), q))
+        for classes in encoded_blocks(path, self.model.sample_rate, self.codec, block_seconds):
+            self.add(classes)
             if on_progress is not None:
-                on_progress(len(block))
+                on_progress(len(classes))
 
     def result(self) -> dict[str, Any]:
         out = _record(self.log_prob_nats, self.num_samples, self.model.sample_rate)
@@ -104,7 +98,7 @@ def _record(nats: float, count: int, sample_rate: int) -> dict[str, Any]:
             "log_prob_nats": nats, "bits_per_sample": bits, "bits_per_second": bits * sample_rate}
 
 
-def log_prob_classes(model: WaveNet, classes: np.ndarray | torch.Tensor,
+def log_prob_classes(model: nn.Module, classes: np.ndarray | torch.Tensor,
                      tile: int = TILE, label: str | int | None = None) -> float:
     """Total log p(x | label) in nats of one (T,) class sequence, silence before x[0]."""
     scorer = StreamScorer(model, tile, labels=[label])
@@ -112,19 +106,26 @@ def log_prob_classes(model: WaveNet, classes: np.ndarray | torch.Tensor,
     return scorer.log_prob_nats
 
 
-def bits_per_sample(model: WaveNet, clips: list[np.ndarray], max_samples: int | None = None,
+def bits_per_sample(model: nn.Module, clips: list[np.ndarray], max_samples: int | None = None,
                     tile: int = TILE, labels: list | None = None) -> float:
     """Exact bits/sample over clips (each scored from its start, up to max_samples), each
     under its label in ``labels`` (conditional models; None = "no label")."""
-    nats, count = 0.0, 0
-    for i, classes in enumerate(clips):
-        seq = classes[:max_samples] if max_samples else classes
-        nats += log_prob_classes(model, seq, tile, labels[i] if labels is not None else None)
-        count += len(seq)
-    return -nats / count / LN2
+    return aggregate(clip_records(model, clips, max_samples, tile, labels))["bits_per_sample"]
 
 
-def score_audio(model: WaveNet, audio: np.ndarray, sample_rate: int, per_sample: bool = False,
+def clip_records(model: nn.Module, clips: list[np.ndarray], max_samples: int | None = None,
+                 tile: int = TILE, labels: list | None = None) -> list[dict[str, Any]]:
+    """The score record (RECORD_FIELDS) of each stored-value clip, scored from its start up
+    to max_samples, under its label in ``labels`` (None = "no label")."""
+    records = []
+    for i, values in enumerate(clips):
+        seq = values[:max_samples] if max_samples else values
+        nats = log_prob_classes(model, seq, tile, labels[i] if labels is not None else None)
+        records.append(_record(nats, len(seq), model.sample_rate))
+    return records
+
+
+def score_audio(model: nn.Module, audio: np.ndarray, sample_rate: int, per_sample: bool = False,
                 tile: int = TILE, label: str | int | None = None) -> dict[str, Any]:
     """Score float audio: (T,) mono or (T, C) channels-last, in [-1, 1], at ``sample_rate``.
 
@@ -155,12 +156,11 @@ def score_audio(model: WaveNet, audio: np.ndarray, sample_rate: int, per_sample:
                          f"sample at the model's rate ({model.sample_rate} Hz): nothing to "
                          f"score")
     scorer = StreamScorer(model, tile, per_sample, [label])
-    scorer.add(mulaw.encode(torch.from_numpy(np.ascontiguousarray(mono)),
-                            model.quantization_channels))
+    scorer.add(scorer.codec.encode(np.ascontiguousarray(mono)))
     return scorer.result()
 
 
-def score_file(model: WaveNet, path: str | os.PathLike, per_sample: bool = False,
+def score_file(model: nn.Module, path: str | os.PathLike, per_sample: bool = False,
                tile: int = TILE, block_seconds: float = 30.0,
                on_progress: Any = None, label: str | int | None = None) -> dict[str, Any]:
     """Exact log-likelihood of an audio file, read in blocks (any length, bounded memory).
@@ -182,6 +182,14 @@ def score_file(model: WaveNet, path: str | os.PathLike, per_sample: bool = False
     return {"path": str(path), **scorer.result()}
 
 
+def encoded_blocks(path: str | os.PathLike, sample_rate: int, codec: Codec,
+                   block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+    """A file's stored values, (T,) int64 blocks of about ``block_seconds`` at
+    ``sample_rate`` (``audio.read_blocks``: mono, resampled; AudioError if unreadable)."""
+    for block in read_blocks(path, sample_rate, block_seconds):
+        yield codec.encode(block).numpy()
+
+
 def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Files as given; folders replaced by their audio files (recursive, sorted)."""
     out: list[Path] = []
@@ -193,7 +201,7 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def score_files(model: WaveNet, paths: Iterable[str | os.PathLike], per_sample: bool = False,
+def score_files(model: nn.Module, paths: Iterable[str | os.PathLike], per_sample: bool = False,
                 on_progress: Any = None, batch: int = 4, tile: int = TILE,
                 block_seconds: float = 30.0,
                 label: str | int | None = None) -> Iterator[dict[str, Any]]:
@@ -204,12 +212,15 @@ def score_files(model: WaveNet, paths: Iterable[str | os.PathLike], per_sample: 
     files). A row whose file ends is reset to the silence state before the next file takes
     it. A file that cannot be read gives {"path", "error"}; the others go on. ``label`` as
     in ``score_file``, the same for every file.
+
+    A row gets fewer values than the tile only when its file ends there (a slot buffers a
+    whole tile until then), and the row is reset before it takes the next file, so the
+    padding fed after a file's end never reaches a score.
     """
     device = next(model.parameters()).device
-    labels = model.label_ids(label, batch) if label is not None else None
-    state = streaming.silence_state(model, batch, labels)
-    fresh = [c[:1].clone() for c in state.context]  # one row of the silence state
-    previous = torch.full((batch, 1), model.silence, dtype=torch.long, device=device)
+    family = family_of(model)
+    codec = family.codec(model.config)
+    scorer = family.scorer(model, family.condition(model, label, batch), batch)
     slots: list[_Slot | None] = [None] * batch
     pending = iter(enumerate(map(str, paths)))
     done: dict[int, dict[str, Any]] = {}
@@ -217,15 +228,14 @@ def score_files(model: WaveNet, paths: Iterable[str | os.PathLike], per_sample: 
 
     def fill(row: int) -> None:
         for index, path in pending:
-            slot = _Slot(index, path, read_blocks(path, model.sample_rate, block_seconds))
+            slot = _Slot(index, path, encoded_blocks(path, model.sample_rate, codec,
+                                                     block_seconds))
             try:
-                slot.refill(tile, model.quantization_channels)
+                slot.refill(tile)
             except AudioError as err:
                 done[index] = {"path": path, "error": err.cause}
                 continue
-            for i, ctx in enumerate(fresh):
-                state.context[i][row] = ctx[0]
-            previous[row] = model.silence
+            scorer.reset(row)
             slots[row] = slot
             return
         slots[row] = None
@@ -236,24 +246,20 @@ def score_files(model: WaveNet, paths: Iterable[str | os.PathLike], per_sample: 
         while any(slots):
             counts = [min(tile, len(s.buffer)) if s else 0 for s in slots]
             width = max(counts)
-            targets = torch.full((batch, width), model.silence, dtype=torch.long)
+            targets = torch.full((batch, width), codec.silence, dtype=torch.long)
             for row, (slot, n) in enumerate(zip(slots, counts, strict=True)):
                 if slot is not None:
                     targets[row, :n] = torch.from_numpy(slot.buffer[:n].astype(np.int64))
-            targets = targets.to(device)
-            inputs = torch.cat((previous, targets[:, :-1]), dim=1)
-            logits = streaming.step(model, state, inputs)  # (B, T, Q)
-            logp = logits.double().log_softmax(-1).gather(-1, targets.unsqueeze(-1))[..., 0]
+            logp = scorer.log_prob(targets.to(device))  # (B, T) float64
             for row, (slot, n) in enumerate(zip(slots, counts, strict=True)):
                 if slot is None:
                     continue
                 slot.add(logp[row, :n], per_sample)
-                previous[row, 0] = targets[row, n - 1]
                 slot.buffer = slot.buffer[n:]
                 if on_progress is not None:
                     on_progress(n)
                 try:
-                    slot.refill(tile, model.quantization_channels)
+                    slot.refill(tile)
                     finished = len(slot.buffer) == 0
                     record = slot.result(model.sample_rate) if finished else None
                 except AudioError as err:
@@ -279,14 +285,13 @@ class _Slot:
         self.nats, self.count = 0.0, 0
         self.surprisal: list[np.ndarray] = []
 
-    def refill(self, tile: int, quantization_channels: int) -> None:
+    def refill(self, tile: int) -> None:
         """Read blocks until a whole tile is buffered or the file ends (AudioError)."""
         while not self.exhausted and len(self.buffer) < tile:
-            block = next(self.blocks, None)
-            if block is None:
+            classes = next(self.blocks, None)
+            if classes is None:
                 self.exhausted = True
             else:
-                classes = mulaw.encode(torch.from_numpy(block), quantization_channels).numpy()
                 self.buffer = np.concatenate((self.buffer, classes))
 
     def add(self, logp: torch.Tensor, per_sample: bool) -> None:

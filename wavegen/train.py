@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -32,18 +31,17 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import mulaw
 from .audio import write_wav
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, ConfigError, OptimConfig, check_keys, validate
-from .data import IGNORE, CropSampler, StepBatches, build_datasets
+from .data import CropSampler, StepBatches, build_datasets
 from .distributed import setup
 from .errors import writing
-from .model import WaveNet
+from .family import get_family
 from .outputs import clip_paths
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
-from .scoring import LN2, bits_per_sample
+from .scoring import LN2, aggregate, clip_records
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -188,21 +186,9 @@ def scaled_lr(optim: OptimConfig, effective_batch: int, batch_size: int) -> floa
     return optim.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[optim.lr_scaling]
 
 
-class ValidLogits(nn.Module):
-    """The training forward as a module call, so that DDP and torch.compile can wrap it."""
-
-    def __init__(self, model: WaveNet):
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        return self.model.valid_logits(inputs, labels if self.model.conditional else None)
-
-
 def train(cfg: Config | DictConfig, run_dir: str | Path | None = None,
           overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train a WaveNet as ``cfg`` says; returns a summary dict.
+    """Train a model as ``cfg`` says (its family: ``model.family``); returns a summary dict.
 
     The run folder (``out_dir/name`` unless given) receives last.pt, best.pt,
     metrics.jsonl, train.log, summary.json and examples/. With ``train.resume`` the run
@@ -245,21 +231,22 @@ class Trainer:
 
         self.val_per_label: dict[str, float] = {}
         self.reference_audio: list[np.ndarray] | None = None  # for the sample checks
-        train_clips, self.val_clips, self.data_summary = build_datasets(
-            cfg.data, cfg.model.quantization_channels)
+        self.family = family = get_family(cfg.model.family)
+        self.codec = family.codec(cfg.model)
+        train_clips, self.val_clips, self.data_summary = build_datasets(cfg.data, self.codec)
         if cfg.model.labels:
             raise ConfigError("model.labels is set from the data: use data.labels=folder "
                               "(or a manifest) instead")
         if cfg.data.labels:  # a conditional model over the training labels
             cfg.model.labels = sorted({c.label for c in train_clips})
         torch.manual_seed(t.seed)
-        self.model = model = WaveNet(cfg.model, sample_rate=cfg.data.sample_rate).to(device)
+        self.model = model = family.build(cfg.model, cfg.data.sample_rate).to(device)
         if model.conditional:  # the prior for classification: training file shares
             model.label_prior = [sum(c.label == name for c in train_clips) / len(train_clips)
                                  for name in model.labels]
         label_ids = {name: i + 1 for i, name in enumerate(model.labels)}
-        crops = CropSampler(train_clips, model.receptive_field, cfg.data.segment_length,
-                            model.silence, label_ids, cfg.data.start_share)
+        crops = CropSampler(train_clips, family.context(model), cfg.data.segment_length,
+                            self.codec.silence, label_ids, cfg.data.start_share)
         self.batches = StepBatches(crops, t.seed, t.batch_size, t.grad_accum, world.rank,
                                    world.size, t.label_dropout if model.conditional else 0.0)
         self.effective_batch = t.batch_size * t.grad_accum * world.size
@@ -270,17 +257,17 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, o.warmup_steps, t.max_steps, o.min_lr_ratio))
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
         self.ema = copy.deepcopy(model).requires_grad_(False) if o.ema_decay else None
+        self.eval_model = self.ema if self.ema is not None else model  # validated, sampled
+        self.metrics: MetricsLog | None = None  # rank 0, once the run starts
         self.progress = Progress()
         self.resumed = bool(t.resume and self.last_path.exists())
         if self.resumed:
             self._restore(read_checkpoint(self.last_path, map_location=device))
 
-        self.net = self.ddp = ValidLogits(model)
+        self.net = self.ddp = family.crop_loss(model)
         if world.size > 1:
-            # the last layer's residual output feeds nothing: no gradient to wait for
-            last = f"model.layers.{len(model.layers) - 1}.residual"
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                self.net, [f"{last}.weight", f"{last}.bias"])
+                self.net, family.ddp_ignored(model))
             self.net = self.ddp = DistributedDataParallel(
                 self.net, device_ids=[device.index] if device.type == "cuda" else None)
         if t.compile:
@@ -321,8 +308,6 @@ class Trainer:
             "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
             "model_config": asdict(cfg.model),
             "sample_rate": cfg.data.sample_rate,
-            "quantization_channels": model.quantization_channels,
-            "receptive_field": model.receptive_field,
             "model": model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
@@ -341,71 +326,73 @@ class Trainer:
         if world.size > 1:
             log.info("processes: %d (%s); rank 0 logs, validates and writes checkpoints",
                      world.size, torch.distributed.get_backend())
-        log.info("model: %s", model.describe())
+        log.info("model: %s", self.family.describe(model))
         log.info("data: %s", self.data_summary)
         log.info("batch: %d crops x %d accumulated x %d process(es) = %d crops of "
                  "(%d context + %d targets) = %d target samples per step",
                  t.batch_size, t.grad_accum, world.size, self.effective_batch,
-                 model.receptive_field - 1, segment, self.effective_batch * segment)
+                 self.family.context(model), segment, self.effective_batch * segment)
         log.info("lr: %.3g (optim.lr=%.3g, optim.lr_scaling=%s, base batch %d)", self.lr,
                  cfg.optim.lr, cfg.optim.lr_scaling, cfg.optim.lr_base_batch or t.batch_size)
         log.info("precision: %s%s; validation and scoring in fp32; uniform guessing is "
                  "%.0f bits/sample", t.precision, ", compiled" if t.compile else "",
-                 math.log2(model.quantization_channels))
+                 self.codec.uniform_bits)
 
     def run(self) -> dict[str, Any]:
-        cfg, t, o = self.cfg, self.cfg.train, self.cfg.optim
-        world, device, model, progress = self.world, self.device, self.model, self.progress
-        main = world.is_main
-        eval_model = self.ema if self.ema is not None else model
-        max_val = int(cfg.data.val_max_seconds * cfg.data.sample_rate) \
-            if cfg.data.val_max_seconds else None
+        """Train to train.max_steps (or until a signal), validate, write the examples and
+        summary.json; returns the summary (``_summary``'s shape however the run ended)."""
+        t, progress = self.cfg.train, self.progress
         if self.resumed and progress.step >= t.max_steps:  # finished: nothing to add
-            if main:
+            if self.world.is_main:
                 log.info("%s is finished (step %d of train.max_steps=%d): nothing to train; "
                          "give a larger train.max_steps to go on", self.run_dir,
                          progress.step, t.max_steps)
             done = self.run_dir / "summary.json"
             return {**self._summary(), **json.loads(done.read_text())} if done.is_file() \
                 else self._summary()
-        metrics = None
-        if main:
-            self.folder.open(fresh=not self.resumed,
-                             config=OmegaConf.structured(self.cfg), overrides=self.overrides)
-            metrics = MetricsLog(self.run_dir)
-            if self.resumed:
-                log.info("resumed %s at step %d%s", self.last_path, progress.step,
-                         f" with the run's settings {' '.join(self.taken)}" if self.taken
-                         else "")
-            elif cfg.train.resume:
-                log.info("train.resume=true, but %s holds no run yet: starting a new one",
-                         self.run_dir)
-            self.describe()
-            metrics.truncate_after(progress.step)
-            held_out = [c.path for c in self.val_clips if c.path]
-            if held_out:  # e.g. for `wavegen score ... $(cat validation_files.txt)`
-                (self.run_dir / "validation_files.txt").write_text("\n".join(held_out) + "\n")
+        if self.world.is_main:
+            self._start()
+        interrupted = self._loop()
+        if interrupted:
+            if self.world.is_main:
+                self.checkpoint(self.last_path)
+                self.metrics.close()
+                log.info("%s: stopped at step %d; checkpoint %s (continue with "
+                         "train.resume=true)", interrupted, progress.step, self.last_path)
+            return self._summary(interrupted=interrupted)
+        return self._finish()
 
-        def validate_now() -> float:
-            bits, per_label = validation_bits(eval_model, self.val_clips, max_val)
-            progress.last_val_bits = bits
-            checked = self._check_samples(eval_model, metrics, max_val)
-            metrics.write(progress.step, val_bits_per_sample=bits,
-                          **{f"val_bits_per_sample/{k}": v for k, v in per_label.items()},
-                          **checked)
-            self.val_per_label = per_label
-            return bits
+    def _start(self) -> None:
+        """Rank 0: open the run folder and the metrics, log what the run is."""
+        cfg, progress = self.cfg, self.progress
+        self.folder.open(fresh=not self.resumed, config=OmegaConf.structured(cfg),
+                         overrides=self.overrides)
+        self.metrics = MetricsLog(self.run_dir)
+        if self.resumed:
+            log.info("resumed %s at step %d%s", self.last_path, progress.step,
+                     f" with the run's settings {' '.join(self.taken)}" if self.taken else "")
+        elif cfg.train.resume:
+            log.info("train.resume=true, but %s holds no run yet: starting a new one",
+                     self.run_dir)
+        self.describe()
+        self.metrics.truncate_after(progress.step)
+        held_out = [c.path for c in self.val_clips if c.path]
+        if held_out:  # e.g. for `wavegen score ... $(cat validation_files.txt)`
+            (self.run_dir / "validation_files.txt").write_text("\n".join(held_out) + "\n")
 
+    def _loop(self) -> str | None:
+        """Optimizer steps until train.max_steps; the name of the signal that stopped it
+        early, or None."""
+        t, world, progress = self.cfg.train, self.world, self.progress
         loader = DataLoader(self.batches, batch_size=None,
                             sampler=itertools.count(progress.draws),
-                            num_workers=t.num_workers, pin_memory=device.type == "cuda")
-        autocast = torch.autocast(device.type, dtype=PRECISIONS[t.precision],
+                            num_workers=t.num_workers, pin_memory=self.device.type == "cuda")
+        autocast = torch.autocast(self.device.type, dtype=PRECISIONS[t.precision],
                                   enabled=t.precision != "fp32")
         bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", unit="step",
-                   dynamic_ncols=True, disable=not main)
-        interrupted = None
-        tic, samples_since, loss_since, steps_since = time.perf_counter(), 0, 0.0, 0
-        model.train()
+                   dynamic_ncols=True, disable=not world.is_main)
+        window = LogWindow()
+        self.model.train()
         try:
             with stop_on_signals() as signals, logging_redirect_tqdm():
                 batches = iter(loader)
@@ -413,87 +400,101 @@ class Trainer:
                     stop = world.sum([float(bool(signals))])[0] if world.size > 1 \
                         else bool(signals)
                     if stop:
-                        interrupted = signal.Signals(signals[0]).name if signals \
+                        return signal.Signals(signals[0]).name if signals \
                             else "signal to another process"
-                        break
                     inputs, targets, labels, total = next(batches)
                     progress.draws += 1
                     loss = self._accumulate(inputs, targets, labels, total, autocast)
-                    self.scaler.unscale_(self.optimizer)
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                          o.grad_clip or math.inf)
-                    if not bool(torch.isfinite(norm)):
-                        self.scaler.update()
-                        self.optimizer.zero_grad(set_to_none=True)
-                        _count_nonfinite(progress, t.max_nonfinite, self.last_path, main)
+                    if not self._update():
                         continue
-                    progress.nonfinite_run = 0
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.scheduler.step()
-                    if self.ema is not None:
-                        with torch.no_grad():
-                            for pe, p in zip(self.ema.parameters(), model.parameters(),
-                                             strict=True):
-                                pe.lerp_(p, 1 - o.ema_decay)
-                    progress.step += 1
-                    samples_since += total
-                    loss_since += loss
-                    steps_since += 1
+                    window.add(total, loss)
                     bar.update(1)
-                    if progress.step % t.log_every == 0 or progress.step == t.max_steps:
-                        self._log(metrics, bar, samples_since, float(loss_since) / steps_since,
-                                  tic)
-                        tic, samples_since, loss_since, steps_since = (
-                            time.perf_counter(), 0, 0.0, 0)
-                    if main and progress.step % t.val_every == 0 and \
-                            progress.step < t.max_steps:
-                        bits = validate_now()
-                        log.info("step %d: validation %.3f bits/sample", progress.step, bits)
-                        if bits < progress.best_val_bits:
-                            progress.best_val_bits = bits
-                            self.checkpoint(self.best_path)
-                    if main and progress.step % t.checkpoint_every == 0:
-                        self.checkpoint(self.last_path)
+                    self._after_step(bar, window)
         finally:
             bar.close()
+        return None
 
-        if interrupted:
-            if main:
-                self.checkpoint(self.last_path)
-                metrics.close()
-                log.info("%s: stopped at step %d; checkpoint %s (continue with "
-                         "train.resume=true)", interrupted, progress.step, self.last_path)
-            return self._summary(interrupted=interrupted)
+    def _update(self) -> bool:
+        """Clip the gradients and step the optimizer, scheduler and EMA; False (and the
+        step skipped and counted) when the gradient is not finite."""
+        o, progress = self.cfg.optim, self.progress
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip or math.inf)
+        if not bool(torch.isfinite(norm)):
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            _count_nonfinite(progress, self.cfg.train.max_nonfinite, self.last_path,
+                             self.world.is_main)
+            return False
+        progress.nonfinite_run = 0
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            decay = ema_decay(o.ema_decay, progress.step)
+            with torch.no_grad():
+                for pe, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                    pe.lerp_(p, 1 - decay)
+        progress.step += 1
+        return True
 
+    def _after_step(self, bar, window: LogWindow) -> None:
+        """The cadences: the metrics line, validation (rank 0), last.pt (rank 0)."""
+        t, step, main = self.cfg.train, self.progress.step, self.world.is_main
+        if step % t.log_every == 0 or step == t.max_steps:
+            self._log(bar, window)
+        if main and step % t.val_every == 0 and step < t.max_steps:
+            bits = self._validate()
+            log.info("step %d: validation %.3f bits/sample", step, bits)
+        if main and step % t.checkpoint_every == 0:
+            self.checkpoint(self.last_path)
+
+    def _validate(self) -> float:
+        """Rank 0: validation bits/sample and the sample checks of the evaluated weights
+        (the EMA's when kept), to metrics.jsonl; best.pt when it is the best so far."""
+        cfg, progress = self.cfg, self.progress
+        max_val = int(cfg.data.val_max_seconds * cfg.data.sample_rate) \
+            if cfg.data.val_max_seconds else None
+        bits, per_label = validation_bits(self.eval_model, self.val_clips, max_val)
+        progress.last_val_bits = bits
+        checked = self._check_samples(self.eval_model, self.metrics, max_val)
+        self.metrics.write(progress.step, val_bits_per_sample=bits,
+                           **{f"val_bits_per_sample/{k}": v for k, v in per_label.items()},
+                           **checked)
+        self.val_per_label = per_label
+        if bits < progress.best_val_bits:
+            progress.best_val_bits = bits
+            self.checkpoint(self.best_path)
+        return bits
+
+    def _finish(self) -> dict[str, Any]:
+        """The last validation, checkpoint, log lines and examples (rank 0); the summary
+        (every rank), written to summary.json."""
+        t, progress, uniform = self.cfg.train, self.progress, self.codec.uniform_bits
         examples: list[Path] = []
         bits = None
-        if main:
-            bits = validate_now()
-            if bits < progress.best_val_bits:
-                progress.best_val_bits = bits
-                self.checkpoint(self.best_path)
+        if self.world.is_main:
+            bits = self._validate()
             self.checkpoint(self.last_path)
-            metrics.close()
+            self.metrics.close()
             log.info("done: step %d, validation %.3f bits/sample (best %.3f; uniform = %.0f)",
-                     progress.step, bits, progress.best_val_bits,
-                     math.log2(model.quantization_channels))
+                     progress.step, bits, progress.best_val_bits, uniform)
             for label, value in self.val_per_label.items():
                 log.info("  %-16s %.3f bits/sample (validation, given the label)", label,
                          value)
-            if diverged(bits, model.quantization_channels):
+            if diverged(bits, uniform):
                 log.warning("the run has diverged: validation %.4g bits/sample is far above "
                             "uniform guessing (%.0f); try a lower optim.lr (now %.3g)", bits,
-                            math.log2(model.quantization_channels), self.lr)
-            examples = write_examples(eval_model, self.run_dir / "examples", t.num_examples,
-                                      t.example_seconds, t.example_temperature,
+                            uniform, self.lr)
+            examples = write_examples(self.eval_model, self.run_dir / "examples",
+                                      t.num_examples, t.example_seconds, t.example_temperature,
                                       t.example_top_p, t.seed)
-        bits, best, by_label = world.broadcast((bits, progress.best_val_bits,
-                                                 self.val_per_label))
+        bits, best, by_label = self.world.broadcast((bits, progress.best_val_bits,
+                                                      self.val_per_label))
         self.val_per_label = by_label
         summary = self._summary(bits=bits, best=best, examples=examples)
-        if main:
+        if self.world.is_main:
             with writing(self.run_dir / "summary.json"):
                 (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2)
                                                            + "\n")
@@ -510,10 +511,9 @@ class Trainer:
                 "val_bits_per_sample_by_label": dict(self.val_per_label),
                 "checkpoint": str(self.last_path), "examples": [str(p) for p in examples],
                 "nonfinite_steps": self.progress.nonfinite_total, "interrupted": interrupted,
-                "diverged": bits is not None and diverged(bits,
-                                                          self.model.quantization_channels)}
+                "diverged": bits is not None and diverged(bits, self.codec.uniform_bits)}
 
-    def _check_samples(self, model: WaveNet, metrics: MetricsLog,
+    def _check_samples(self, model: nn.Module, metrics: MetricsLog,
                        max_samples: int | None) -> dict[str, float]:
         """Generate a few short clips and measure them against the held-out audio
         (``quality.training_check``); the first of each kind goes to TensorBoard."""
@@ -524,8 +524,8 @@ class Trainer:
 
         if self.reference_audio is None:  # the held-out clips as audio, decoded once
             self.reference_audio = [
-                mulaw.decode(torch.from_numpy(c.classes[:max_samples].astype(np.int64)),
-                             model.quantization_channels).numpy() for c in self.val_clips]
+                self.codec.decode(torch.from_numpy(c.classes[:max_samples].astype(np.int64)))
+                .numpy() for c in self.val_clips]
         figures, audio = quality.training_check(model, self.reference_audio,
                                                 t.sample_check_clips,
                                                 t.sample_check_seconds,
@@ -545,7 +545,7 @@ class Trainer:
     def _accumulate(self, inputs: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
                     total: int, autocast) -> torch.Tensor:
         """Forward and backward over this process's micro-batches (A, b, ...); gradients
-        are those of (summed cross-entropy of the whole batch on all processes) / total.
+        are those of (the summed crop loss of the whole batch on all processes) / total.
         Returns this process's share of that loss (nats per target)."""
         device, world = self.device, self.world
         loss_sum = torch.zeros((), device=device)
@@ -557,50 +557,66 @@ class Trainer:
             sync = self.ddp.no_sync() if world.size > 1 and m < steps - 1 else nullcontext()
             with sync:
                 with autocast:
-                    logits = self.net(x, c)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
-                                       ignore_index=IGNORE, reduction="sum") / total
+                    loss = self.net(x, y, c) / total  # the family's summed crop loss
                 # DDP averages gradients over processes; the loss is a share of a sum
                 self.scaler.scale(loss * world.size).backward()
             loss_sum += loss.detach()
         return loss_sum
 
-    def _log(self, metrics, bar, samples: int, loss: float, tic: float) -> None:
+    def _log(self, bar, window: LogWindow) -> None:
         """Rank 0 logs the mean loss per step since the last log (all processes)."""
-        loss = self.world.sum([loss])[0]
+        loss = self.world.sum([float(window.loss) / window.steps])[0]
+        rate = window.samples / (time.perf_counter() - window.tic)
+        window.reset()
         if not self.world.is_main:
             return
-        rate = samples / (time.perf_counter() - tic)
         bits = loss / LN2
         lr = self.scheduler.get_last_lr()[0]
         bar.set_postfix(bits=f"{bits:.3f}", lr=f"{lr:.2e}", samples_s=f"{rate:,.0f}")
-        metrics.write(self.progress.step, loss_bits_per_sample=bits, lr=lr,
-                      samples_per_s=rate)
+        self.metrics.write(self.progress.step, loss_bits_per_sample=bits, lr=lr,
+                           samples_per_s=rate)
 
 
-def validation_bits(model: WaveNet, clips: list, max_samples: int | None
+class LogWindow:
+    """What happened since the last metrics line: target samples, summed loss (this
+    process's, nats per target), optimizer steps, and when the window began."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.tic, self.samples, self.loss, self.steps = time.perf_counter(), 0, 0.0, 0
+
+    def add(self, samples: int, loss: torch.Tensor | float) -> None:
+        self.samples += samples
+        self.loss += loss
+        self.steps += 1
+
+
+def validation_bits(model: nn.Module, clips: list, max_samples: int | None
                     ) -> tuple[float, dict[str, float]]:
     """Exact bits/sample over the validation clips (each given its label when the model
     is conditional), and per label."""
-    groups: dict[str | None, list] = {}
-    for clip in clips:
-        groups.setdefault(clip.label if model.conditional else None, []).append(clip)
-    total_bits, count, per_label = 0.0, 0, {}
-    for label, members in groups.items():
-        seqs = [c.classes[:max_samples] if max_samples else c.classes for c in members]
-        bits = bits_per_sample(model, seqs, labels=[label] * len(seqs))
-        n = sum(len(x) for x in seqs)
-        total_bits += bits * n
-        count += n
-        if label is not None:
-            per_label[label] = bits
-    return total_bits / count, dict(sorted(per_label.items()))
+    labels = [clip.label if model.conditional else None for clip in clips]
+    records = clip_records(model, [c.classes for c in clips], max_samples, labels=labels)
+    per_label = {label: aggregate([r for r, x in zip(records, labels, strict=True)
+                                   if x == label])["bits_per_sample"]
+                 for label in sorted(set(labels) - {None})}
+    return aggregate(records)["bits_per_sample"], per_label
 
 
-def diverged(bits: float, quantization_channels: int) -> bool:
+def ema_decay(decay: float, step: int) -> float:
+    """The EMA's decay after ``step`` earlier updates: ``decay``, warmed up as
+    (1 + step) / (10 + step) while that is lower, so that the average forgets the random
+    initial weights within a few hundred steps (with 0.999 from the start they would still
+    weigh 60% at step 500, where the first validation measures the EMA)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def diverged(bits: float, uniform_bits: float) -> bool:
     """Validation bits/sample that no training run reaches unless it diverged: not finite, or
     above twice uniform guessing (an untrained model scores about uniform guessing)."""
-    return not math.isfinite(bits) or bits > 2 * math.log2(quantization_channels)
+    return not math.isfinite(bits) or bits > 2 * uniform_bits
 
 
 def check_compile(device: torch.device) -> None:
@@ -625,7 +641,7 @@ def _count_nonfinite(progress: Progress, limit: int, last_path: Path, main: bool
             f"optim.grad_clip.")
 
 
-def write_examples(model: WaveNet, folder: Path, n: int, seconds: float, temperature: float,
+def write_examples(model: nn.Module, folder: Path, n: int, seconds: float, temperature: float,
                    top_p: float, seed: int) -> list[Path]:
     """n generated clips of ``seconds`` as folder/sample_000.wav ...; a conditional model's
     clips take its labels in turn (folder/sample_000_<label>.wav ...)."""

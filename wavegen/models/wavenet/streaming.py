@@ -18,8 +18,8 @@ import torch
 from .model import WaveNet
 
 
-class StreamState:
-    """Context caches for B independent streams.
+class TileState:
+    """The torch streaming engine's state: context caches for B independent streams.
 
     ``context[i]``: (B, (k - 1) * d_i, residual_channels), the last inputs of layer i, kept
     as a ring buffer whose oldest entry is at ``start[i]`` (the Fast WaveNet queue: one new
@@ -37,6 +37,14 @@ class StreamState:
         self.start = [0] * len(context)
         self.fused_skip = fused_skip
         self.cond = cond
+        self.silence = [c.clone() for c in context]  # each row's context after silence
+
+    def reset(self, row: int) -> None:
+        """Start stream ``row`` again after infinite silence. A silence context holds the
+        same value at every position of a ring, so this is right wherever the ring starts
+        (``start`` is shared by the rows)."""
+        for context, silence in zip(self.context, self.silence, strict=True):
+            context[row] = silence[row]
 
     @property
     def batch_size(self) -> int:
@@ -51,7 +59,7 @@ class StreamState:
 
 @torch.no_grad()
 def silence_state(model: WaveNet, batch_size: int = 1,
-                  labels: torch.Tensor | None = None) -> StreamState:
+                  labels: torch.Tensor | None = None) -> TileState:
     """The state after infinite silence, for streams with the given labels.
 
     With non-zero biases a layer's input during silence is not zero: it is the constant
@@ -70,11 +78,11 @@ def silence_state(model: WaveNet, batch_size: int = 1,
     for i, layer in enumerate(model.layers):
         context.append(h.expand(batch_size, layer.context, -1).clone())
         h, _ = layer(h.expand(rows, layer.context + 1, -1), num_skip=1, cond=cond[i])
-    return StreamState(context, model.fused_skip(), cond)
+    return TileState(context, model.fused_skip(), cond)
 
 
 @torch.no_grad()
-def step(model: WaveNet, state: StreamState, inputs: torch.Tensor) -> torch.Tensor:
+def step(model: WaveNet, state: TileState, inputs: torch.Tensor) -> torch.Tensor:
     """Feed a tile of inputs to every stream and advance the state in place.
 
     Args:
@@ -110,7 +118,7 @@ def step(model: WaveNet, state: StreamState, inputs: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def prime(model: WaveNet, state: StreamState, x: torch.Tensor, tile: int = 4096,
+def prime(model: WaveNet, state: TileState, x: torch.Tensor, tile: int = 4096,
           bar=None) -> torch.Tensor:
     """Feed known samples x: (B, T) through the state in tiles; returns the last logits (B, Q).
 

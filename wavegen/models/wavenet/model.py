@@ -3,8 +3,8 @@
 Layout is time-major, (B, T, C), so every convolution is a matrix product over channels:
 a dilated causal convolution with kernel k and dilation d is one product of the k taps
 concatenated along channels, [h[t-(k-1)d], ..., h[t-d], h[t]] @ W. The streaming engine
-(wavegen/streaming.py) runs the very same layer function on a tile plus its cached context,
-so training, sampling and scoring share one piece of arithmetic.
+(``streaming.py`` beside this module) runs the very same layer function on a tile plus its
+cached context, so training, sampling and scoring share one piece of arithmetic.
 
 The network proper is "valid": it maps T_in input classes to T_in - receptive_field + 1
 predictions, prediction i being for the sample that follows input i + receptive_field - 1.
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
-from .mulaw import silence_class
+from ...config import ModelConfig
+from ...mulaw import silence_class
 
 
 def dilations(stacks: int, layers_per_stack: int) -> list[int]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from ... import mulaw
 from . import streaming
 from .model import WaveNet
 
@@ -51,7 +52,7 @@ class Weights:
 
     def args(self, conv_b: np.ndarray) -> tuple:
         """The weights argument of the compiled loops, with ``conv_b`` (B, L, G) the
-        streams' conv biases (State.bias)."""
+        streams' conv biases (RingState.bias)."""
         return (self.embed, self.conv_w, conv_b, self.out_w, self.res_b, self.skip_b,
                 self.head1_w, self.head1_b, self.head2_w, self.head2_b, self.dilations,
                 self.offsets, self.lengths, self.kernel_size)
@@ -89,10 +90,11 @@ def export(model: WaveNet) -> Weights:
     )
 
 
-class State:
-    """Ring buffers for B streams: ``ring`` (B, sum of layer contexts, R) and the step
-    counter ``t``. Slot offset_l + (t - j) mod len_l holds layer l's input j steps ago.
-    ``bias`` (B, L, G): each stream's conv bias, its label's share included."""
+class RingState:
+    """The numba loop's state: ring buffers for B streams, ``ring`` (B, sum of layer
+    contexts, R), and the step counter ``t``. Slot offset_l + (t - j) mod len_l holds
+    layer l's input j steps ago. ``bias`` (B, L, G): each stream's conv bias, its label's
+    share included."""
 
     def __init__(self, model: WaveNet, batch_size: int, labels: torch.Tensor | None = None):
         state = streaming.silence_state(model, batch_size, labels)
@@ -105,7 +107,7 @@ class State:
             bias = bias + torch.stack(state.cond, dim=1)
         self.bias = np.ascontiguousarray(bias.detach().float().cpu().numpy())
 
-    def load(self, stream: streaming.StreamState, t: int) -> None:
+    def load(self, stream: streaming.TileState, t: int) -> None:
         """Take the rings of a torch stream state that has been fed t inputs (a state of
         one row is copied to every stream)."""
         off = 0
@@ -273,15 +275,24 @@ def _teacher_forced(x, weights, ring, t0, scratch, out):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _sample(first, uniforms, temperature, top_p, weights, ring, t0, scratch, out):
-    """Sample out (B, T): feed ``first`` (B,), draw, feed the draw, ... (T steps)."""
+def _sample(first, uniforms, temperature, top_p, levels, amplitude, alpha, quiet, weights,
+            ring, t0, scratch, out):
+    """Sample out (B, T): feed ``first`` (B,), draw, feed the draw, ... (T steps).
+
+    ``levels`` (B,): each stream's level (an exponential average of its squared
+    amplitudes, ``alpha`` per sample; ``amplitude`` (Q,) decodes a class), updated in place;
+    a stream draws from its nucleus (``top_p``) while its level is above ``quiet``, and from
+    the whole distribution below it (``engines.level_rule``)."""
     logits = scratch[-1]
     x = first.copy()
     probs = np.empty(logits.shape[1], dtype=np.float64)
     for i in range(out.shape[1]):
         _step(x, weights, ring, t0 + i, scratch)
         for b in range(x.shape[0]):
-            x[b] = _draw(logits[b], uniforms[b, i], temperature, top_p, probs)
+            p = top_p if levels[b] > quiet else 1.0
+            x[b] = _draw(logits[b], uniforms[b, i], temperature, p, probs)
+            a = amplitude[x[b]]
+            levels[b] += alpha * (a * a - levels[b])
             out[b, i] = x[b]
 
 
@@ -303,11 +314,12 @@ class FastCPUEngine:
     def __init__(self, model: WaveNet, batch_size: int, threads: int = 1,
                  labels: torch.Tensor | None = None):
         self.weights = export(model)
-        self.state = State(model, batch_size, labels)
-        self.quantization_channels = model.quantization_channels
+        self.state = RingState(model, batch_size, labels)
+        self.quantization_channels = q = model.quantization_channels
+        self.amplitude = mulaw.decode(torch.arange(q), q).double().numpy()
         self.groups = stream_groups(batch_size, threads)
 
-    def load(self, state: streaming.StreamState, steps: int) -> None:
+    def load(self, state: streaming.TileState, steps: int) -> None:
         """Continue from a torch stream state that has been fed ``steps`` inputs."""
         self.state.load(state, steps)
 
@@ -337,13 +349,19 @@ class FastCPUEngine:
         return out
 
     def sample(self, first: np.ndarray, uniforms: np.ndarray, temperature: float,
-               top_p: float = 1.0) -> np.ndarray:
-        """first: (B,) the pending inputs; uniforms: (B, T) in [0, 1) -> (B, T) int64."""
+               top_p: float = 1.0, levels: np.ndarray | None = None, quiet: float = 0.0,
+               alpha: float = 0.0) -> np.ndarray:
+        """first: (B,) the pending inputs; uniforms: (B, T) in [0, 1) -> (B, T) int64.
+        ``levels`` (B,) float64, updated in place, ``quiet`` and ``alpha``: the level rule
+        of ``_sample`` (None: no stream is ever quiet, so top_p always applies)."""
         first = np.ascontiguousarray(first, dtype=np.int64)
         out = np.empty(uniforms.shape, dtype=np.int64)
+        if levels is None:
+            levels, quiet = np.ones(len(first)), 0.0
 
         def run(lo, hi):
             _sample(first[lo:hi], uniforms[lo:hi], float(temperature), float(top_p),
+                    levels[lo:hi], self.amplitude, float(alpha), float(quiet),
                     self.weights.args(self.state.bias[lo:hi]), self.state.ring[lo:hi],
                     self.state.t, self.weights.scratch(hi - lo), out[lo:hi])
 

@@ -1,0 +1,243 @@
+"""The model-family seam: what the generic modules (train, data, scoring, sampler, classify,
+checkpoint, cli) ask of a model, and the registry of families.
+
+A family is a ``Family`` subclass in its own sub-package (``wavegen/models/<name>/``) that
+works on the model objects its ``build`` makes. Generic code holds the model, looks its
+family up with ``family_of(model)`` and calls only what is declared here; it never imports a
+family's modules. Every model object carries, whatever its family:
+
+- ``config``: its ModelConfig (``config.family`` names the family);
+- ``sample_rate``: the rate of the audio it models;
+- ``labels``: the label vocabulary of a conditional model ([] when unconditional),
+  ``conditional``: whether it has one, and
+  ``label_prior``: the training shares of the labels (or None);
+- ``describe()``: one line for start-up logs.
+
+What a model stores is a ``Codec``'s values: audio in [-1, 1] encoded to integers of a
+fixed grid (the cache key of training data names the codec). Likelihoods are on that grid:
+log p of the stored values, so families that share a codec share a likelihood scale.
+
+Conditioning reaches a family as a ``Condition`` value, one row per stream. A new kind of
+conditioning is a new field of ``Condition`` that the families which understand it read
+(a time-varying one, e.g. frames of features at a hop, would be sliced by the engines along
+with the stream's samples); families that do not understand a field refuse it.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import mulaw
+from .errors import WavegenError
+
+
+class FamilyError(WavegenError):
+    """An unknown model family (a config key or a checkpoint that names one)."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Audio <-> the stored values: mu-law companding to ``channels`` classes."""
+
+    channels: int
+
+    @property
+    def dtype(self) -> type:
+        return np.uint8 if self.channels <= 256 else np.uint16
+
+    @property
+    def uniform_bits(self) -> float:
+        """Bits per sample of uniform guessing over the grid."""
+        return math.log2(self.channels)
+
+    @property
+    def silence(self) -> int:
+        return mulaw.silence_class(self.channels)
+
+    def key(self) -> dict[str, Any]:
+        """What a data cache keys on (the stored values of a file depend on it)."""
+        return {"q": self.channels}
+
+    def encode(self, audio: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """float audio in [-1, 1] (any shape) -> int64 classes of the same shape."""
+        return mulaw.encode(torch.as_tensor(np.asarray(audio, dtype=np.float32)
+                                            if not torch.is_tensor(audio) else audio),
+                            self.channels)
+
+    def encode_array(self, audio: np.ndarray) -> np.ndarray:
+        """(T,) float32 -> (T,) uint8/uint16 classes, as the data cache stores them."""
+        return self.encode(np.ascontiguousarray(audio)).numpy().astype(self.dtype)
+
+    def decode(self, values: torch.Tensor) -> torch.Tensor:
+        """int classes -> float32 audio in [-1, 1] of the same shape."""
+        return mulaw.decode(values, self.channels)
+
+
+@dataclass
+class Condition:
+    """What each of B streams is conditioned on.
+
+    ``labels``: (B,) int64 label entries (0 = "no label", i + 1 = ``model.labels[i]``), or
+    None: no label for any stream (the only choice for an unconditional model).
+    """
+
+    labels: torch.Tensor | None = None
+
+    def rows(self, lo: int, hi: int) -> Condition:
+        """The condition of streams lo..hi-1."""
+        return Condition(None if self.labels is None else self.labels[lo:hi])
+
+    def all_same(self) -> bool:
+        """Whether every stream has the same condition."""
+        return self.labels is None or bool((self.labels == self.labels[0]).all())
+
+
+@dataclass(frozen=True)
+class SamplingRule:
+    """How each next value is drawn: ``temperature`` scales the model's distribution (0 = its
+    most likely value); ``top_p`` < 1 keeps its nucleus (categorical families) while the
+    stream's level (``level_seconds``' exponential average of its squared amplitudes) is
+    above ``quiet_dbfs``, and the whole distribution below it (``wavegen.sampling``)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    quiet_dbfs: float = -50.0
+    level_seconds: float = 0.032
+
+    @property
+    def quiet_power(self) -> float:
+        """``quiet_dbfs`` as a mean square amplitude."""
+        return 10.0 ** (self.quiet_dbfs / 10.0)
+
+    def alpha(self, sample_rate: int) -> float:
+        """The level's update weight per sample."""
+        return 1.0 / max(1.0, self.level_seconds * sample_rate)
+
+
+class Scorer(ABC):
+    """Exact log-probabilities of B rows of stored values that arrive in pieces, with
+    bounded memory: each call continues where the last one stopped, and a fresh scorer
+    starts after digital silence."""
+
+    @abstractmethod
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T) int64, the next T values of each row -> (B, T) float64
+        log p(x[t] | all values before it)."""
+
+    @abstractmethod
+    def reset(self, row: int) -> None:
+        """Start row ``row`` again, after digital silence (a new clip in that row)."""
+
+
+# A sampler: chunk(noise (B, C) float64, rule) -> (B, C) int64 next values of every stream;
+# the noise is uniform in [0, 1) or standard normal, as the family's ``noise`` says.
+Chunk = Callable[[np.ndarray, SamplingRule], np.ndarray]
+
+
+class Family(ABC):
+    """A model family, as generic code sees it. Methods take the model that ``build`` made."""
+
+    name: ClassVar[str]
+    noise: ClassVar[str] = "uniform"  # what a sampler's draws are made from
+
+    @abstractmethod
+    def build(self, config: Any, sample_rate: int) -> nn.Module:
+        """A model with fresh weights for a ModelConfig of this family."""
+
+    @abstractmethod
+    def codec(self, config: Any) -> Codec:
+        """The grid the model's values live on."""
+
+    # ---- training
+    @abstractmethod
+    def context(self, model: nn.Module) -> int:
+        """Values a training crop carries before its first target."""
+
+    @abstractmethod
+    def crop_loss(self, model: nn.Module) -> nn.Module:
+        """A module whose forward(inputs (B, context + S), targets (B, S), labels (B,)) ->
+        the summed negative log-likelihood in nats (float32 scalar) of the targets that are
+        not ``data.IGNORE``; the trainer divides by their count. DDP and torch.compile wrap
+        this module, so every trained parameter must be reached through it."""
+
+    def ddp_ignored(self, model: nn.Module) -> list[str]:
+        """Parameters (names under ``crop_loss``'s module) that get no gradient, for DDP."""
+        return []
+
+    # ---- conditioning, scoring, sampling
+    def condition(self, model: nn.Module, labels: Any, batch_size: int) -> Condition:
+        """Labels (a name, an entry index, None = "no label", or a list of one per stream)
+        -> a Condition for batch_size streams. Raises ValueError for a label the model does
+        not know or any label for an unconditional model."""
+        items = list(labels) if isinstance(labels, list | tuple) else [labels] * batch_size
+        if len(items) != batch_size:
+            raise ValueError(f"got {len(items)} labels for {batch_size} streams")
+        vocabulary = list(model.labels)
+        if not vocabulary:
+            if any(item is not None for item in items):
+                raise ValueError("this model is unconditional (trained without labels); "
+                                 "leave the label out")
+            return Condition()
+        device = next(model.parameters()).device
+        return Condition(torch.tensor([label_entry(vocabulary, item) for item in items],
+                                      dtype=torch.long, device=device))
+
+    @abstractmethod
+    def scorer(self, model: nn.Module, condition: Condition, batch_size: int) -> Scorer:
+        """A scorer of batch_size rows, each under its row of ``condition``."""
+
+    @abstractmethod
+    def sampler(self, model: nn.Module, condition: Condition, inputs: torch.Tensor,
+                threads: int | None, backend: str, progress: bool) -> Chunk:
+        """Streams primed with ``inputs`` (B, 1 + T): silence, then each stream's known
+        values; returns the chunk function that draws what follows."""
+
+    def backends(self, model: nn.Module) -> tuple[str, ...]:
+        """Sampler backends this family has ("auto" picks the first that suits the
+        model's device)."""
+        return ("torch",)
+
+    def describe(self, model: nn.Module) -> str:
+        return model.describe()
+
+
+def label_entry(vocabulary: list[str], label: str | int | None) -> int:
+    """A label name, an entry index or None ("no label", entry 0) -> its entry."""
+    if label is None:
+        return 0
+    if isinstance(label, str):
+        if label in vocabulary:
+            return vocabulary.index(label) + 1
+        raise ValueError(f"unknown label {label!r}; this model knows {', '.join(vocabulary)}")
+    if not 0 <= int(label) <= len(vocabulary):
+        raise ValueError(f"label index {label} out of range 0..{len(vocabulary)}")
+    return int(label)
+
+
+# name -> "module:class"; a family registers here and nowhere else.
+FAMILIES = {"wavenet": "wavegen.models.wavenet.adapter:WaveNetFamily"}
+DEFAULT_FAMILY = "wavenet"  # checkpoints written before families existed
+
+
+def get_family(name: str | None) -> Family:
+    """The family registered under ``name`` (None: a checkpoint from before families, so
+    WaveNet). Raises FamilyError naming the known ones."""
+    name = DEFAULT_FAMILY if name is None else name
+    if name not in FAMILIES:
+        raise FamilyError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    module, cls = FAMILIES[name].split(":")
+    return getattr(import_module(module), cls)()
+
+
+def family_of(model: nn.Module) -> Family:
+    """The family of a model that a Family's ``build`` made."""
+    return get_family(getattr(model.config, "family", None))

@@ -1,0 +1,89 @@
+"""WaveNet as a model family: the seam's methods (``wavegen.family.Family``) in terms of
+the model, its streaming engine and its sampling engines. In a file of its own, so that the
+model module never imports the engines that import it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...data import IGNORE
+from ...family import Chunk, Codec, Condition, Family, Scorer
+from ...info import usable_cpus
+from . import engines, streaming
+from .model import WaveNet
+
+
+class WaveNetFamily(Family):
+    name = "wavenet"
+    noise = "uniform"
+
+    def build(self, config, sample_rate: int) -> WaveNet:
+        return WaveNet(config, sample_rate=sample_rate)
+
+    def codec(self, config) -> Codec:
+        return Codec(config.quantization_channels)
+
+    def context(self, model: WaveNet) -> int:
+        return model.receptive_field - 1
+
+    def crop_loss(self, model: WaveNet) -> nn.Module:
+        return CrossEntropy(model)
+
+    def ddp_ignored(self, model: WaveNet) -> list[str]:
+        # the last layer's residual output feeds nothing: no gradient to wait for
+        last = f"model.layers.{len(model.layers) - 1}.residual"
+        return [f"{last}.weight", f"{last}.bias"]
+
+    def scorer(self, model: WaveNet, condition: Condition, batch_size: int) -> Scorer:
+        return StreamingScorer(model, condition, batch_size)
+
+    def sampler(self, model: WaveNet, condition: Condition, inputs: torch.Tensor,
+                threads: int | None, backend: str, progress: bool) -> Chunk:
+        if engines.pick_backend(backend, inputs.device) == "numba":
+            threads = threads or min(usable_cpus(), inputs.shape[0])
+            return engines.numba_sampler(model, inputs, condition, threads, progress)
+        return engines.torch_sampler(model, inputs, condition, progress)
+
+
+class CrossEntropy(nn.Module):
+    """The training loss of a batch of crops, as a module call that DDP and torch.compile
+    can wrap: summed cross-entropy (nats) of the targets that are not IGNORE."""
+
+    def __init__(self, model: WaveNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs (B, R - 1 + S), targets (B, S), labels (B,) entries -> scalar nats."""
+        logits = self.model.valid_logits(inputs, labels if self.model.conditional else None)
+        with torch.autocast(logits.device.type, enabled=False):  # the loss in fp32
+            return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                   ignore_index=IGNORE, reduction="sum")
+
+
+class StreamingScorer(Scorer):
+    """log p of rows that arrive in pieces, through the streaming engine: the state carries
+    every layer's context from piece to piece, and the input of a piece's first value is
+    the last value of the piece before (silence for the first)."""
+
+    def __init__(self, model: WaveNet, condition: Condition, batch_size: int):
+        self.model = model
+        device = next(model.parameters()).device
+        self.state = streaming.silence_state(model, batch_size, condition.labels)
+        self.previous = torch.full((batch_size, 1), model.silence, dtype=torch.long,
+                                   device=device)
+
+    def reset(self, row: int) -> None:
+        self.state.reset(row)
+        self.previous[row] = self.model.silence
+
+    @torch.no_grad()
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = torch.cat((self.previous, x[:, :-1]), dim=1)  # x[t-1] predicts x[t]
+        logits = streaming.step(self.model, self.state, inputs)  # (B, T, Q)
+        self.previous = x[:, -1:]
+        # log-softmax in float64: the normaliser of 256 terms is where fp32 rounds
+        return logits.double().log_softmax(-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)

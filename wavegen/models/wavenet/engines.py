@@ -1,0 +1,155 @@
+"""WaveNet's two sampling engines behind one chunk function, proven equal to the parallel
+forward by the same tests:
+
+- ``torch``: the streaming engine (``streaming.py``) on any device;
+- ``numba``: the compiled CPU loop (``fastcpu.py``), several times faster on a CPU.
+
+``auto`` takes numba on the CPU and torch elsewhere. A draw is the inverse CDF of the
+tempered softmax at a uniform from the stream's generator, truncated to its nucleus while
+the stream is audible (``SamplingRule``: each engine keeps every stream's level).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ... import mulaw
+from ...family import Chunk, Condition, SamplingRule
+from . import streaming
+from .model import WaveNet
+
+BACKENDS = ("auto", "torch", "numba")
+TILE = 4096  # samples of a prime fed per engine call
+
+
+def pick_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "auto":
+        return "numba" if device.type == "cpu" else "torch"
+    if backend == "numba" and device.type != "cpu":
+        raise ValueError(f"backend 'numba' runs on the CPU; the model is on {device}")
+    return backend
+
+
+def amplitudes(model: WaveNet) -> torch.Tensor:
+    """(Q,) float64: the amplitude each class decodes to."""
+    q = model.quantization_channels
+    return mulaw.decode(torch.arange(q), q).double()
+
+
+def start_levels(classes: np.ndarray, amplitude: np.ndarray, alpha: float) -> np.ndarray:
+    """(B, T) classes a stream has been fed (silence first) -> (B,) float64 levels: the
+    exponential average, weight ``alpha`` per sample, of their squared amplitudes, from 0."""
+    span = min(classes.shape[1], int(40 / alpha) + 1)  # older samples weigh < e^-40
+    power = amplitude[classes[:, -span:]] ** 2
+    weights = alpha * (1 - alpha) ** np.arange(span - 1, -1, -1, dtype=np.float64)
+    return power @ weights
+
+
+def draw_torch(logits: torch.Tensor, u: torch.Tensor, temperature: float,
+               top_p: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """logits (B, Q), uniforms (B,) -> (B,) int64 by inverse CDF of softmax(logits / T),
+    truncated to its nucleus where top_p (a number, or (B,) one per row) is below 1: the
+    most probable classes, taken in order until they hold top_p of the mass (classes tied
+    with the last one stay); temperature 0 = argmax."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    top_p = torch.as_tensor(top_p, dtype=torch.float64, device=logits.device
+                            ).expand(probs.shape[0])
+    if bool((top_p < 1).any()):
+        ranked = probs.sort(dim=-1, descending=True).values
+        before = ranked.cumsum(-1) - ranked  # the mass of the classes ranked above
+        kept = (before < top_p[:, None]).sum(-1, keepdim=True)  # >= 1
+        cut = ranked.gather(-1, kept - 1)
+        outside = (probs < cut) & (top_p[:, None] < 1)
+        probs = probs.masked_fill(outside, 0.0)
+    cdf = probs.cumsum(-1)
+    idx = torch.searchsorted(cdf, (u.double() * cdf[:, -1]).unsqueeze(1), right=True)
+    return idx.squeeze(1).clamp_(max=logits.shape[-1] - 1)
+
+
+def prime_bar(num_samples: int, progress: bool) -> tqdm:
+    """A progress bar for feeding a prime of num_samples (shown from one tile up)."""
+    return tqdm(total=num_samples, unit="sample", desc="prime",
+                disable=not progress or num_samples < TILE)
+
+
+def torch_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition,
+                  progress: bool) -> Chunk:
+    """Prime a torch stream state with ``inputs`` (B, T); return the chunk function."""
+    state = streaming.silence_state(model, inputs.shape[0], condition.labels)
+    with prime_bar(inputs.shape[1], progress) as bar:
+        # (B, Q): predicts the first new sample
+        logits = streaming.prime(model, state, inputs, bar=bar)
+    device = inputs.device
+    amplitude = amplitudes(model).to(device)
+    levels = None  # (B,) float64, made by the first chunk (it brings the rule)
+    if device.type == "cpu":
+        # Per-step products are tiny: spreading one over several threads costs more in
+        # synchronisation than it saves (README, generation benchmark). ``generate``
+        # restores the thread count.
+        torch.set_num_threads(1)
+
+    def chunk(u: np.ndarray, rule: SamplingRule) -> np.ndarray:
+        nonlocal logits, levels
+        alpha = rule.alpha(model.sample_rate)
+        if levels is None:
+            levels = torch.from_numpy(start_levels(inputs.cpu().numpy(),
+                                                   amplitude.cpu().numpy(), alpha)).to(device)
+        u_dev = torch.from_numpy(u).to(device)  # one transfer per chunk, none per sample
+        out = torch.empty(u.shape, dtype=torch.long, device=device)
+        for t in range(u.shape[1]):
+            top_p = torch.where(levels > rule.quiet_power, rule.top_p, 1.0)
+            out[:, t] = draw_torch(logits, u_dev[:, t], rule.temperature, top_p)
+            levels += alpha * (amplitude[out[:, t]] ** 2 - levels)
+            logits = streaming.step(model, state, out[:, t : t + 1])[:, 0]
+        return out.cpu().numpy()
+
+    return chunk
+
+
+def numba_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition, threads: int,
+                  progress: bool) -> Chunk:
+    """Prime the numba engine with ``inputs`` (B, T) but the last, which is fed by the
+    first chunk; return the chunk function.
+
+    A prime shared by every stream (the same clip and condition) runs once through the torch
+    streaming engine, whose tiles are large products (about 3x the numba loop for one
+    stream), and its state is copied into every stream; distinct primes are fed to the
+    numba loop as a batch.
+    """
+    from .fastcpu import FastCPUEngine
+
+    labels = condition.labels
+    engine = FastCPUEngine(model, inputs.shape[0], threads=threads, labels=labels)
+    x = inputs.cpu().numpy()
+    known = x.shape[1] - 1
+    if known:
+        shared = bool((x == x[:1]).all()) and condition.all_same()
+        with prime_bar(known, progress) as bar:
+            if shared:
+                state = streaming.silence_state(model, 1, condition.rows(0, 1).labels)
+                streaming.prime(model, state, inputs[:1, :-1].cpu(), bar=bar)
+                engine.load(state, known)
+            else:
+                for lo in range(0, known, TILE):
+                    engine.feed(x[:, lo : min(known, lo + TILE)])
+                    bar.update(min(known, lo + TILE) - lo)
+    pending = x[:, -1]
+    levels = None  # (B,) float64, made by the first chunk (it brings the rule)
+
+    def chunk(u: np.ndarray, rule: SamplingRule) -> np.ndarray:
+        nonlocal pending, levels
+        alpha = rule.alpha(model.sample_rate)
+        if levels is None:
+            levels = start_levels(x, engine.amplitude, alpha)
+        out = engine.sample(pending, u, rule.temperature, rule.top_p, levels,
+                            rule.quiet_power, alpha)
+        pending = out[:, -1]
+        return out
+
+    return chunk
