@@ -217,7 +217,7 @@ def _step(x, weights, ring, t, scratch):
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def _draw(logits, u, temperature, top_p, weights):
     """Inverse-CDF draw with a uniform u in [0, 1) from softmax(logits / temperature),
-    truncated to its nucleus when top_p < 1 (the same rule as ``sampler.draw_torch``);
+    truncated to its nucleus when top_p < 1 (the same rule as ``engines.draw_torch``);
     ``weights`` (Q,) is scratch for the unnormalised probabilities."""
     best = 0
     for q in range(logits.shape[0]):
