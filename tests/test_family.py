@@ -99,3 +99,16 @@ def test_codec_round_trip_and_cache_key():
     assert np.abs(codec.decode(torch.from_numpy(classes.astype(np.int64))).numpy()
                   - audio).max() < 0.05
     assert codec.key() == {"q": 256} and family.Codec(1024).dtype == np.uint16
+
+
+def test_every_subpackage_is_in_the_wheel():
+    """pyproject.toml lists the packages explicitly: a family's sub-package missing there
+    works in an editable install and is absent from a built wheel."""
+    import tomllib
+
+    root = Path(wavegen.__file__).parent
+    listed = set(tomllib.loads((root.parent / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"])
+    found = {".".join(("wavegen",) + p.parent.relative_to(root).parts)
+             for p in root.rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
