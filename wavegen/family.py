@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import mulaw
+from . import mulaw, sampling
 from .errors import WavegenError
 
 
@@ -108,10 +108,10 @@ class SamplingRule:
     stream's level (``level_seconds``' exponential average of its squared amplitudes) is
     above ``quiet_dbfs``, and the whole distribution below it (``wavegen.sampling``)."""
 
-    temperature: float = 1.0
-    top_p: float = 1.0
-    quiet_dbfs: float = -50.0
-    level_seconds: float = 0.032
+    temperature: float = sampling.TEMPERATURE
+    top_p: float = sampling.TOP_P
+    quiet_dbfs: float = sampling.QUIET_DBFS
+    level_seconds: float = sampling.LEVEL_SECONDS
 
     @property
     def quiet_power(self) -> float:

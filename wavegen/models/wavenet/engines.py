@@ -50,22 +50,20 @@ def start_levels(classes: np.ndarray, amplitude: np.ndarray, alpha: float) -> np
 
 
 def draw_torch(logits: torch.Tensor, u: torch.Tensor, temperature: float,
-               top_p: float | torch.Tensor = 1.0) -> torch.Tensor:
+               top_p: float = 1.0, rows: torch.Tensor | None = None) -> torch.Tensor:
     """logits (B, Q), uniforms (B,) -> (B,) int64 by inverse CDF of softmax(logits / T),
-    truncated to its nucleus where top_p (a number, or (B,) one per row) is below 1: the
+    truncated to its nucleus when top_p < 1 (only in ``rows``, (B,) bool, when given): the
     most probable classes, taken in order until they hold top_p of the mass (classes tied
-    with the last one stay); temperature 0 = argmax."""
+    with the last one stay); temperature 0 = argmax. Nothing here waits for the device."""
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.double() / temperature, dim=-1)
-    top_p = torch.as_tensor(top_p, dtype=torch.float64, device=logits.device
-                            ).expand(probs.shape[0])
-    if bool((top_p < 1).any()):
+    if top_p < 1:
         ranked = probs.sort(dim=-1, descending=True).values
         before = ranked.cumsum(-1) - ranked  # the mass of the classes ranked above
-        kept = (before < top_p[:, None]).sum(-1, keepdim=True)  # >= 1
+        kept = (before < top_p).sum(-1, keepdim=True)  # >= 1
         cut = ranked.gather(-1, kept - 1)
-        outside = (probs < cut) & (top_p[:, None] < 1)
+        outside = probs < cut if rows is None else (probs < cut) & rows[:, None]
         probs = probs.masked_fill(outside, 0.0)
     cdf = probs.cumsum(-1)
     idx = torch.searchsorted(cdf, (u.double() * cdf[:, -1]).unsqueeze(1), right=True)
@@ -103,9 +101,12 @@ def torch_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition,
         u_dev = torch.from_numpy(u).to(device)  # one transfer per chunk, none per sample
         out = torch.empty(u.shape, dtype=torch.long, device=device)
         for t in range(u.shape[1]):
-            top_p = torch.where(levels > rule.quiet_power, rule.top_p, 1.0)
-            out[:, t] = draw_torch(logits, u_dev[:, t], rule.temperature, top_p)
-            levels += alpha * (amplitude[out[:, t]] ** 2 - levels)
+            if rule.top_p < 1:  # the level decides which rows draw from their nucleus
+                out[:, t] = draw_torch(logits, u_dev[:, t], rule.temperature, rule.top_p,
+                                       levels > rule.quiet_power)
+                levels += alpha * (amplitude[out[:, t]] ** 2 - levels)
+            else:
+                out[:, t] = draw_torch(logits, u_dev[:, t], rule.temperature)
             logits = streaming.step(model, state, out[:, t : t + 1])[:, 0]
         return out.cpu().numpy()
 
