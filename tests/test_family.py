@@ -26,11 +26,12 @@ FAST = ["model=tiny", "data.synthetic_train_seconds=4", "data.synthetic_val_seco
 
 @pytest.fixture
 def bigram(monkeypatch):
-    monkeypatch.setitem(family.FAMILIES, "bigram", "toy_family:BigramFamily")
+    monkeypatch.setattr(family, "FAMILIES", dict(family.FAMILIES))
+    family.register_family("bigram", "toy_family:BigramFamily")
 
 
 def test_a_family_written_against_the_interface_trains_scores_and_generates(tmp_path, bigram):
-    summary = train(compose_config(*FAST, "model.family=bigram", "optim.lr=0.2",
+    summary = train(compose_config(*FAST, "model=bigram", "optim.lr=0.2",
                                    "optim.warmup_steps=1", f"out_dir={tmp_path}"))
     assert summary["step"] == 6 and summary["val_bits_per_sample"] < 8
     assert read_checkpoint(summary["checkpoint"])["model_config"]["family"] == "bigram"
@@ -48,6 +49,46 @@ def test_a_family_written_against_the_interface_trains_scores_and_generates(tmp_
     audio = generate(model, n=2, num_samples=300, seed=0, top_p=1)
     assert audio.shape == (2, 300) and audio.abs().max() <= 1
     assert torch.equal(audio, generate(model, n=2, num_samples=300, seed=0, top_p=1))
+
+
+def test_each_family_has_its_own_model_keys(tmp_path, bigram):
+    """``model=NAME`` picks a family's schema; its keys are checked against that schema,
+    and a family named against another family's preset is refused before anything runs."""
+    from wavegen.config import ConfigError, help_text
+    from wavegen.train import as_config
+
+    cfg = as_config(compose_config("model=bigram", "model.quantization_channels=16"))
+    assert type(cfg.model).__name__ == "BigramConfig" and cfg.model.family == "bigram"
+    assert type(as_config(compose_config("model=small")).model) is wavegen.WaveNetConfig
+    with pytest.raises(ConfigError, match="model.stacks is not a key of the bigram family"):
+        as_config(compose_config("model=bigram", "+model.stacks=3"))
+    with pytest.raises(ConfigError, match="model.family='bigram' is invalid: expected the "
+                                          "family of model=small"):
+        train(compose_config(*FAST, "model=small", "model.family=bigram",
+                             f"out_dir={tmp_path}"))
+    with pytest.raises(ConfigError, match="model.quantization_channels=1000 is invalid"):
+        as_config(compose_config("model=bigram", "model.quantization_channels=1000"))
+    assert not list(tmp_path.iterdir())
+    text = help_text(compose_config())
+    assert "model.stacks" in text and "(model=bigram: BigramConfig's own keys)" in text
+
+
+def test_resume_takes_the_runs_family_and_refuses_another(tmp_path, bigram):
+    from wavegen.config import ConfigError
+
+    common = [*FAST, "optim.lr=0.2", f"out_dir={tmp_path}", "name=toy"]
+    first = train(compose_config(*common, "model=bigram", "train.max_steps=3"),
+                  overrides=["model=bigram"])
+    assert first["step"] == 3
+    resumed = train(compose_config(*common, "train.resume=true"),  # model=tiny by default
+                    overrides=["name=toy", "train.resume=true", "train.max_steps=6"])
+    assert resumed["step"] == 6
+    assert type(load_checkpoint(resumed["checkpoint"])).__name__ == "Bigram"
+    with pytest.raises(ConfigError, match="holds a bigram model, this command gives a "
+                                          "wavenet one"):
+        train(compose_config(*common, "model=small", "train.resume=true",
+                             "train.max_steps=9"),
+              overrides=["model=small", "train.resume=true", "train.max_steps=9"])
 
 
 def test_an_unknown_family_is_one_clear_error(tmp_path):
@@ -88,7 +129,8 @@ def test_generic_modules_do_not_import_a_family():
                 if name.startswith("models") and level or name.startswith("wavegen.models"):
                     offenders.append(f"{path.name}: {name}")
     lazy = [f"{k} -> {v}" for k, v in wavegen._LAZY.items() if v.startswith("models")]
-    assert offenders == [] and lazy == ["WaveNet -> models.wavenet.model"]
+    assert offenders == [] and lazy == ["WaveNet -> models.wavenet.model",
+                                   "WaveNetConfig -> models.wavenet.config"]
 
 
 def test_codec_round_trip_and_cache_key():

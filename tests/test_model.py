@@ -2,8 +2,7 @@ import pytest
 import torch
 from conftest import randomize_biases
 
-from wavegen import WaveNet
-from wavegen.config import ModelConfig
+from wavegen import WaveNet, WaveNetConfig
 from wavegen.models.wavenet.model import load_preset, receptive_field
 
 
@@ -109,7 +108,7 @@ def test_bad_inputs_and_presets():
     with pytest.raises(ValueError, match="unknown model preset 'huge'.*tiny"):
         WaveNet.from_preset("huge")
     with pytest.raises(ValueError, match="kernel_size"):
-        WaveNet(ModelConfig(kernel_size=1))
+        WaveNet(WaveNetConfig(kernel_size=1))
     with pytest.raises(ValueError, match="unknown model keys"):
         load_preset("tiny", kernel=3)
 

@@ -4,13 +4,27 @@ tests/test_family.py to show that train, score and generate need nothing else.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wavegen.config import ModelConfig, need, setting
 from wavegen.data import IGNORE
 from wavegen.family import Codec, Condition, Family, SamplingRule, Scorer
+
+
+@dataclass
+class BigramConfig(ModelConfig):
+    family: str = setting("bigram", "model family")
+    quantization_channels: int = setting(256, "mu-law classes")
+
+    def validate(self):
+        super().validate()
+        need(2 <= self.quantization_channels <= 256, "model.quantization_channels",
+             self.quantization_channels, "2..256")
 
 
 class Bigram(nn.Module):
@@ -28,6 +42,7 @@ class Bigram(nn.Module):
 
 class BigramFamily(Family):
     name = "bigram"
+    schema = BigramConfig
 
     def build(self, config, sample_rate):
         return Bigram(config, sample_rate)

@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import Config, ConfigError, DataConfig, ModelConfig, OptimConfig, validate
 from .errors import WavegenError, writing
-from .family import FamilyError, get_family
+from .family import DEFAULT_FAMILY, FamilyError, get_family
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -115,17 +115,26 @@ def _load_error(err: Exception) -> str:
 
 
 def model_config(data: dict, path: str | os.PathLike = "checkpoint") -> ModelConfig:
-    """The checked ModelConfig of a checkpoint dict (CheckpointError naming the key)."""
+    """The checked model config of a checkpoint dict, an instance of its family's schema
+    (CheckpointError naming the key). A file from before ``model.family`` is a WaveNet's."""
     values = data.get("model_config")
     if not isinstance(values, dict):
         raise CheckpointError(f"{path}: model_config is not a mapping")
-    known = {f.name: f for f in fields(ModelConfig)}
+    family = values.get("family", DEFAULT_FAMILY)
+    try:
+        schema = get_family(family if isinstance(family, str) else repr(family)).schema
+    except FamilyError as err:
+        raise CheckpointError(f"{path}: {err} (a newer wavegen, or one with another family "
+                              f"installed, wrote it)") from None
+    known = {f.name: f for f in fields(schema)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise CheckpointError(f"{path}: model_config has unknown keys {unknown}")
     for name, value in values.items():
         kind = known[name].type
         ok = (isinstance(value, int) and not isinstance(value, bool)) if kind == "int" else \
+            (isinstance(value, int | float) and not isinstance(value, bool)) \
+            if kind == "float" else isinstance(value, bool) if kind == "bool" else \
             isinstance(value, str) if kind == "str" else \
             value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value))
         if not ok:
@@ -133,12 +142,7 @@ def model_config(data: dict, path: str | os.PathLike = "checkpoint") -> ModelCon
     rate = data.get("sample_rate")
     if not isinstance(rate, int) or isinstance(rate, bool):
         raise CheckpointError(f"{path}: sample_rate={rate!r} is missing or not an integer")
-    config = ModelConfig(**values)  # a file from before model.family: the default, WaveNet
-    try:
-        get_family(config.family)
-    except FamilyError as err:
-        raise CheckpointError(f"{path}: {err} (a newer wavegen, or one with another family "
-                              f"installed, wrote it)") from None
+    config = schema(**values)
     try:
         validate(Config(model=config, data=DataConfig(sample_rate=rate), optim=OptimConfig()))
     except ConfigError as err:

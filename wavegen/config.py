@@ -26,100 +26,106 @@ class ConfigError(WavegenError, ValueError):
     """A config key is unknown or its value out of range; the message names the key."""
 
 
-def _f(default, help: str):
+def setting(default, help: str):
     """A dataclass field with its ``help`` (shown by ``wavegen train --help``)."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
+def need(ok: bool, key: str, value: object, allowed: str) -> None:
+    """Raise ConfigError naming ``key`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"config key {key}={value!r} is invalid: expected {allowed}")
+
+
 @dataclass
 class ModelConfig:
-    """WaveNet shape (README "Model presets")."""
+    """What every model family's config has. A family's own schema (its ``Family.schema``,
+    a subclass, e.g. ``WaveNetConfig``) adds its shape keys; ``model=NAME`` picks a preset
+    (conf/model/NAME.yaml, whose defaults name its family's schema) or a family's schema
+    with its defaults (``model=wavenet``)."""
 
-    family: str = _f("wavenet", "model family (wavegen.family.FAMILIES): wavenet")
-    preset: str = _f("custom", "preset name: model=tiny|small|base picks a preset")
-    quantization_channels: int = _f(256, "mu-law classes")
-    stacks: int = _f(1, "stacks of dilated layers (dilations 1..2^(layers-1) each)")
-    layers_per_stack: int = _f(8, "dilated layers per stack")
-    kernel_size: int = _f(2, "taps of each dilated convolution (>= 2)")
-    residual_channels: int = _f(32, "channels of the residual path")
-    gate_channels: int = _f(64, "both halves: gate_channels/2 tanh + gate_channels/2 sigmoid")
-    skip_channels: int = _f(64, "channels of the skip path")
-    head_channels: int = _f(64, "channels of the output head")
+    family: str = setting(MISSING, "model family (wavegen.family.FAMILIES), set by the preset")
+    preset: str = setting("custom", "preset name: model=tiny|small|base picks a preset")
     # Global conditioning (WaveNet §2.5): the label vocabulary, set from the data when
     # data.labels is on (null = an unconditional model).
-    labels: list[str] | None = _f(None, "set from the data (data.labels); do not set")
-    label_channels: int = _f(16, "conditional models: size of the label embedding")
+    labels: list[str] | None = setting(None, "set from the data (data.labels); do not set")
+    label_channels: int = setting(16, "conditional models: size of the label embedding")
+
+    def validate(self) -> None:
+        """Range checks of the family's keys (ConfigError naming the key); subclasses call
+        ``super().validate()``."""
+        need(self.label_channels >= 1, "model.label_channels", self.label_channels, ">= 1")
 
 
 @dataclass
 class DataConfig:
     """Where the audio comes from and how it is turned into classes and crops."""
 
-    kind: str = _f("synthetic", "data=synthetic (built-in music) or data=folder")
-    root: str | None = _f(None, "the audio folder, searched recursively (data=folder)")
-    val_root: str | None = _f(None, "a validation folder of its own; else a split of root")
-    labels: str | None = _f(None, "conditional training: null, folder (first sub-folder) or "
+    kind: str = setting("synthetic", "data=synthetic (built-in music) or data=folder")
+    root: str | None = setting(None, "the audio folder, searched recursively (data=folder)")
+    val_root: str | None = setting(None, "a validation folder of its own; else a split of root")
+    labels: str | None = setting(None, "conditional training: null, folder (first sub-folder) or "
                                "a CSV manifest of path,label rows")
-    val_fraction: float = _f(0.1, "share of files held out for validation (at least one)")
-    sample_rate: int = _f(16000, "the model's rate; files are resampled to it")
-    top_db: float | None = _f(60.0, "trim leading/trailing audio this many dB below the "
+    val_fraction: float = setting(0.1, "share of files held out for validation (at least one)")
+    sample_rate: int = setting(16000, "the model's rate; files are resampled to it")
+    top_db: float | None = setting(60.0, "trim leading/trailing audio this many dB below the "
                                     "peak; null = keep everything")
-    normalize: bool = _f(False, "peak-normalise each file to data.peak")
-    peak: float = _f(0.95, "peak level for data.normalize")
-    segment_length: int = _f(4000, "target samples per training crop (context comes on top)")
-    start_share: float = _f(0.0, "share of crops that start at a file's first sample (their "
+    normalize: bool = setting(False, "peak-normalise each file to data.peak")
+    peak: float = setting(0.95, "peak level for data.normalize")
+    segment_length: int = setting(4000, "target samples per training crop (context comes on top)")
+    start_share: float = setting(0.0, "share of crops that start at a file's first sample (their "
                                  "context all silence): how sounds begin after silence")
-    cache_dir: str | None = _f(None, "decoded class arrays; null = ~/.cache/wavegen/classes")
-    val_max_seconds: float | None = _f(10.0, "seconds scored per validation file; null = all")
-    synthetic_train_seconds: float = _f(120.0, "data=synthetic: seconds of training audio")
-    synthetic_val_seconds: float = _f(12.0, "data=synthetic: seconds of validation audio")
-    synthetic_seed: int = _f(0, "data=synthetic: the seed of the music")
+    cache_dir: str | None = setting(None, "decoded class arrays; null = ~/.cache/wavegen/classes")
+    val_max_seconds: float | None = setting(10.0, "seconds scored per validation file; null = all")
+    synthetic_train_seconds: float = setting(120.0, "data=synthetic: seconds of training audio")
+    synthetic_val_seconds: float = setting(12.0, "data=synthetic: seconds of validation audio")
+    synthetic_seed: int = setting(0, "data=synthetic: the seed of the music")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = _f(2e-3, "AdamW learning rate (peak of the schedule)")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    betas: list[float] = _f([0.9, 0.999], "AdamW betas")
-    warmup_steps: int = _f(50, "linear warm-up steps, then cosine decay")
-    min_lr_ratio: float = _f(0.05, "the cosine decay ends at lr * min_lr_ratio")
-    grad_clip: float = _f(1.0, "max global gradient norm; 0 = off")
-    ema_decay: float | None = _f(None, "e.g. 0.999 keeps an EMA of the weights (its decay "
+    lr: float = setting(2e-3, "AdamW learning rate (peak of the schedule)")
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    betas: list[float] = setting([0.9, 0.999], "AdamW betas")
+    warmup_steps: int = setting(50, "linear warm-up steps, then cosine decay")
+    min_lr_ratio: float = setting(0.05, "the cosine decay ends at lr * min_lr_ratio")
+    grad_clip: float = setting(1.0, "max global gradient norm; 0 = off")
+    ema_decay: float | None = setting(None, "e.g. 0.999 keeps an EMA of the weights (its decay "
                                        "warmed up as (1+step)/(10+step)); null = off")
-    lr_scaling: str = _f("none", "scale lr with the effective batch: none, linear or sqrt")
-    lr_base_batch: int | None = _f(None, "the effective batch optim.lr is for; "
+    lr_scaling: str = setting("none", "scale lr with the effective batch: none, linear or sqrt")
+    lr_base_batch: int | None = setting(None, "the effective batch optim.lr is for; "
                                          "null = train.batch_size")
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = _f(600, "optimizer steps")
-    batch_size: int = _f(8, "crops per process per forward")
-    grad_accum: int = _f(1, "forwards per optimizer step")
-    precision: str = _f("fp32", "fp32, bf16 or fp16 (autocast for the training forward)")
-    compile: bool = _f(False, "torch.compile the training forward")
-    num_workers: int = _f(0, "DataLoader processes building the crops; 0 = inline")
-    seed: int = _f(0, "seed of the weights, the crops and the examples")
-    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
-    log_every: int = _f(10, "steps between metrics lines")
-    val_every: int = _f(200, "steps between validations")
-    checkpoint_every: int = _f(200, "steps between writes of last.pt")
-    resume: bool = _f(False, "continue the run in out_dir/name from its last.pt")
-    overwrite: bool = _f(False, "replace the run in out_dir/name with a new one")
-    max_nonfinite: int = _f(20, "non-finite steps in a row before the run stops")
-    num_examples: int = _f(3, "clips generated at the end of the run")
-    example_seconds: float = _f(2.0, "length of each example clip")
-    example_temperature: float = _f(sampling.TEMPERATURE,
+    max_steps: int = setting(600, "optimizer steps")
+    batch_size: int = setting(8, "crops per process per forward")
+    grad_accum: int = setting(1, "forwards per optimizer step")
+    precision: str = setting("fp32", "fp32, bf16 or fp16 (autocast for the training forward)")
+    compile: bool = setting(False, "torch.compile the training forward")
+    num_workers: int = setting(0, "DataLoader processes building the crops; 0 = inline")
+    seed: int = setting(0, "seed of the weights, the crops and the examples")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    log_every: int = setting(10, "steps between metrics lines")
+    val_every: int = setting(200, "steps between validations")
+    checkpoint_every: int = setting(200, "steps between writes of last.pt")
+    resume: bool = setting(False, "continue the run in out_dir/name from its last.pt")
+    overwrite: bool = setting(False, "replace the run in out_dir/name with a new one")
+    max_nonfinite: int = setting(20, "non-finite steps in a row before the run stops")
+    num_examples: int = setting(3, "clips generated at the end of the run")
+    example_seconds: float = setting(2.0, "length of each example clip")
+    example_temperature: float = setting(sampling.TEMPERATURE,
                                     "sampling temperature of the examples and checks")
-    example_top_p: float = _f(sampling.TOP_P, "nucleus share of the examples and checks "
+    example_top_p: float = setting(sampling.TOP_P, "nucleus share of the examples and checks "
                                               "(1 = the whole distribution)")
-    sample_check_clips: int = _f(2, "at each validation, clips generated from scratch and "
+    sample_check_clips: int = setting(2, "at each validation, clips generated from scratch and "
                                     "as continuations of held-out primes, and measured "
                                     "(`wavegen quality`); 0 = off")
-    sample_check_seconds: float = _f(1.0, "length of each checked clip")
-    label_dropout: float = _f(0.1, "conditional models: share of crops trained as 'no label'")
+    sample_check_seconds: float = setting(1.0, "length of each checked clip")
+    label_dropout: float = setting(0.1, "conditional models: share of crops trained as 'no label'")
 
 
 @dataclass
@@ -128,29 +134,81 @@ class Config:
     data: DataConfig = MISSING
     optim: OptimConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
-    name: str = _f("run", "run folder name (default <data kind>-<model preset>)")
-    out_dir: str = _f("runs", "parent of the run folder")
+    name: str = setting("run", "run folder name (default <data kind>-<model preset>)")
+    out_dir: str = setting("runs", "parent of the run folder")
 
 
 GROUPS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
 
 
+def family_schemas() -> dict[str, type[ModelConfig]]:
+    """Family name -> its model schema, for every registered family."""
+    from .family import get_family, known_families
+
+    return {name: get_family(name).schema for name in known_families()}
+
+
+def model_schema(model: Any) -> type[ModelConfig]:
+    """The schema of a model config: its class (a dataclass instance, or a DictConfig that
+    Hydra typed), else the schema of the family it names. Raises FamilyError for an
+    unknown family."""
+    from omegaconf import OmegaConf
+
+    from .family import get_family
+
+    kind = OmegaConf.get_type(model) if OmegaConf.is_config(model) else type(model)
+    if isinstance(kind, type) and issubclass(kind, ModelConfig) and kind is not ModelConfig:
+        return kind
+    family = model.get("family") if hasattr(model, "get") else getattr(model, "family", None)
+    return get_family(None if family in (None, MISSING) else family).schema
+
+
+def typed_model(model: Any) -> Any:
+    """A model config node (DictConfig or dict) merged into its family's schema, so that
+    an untyped one (e.g. a saved run's) is checked like a composed one."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(OmegaConf.structured(model_schema(model)), model)
+
+
 def known_keys() -> list[str]:
-    """Every dotted key of the schema, e.g. "train.max_steps"."""
-    keys = [f"{group}.{f.name}" for group, cls in GROUPS.items() for f in fields(cls)]
-    return keys + [f.name for f in fields(Config) if f.name not in GROUPS]
+    """Every dotted key of the schema, every family's model keys included."""
+    keys = [f"{group}.{f.name}" for group, cls in GROUPS.items() if group != "model"
+            for f in fields(cls)]
+    model = {f"model.{f.name}" for cls in family_schemas().values() for f in fields(cls)}
+    return sorted(model) + keys + [f.name for f in fields(Config) if f.name not in GROUPS]
 
 
 def check_keys(cfg: Any) -> None:
     """Raise ConfigError for a key the schema does not have (``+key=...`` included: Hydra
-    adds such keys to a structured config without complaint)."""
+    adds such keys to a structured config without complaint); a model key must be one of
+    the chosen family's."""
     known = set(known_keys())
     for key, value in cfg.items():
         names = [f"{key}.{name}" for name in value] if key in GROUPS and hasattr(
             value, "items") else [str(key)]
+        if key == "model" and hasattr(value, "items"):
+            schema = model_schema(value)
+            own = {f"model.{f.name}" for f in fields(schema)}
+            for name in names:
+                if name in known and name not in own:
+                    family = schema.__dataclass_fields__["family"].default
+                    raise ConfigError(f"config key {name} is not a key of the {family} "
+                                      f"family's models (model={value.get('preset')})")
         for name in names:
             if name not in known:
                 raise ConfigError(unknown_key(name))
+
+
+def check_family(model: ModelConfig) -> None:
+    """The family the config names exists and its schema is the config's (FamilyError,
+    ConfigError naming model.family)."""
+    from .family import get_family
+
+    schema = get_family(model.family).schema
+    need(isinstance(model, schema), "model.family", model.family,
+         f"the family of model={model.preset} ({type(model).__name__}); a model of another "
+         f"family is chosen by its preset or its family name, model=NAME")
 
 
 def unknown_key(name: str) -> str:
@@ -162,21 +220,36 @@ def unknown_key(name: str) -> str:
 
 def help_text(defaults: Any = None) -> str:
     """The keys of every group with their defaults and meanings (``wavegen train --help``);
-    ``defaults``: a composed config whose values are shown (else the schema's)."""
+    ``defaults``: a composed config whose values are shown (else the schema's). The model
+    keys are those of the composed model's family, then each other family's own keys."""
+    schemas = family_schemas()
+    chosen = model_schema(defaults.model) if defaults is not None else schemas["wavenet"]
+    groups = [("model", chosen), *[(g, c) for g, c in GROUPS.items() if g != "model"],
+              ("", Config)]
     lines = []
-    for group, cls in [*GROUPS.items(), ("", Config)]:
+    for group, cls in groups:
         for f in fields(cls):
             if f.name in GROUPS or "help" not in f.metadata:
                 continue
             key = f"{group}.{f.name}" if group else f.name
             if defaults is not None:
                 default = defaults[group][f.name] if group else defaults[f.name]
-            elif f.default_factory is not MISSING_FIELD:
-                default = f.default_factory()
             else:
-                default = f.default
+                default = _default(f)
             lines.append(f"  {key:<30} {_yaml(default):<10} {f.metadata['help']}")
+    shown = {f.name for f in fields(chosen)}
+    for name, cls in schemas.items():
+        if cls is chosen:
+            continue
+        own = [f for f in fields(cls) if f.name not in shown and "help" in f.metadata]
+        lines.append(f"  (model={name}: {cls.__name__}'s own keys)")
+        lines += [f"  {'model.' + f.name:<30} {_yaml(_default(f)):<10} {f.metadata['help']}"
+                  for f in own]
     return "\n".join(lines)
+
+
+def _default(f) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING_FIELD else f.default
 
 
 def _yaml(value: Any) -> str:
@@ -196,10 +269,6 @@ _ALLOWED = {
 def validate(cfg: Config) -> None:
     """Range checks that types cannot express. Raises ConfigError naming the key."""
 
-    def need(ok: bool, key: str, value: object, allowed: str) -> None:
-        if not ok:
-            raise ConfigError(f"config key {key}={value!r} is invalid: expected {allowed}")
-
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
     for key, allowed in _ALLOWED.items():
         group, name = key.split(".")
@@ -212,18 +281,8 @@ def validate(cfg: Config) -> None:
          "unset with data=synthetic: add data=folder")
     need(not (t.resume and t.overwrite), "train.overwrite", t.overwrite,
          "false with train.resume=true (resume continues the run, overwrite replaces it)")
-    need(m.quantization_channels >= 2, "model.quantization_channels", m.quantization_channels,
-         ">= 2")
-    need(m.quantization_channels <= 65536, "model.quantization_channels",
-         m.quantization_channels, "<= 65536")
-    need(m.kernel_size >= 2, "model.kernel_size", m.kernel_size, ">= 2")
-    need(m.stacks >= 1, "model.stacks", m.stacks, ">= 1")
-    need(m.layers_per_stack >= 1, "model.layers_per_stack", m.layers_per_stack, ">= 1")
-    need(m.gate_channels >= 2 and m.gate_channels % 2 == 0, "model.gate_channels",
-         m.gate_channels, "an even number >= 2")
-    for key in ("residual_channels", "skip_channels", "head_channels"):
-        need(getattr(m, key) >= 1, f"model.{key}", getattr(m, key), ">= 1")
-    need(m.label_channels >= 1, "model.label_channels", m.label_channels, ">= 1")
+    check_family(m)
+    m.validate()
     need(0.0 <= t.label_dropout < 1.0, "train.label_dropout", t.label_dropout, "0 <= x < 1")
     need(d.labels is None or d.kind == "folder", "data.labels", d.labels,
          "null unless data=folder")
@@ -275,6 +334,11 @@ def resolve_device(name: str, key: str = "train.device"):
 
 
 def register_configs() -> None:
-    """Register the root schema: conf/train.yaml and its groups are merged into it, so
-    every group file is checked against its dataclass when composed."""
-    ConfigStore.instance().store(name="train_schema", node=Config)
+    """Register the root schema and each family's model schema (group ``model``, under the
+    family's name): conf/train.yaml and its groups are merged into them, so every group file
+    is checked against its dataclass when composed. A preset's YAML names its family's
+    schema in its ``defaults``."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=Config)
+    for name, schema in family_schemas().items():
+        store.store(group="model", name=name, node=schema)

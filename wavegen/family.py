@@ -6,7 +6,8 @@ works on the model objects its ``build`` makes. Generic code holds the model, lo
 family up with ``family_of(model)`` and calls only what is declared here; it never imports a
 family's modules. Every model object carries, whatever its family:
 
-- ``config``: its ModelConfig (``config.family`` names the family);
+- ``config``: its config, an instance of the family's ``schema`` (a subclass of
+  ``wavegen.config.ModelConfig``; ``config.family`` names the family);
 - ``sample_rate``: the rate of the audio it models;
 - ``labels``: the label vocabulary of a conditional model ([] when unconditional),
   ``conditional``: whether it has one, and
@@ -147,6 +148,9 @@ class Family(ABC):
     """A model family, as generic code sees it. Methods take the model that ``build`` made."""
 
     name: ClassVar[str]
+    # its model config: a dataclass subclass of wavegen.config.ModelConfig whose ``family``
+    # defaults to ``name``; registered in Hydra's group ``model`` under ``name``
+    schema: ClassVar[type]
     noise: ClassVar[str] = "uniform"  # what a sampler's draws are made from
 
     @abstractmethod
@@ -223,9 +227,20 @@ def label_entry(vocabulary: list[str], label: str | int | None) -> int:
     return int(label)
 
 
-# name -> "module:class"; a family registers here and nowhere else.
+# name -> "module:class". A family of another package registers with ``register_family``.
 FAMILIES = {"wavenet": "wavegen.models.wavenet.adapter:WaveNetFamily"}
 DEFAULT_FAMILY = "wavenet"  # checkpoints written before families existed
+
+
+def register_family(name: str, target: str) -> None:
+    """Make the Family class at ``target`` ("module:class") known as ``name``: ``model=name``
+    then trains one, and checkpoints naming it load."""
+    FAMILIES[name] = target
+
+
+def known_families() -> list[str]:
+    """The names of every registered family."""
+    return sorted(FAMILIES)
 
 
 def get_family(name: str | None) -> Family:

@@ -18,7 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import GROUPS, ConfigError
+from .config import GROUPS, ConfigError, model_schema, typed_model
+from .family import DEFAULT_FAMILY
 from .errors import WavegenError, writing
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,16 @@ def inherit_run_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str
         ConfigError: naming each data or model key the command changes, with the run's value.
     """
     taken, changed = [], []
+    run_family = saved.get("model", {}).get("family", DEFAULT_FAMILY)
+    if run_family != cfg.model.family:
+        if explicit is None or explicit & {"model.preset", "model.family"}:
+            raise ConfigError(f"train.resume=true: {run_dir} holds a {run_family} model, this "
+                              f"command gives a {cfg.model.family} one (model="
+                              f"{cfg.model.preset}). Leave model out to resume the run, or "
+                              f"start a new run with name=OTHER")
+        else:  # the command's default preset is another family's: take the run's model
+            cfg.model = typed_model(saved["model"])
+            taken.append(f"model.family={run_family}")
     for group in ("model", "data", "optim", "train"):
         for name in cfg[group]:
             key = f"{group}.{name}"
@@ -195,7 +206,8 @@ def inherit_run_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str
             if name in saved.get(group, {}):
                 before = saved[group][name]
             else:  # a key newer than the run: its schema default is how older versions ran
-                before = schema_default(group, name)
+                before = schema_default(model_schema(cfg.model) if group == "model"
+                                        else GROUPS[group], name)
             missing = OmegaConf.is_missing(cfg[group], name)
             now = None if missing else cfg[group][name]
             if key in PATH_VALUES and isinstance(before, str) and before != "folder":
@@ -215,9 +227,9 @@ def inherit_run_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str
     return taken
 
 
-def schema_default(group: str, name: str) -> Any:
-    """The dataclass default of ``group.name``."""
-    field = next(f for f in fields(GROUPS[group]) if f.name == name)
+def schema_default(schema: type, name: str) -> Any:
+    """The dataclass default of the key ``name`` of ``schema``."""
+    field = next(f for f in fields(schema) if f.name == name)
     return field.default_factory() if field.default_factory is not MISSING else field.default
 
 

@@ -33,7 +33,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .audio import write_wav
 from .checkpoint import read_checkpoint, save_checkpoint
-from .config import Config, ConfigError, OptimConfig, check_keys, validate
+from .config import Config, ConfigError, OptimConfig, check_keys, typed_model, validate
 from .data import CropSampler, StepBatches, build_datasets
 from .distributed import setup
 from .errors import writing
@@ -72,7 +72,10 @@ def as_config(cfg: Config | DictConfig) -> Config:
     out-of-range values raise ConfigError naming the key."""
     if isinstance(cfg, DictConfig):
         check_keys(cfg)
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
+        rest = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "model"])
+        typed = OmegaConf.merge(OmegaConf.structured(Config), rest)
+        typed.model = typed_model(cfg.model)  # its family's schema, also when untyped
+        cfg = OmegaConf.to_object(typed)
     validate(cfg)
     return cfg
 

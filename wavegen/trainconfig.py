@@ -14,6 +14,7 @@ from importlib import resources
 
 from .config import ConfigError, check_keys, register_configs, unknown_key
 from .config import help_text as key_help
+from .family import known_families
 
 __all__ = ["check_keys", "compose", "expand_home", "first_combination", "help_text",
            "imply_folder"]
@@ -123,9 +124,10 @@ def help_text() -> str:
     return f"""usage: wavegen train [KEY=VALUE ...]
        wavegen train -m KEY=A,B [KEY=VALUE ...]     (a sweep: one run per combination)
 
-Train a WaveNet on a folder of audio, or on built-in synthetic music (the default). Every
+Train a model on a folder of audio, or on built-in synthetic music (the default). Every
 setting is KEY=VALUE; a key that is not listed below is an error. Groups choose a set of
-defaults: model={'|'.join(presets)}, data=synthetic|folder (data.root=PATH implies data=folder).
+defaults: model={'|'.join(presets)} (presets) or model={'|'.join(known_families())} (a family with
+its own defaults); data=synthetic|folder (data.root=PATH implies data=folder).
 The run folder is out_dir/name; a second start there is refused unless train.resume=true
 (continue, on the run's data and model) or train.overwrite=true (replace it).
 

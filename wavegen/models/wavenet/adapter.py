@@ -12,11 +12,13 @@ from ...data import IGNORE
 from ...family import Chunk, Codec, Condition, Family, Scorer
 from ...info import usable_cpus
 from . import engines, streaming
+from .config import WaveNetConfig
 from .model import WaveNet
 
 
 class WaveNetFamily(Family):
     name = "wavenet"
+    schema = WaveNetConfig
     noise = "uniform"
 
     def build(self, config, sample_rate: int) -> WaveNet:

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...config import ModelConfig
 from ...mulaw import silence_class
+from .config import WaveNetConfig
 
 
 def dilations(stacks: int, layers_per_stack: int) -> list[int]:
@@ -100,7 +100,7 @@ class WaveNet(nn.Module):
         torch.Size([2, 1000])
     """
 
-    def __init__(self, config: ModelConfig, sample_rate: int = 16000):
+    def __init__(self, config: WaveNetConfig, sample_rate: int = 16000):
         super().__init__()
         if config.kernel_size < 2:
             raise ValueError(f"kernel_size must be >= 2, got {config.kernel_size}")
@@ -269,19 +269,19 @@ class WaveNet(nn.Module):
                 f"{self.num_parameters() / 1e6:.2f} M parameters{cond}")
 
 
-def load_preset(name: str, **overrides) -> ModelConfig:
-    """ModelConfig from conf/model/NAME.yaml (the package's copy), with keyword overrides."""
+def load_preset(name: str, **overrides) -> WaveNetConfig:
+    """WaveNetConfig from conf/model/NAME.yaml (the package's copy), with keyword overrides."""
     from omegaconf import OmegaConf
 
     path = _preset_path(name)
     values = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(path)).items()
               if k != "defaults"}
     values.update(overrides)
-    known = {f.name for f in fields(ModelConfig)}
+    known = {f.name for f in fields(WaveNetConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown model keys {unknown}; known: {sorted(known)}")
-    return ModelConfig(**values)
+    return WaveNetConfig(**values)
 
 
 def _preset_path(name: str) -> Path:
