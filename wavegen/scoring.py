@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .audio import AudioError, audio_paths, read_blocks, resample, to_mono
-from .family import Codec, family_of
+from .family import Codec, Scorer, family_of
 
 LN2 = math.log(2)
 TILE = 8192  # samples per engine call: big enough for efficient products, small in memory
@@ -43,31 +43,33 @@ class StreamScorer:
 
     def __init__(self, model: nn.Module, tile: int = TILE, per_sample: bool = False,
                  labels: list | tuple = (None,)):
-        self.model, self.tile, self.per_sample = model, tile, per_sample
+        self.model, self.tile = model, tile
         self.device = next(model.parameters()).device
         self.rows = rows = len(labels)
         family = family_of(model)
         self.codec = family.codec(model.config)
         self.engine = family.scorer(model, family.condition(model, list(labels), rows), rows)
         self.row_nats = np.zeros(rows, dtype=np.float64)
-        self.num_samples = 0
-        self.surprisal: list[np.ndarray] = []
+        self.tally = _Tally(per_sample)  # the first row's
 
     @property
     def log_prob_nats(self) -> float:
         return float(self.row_nats[0])
 
+    @property
+    def num_samples(self) -> int:
+        return self.tally.count
+
     @torch.no_grad()
     def add(self, classes: np.ndarray | torch.Tensor) -> None:
         """classes: (T,) int classes of the next T samples."""
-        x = torch.as_tensor(np.asarray(classes, dtype=np.int64), device=self.device).view(1, -1)
-        for start in range(0, x.shape[1], self.tile):
-            target = x[:, start : start + self.tile].expand(self.rows, -1)
-            logp = self.engine.log_prob(target)  # (rows, T) float64
+        values = np.asarray(classes, dtype=np.int64)
+        for start in range(0, len(values), self.tile):
+            piece = values[start : start + self.tile]
+            logp = score_tile(self.engine, [piece] * self.rows, self.codec.silence,
+                              self.device)
             self.row_nats += logp.sum(1).cpu().numpy()
-            self.num_samples += target.shape[1]
-            if self.per_sample:
-                self.surprisal.append((-logp[0] / LN2).float().cpu().numpy())
+            self.tally.add(logp[0])
 
     def add_file(self, path: str | os.PathLike, block_seconds: float = 30.0,
                  on_progress: Any = None) -> None:
@@ -78,7 +80,41 @@ class StreamScorer:
                 on_progress(len(classes))
 
     def result(self) -> dict[str, Any]:
-        out = _record(self.log_prob_nats, self.num_samples, self.model.sample_rate)
+        return self.tally.record(self.model.sample_rate)
+
+
+def score_tile(scorer: Scorer, rows: list[np.ndarray | None], silence: int,
+               device: torch.device) -> torch.Tensor:
+    """One call of a family's scorer: row i's next values are ``rows[i]`` (int64, up to a
+    tile; None = an idle row). Shorter rows are padded with ``silence``, which a caller may
+    feed only to a row that is reset before it takes real values again. Returns (B, W)
+    float64 log p, W the longest row."""
+    width = max(len(r) for r in rows if r is not None)
+    targets = torch.full((len(rows), width), silence, dtype=torch.long)
+    for i, values in enumerate(rows):
+        if values is not None:
+            targets[i, : len(values)] = torch.from_numpy(values)
+    return scorer.log_prob(targets.to(device))
+
+
+class _Tally:
+    """The running score of one sequence: nats, count and (``per_sample``) surprisal."""
+
+    def __init__(self, per_sample: bool):
+        self.per_sample = per_sample
+        self.nats, self.count = 0.0, 0
+        self.surprisal: list[np.ndarray] = []
+
+    def add(self, logp: torch.Tensor) -> None:
+        """logp: (T,) float64 log p of the next T values."""
+        self.nats += float(logp.sum())
+        self.count += logp.shape[0]
+        if self.per_sample:
+            self.surprisal.append((-logp / LN2).float().cpu().numpy())
+
+    def record(self, sample_rate: int) -> dict[str, Any]:
+        """The score fields (RECORD_FIELDS), with "surprisal" (T,) float32 bits when kept."""
+        out = _record(self.nats, self.count, sample_rate)
         if self.per_sample:
             out["surprisal"] = (np.concatenate(self.surprisal) if self.surprisal
                                 else np.zeros(0, np.float32))
@@ -229,7 +265,7 @@ def score_files(model: nn.Module, paths: Iterable[str | os.PathLike], per_sample
     def fill(row: int) -> None:
         for index, path in pending:
             slot = _Slot(index, path, encoded_blocks(path, model.sample_rate, codec,
-                                                     block_seconds))
+                                                     block_seconds), per_sample)
             try:
                 slot.refill(tile)
             except AudioError as err:
@@ -244,24 +280,21 @@ def score_files(model: nn.Module, paths: Iterable[str | os.PathLike], per_sample
         fill(row)
     with torch.no_grad():
         while any(slots):
-            counts = [min(tile, len(s.buffer)) if s else 0 for s in slots]
-            width = max(counts)
-            targets = torch.full((batch, width), codec.silence, dtype=torch.long)
-            for row, (slot, n) in enumerate(zip(slots, counts, strict=True)):
-                if slot is not None:
-                    targets[row, :n] = torch.from_numpy(slot.buffer[:n].astype(np.int64))
-            logp = scorer.log_prob(targets.to(device))  # (B, T) float64
-            for row, (slot, n) in enumerate(zip(slots, counts, strict=True)):
+            pieces = [s.buffer[:tile] if s else None for s in slots]
+            logp = score_tile(scorer, pieces, codec.silence, device)  # (B, T) float64
+            for row, (slot, piece) in enumerate(zip(slots, pieces, strict=True)):
                 if slot is None:
                     continue
-                slot.add(logp[row, :n], per_sample)
+                n = len(piece)
+                slot.tally.add(logp[row, :n])
                 slot.buffer = slot.buffer[n:]
                 if on_progress is not None:
                     on_progress(n)
                 try:
                     slot.refill(tile)
                     finished = len(slot.buffer) == 0
-                    record = slot.result(model.sample_rate) if finished else None
+                    record = ({"path": slot.path, **slot.tally.record(model.sample_rate)}
+                              if finished else None)
                 except AudioError as err:
                     finished, record = True, {"path": slot.path, "error": err.cause}
                 if finished:
@@ -278,12 +311,11 @@ def score_files(model: nn.Module, paths: Iterable[str | os.PathLike], per_sample
 class _Slot:
     """One file being scored in a row of ``score_files``."""
 
-    def __init__(self, index: int, path: str, blocks: Iterator[np.ndarray]):
+    def __init__(self, index: int, path: str, blocks: Iterator[np.ndarray], per_sample: bool):
         self.index, self.path, self.blocks = index, path, blocks
         self.buffer = np.zeros(0, dtype=np.int64)
         self.exhausted = False
-        self.nats, self.count = 0.0, 0
-        self.surprisal: list[np.ndarray] = []
+        self.tally = _Tally(per_sample)
 
     def refill(self, tile: int) -> None:
         """Read blocks until a whole tile is buffered or the file ends (AudioError)."""
@@ -293,18 +325,6 @@ class _Slot:
                 self.exhausted = True
             else:
                 self.buffer = np.concatenate((self.buffer, classes))
-
-    def add(self, logp: torch.Tensor, per_sample: bool) -> None:
-        self.nats += float(logp.sum())
-        self.count += logp.shape[0]
-        if per_sample:
-            self.surprisal.append((-logp / LN2).float().cpu().numpy())
-
-    def result(self, sample_rate: int) -> dict[str, Any]:
-        out = {"path": self.path, **_record(self.nats, self.count, sample_rate)}
-        if self.surprisal:
-            out["surprisal"] = np.concatenate(self.surprisal)
-        return out
 
 
 def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
