@@ -60,7 +60,7 @@ def test_numba_loop_equals_parallel_forward_with_mixed_labels():
     with torch.no_grad():
         expected = model(x, labels).transpose(1, 2).numpy()
     inputs = model.shift_with_silence(x)[:, model.receptive_field - 1 :].numpy()
-    engine = FastCPUEngine(model, 4, threads=2, labels=labels)
+    engine = FastCPUEngine(model, 4, threads=2, entries=labels)
     np.testing.assert_allclose(engine.feed(inputs), expected, atol=1e-4)
 
 

@@ -81,7 +81,7 @@ class BigramLoss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, inputs, targets, labels=None):
+    def forward(self, inputs, targets, entries=None):
         return F.cross_entropy(self.model.table(inputs).flatten(0, 1).float(), targets.flatten(),
                                ignore_index=IGNORE, reduction="sum")
 

@@ -87,19 +87,19 @@ class Codec:
 class Condition:
     """What each of B streams is conditioned on.
 
-    ``labels``: (B,) int64 label entries (0 = "no label", i + 1 = ``model.labels[i]``), or
+    ``entries``: (B,) int64 label entries (0 = "no label", i + 1 = ``model.labels[i]``), or
     None: no label for any stream (the only choice for an unconditional model).
     """
 
-    labels: torch.Tensor | None = None
+    entries: torch.Tensor | None = None
 
     def rows(self, lo: int, hi: int) -> Condition:
         """The condition of streams lo..hi-1."""
-        return Condition(None if self.labels is None else self.labels[lo:hi])
+        return Condition(None if self.entries is None else self.entries[lo:hi])
 
     def all_same(self) -> bool:
         """Whether every stream has the same condition."""
-        return self.labels is None or bool((self.labels == self.labels[0]).all())
+        return self.entries is None or bool((self.entries == self.entries[0]).all())
 
 
 @dataclass(frozen=True)

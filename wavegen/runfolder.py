@@ -19,8 +19,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .config import GROUPS, ConfigError, model_schema, typed_model
-from .family import DEFAULT_FAMILY
 from .errors import WavegenError, writing
+from .family import DEFAULT_FAMILY
 
 log = logging.getLogger(__name__)
 

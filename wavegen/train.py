@@ -48,8 +48,8 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 
 @dataclass
-class Progress:
-    """Counters that a checkpoint carries across a resume."""
+class Counters:
+    """Counters that a checkpoint carries across a resume (its "progress" entry)."""
 
     step: int = 0
     draws: int = 0  # batches drawn, skipped ones included: the next batch is number `draws`
@@ -63,8 +63,8 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    done = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * done))
 
 
 def as_config(cfg: Config | DictConfig) -> Config:
@@ -262,7 +262,7 @@ class Trainer:
         self.ema = copy.deepcopy(model).requires_grad_(False) if o.ema_decay else None
         self.eval_model = self.ema if self.ema is not None else model  # validated, sampled
         self.metrics: MetricsLog | None = None  # rank 0, once the run starts
-        self.progress = Progress()
+        self.counters = Counters()
         self.resumed = bool(t.resume and self.last_path.exists())
         if self.resumed:
             self._restore(read_checkpoint(self.last_path, map_location=device))
@@ -303,7 +303,7 @@ class Trainer:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
-        self.progress = Progress(**ckpt["progress"])
+        self.counters = Counters(**ckpt["progress"])
 
     def checkpoint(self, path: Path) -> None:
         cfg, model = self.cfg, self.model
@@ -317,7 +317,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": {"torch": torch.get_rng_state()},
-            "progress": asdict(self.progress),
+            "progress": asdict(self.counters),
             "world_size": self.world.size,
             "label_prior": self.model.label_prior,
         })
@@ -344,12 +344,12 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train to train.max_steps (or until a signal), validate, write the examples and
         summary.json; returns the summary (``_summary``'s shape however the run ended)."""
-        t, progress = self.cfg.train, self.progress
-        if self.resumed and progress.step >= t.max_steps:  # finished: nothing to add
+        t, counters = self.cfg.train, self.counters
+        if self.resumed and counters.step >= t.max_steps:  # finished: nothing to add
             if self.world.is_main:
                 log.info("%s is finished (step %d of train.max_steps=%d): nothing to train; "
                          "give a larger train.max_steps to go on", self.run_dir,
-                         progress.step, t.max_steps)
+                         counters.step, t.max_steps)
             done = self.run_dir / "summary.json"
             return {**self._summary(), **json.loads(done.read_text())} if done.is_file() \
                 else self._summary()
@@ -361,24 +361,24 @@ class Trainer:
                 self.checkpoint(self.last_path)
                 self.metrics.close()
                 log.info("%s: stopped at step %d; checkpoint %s (continue with "
-                         "train.resume=true)", interrupted, progress.step, self.last_path)
+                         "train.resume=true)", interrupted, counters.step, self.last_path)
             return self._summary(interrupted=interrupted)
         return self._finish()
 
     def _start(self) -> None:
         """Rank 0: open the run folder and the metrics, log what the run is."""
-        cfg, progress = self.cfg, self.progress
+        cfg, counters = self.cfg, self.counters
         self.folder.open(fresh=not self.resumed, config=OmegaConf.structured(cfg),
                          overrides=self.overrides)
         self.metrics = MetricsLog(self.run_dir)
         if self.resumed:
-            log.info("resumed %s at step %d%s", self.last_path, progress.step,
+            log.info("resumed %s at step %d%s", self.last_path, counters.step,
                      f" with the run's settings {' '.join(self.taken)}" if self.taken else "")
         elif cfg.train.resume:
             log.info("train.resume=true, but %s holds no run yet: starting a new one",
                      self.run_dir)
         self.describe()
-        self.metrics.truncate_after(progress.step)
+        self.metrics.truncate_after(counters.step)
         held_out = [c.path for c in self.val_clips if c.path]
         if held_out:  # e.g. for `wavegen score ... $(cat validation_files.txt)`
             (self.run_dir / "validation_files.txt").write_text("\n".join(held_out) + "\n")
@@ -386,27 +386,27 @@ class Trainer:
     def _loop(self) -> str | None:
         """Optimizer steps until train.max_steps; the name of the signal that stopped it
         early, or None."""
-        t, world, progress = self.cfg.train, self.world, self.progress
+        t, world, counters = self.cfg.train, self.world, self.counters
         loader = DataLoader(self.batches, batch_size=None,
-                            sampler=itertools.count(progress.draws),
+                            sampler=itertools.count(counters.draws),
                             num_workers=t.num_workers, pin_memory=self.device.type == "cuda")
         autocast = torch.autocast(self.device.type, dtype=PRECISIONS[t.precision],
                                   enabled=t.precision != "fp32")
-        bar = tqdm(total=t.max_steps, initial=progress.step, desc="train", unit="step",
+        bar = tqdm(total=t.max_steps, initial=counters.step, desc="train", unit="step",
                    dynamic_ncols=True, disable=not world.is_main)
         window = LogWindow()
         self.model.train()
         try:
             with stop_on_signals() as signals, logging_redirect_tqdm():
                 batches = iter(loader)
-                while progress.step < t.max_steps:
+                while counters.step < t.max_steps:
                     stop = world.sum([float(bool(signals))])[0] if world.size > 1 \
                         else bool(signals)
                     if stop:
                         return signal.Signals(signals[0]).name if signals \
                             else "signal to another process"
                     inputs, targets, labels, total = next(batches)
-                    progress.draws += 1
+                    counters.draws += 1
                     loss = self._accumulate(inputs, targets, labels, total, autocast)
                     if not self._update():
                         continue
@@ -420,31 +420,31 @@ class Trainer:
     def _update(self) -> bool:
         """Clip the gradients and step the optimizer, scheduler and EMA; False (and the
         step skipped and counted) when the gradient is not finite."""
-        o, progress = self.cfg.optim, self.progress
+        o, counters = self.cfg.optim, self.counters
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip or math.inf)
         if not bool(torch.isfinite(norm)):
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
-            _count_nonfinite(progress, self.cfg.train.max_nonfinite, self.last_path,
+            _count_nonfinite(counters, self.cfg.train.max_nonfinite, self.last_path,
                              self.world.is_main)
             return False
-        progress.nonfinite_run = 0
+        counters.nonfinite_run = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if self.ema is not None:
-            decay = ema_decay(o.ema_decay, progress.step)
+            decay = ema_decay(o.ema_decay, counters.step)
             with torch.no_grad():
                 for pe, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
                     pe.lerp_(p, 1 - decay)
-        progress.step += 1
+        counters.step += 1
         return True
 
     def _after_step(self, bar, window: LogWindow) -> None:
         """The cadences: the metrics line, validation (rank 0), last.pt (rank 0)."""
-        t, step, main = self.cfg.train, self.progress.step, self.world.is_main
+        t, step, main = self.cfg.train, self.counters.step, self.world.is_main
         if step % t.log_every == 0 or step == t.max_steps:
             self._log(bar, window)
         if main and step % t.val_every == 0 and step < t.max_steps:
@@ -456,25 +456,25 @@ class Trainer:
     def _validate(self) -> float:
         """Rank 0: validation bits/sample and the sample checks of the evaluated weights
         (the EMA's when kept), to metrics.jsonl; best.pt when it is the best so far."""
-        cfg, progress = self.cfg, self.progress
+        cfg, counters = self.cfg, self.counters
         max_val = int(cfg.data.val_max_seconds * cfg.data.sample_rate) \
             if cfg.data.val_max_seconds else None
         bits, per_label = validation_bits(self.eval_model, self.val_clips, max_val)
-        progress.last_val_bits = bits
+        counters.last_val_bits = bits
         checked = self._check_samples(self.eval_model, self.metrics, max_val)
-        self.metrics.write(progress.step, val_bits_per_sample=bits,
+        self.metrics.write(counters.step, val_bits_per_sample=bits,
                            **{f"val_bits_per_sample/{k}": v for k, v in per_label.items()},
                            **checked)
         self.val_per_label = per_label
-        if bits < progress.best_val_bits:
-            progress.best_val_bits = bits
+        if bits < counters.best_val_bits:
+            counters.best_val_bits = bits
             self.checkpoint(self.best_path)
         return bits
 
     def _finish(self) -> dict[str, Any]:
         """The last validation, checkpoint, log lines and examples (rank 0); the summary
         (every rank), written to summary.json."""
-        t, progress, uniform = self.cfg.train, self.progress, self.codec.uniform_bits
+        t, counters, uniform = self.cfg.train, self.counters, self.codec.uniform_bits
         examples: list[Path] = []
         bits = None
         if self.world.is_main:
@@ -482,7 +482,7 @@ class Trainer:
             self.checkpoint(self.last_path)
             self.metrics.close()
             log.info("done: step %d, validation %.3f bits/sample (best %.3f; uniform = %.0f)",
-                     progress.step, bits, progress.best_val_bits, uniform)
+                     counters.step, bits, counters.best_val_bits, uniform)
             for label, value in self.val_per_label.items():
                 log.info("  %-16s %.3f bits/sample (validation, given the label)", label,
                          value)
@@ -493,7 +493,7 @@ class Trainer:
             examples = write_examples(self.eval_model, self.run_dir / "examples",
                                       t.num_examples, t.example_seconds, t.example_temperature,
                                       t.example_top_p, t.seed)
-        bits, best, by_label = self.world.broadcast((bits, progress.best_val_bits,
+        bits, best, by_label = self.world.broadcast((bits, counters.best_val_bits,
                                                       self.val_per_label))
         self.val_per_label = by_label
         summary = self._summary(bits=bits, best=best, examples=examples)
@@ -507,13 +507,13 @@ class Trainer:
                  best: float | None = None, examples: list[Path] = ()) -> dict[str, Any]:
         """What train() returns (and summary.json holds): one shape however the run ended;
         figures it did not reach are None (validation) or empty."""
-        best = self.progress.best_val_bits if best is None else best
-        return {"run_dir": str(self.run_dir), "step": self.progress.step,
+        best = self.counters.best_val_bits if best is None else best
+        return {"run_dir": str(self.run_dir), "step": self.counters.step,
                 "val_bits_per_sample": bits,
                 "best_val_bits_per_sample": best if math.isfinite(best) else None,
                 "val_bits_per_sample_by_label": dict(self.val_per_label),
                 "checkpoint": str(self.last_path), "examples": [str(p) for p in examples],
-                "nonfinite_steps": self.progress.nonfinite_total, "interrupted": interrupted,
+                "nonfinite_steps": self.counters.nonfinite_total, "interrupted": interrupted,
                 "diverged": bits is not None and diverged(bits, self.codec.uniform_bits)}
 
     def _check_samples(self, model: nn.Module, metrics: MetricsLog,
@@ -536,13 +536,13 @@ class Trainer:
                                                 t.example_top_p)
         f = figures
         log.info("step %d: samples from scratch: %.0f%% near-silent, %.0f%% noise-like "
-                 "frames, mel Frechet %.0f%s", self.progress.step,
+                 "frames, mel Frechet %.0f%s", self.counters.step,
                  100 * f["samples/scratch_silent_share"], 100 * f["samples/scratch_noise_share"],
                  f["samples/scratch_mel_frechet"],
                  f"; continuations last {f['samples/continuation_lasts_seconds']:.2f} s of "
                  f"{t.sample_check_seconds:g} (median)"
                  if "samples/continuation_lasts_seconds" in f else "")
-        metrics.media(self.progress.step, audio, model.sample_rate)
+        metrics.media(self.counters.step, audio, model.sample_rate)
         return figures
 
     def _accumulate(self, inputs: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
@@ -576,7 +576,7 @@ class Trainer:
         bits = loss / LN2
         lr = self.scheduler.get_last_lr()[0]
         bar.set_postfix(bits=f"{bits:.3f}", lr=f"{lr:.2e}", samples_s=f"{rate:,.0f}")
-        self.metrics.write(self.progress.step, loss_bits_per_sample=bits, lr=lr,
+        self.metrics.write(self.counters.step, loss_bits_per_sample=bits, lr=lr,
                            samples_per_s=rate)
 
 
@@ -629,17 +629,17 @@ def check_compile(device: torch.device) -> None:
                           "PATH to compile CPU kernels; install one or use train.compile=false")
 
 
-def _count_nonfinite(progress: Progress, limit: int, last_path: Path, main: bool) -> None:
-    progress.nonfinite_total += 1
-    progress.nonfinite_run += 1
+def _count_nonfinite(counters: Counters, limit: int, last_path: Path, main: bool) -> None:
+    counters.nonfinite_total += 1
+    counters.nonfinite_run += 1
     if main:
         log.warning("step %d: non-finite loss or gradient; step skipped (%d in a row)",
-                    progress.step + 1, progress.nonfinite_run)
-    if progress.nonfinite_run >= limit:
+                    counters.step + 1, counters.nonfinite_run)
+    if counters.nonfinite_run >= limit:
         kept = (f"{last_path} holds the last checkpoint" if last_path.exists() else
                 "no checkpoint was written yet")
         raise TrainingError(
-            f"stopping: {limit} non-finite losses in a row at step {progress.step + 1}; the "
+            f"stopping: {limit} non-finite losses in a row at step {counters.step + 1}; the "
             f"weights were not updated by them ({kept}). Try a lower optim.lr or "
             f"optim.grad_clip.")
 

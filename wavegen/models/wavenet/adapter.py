@@ -58,9 +58,9 @@ class CrossEntropy(nn.Module):
         self.model = model
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor,
-                labels: torch.Tensor | None = None) -> torch.Tensor:
-        """inputs (B, R - 1 + S), targets (B, S), labels (B,) entries -> scalar nats."""
-        logits = self.model.valid_logits(inputs, labels if self.model.conditional else None)
+                entries: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs (B, R - 1 + S), targets (B, S), entries (B,) label entries -> scalar nats."""
+        logits = self.model.valid_logits(inputs, entries if self.model.conditional else None)
         with torch.autocast(logits.device.type, enabled=False):  # the loss in fp32
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                    ignore_index=IGNORE, reduction="sum")
@@ -74,7 +74,7 @@ class StreamingScorer(Scorer):
     def __init__(self, model: WaveNet, condition: Condition, batch_size: int):
         self.model = model
         device = next(model.parameters()).device
-        self.state = streaming.silence_state(model, batch_size, condition.labels)
+        self.state = streaming.silence_state(model, batch_size, condition.entries)
         self.previous = torch.full((batch_size, 1), model.silence, dtype=torch.long,
                                    device=device)
 

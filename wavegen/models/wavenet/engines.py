@@ -79,7 +79,7 @@ def prime_bar(num_samples: int, progress: bool) -> tqdm:
 def torch_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition,
                   progress: bool) -> Chunk:
     """Prime a torch stream state with ``inputs`` (B, T); return the chunk function."""
-    state = streaming.silence_state(model, inputs.shape[0], condition.labels)
+    state = streaming.silence_state(model, inputs.shape[0], condition.entries)
     with prime_bar(inputs.shape[1], progress) as bar:
         # (B, Q): predicts the first new sample
         logits = streaming.prime(model, state, inputs, bar=bar)
@@ -125,15 +125,14 @@ def numba_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition, th
     """
     from .fastcpu import FastCPUEngine
 
-    labels = condition.labels
-    engine = FastCPUEngine(model, inputs.shape[0], threads=threads, labels=labels)
+    engine = FastCPUEngine(model, inputs.shape[0], threads=threads, entries=condition.entries)
     x = inputs.cpu().numpy()
     known = x.shape[1] - 1
     if known:
         shared = bool((x == x[:1]).all()) and condition.all_same()
         with prime_bar(known, progress) as bar:
             if shared:
-                state = streaming.silence_state(model, 1, condition.rows(0, 1).labels)
+                state = streaming.silence_state(model, 1, condition.rows(0, 1).entries)
                 streaming.prime(model, state, inputs[:1, :-1].cpu(), bar=bar)
                 engine.load(state, known)
             else:

@@ -96,8 +96,8 @@ class RingState:
     layer l's input j steps ago. ``bias`` (B, L, G): each stream's conv bias, its label's
     share included."""
 
-    def __init__(self, model: WaveNet, batch_size: int, labels: torch.Tensor | None = None):
-        state = streaming.silence_state(model, batch_size, labels)
+    def __init__(self, model: WaveNet, batch_size: int, entries: torch.Tensor | None = None):
+        state = streaming.silence_state(model, batch_size, entries)
         contexts = sum(ctx.shape[1] for ctx in state.context)
         self.ring = np.empty((batch_size, contexts, model.config.residual_channels), np.float32)
         self.load(state, 0)
@@ -312,9 +312,9 @@ class FastCPUEngine:
     """
 
     def __init__(self, model: WaveNet, batch_size: int, threads: int = 1,
-                 labels: torch.Tensor | None = None):
+                 entries: torch.Tensor | None = None):
         self.weights = export(model)
-        self.state = RingState(model, batch_size, labels)
+        self.state = RingState(model, batch_size, entries)
         self.quantization_channels = q = model.quantization_channels
         self.amplitude = mulaw.decode(torch.arange(q), q).double().numpy()
         self.groups = stream_groups(batch_size, threads)

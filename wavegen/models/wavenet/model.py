@@ -137,37 +137,6 @@ class WaveNet(nn.Module):
     def conditional(self) -> bool:
         return bool(self.labels)
 
-    def label_ids(self, labels: str | int | None | list, batch_size: int) -> torch.Tensor | None:
-        """Labels (a name, an entry index, None = "no label", or one per stream) ->
-        (B,) int64 entry indices on the model's device; None for an unconditional model.
-
-        Raises:
-            ValueError: a label for an unconditional model, or one it does not know
-                (the message lists the known ones).
-        """
-        items = labels if isinstance(labels, list | tuple) else [labels] * batch_size
-        if len(items) != batch_size:
-            raise ValueError(f"got {len(items)} labels for {batch_size} streams")
-        if not self.conditional:
-            if any(item is not None for item in items):
-                raise ValueError("this model is unconditional (trained without labels); "
-                                 "leave the label out")
-            return None
-        ids = [self._label_id(item) for item in items]
-        return torch.tensor(ids, dtype=torch.long, device=self.embed.weight.device)
-
-    def _label_id(self, label: str | int | None) -> int:
-        if label is None:
-            return 0
-        if isinstance(label, str):
-            if label in self.labels:
-                return self.labels.index(label) + 1
-            raise ValueError(f"unknown label {label!r}; this model knows "
-                             f"{', '.join(self.labels)}")
-        if not 0 <= int(label) <= len(self.labels):
-            raise ValueError(f"label index {label} out of range 0..{len(self.labels)}")
-        return int(label)
-
     def label_bias(self, ids: torch.Tensor | None) -> list[torch.Tensor | None]:
         """(B,) label entry indices -> per layer (B, G): the label's share of each layer's
         filter and gate pre-activations (None = "no label"). None per layer for an
@@ -208,11 +177,11 @@ class WaveNet(nn.Module):
         return self.head2(F.relu(self.head1(F.relu(skip))))
 
     def valid_logits(self, inputs: torch.Tensor,
-                     labels: torch.Tensor | None = None) -> torch.Tensor:
+                     entries: torch.Tensor | None = None) -> torch.Tensor:
         """inputs: (B, T_in) int64 -> (B, T_in - R + 1, Q) logits (no padding).
 
         Output i predicts the sample following inputs[:, i + R - 1] from
-        inputs[:, i : i + R]. Training crops use this directly. ``labels``: (B,) label
+        inputs[:, i : i + R]. Training crops use this directly. ``entries``: (B,) label
         entry indices of a conditional model (None = "no label").
         """
         num_out = inputs.shape[1] - self.receptive_field + 1
@@ -220,9 +189,9 @@ class WaveNet(nn.Module):
             raise ValueError(
                 f"need at least receptive_field={self.receptive_field} inputs, "
                 f"got {inputs.shape[1]}")
-        if labels is not None and not self.conditional:
+        if entries is not None and not self.conditional:
             raise ValueError("this model is unconditional (trained without labels)")
-        cond = self.label_bias(labels)
+        cond = self.label_bias(entries)
         h = self.embed(inputs)  # (B, T_in, R)
         gated = []
         last = len(self.layers) - 1
@@ -236,17 +205,17 @@ class WaveNet(nn.Module):
         pad = x.new_full((x.shape[0], self.receptive_field), self.silence)
         return torch.cat((pad, x[:, :-1]), dim=1)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, entries: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T) int64 classes -> (B, Q, T) logits; [:, :, t] predicts x[t] from x[:t].
-        ``labels``: (B,) label entry indices (conditional models; None = "no label")."""
+        ``entries``: (B,) label entry indices (conditional models; None = "no label")."""
         self._check_classes(x)
-        return self.valid_logits(self.shift_with_silence(x), labels).transpose(1, 2)
+        return self.valid_logits(self.shift_with_silence(x), entries).transpose(1, 2)
 
-    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, entries: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T) int64 -> (B, T) float: log p(x[b, t] | x[b, :t], c[b]), silence
-        before t=0; ``labels`` as in ``forward``."""
+        before t=0; ``entries`` as in ``forward``."""
         self._check_classes(x)
-        logits = self.valid_logits(self.shift_with_silence(x), labels)  # (B, T, Q)
+        logits = self.valid_logits(self.shift_with_silence(x), entries)  # (B, T, Q)
         return logits.log_softmax(-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
 
     def _check_classes(self, x: torch.Tensor) -> None:

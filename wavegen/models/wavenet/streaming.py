@@ -59,20 +59,20 @@ class TileState:
 
 @torch.no_grad()
 def silence_state(model: WaveNet, batch_size: int = 1,
-                  labels: torch.Tensor | None = None) -> TileState:
-    """The state after infinite silence, for streams with the given labels.
+                  entries: torch.Tensor | None = None) -> TileState:
+    """The state after infinite silence, for streams with the given label entries.
 
     With non-zero biases a layer's input during silence is not zero: it is the constant
     that silence produces through the layers below, so compute it layer by layer. For a
     conditional model that constant depends on each stream's label.
 
     Args:
-        labels: (B,) label entry indices (``model.label_ids``) of a conditional model;
+        entries: (B,) label entries (``family.Condition.entries``) of a conditional model;
             None = "no label" for every stream.
     """
     rows = batch_size if model.conditional else 1  # silence differs by label
     cond = [c if c is None else c.expand(rows, -1).contiguous()
-            for c in model.label_bias(labels)]
+            for c in model.label_bias(entries)]
     h = model.embed.weight[model.silence].view(1, 1, -1).expand(rows, 1, -1)  # constant
     context = []
     for i, layer in enumerate(model.layers):
