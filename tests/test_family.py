@@ -5,6 +5,9 @@ generic modules never import a family's modules."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +92,35 @@ def test_resume_takes_the_runs_family_and_refuses_another(tmp_path, bigram):
         train(compose_config(*common, "model=small", "train.resume=true",
                              "train.max_steps=9"),
               overrides=["model=small", "train.resume=true", "train.max_steps=9"])
+
+
+def test_a_package_s_family_is_found_by_the_command_line(tmp_path):
+    """A family declared as an entry point (group "wavegen.families") by an installed
+    package trains, scores and generates through ``wavegen`` commands."""
+    site = tmp_path / "site"
+    info = site / "toy_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[wavegen.families]\n"
+                                           "bigram = toy_family:BigramFamily\n")
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(site), str(tests), os.environ.get("PYTHONPATH", "")])}
+
+    def wavegen_cli(*args):
+        done = subprocess.run([sys.executable, "-m", "wavegen", *map(str, args)], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "(model=bigram: BigramConfig's own keys)" in wavegen_cli("train", "--help")
+    wavegen_cli("train", *FAST, "model=bigram", "optim.lr=0.2", "name=toy")
+    checkpoint = tmp_path / "runs" / "toy" / "last.pt"
+    assert read_checkpoint(checkpoint)["model_config"]["family"] == "bigram"
+    clip = write(tmp_path / "clip.wav", tone(0.2))
+    assert "bits/sample" in wavegen_cli("score", checkpoint, clip)
+    wavegen_cli("generate", checkpoint, "-n", "2", "--seconds", "0.05", "-o", tmp_path / "out")
+    assert len(list((tmp_path / "out").glob("*.wav"))) == 2
 
 
 def test_an_unknown_family_is_one_clear_error(tmp_path):

@@ -227,9 +227,12 @@ def label_entry(vocabulary: list[str], label: str | int | None) -> int:
     return int(label)
 
 
-# name -> "module:class". A family of another package registers with ``register_family``.
+# name -> "module:class". A family of another package registers with ``register_family``,
+# or declares an entry point in the group "wavegen.families" (name = "module:class"), which
+# every wavegen command (``wavegen train model=NAME``) then finds.
 FAMILIES = {"wavenet": "wavegen.models.wavenet.adapter:WaveNetFamily"}
 DEFAULT_FAMILY = "wavenet"  # checkpoints written before families existed
+ENTRY_POINTS = "wavegen.families"
 
 
 def register_family(name: str, target: str) -> None:
@@ -239,7 +242,11 @@ def register_family(name: str, target: str) -> None:
 
 
 def known_families() -> list[str]:
-    """The names of every registered family."""
+    """The names of every registered family, installed packages' entry points included."""
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINTS):
+        FAMILIES.setdefault(point.name, point.value)
     return sorted(FAMILIES)
 
 
@@ -247,7 +254,7 @@ def get_family(name: str | None) -> Family:
     """The family registered under ``name`` (None: a checkpoint from before families, so
     WaveNet). Raises FamilyError naming the known ones."""
     name = DEFAULT_FAMILY if name is None else name
-    if name not in FAMILIES:
+    if name not in FAMILIES and name not in known_families():
         raise FamilyError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}")
     module, cls = FAMILIES[name].split(":")
     return getattr(import_module(module), cls)()
