@@ -46,6 +46,7 @@ def classify_file(model: nn.Module, path: str | os.PathLike, prior: np.ndarray |
     prior = prior_weights(model) if prior is None else np.asarray(prior, dtype=np.float64)
     scorer = StreamScorer(model, tile, labels=names)
     scorer.add_file(path, block_seconds, on_progress)
+    scorer.finish()
     nats = scorer.row_nats
     with np.errstate(divide="ignore"):
         joint = nats + np.log(prior)

@@ -177,6 +177,7 @@ def generate_main(argv: list[str]) -> int:
     model = load_checkpoint(args.checkpoint, device=device)
     labels = _stream_labels(args.label, args.n)
     _check_labels(model, labels, args.n)
+    _check_sampling(model, args.top_p, args.prime, args.backend)
     if model.conditional and labels is None:
         print(f"wavegen generate: a conditional model and no --label: generating with the "
               f"'no label' entry (labels: {', '.join(model.labels)})", file=sys.stderr)
@@ -244,6 +245,23 @@ def _check_labels(model, labels, n: int) -> None:
         family_of(model).condition(model, labels, n)
     except ValueError as err:
         raise OptionError(f"--label: {err}") from None
+
+
+def _check_sampling(model, top_p: float, prime: str | None, backend: str) -> None:
+    """Options that only an autoregressive family's sampler has (OptionError for a
+    flow's checkpoint)."""
+    from .family import family_of
+
+    if family_of(model).autoregressive:
+        return
+    if prime:
+        raise OptionError("--prime: a flow generates whole clips at once and cannot continue "
+                          "a prime (that needs an autoregressive model, e.g. WaveNet)")
+    if top_p < 1:
+        raise OptionError("--top-p applies to a categorical draw; a flow draws from a normal "
+                          "base scaled by --temperature: leave --top-p out")
+    if backend == "numba":
+        raise OptionError("--backend numba is WaveNet's loop; a flow samples with torch")
 
 
 def _stream_labels(text: str | None, n: int) -> str | list[str] | None:
@@ -379,6 +397,7 @@ def quality_main(argv: list[str]) -> int:
         output_folder(args.out_dir, "-o/--out-dir", create=False)
     model = load_checkpoint(args.checkpoint)
     _check_labels(model, args.label, 1)
+    _check_sampling(model, args.top_p, None, "auto")
     reference = []
     for path in expand_paths(args.reference):
         try:

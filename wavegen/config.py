@@ -171,6 +171,30 @@ def typed_model(model: Any) -> Any:
     return OmegaConf.merge(OmegaConf.structured(model_schema(model)), model)
 
 
+def preset_config(name: str, schema: type[ModelConfig], **overrides) -> Any:
+    """``schema`` from the package's conf/model/NAME.yaml, with keyword overrides.
+    Raises ValueError for an unknown preset, another family's, or an unknown key."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    folder = resources.files("wavegen.conf") / "model"
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        available = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+        raise ValueError(f"unknown model preset {name!r}; available: {available}")
+    values = OmegaConf.to_container(OmegaConf.load(str(path)))
+    family = schema.__dataclass_fields__["family"].default
+    if family not in values.pop("defaults", [family]):
+        raise ValueError(f"model preset {name!r} is not a {family} preset")
+    values.update(overrides)
+    known = {f.name for f in fields(schema)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown model keys {unknown}; known: {sorted(known)}")
+    return schema(**values)
+
+
 def known_keys() -> list[str]:
     """Every dotted key of the schema, every family's model keys included."""
     keys = [f"{group}.{f.name}" for group, cls in GROUPS.items() if group != "model"

@@ -125,18 +125,31 @@ class SamplingRule:
 
 
 class Scorer(ABC):
-    """Exact log-probabilities of B rows of stored values that arrive in pieces, with
-    bounded memory: each call continues where the last one stopped, and a fresh scorer
-    starts after digital silence."""
+    """Log-probabilities of B rows of stored values that arrive in pieces, with bounded
+    memory: each call continues where the last one stopped, and a fresh scorer starts a
+    new clip (after digital silence, for an autoregressive family).
+
+    An autoregressive family's scorer answers every value as it arrives. A scorer whose
+    figures need later values too (``lags``: a flow's frames see both ways) answers each
+    value once enough of what follows has arrived, and ``flush`` answers the rest as the
+    clip's end; it restarts its rows only all together (``reset`` of its only row)."""
+
+    lags: ClassVar[bool] = False
 
     @abstractmethod
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, T) int64, the next T values of each row -> (B, T) float64
-        log p(x[t] | all values before it)."""
+        """x: (B, T) int64, the next T values of each row -> (B, T') float64 log p of the
+        next T' values not yet answered (T' = T unless ``lags``): log p(x[t] | all
+        values before it) for an autoregressive family."""
+
+    def flush(self) -> torch.Tensor:
+        """(B, T'') float64: the values given but not yet answered, the clip ending after
+        them (some may go unanswered, e.g. a flow's last partial frame)."""
+        return torch.zeros(0, 0, dtype=torch.float64)
 
     @abstractmethod
     def reset(self, row: int) -> None:
-        """Start row ``row`` again, after digital silence (a new clip in that row)."""
+        """Start row ``row`` again: a new clip in that row."""
 
 
 # A sampler: chunk(noise (B, C) float64, rule) -> (B, C) int64 next values of every stream;
@@ -152,6 +165,12 @@ class Family(ABC):
     # defaults to ``name``; registered in Hydra's group ``model`` under ``name``
     schema: ClassVar[type]
     noise: ClassVar[str] = "uniform"  # what a sampler's draws are made from
+    # Each value depends only on earlier ones: the sampler is given its noise in chunks and
+    # can continue a prime, and the scorer answers values as they arrive. False (a flow):
+    # the sampler is given a whole clip's noise at once, and the scorer lags.
+    autoregressive: ClassVar[bool] = True
+    # Scores are an upper bound on -log P (a flow's dequantization bound), not exact.
+    bound: ClassVar[bool] = False
 
     @abstractmethod
     def build(self, config: Any, sample_rate: int) -> nn.Module:
@@ -205,11 +224,6 @@ class Family(ABC):
         """Streams primed with ``inputs`` (B, 1 + T): silence, then each stream's known
         values; returns the chunk function that draws what follows."""
 
-    def backends(self, model: nn.Module) -> tuple[str, ...]:
-        """Sampler backends this family has ("auto" picks the first that suits the
-        model's device)."""
-        return ("torch",)
-
     def describe(self, model: nn.Module) -> str:
         return model.describe()
 
@@ -230,7 +244,8 @@ def label_entry(vocabulary: list[str], label: str | int | None) -> int:
 # name -> "module:class". A family of another package registers with ``register_family``,
 # or declares an entry point in the group "wavegen.families" (name = "module:class"), which
 # every wavegen command (``wavegen train model=NAME``) then finds.
-FAMILIES = {"wavenet": "wavegen.models.wavenet.adapter:WaveNetFamily"}
+FAMILIES = {"wavenet": "wavegen.models.wavenet.adapter:WaveNetFamily",
+            "flow": "wavegen.models.flow.adapter:FlowFamily"}
 DEFAULT_FAMILY = "wavenet"  # checkpoints written before families existed
 ENTRY_POINTS = "wavegen.families"
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import sampling
+from .family import family_of
 
 FRAME = 1024  # 64 ms at 16 kHz
 HOP = 256
@@ -168,7 +169,7 @@ def evaluate(model, reference: list[np.ndarray], count: int = 4, seconds: float 
 
     Returns {"unconditional": figures, "continuation": figures + "lasts_seconds" (one per
     continuation, ``survival_seconds``), "clips": (count, T) audio, "continuations":
-    (count', T) audio}.
+    (count', T) audio}; no continuations for a family that cannot continue a prime.
     """
     from .sampler import generate
 
@@ -179,7 +180,7 @@ def evaluate(model, reference: list[np.ndarray], count: int = 4, seconds: float 
                      seed=seed, label=label, progress=progress).numpy()
     out = {"unconditional": figures(list(clips), ref, sr), "clips": clips}
     primes, reals = prime_windows(reference, count, prime_seconds, seconds, sr, seed)
-    if primes:
+    if primes and family_of(model).autoregressive:  # a flow cannot continue a prime
         conts = generate(model, n=len(primes), num_samples=num, temperature=temperature,
                          top_p=top_p, seed=seed, prime=np.stack(primes), label=label,
                          progress=progress).numpy()

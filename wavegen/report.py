@@ -26,7 +26,9 @@ def score_files(model: nn.Module, paths: list[Path], label: str | None,
                 plot: Path | None) -> int:
     """Score ``paths``, print the table and the aggregate, write the outputs as each file is
     scored. Returns the exit status: 1 when a file could not be scored, else 0."""
-    fields = ["path", *(["label"] if model.conditional else []), *RECORD_FIELDS, "error"]
+    bound = family_of(model).bound
+    fields = ["path", *(["label"] if model.conditional else []), *RECORD_FIELDS,
+              *(["bound"] if bound else []), "error"]
     files = RecordFiles(json_path, csv_path, fields)
     keep = bool(per_sample or plot)
     records = []
@@ -77,6 +79,9 @@ def score_table(records: list[dict[str, Any]], model: nn.Module) -> str:
         lines.append(f"{'all (length-weighted)':<{width}}  {total['seconds']:>8.2f}  "
                      f"{total['bits_per_sample']:>11.4f}  {total['bits_per_second']:>10,.0f}  "
                      f"({files}; uniform guessing: {uniform:.0f} bits/sample)")
+    if family_of(model).bound:
+        lines.append("bits are upper bounds (a flow's dequantization bound: -log P of the "
+                     "classes is at most this), not exact figures")
     return "\n".join(lines)
 
 

@@ -115,7 +115,8 @@ def generate(
         chunk = family.sampler(model, condition, inputs, threads, backend, progress)
         rule = SamplingRule(temperature, top_p, quiet_dbfs, sampling.LEVEL_SECONDS)
         out, seconds = _run_chunks(chunk, n, num_samples, stream_generators(n, seed),
-                                   family.noise, progress, model.sample_rate, rule)
+                                   family.noise, progress, model.sample_rate, rule,
+                                   CHUNK if family.autoregressive else max(1, num_samples))
     finally:
         torch.set_num_threads(torch_threads)
         model.train(was_training)
@@ -129,16 +130,17 @@ def generate(
 
 
 def _run_chunks(chunk: Chunk, n: int, num_samples: int, rngs: list[np.random.Generator],
-                noise: str, progress: bool, sample_rate: int, rule: SamplingRule
-                ) -> tuple[np.ndarray, float]:
-    """(B, num_samples) values drawn chunk by chunk by ``rule``, and the seconds it took.
+                noise: str, progress: bool, sample_rate: int, rule: SamplingRule,
+                size: int = CHUNK) -> tuple[np.ndarray, float]:
+    """(B, num_samples) values drawn chunk by chunk (``size`` values a call) by ``rule``,
+    and the seconds it took.
     The bar shows samples/s as n * samples so far / seconds so far: the figure that
     ``stats`` reports at the end."""
     out = np.empty((n, num_samples), dtype=np.int64)
     start = time.perf_counter()
     with tqdm(total=num_samples, unit="sample", disable=not progress, desc="generate") as bar:
-        for lo in range(0, num_samples, CHUNK):
-            hi = min(num_samples, lo + CHUNK)
+        for lo in range(0, num_samples, size):
+            hi = min(num_samples, lo + size)
             u = np.stack([rng.random(hi - lo) if noise == "uniform"
                           else rng.standard_normal(hi - lo) for rng in rngs])
             out[:, lo:hi] = chunk(u, rule)

@@ -51,6 +51,7 @@ class StreamScorer:
         self.engine = family.scorer(model, family.condition(model, list(labels), rows), rows)
         self.row_nats = np.zeros(rows, dtype=np.float64)
         self.tally = _Tally(per_sample)  # the first row's
+        self.bound = family.bound
 
     @property
     def log_prob_nats(self) -> float:
@@ -66,8 +67,17 @@ class StreamScorer:
         values = np.asarray(classes, dtype=np.int64)
         for start in range(0, len(values), self.tile):
             piece = values[start : start + self.tile]
-            logp = score_tile(self.engine, [piece] * self.rows, self.codec.silence,
-                              self.device)
+            self._take(score_tile(self.engine, [piece] * self.rows, self.codec.silence,
+                                  self.device))
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """The clip ends here: take what a lagging scorer (a flow's) still holds. Scoring
+        more values afterwards starts a new clip."""
+        self._take(self.engine.flush())
+
+    def _take(self, logp: torch.Tensor) -> None:
+        if logp.numel():
             self.row_nats += logp.sum(1).cpu().numpy()
             self.tally.add(logp[0])
 
@@ -80,7 +90,14 @@ class StreamScorer:
                 on_progress(len(classes))
 
     def result(self) -> dict[str, Any]:
-        return self.tally.record(self.model.sample_rate)
+        """The record of the clip (``finish`` first, if not yet done)."""
+        self.finish()
+        return mark_bound(self.tally.record(self.model.sample_rate), self.bound)
+
+
+def mark_bound(record: dict[str, Any], bound: bool) -> dict[str, Any]:
+    """A record of a family whose figures are upper bounds (a flow's) says so."""
+    return {**record, "bound": True} if bound else record
 
 
 def score_tile(scorer: Scorer, rows: list[np.ndarray | None], silence: int,
@@ -139,6 +156,7 @@ def log_prob_classes(model: nn.Module, classes: np.ndarray | torch.Tensor,
     """Total log p(x | label) in nats of one (T,) class sequence, silence before x[0]."""
     scorer = StreamScorer(model, tile, labels=[label])
     scorer.add(classes)
+    scorer.finish()
     return scorer.log_prob_nats
 
 
@@ -155,9 +173,9 @@ def clip_records(model: nn.Module, clips: list[np.ndarray], max_samples: int | N
     to max_samples, under its label in ``labels`` (None = "no label")."""
     records = []
     for i, values in enumerate(clips):
-        seq = values[:max_samples] if max_samples else values
-        nats = log_prob_classes(model, seq, tile, labels[i] if labels is not None else None)
-        records.append(_record(nats, len(seq), model.sample_rate))
+        scorer = StreamScorer(model, tile, labels=[labels[i] if labels is not None else None])
+        scorer.add(values[:max_samples] if max_samples else values)
+        records.append(scorer.result())
     return records
 
 
@@ -256,6 +274,7 @@ def score_files(model: nn.Module, paths: Iterable[str | os.PathLike], per_sample
     device = next(model.parameters()).device
     family = family_of(model)
     codec = family.codec(model.config)
+    batch = batch if family.autoregressive else 1  # a lagging scorer restarts all rows
     scorer = family.scorer(model, family.condition(model, label, batch), batch)
     slots: list[_Slot | None] = [None] * batch
     pending = iter(enumerate(map(str, paths)))
@@ -293,8 +312,13 @@ def score_files(model: nn.Module, paths: Iterable[str | os.PathLike], per_sample
                 try:
                     slot.refill(tile)
                     finished = len(slot.buffer) == 0
-                    record = ({"path": slot.path, **slot.tally.record(model.sample_rate)}
-                              if finished else None)
+                    if finished:
+                        rest = scorer.flush()  # (batch 1 when it holds anything)
+                        if rest.numel():
+                            slot.tally.add(rest[row])
+                    record = ({"path": slot.path, **mark_bound(
+                        slot.tally.record(model.sample_rate), family.bound)}
+                        if finished else None)
                 except AudioError as err:
                     finished, record = True, {"path": slot.path, "error": err.cause}
                 if finished:
@@ -331,6 +355,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Length-weighted totals over the records that were scored."""
     ok = [r for r in records if "error" not in r]
     sample_rate = ok[0]["sample_rate"] if ok else 1
-    return {"files": len(ok), "failed": len(records) - len(ok),
-            **_record(sum(r["log_prob_nats"] for r in ok), sum(r["num_samples"] for r in ok),
-                      sample_rate)}
+    return mark_bound({"files": len(ok), "failed": len(records) - len(ok),
+                       **_record(sum(r["log_prob_nats"] for r in ok),
+                                 sum(r["num_samples"] for r in ok), sample_rate)},
+                      any(r.get("bound") for r in ok))

@@ -235,6 +235,7 @@ class Trainer:
         self.val_per_label: dict[str, float] = {}
         self.reference_audio: list[np.ndarray] | None = None  # for the sample checks
         self.family = family = get_family(cfg.model.family)
+        self.at_most = "<= " if family.bound else ""  # validation figures that are bounds
         self.codec = family.codec(cfg.model)
         train_clips, self.val_clips, self.data_summary = build_datasets(cfg.data, self.codec)
         if cfg.model.labels:
@@ -449,7 +450,7 @@ class Trainer:
             self._log(bar, window)
         if main and step % t.val_every == 0 and step < t.max_steps:
             bits = self._validate()
-            log.info("step %d: validation %.3f bits/sample", step, bits)
+            log.info("step %d: validation %s%.3f bits/sample", step, self.at_most, bits)
         if main and step % t.checkpoint_every == 0:
             self.checkpoint(self.last_path)
 
@@ -481,8 +482,10 @@ class Trainer:
             bits = self._validate()
             self.checkpoint(self.last_path)
             self.metrics.close()
-            log.info("done: step %d, validation %.3f bits/sample (best %.3f; uniform = %.0f)",
-                     counters.step, bits, counters.best_val_bits, uniform)
+            log.info("done: step %d, validation %s%.3f bits/sample (best %.3f; uniform = "
+                     "%.0f)%s", counters.step, self.at_most, bits, counters.best_val_bits,
+                     uniform, " (an upper bound: the dequantization bound of a flow)"
+                     if self.family.bound else "")
             for label, value in self.val_per_label.items():
                 log.info("  %-16s %.3f bits/sample (validation, given the label)", label,
                          value)

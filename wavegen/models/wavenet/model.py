@@ -15,13 +15,11 @@ preceded by digital silence, so logits[t] predict x[t] from x[:t] for every t >=
 
 from __future__ import annotations
 
-from dataclasses import fields
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...config import preset_config
 from ...mulaw import silence_class
 from .config import WaveNetConfig
 
@@ -240,25 +238,4 @@ class WaveNet(nn.Module):
 
 def load_preset(name: str, **overrides) -> WaveNetConfig:
     """WaveNetConfig from conf/model/NAME.yaml (the package's copy), with keyword overrides."""
-    from omegaconf import OmegaConf
-
-    path = _preset_path(name)
-    values = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(path)).items()
-              if k != "defaults"}
-    values.update(overrides)
-    known = {f.name for f in fields(WaveNetConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown model keys {unknown}; known: {sorted(known)}")
-    return WaveNetConfig(**values)
-
-
-def _preset_path(name: str) -> Path:
-    from importlib import resources
-
-    folder = resources.files("wavegen.conf") / "model"
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        available = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-        raise ValueError(f"unknown model preset {name!r}; available: {available}")
-    return Path(str(path))
+    return preset_config(name, WaveNetConfig, **overrides)
