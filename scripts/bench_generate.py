@@ -1,11 +1,13 @@
-"""Generation speed: samples/s for each backend at several batch sizes, and the naive method.
+"""Generation speed: samples/s for each backend at several batch sizes, the naive method,
+and the flow presets (a whole clip inverted at once).
 
 The naive method recomputes the whole receptive field for every new sample (what a sampler
 without caches does). All figures come from one run, so their ratios are comparable; each
-is the median of --repeats timings (the spread goes into the JSON lines).
+is the median of --repeats timings (the spread goes into the JSON lines). The first line
+says which CPU, torch capability and numpy BLAS kernels the figures come from.
 
     python scripts/bench_generate.py                       # small, CPU, 2 threads
-    python scripts/bench_generate.py --preset tiny --batches 1 8 --json out.jsonl
+    python scripts/bench_generate.py --preset tiny --batches 1 8 --flows --json out.jsonl
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import torch
 from benchlib import emit
 
 from wavegen import WaveNet, generate
+from wavegen.info import cpu_name, numpy_blas
+from wavegen.models.flow.model import Flow
 
 
 def naive(model: WaveNet, n: int, num_samples: int) -> None:
@@ -49,8 +53,14 @@ def main() -> None:
     p.add_argument("--naive-samples", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="timings per figure (median)")
+    p.add_argument("--flows", nargs="*", default=["flow_tiny", "flow_small"],
+                   help="flow presets to time (none: --flows with no name)")
+    p.add_argument("--flow-seconds", type=float, default=30.0, help="clip length, flows")
+    p.add_argument("--flow-batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--json", help="append JSON lines here")
     args = p.parse_args()
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}, capability "
+          f"{torch.backends.cpu.get_cpu_capability()}; numpy BLAS: {numpy_blas()}")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -59,10 +69,11 @@ def main() -> None:
     generate(model, n=2, num_samples=10, backend="numba")  # compile outside the timings
     rows = []
 
-    def record(method: str, batch: int, samples: int, seconds: list[float]) -> None:
+    def record(method: str, batch: int, samples: int, seconds: list[float],
+               preset: str = args.preset) -> None:
         rates = sorted(batch * samples / s for s in seconds)
         rate = statistics.median(rates)
-        row = {"preset": args.preset, "method": method, "batch": batch, "threads": args.threads,
+        row = {"preset": preset, "method": method, "batch": batch, "threads": args.threads,
                "samples_per_s": rate, "real_time_factor": rate / sr,
                "samples_per_s_min": rates[0], "samples_per_s_max": rates[-1]}
         rows.append(row)
@@ -75,18 +86,26 @@ def main() -> None:
             args.repeats))
         record("torch", batch, args.torch_samples, timed(lambda b=batch: generate(
             model, n=b, num_samples=args.torch_samples, seed=0, backend="torch"), args.repeats))
+    for name in args.flows:  # a flow inverts a whole clip's noise at once
+        flow = Flow.from_preset(name).eval()
+        generate(flow, n=1, num_samples=sr, seed=0)  # warm-up
+        for batch in args.flow_batches:
+            clip = int(args.flow_seconds * sr)
+            record("flow", batch, clip, timed(lambda f=flow, b=batch, c=clip: generate(
+                f, n=b, num_samples=c, seed=0), args.repeats), preset=name)
     torch.set_num_threads(1)
     record("naive", 1, args.naive_samples,
            timed(lambda: naive(model, 1, args.naive_samples), args.repeats))
 
     naive_rate = rows[-1]["samples_per_s"]
-    print(f"\n{args.preset} preset, CPU, {args.threads} threads, {sr} Hz, "
-          f"median of {args.repeats}")
-    print("| method | batch | samples/s | x real time | vs naive |")
-    print("|---|---|---|---|---|")
+    print(f"\n{args.preset} preset (flows: their presets), CPU, {args.threads} threads, "
+          f"{sr} Hz, median of {args.repeats}")
+    print("| preset | method | batch | samples/s | x real time | vs naive |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['method']} | {row['batch']} | {row['samples_per_s']:,.0f} | "
-              f"{row['real_time_factor']:.2f} | {row['samples_per_s'] / naive_rate:,.0f}x |")
+        print(f"| {row['preset']} | {row['method']} | {row['batch']} | "
+              f"{row['samples_per_s']:,.0f} | {row['real_time_factor']:.2f} | "
+              f"{row['samples_per_s'] / naive_rate:,.0f}x |")
 
 
 if __name__ == "__main__":

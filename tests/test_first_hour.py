@@ -190,7 +190,8 @@ def test_train_help_describes_the_keys(tmp_path):
     done = wavegen("train", "--help", cwd=tmp_path)
     assert done.returncode == 0
     assert "train.max_steps" in done.stdout and "optimizer steps" in done.stdout
-    assert "data.root" in done.stdout and "model=base|flow_small|flow_tiny|small|tiny" in done.stdout
+    assert "data.root" in done.stdout
+    assert "model=base|flow_small|flow_tiny|small|tiny" in done.stdout
 
 
 # ---------------------------------------------------------------------------- generate

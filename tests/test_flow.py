@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import compose_config, tone, write
 
-from wavegen import generate, load_checkpoint, score_file
+from wavegen import WaveNet, generate, load_checkpoint, score_file
 from wavegen.models.flow import adapter
 from wavegen.models.flow.config import FlowConfig
 from wavegen.models.flow.model import Flow
@@ -99,11 +99,12 @@ def test_density_integrates_to_one_and_the_bound_holds_on_a_toy():
             assert bound >= exact - 1e-3, (k1, k2, bound, exact)
 
 
-def whole_clip_bits(model: Flow, classes: np.ndarray) -> np.ndarray:
-    """Per-sample figures of the whole clip in one pass, with the scorer's noise."""
+def whole_clip_bits(model: Flow, classes: np.ndarray, seed=(adapter.NOISE_SEED, 0)
+                    ) -> np.ndarray:
+    """Per-sample figures (nats) of the whole clip in one pass, with the scorer's noise."""
     g = model.squeeze
     usable = len(classes) // g * g
-    u = np.random.default_rng([adapter.NOISE_SEED, 0]).random(len(classes))[:usable]
+    u = np.random.default_rng(list(seed)).random(len(classes))[:usable]
     y = model.dequantize(torch.from_numpy(classes[:usable]).view(1, -1),
                          torch.from_numpy(u).view(1, -1)).float()
     with torch.no_grad():
@@ -124,6 +125,22 @@ def test_windowed_scoring_equals_the_whole_clip(monkeypatch, piece):
     assert record["num_samples"] == 4000 and record["bound"] is True  # the last 3: no frame
     assert np.allclose(-record["surprisal"] * math.log(2), expected, atol=2e-5)
     assert record["log_prob_nats"] == pytest.approx(expected.sum(), rel=1e-6)
+
+
+def test_importance_samples_give_the_importance_weighted_bound(monkeypatch):
+    monkeypatch.setattr(adapter, "WINDOW", 16)
+    model = flow(layers=3)
+    classes = np.random.default_rng(0).integers(100, 140, 2000)
+    totals = [whole_clip_bits(model, classes, (adapter.NOISE_SEED, 0, j)).sum()
+              for j in range(4)]
+    scorer = StreamScorer(model, tile=300, importance_samples=4)
+    scorer.add(classes)
+    record = scorer.result()
+    tight = torch.logsumexp(torch.tensor(totals, dtype=torch.float64), 0).item() - math.log(4)
+    assert record["log_prob_nats"] == pytest.approx(tight, rel=1e-6)
+    assert tight >= np.mean(totals)  # never looser than the draws' mean
+    with pytest.raises(ValueError, match="figures are exact"):
+        StreamScorer(WaveNet.from_preset("tiny"), importance_samples=2)
 
 
 def test_windowed_sampling_equals_the_whole_clip(monkeypatch):
@@ -173,3 +190,24 @@ def test_training_lowers_the_bound_and_scores_and_samples_through_the_api(traine
         generate(model, n=1, num_samples=100, prime=tone(0.1))
     with pytest.raises(ValueError, match="top_p applies to a categorical draw"):
         generate(model, n=1, num_samples=100, top_p=0.9)
+
+
+def test_the_command_line_marks_a_flow_s_figures_as_bounds(trained, tmp_path):
+    import subprocess
+    import sys
+
+    out, summary = trained
+    clip = write(tmp_path / "clip.wav", tone(0.5))
+
+    def wavegen(*args):
+        return subprocess.run([sys.executable, "-m", "wavegen", *map(str, args)],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    done = wavegen("score", summary["checkpoint"], clip, "--csv", tmp_path / "s.csv",
+                   "--importance-samples", "3")
+    assert done.returncode == 0, done.stderr
+    assert "bits are upper bounds" in done.stdout
+    header, row = (tmp_path / "s.csv").read_text().splitlines()
+    assert dict(zip(header.split(","), row.split(","), strict=True))["bound"] == "True"
+    refused = wavegen("generate", summary["checkpoint"], "--prime", clip)
+    assert refused.returncode == 2 and "cannot continue a prime" in refused.stderr

@@ -297,6 +297,9 @@ def score_main(argv: list[str]) -> int:
                    help="write DIR/NNN_name.png: waveform and surprisal over time (matplotlib)")
     p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, "
                    "cuda or cuda:N")
+    p.add_argument("--importance-samples", type=positive_int, default=1, metavar="K",
+                   help="flows: estimate the bound with K noise draws per sample, a tighter "
+                        "bound (default 1)")
     cond = p.add_argument_group("conditional models")
     cond.add_argument("--label", metavar="NAME",
                       help="score p(x | NAME) (default: the 'no label' entry, p(x))")
@@ -322,6 +325,7 @@ def score_main(argv: list[str]) -> int:
     from . import report
     from .checkpoint import load_checkpoint
     from .config import resolve_device
+    from .family import family_of
     from .outputs import output_file, output_folder
     from .scoring import expand_paths
 
@@ -343,6 +347,11 @@ def score_main(argv: list[str]) -> int:
         raise OptionError("--classify needs a conditional model (trained with data.labels); "
                           "this one is unconditional")
     _check_labels(model, args.label, 1)
+    if args.importance_samples > 1 and not family_of(model).bound:
+        raise OptionError("--importance-samples tightens a flow's bound; this model's figures "
+                          "are exact")
+    if args.importance_samples > 1 and args.classify:
+        raise OptionError("--importance-samples does not go with --classify")
     json_path, csv_path = (output_file(p, o) if p else None for o, p in outputs.items())
     per_sample, plot = (output_folder(p, o) if p else None for o, p in folders.items())
     if args.classify:
@@ -352,7 +361,8 @@ def score_main(argv: list[str]) -> int:
         print(f"wavegen score: a conditional model and no --label: scoring with the 'no "
               f"label' entry, p(x) (labels: {', '.join(model.labels)}; --label NAME for "
               f"p(x | NAME), --classify for p(label | x))", file=sys.stderr)
-    return report.score_files(model, paths, args.label, json_path, csv_path, per_sample, plot)
+    return report.score_files(model, paths, args.label, json_path, csv_path, per_sample, plot,
+                              args.importance_samples)
 
 
 # ---------------------------------------------------------------------------- quality

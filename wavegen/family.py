@@ -216,7 +216,9 @@ class Family(ABC):
 
     @abstractmethod
     def scorer(self, model: nn.Module, condition: Condition, batch_size: int) -> Scorer:
-        """A scorer of batch_size rows, each under its row of ``condition``."""
+        """A scorer of batch_size rows, each under its row of ``condition``. A ``bound``
+        family's also takes ``draws=K``: its estimate with K noise draws (importance
+        samples), a tighter bound."""
 
     @abstractmethod
     def sampler(self, model: nn.Module, condition: Condition, inputs: torch.Tensor,

@@ -23,7 +23,7 @@ from .scoring import score_files as score_records
 
 def score_files(model: nn.Module, paths: list[Path], label: str | None,
                 json_path: Path | None, csv_path: Path | None, per_sample: Path | None,
-                plot: Path | None) -> int:
+                plot: Path | None, importance_samples: int = 1) -> int:
     """Score ``paths``, print the table and the aggregate, write the outputs as each file is
     scored. Returns the exit status: 1 when a file could not be scored, else 0."""
     bound = family_of(model).bound
@@ -35,8 +35,9 @@ def score_files(model: nn.Module, paths: list[Path], label: str | None,
     try:
         with tqdm(total=estimated_samples(paths, model.sample_rate), unit="sample",
                   unit_scale=True, desc=f"score {len(paths)} files") as bar:
-            for i, record in enumerate(score_records(model, paths, per_sample=keep,
-                                                     on_progress=bar.update, label=label)):
+            for i, record in enumerate(score_records(
+                    model, paths, per_sample=keep, on_progress=bar.update, label=label,
+                    importance_samples=importance_samples)):
                 if model.conditional and "error" not in record:
                     record = {"path": record["path"], "label": label, **record}
                 if "error" in record:

@@ -42,13 +42,13 @@ class StreamScorer:
     """
 
     def __init__(self, model: nn.Module, tile: int = TILE, per_sample: bool = False,
-                 labels: list | tuple = (None,)):
+                 labels: list | tuple = (None,), importance_samples: int = 1):
         self.model, self.tile = model, tile
         self.device = next(model.parameters()).device
         self.rows = rows = len(labels)
         family = family_of(model)
         self.codec = family.codec(model.config)
-        self.engine = family.scorer(model, family.condition(model, list(labels), rows), rows)
+        self.engine = family_scorer(model, list(labels), rows, importance_samples)
         self.row_nats = np.zeros(rows, dtype=np.float64)
         self.tally = _Tally(per_sample)  # the first row's
         self.bound = family.bound
@@ -98,6 +98,22 @@ class StreamScorer:
 def mark_bound(record: dict[str, Any], bound: bool) -> dict[str, Any]:
     """A record of a family whose figures are upper bounds (a flow's) says so."""
     return {**record, "bound": True} if bound else record
+
+
+def family_scorer(model: nn.Module, labels: Any, rows: int, importance_samples: int = 1
+                  ) -> Scorer:
+    """The model's family's scorer of ``rows`` rows under ``labels``; ``importance_samples``
+    noise draws for a family whose figures are bounds (ValueError for an exact one)."""
+    family = family_of(model)
+    condition = family.condition(model, labels, rows)
+    if importance_samples == 1:
+        return family.scorer(model, condition, rows)
+    if not family.bound:
+        raise ValueError(f"importance samples tighten a bound; this model's ({family.name}) "
+                         f"figures are exact")
+    if importance_samples < 1:
+        raise ValueError(f"importance_samples must be >= 1, got {importance_samples}")
+    return family.scorer(model, condition, rows, draws=importance_samples)
 
 
 def score_tile(scorer: Scorer, rows: list[np.ndarray | None], silence: int,
@@ -180,7 +196,8 @@ def clip_records(model: nn.Module, clips: list[np.ndarray], max_samples: int | N
 
 
 def score_audio(model: nn.Module, audio: np.ndarray, sample_rate: int, per_sample: bool = False,
-                tile: int = TILE, label: str | int | None = None) -> dict[str, Any]:
+                tile: int = TILE, label: str | int | None = None,
+                importance_samples: int = 1) -> dict[str, Any]:
     """Score float audio: (T,) mono or (T, C) channels-last, in [-1, 1], at ``sample_rate``.
 
     Returns the record of ``score_file`` without ``path`` (``surprisal`` (T',) float32 in
@@ -209,15 +226,18 @@ def score_audio(model: nn.Module, audio: np.ndarray, sample_rate: int, per_sampl
         raise ValueError(f"score_audio: {audio.shape[0]} samples at {sample_rate} Hz leave no "
                          f"sample at the model's rate ({model.sample_rate} Hz): nothing to "
                          f"score")
-    scorer = StreamScorer(model, tile, per_sample, [label])
+    scorer = StreamScorer(model, tile, per_sample, [label], importance_samples)
     scorer.add(scorer.codec.encode(np.ascontiguousarray(mono)))
     return scorer.result()
 
 
 def score_file(model: nn.Module, path: str | os.PathLike, per_sample: bool = False,
                tile: int = TILE, block_seconds: float = 30.0,
-               on_progress: Any = None, label: str | int | None = None) -> dict[str, Any]:
-    """Exact log-likelihood of an audio file, read in blocks (any length, bounded memory).
+               on_progress: Any = None, label: str | int | None = None,
+               importance_samples: int = 1) -> dict[str, Any]:
+    """Exact log-likelihood of an audio file, read in blocks (any length, bounded memory);
+    for a flow, the dequantization bound ("bound": True), estimated with
+    ``importance_samples`` noise draws (more: a tighter bound).
 
     For a conditional model, ``label`` picks p(x | label); None scores with the "no label"
     entry (the unconditional p(x) learnt by label dropout).
@@ -231,7 +251,7 @@ def score_file(model: nn.Module, path: str | os.PathLike, per_sample: bool = Fal
     Raises:
         AudioError: the file cannot be read.
     """
-    scorer = StreamScorer(model, tile, per_sample, [label])
+    scorer = StreamScorer(model, tile, per_sample, [label], importance_samples)
     scorer.add_file(path, block_seconds, on_progress)
     return {"path": str(path), **scorer.result()}
 
@@ -257,15 +277,15 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 def score_files(model: nn.Module, paths: Iterable[str | os.PathLike], per_sample: bool = False,
                 on_progress: Any = None, batch: int = 4, tile: int = TILE,
-                block_seconds: float = 30.0,
-                label: str | int | None = None) -> Iterator[dict[str, Any]]:
+                block_seconds: float = 30.0, label: str | int | None = None,
+                importance_samples: int = 1) -> Iterator[dict[str, Any]]:
     """Score many files, yielding records in input order.
 
     Up to ``batch`` files are scored side by side, one row each of one streaming state, so
     every engine call carries ``batch`` tiles (throughput on a GPU, and on a CPU for short
     files). A row whose file ends is reset to the silence state before the next file takes
-    it. A file that cannot be read gives {"path", "error"}; the others go on. ``label`` as
-    in ``score_file``, the same for every file.
+    it. A file that cannot be read gives {"path", "error"}; the others go on. ``label`` and
+    ``importance_samples`` as in ``score_file``, the same for every file.
 
     A row gets fewer values than the tile only when its file ends there (a slot buffers a
     whole tile until then), and the row is reset before it takes the next file, so the
@@ -275,7 +295,7 @@ def score_files(model: nn.Module, paths: Iterable[str | os.PathLike], per_sample
     family = family_of(model)
     codec = family.codec(model.config)
     batch = batch if family.autoregressive else 1  # a lagging scorer restarts all rows
-    scorer = family.scorer(model, family.condition(model, label, batch), batch)
+    scorer = family_scorer(model, label, batch, importance_samples)
     slots: list[_Slot | None] = [None] * batch
     pending = iter(enumerate(map(str, paths)))
     done: dict[int, dict[str, Any]] = {}

@@ -46,8 +46,9 @@ class FlowFamily(Family):
     def crop_loss(self, model: Flow) -> nn.Module:
         return DequantizedNLL(model)
 
-    def scorer(self, model: Flow, condition: Condition, batch_size: int) -> Scorer:
-        return WindowScorer(model, condition, batch_size)
+    def scorer(self, model: Flow, condition: Condition, batch_size: int,
+               draws: int = 1) -> Scorer:
+        return WindowScorer(model, condition, batch_size, draws)
 
     def sampler(self, model: Flow, condition: Condition, inputs: torch.Tensor,
                 threads: int | None, backend: str, progress: bool) -> Chunk:
@@ -115,26 +116,39 @@ class WindowScorer(Scorer):
     flow's reach on both sides, so values come back ``reach`` frames late (once a window's
     worth is waiting) and ``flush`` gives the rest, as the clip's end. The last T mod G
     values of a row (less than a frame) are not scored. Row r's dequantization noise comes
-    from its own generator, seeded (NOISE_SEED, r), drawn as the values arrive."""
+    from its own generator, seeded (NOISE_SEED, r), drawn as the values arrive.
+
+    With ``draws`` K > 1 every row is scored under K noise draws (generators (NOISE_SEED,
+    r, j)); the per-sample figures are the draws' mean, and ``flush`` adds to the row's last
+    value the difference between the importance-weighted bound of the whole clip,
+    log (1/K) sum_j exp(L_j) with L_j the clip's total under draw j, and the mean of the L_j
+    (>= 0 by Jensen), so that the row's total is that tighter bound."""
 
     lags = True
 
-    def __init__(self, model: Flow, condition: Condition, batch_size: int):
-        self.model, self.condition, self.rows = model, condition, batch_size
+    def __init__(self, model: Flow, condition: Condition, batch_size: int, draws: int = 1):
+        self.model, self.rows, self.draws = model, batch_size, draws
+        entries = condition.entries
+        self.entries = None if entries is None else entries.repeat_interleave(draws)
         self.device = next(model.parameters()).device
         self.reset(None)
 
     def reset(self, row: int | None) -> None:
         if row is not None and self.rows > 1:
             raise ValueError("a flow scorer restarts all its rows together")
-        self.pending = torch.zeros(self.rows, 0, device=self.device)  # y not yet scored
+        streams = self.rows * self.draws  # row r, draw j: stream r * draws + j
+        self.pending = torch.zeros(streams, 0, device=self.device)  # y not yet scored
         self.left = None  # the last `reach` frames already scored, as context
-        self.rngs = [np.random.default_rng([NOISE_SEED, r]) for r in range(self.rows)]
+        self.rngs = [np.random.default_rng([NOISE_SEED, r] if self.draws == 1 else
+                                           [NOISE_SEED, r, j])
+                     for r in range(self.rows) for j in range(self.draws)]
+        self.totals = np.zeros((self.rows, self.draws))  # nats of each draw so far
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.cpu().repeat_interleave(self.draws, dim=0)
         u = torch.from_numpy(np.stack([rng.random(x.shape[1]) for rng in self.rngs]))
-        y = self.model.dequantize(x.cpu(), u).float().to(self.device)
+        y = self.model.dequantize(x, u).float().to(self.device)
         self.pending = torch.cat((self.pending, y), dim=1)
         ready = self.pending.shape[1] // self.model.squeeze - self.model.reach
         return self._score(ready if ready >= WINDOW else 0)
@@ -142,8 +156,11 @@ class WindowScorer(Scorer):
     @torch.no_grad()
     def flush(self) -> torch.Tensor:
         out = self._score(self.pending.shape[1] // self.model.squeeze)
-        self.pending = self.pending[:, :0]
-        self.left = None
+        if self.draws > 1 and out.shape[1]:
+            k = self.draws
+            tight = torch.logsumexp(torch.from_numpy(self.totals), dim=1) - math.log(k)
+            out[:, -1] += (tight - torch.from_numpy(self.totals).mean(1)).to(out.device)
+        self.reset(None)  # what comes next is a new clip
         return out
 
     def _score(self, ready: int) -> torch.Tensor:
@@ -155,9 +172,12 @@ class WindowScorer(Scorer):
         context = self.left if self.left is not None else frames[..., :0]
         window = torch.cat((context, frames), dim=-1)
         start = context.shape[-1]
-        ll = windowed(lambda w: model.frame_log_likelihood(w, self.condition.entries),
+        ll = windowed(lambda w: model.frame_log_likelihood(w, self.entries),
                       window, model.reach, WINDOW)[:, start : start + ready]
         seen = window[..., : start + ready]
         self.left = seen[..., max(0, seen.shape[-1] - model.reach):]
         self.pending = self.pending[:, ready * g:]
-        return (ll.double() / g + math.log(model.delta)).repeat_interleave(g, dim=1)
+        per_sample = (ll.double() / g + math.log(model.delta)).repeat_interleave(g, dim=1)
+        per_sample = per_sample.view(self.rows, self.draws, -1)
+        self.totals += per_sample.sum(2).cpu().numpy()
+        return per_sample.mean(1)
