@@ -99,12 +99,11 @@ def test_density_integrates_to_one_and_the_bound_holds_on_a_toy():
             assert bound >= exact - 1e-3, (k1, k2, bound, exact)
 
 
-def whole_clip_bits(model: Flow, classes: np.ndarray, seed=(adapter.NOISE_SEED, 0)
-                    ) -> np.ndarray:
+def whole_clip_bits(model: Flow, classes: np.ndarray, seed=adapter.NOISE_SEED) -> np.ndarray:
     """Per-sample figures (nats) of the whole clip in one pass, with the scorer's noise."""
     g = model.squeeze
     usable = len(classes) // g * g
-    u = np.random.default_rng(list(seed)).random(len(classes))[:usable]
+    u = np.random.default_rng(seed).random(len(classes))[:usable]
     y = model.dequantize(torch.from_numpy(classes[:usable]).view(1, -1),
                          torch.from_numpy(u).view(1, -1)).float()
     with torch.no_grad():
@@ -131,7 +130,7 @@ def test_importance_samples_give_the_importance_weighted_bound(monkeypatch):
     monkeypatch.setattr(adapter, "WINDOW", 16)
     model = flow(layers=3)
     classes = np.random.default_rng(0).integers(100, 140, 2000)
-    totals = [whole_clip_bits(model, classes, (adapter.NOISE_SEED, 0, j)).sum()
+    totals = [whole_clip_bits(model, classes, [adapter.NOISE_SEED, j]).sum()
               for j in range(4)]
     scorer = StreamScorer(model, tile=300, importance_samples=4)
     scorer.add(classes)
@@ -211,3 +210,21 @@ def test_the_command_line_marks_a_flow_s_figures_as_bounds(trained, tmp_path):
     assert dict(zip(header.split(","), row.split(","), strict=True))["bound"] == "True"
     refused = wavegen("generate", summary["checkpoint"], "--prime", clip)
     assert refused.returncode == 2 and "cannot continue a prime" in refused.stderr
+
+
+def test_a_conditional_flow_scores_under_each_label_and_classifies(tmp_path, monkeypatch):
+    """Labels reach every coupling network; classification runs every label as a row of
+    one scorer, on the same dequantized values, and each row equals the file scored under
+    that label alone."""
+    from wavegen.classify import classify_file
+
+    monkeypatch.setattr(adapter, "WINDOW", 16)
+    model = flow(layers=2, labels=["low", "high"])
+    with torch.no_grad():
+        model.label_embed.weight.copy_(torch.randn(model.label_embed.weight.shape))
+    clip = write(tmp_path / "clip.wav", tone(0.3))
+    result = classify_file(model, clip, tile=500)
+    for name in ("low", "high"):
+        alone = score_file(model, clip, label=name)["log_prob_nats"]
+        assert result["labels"][name]["log_prob_nats"] == pytest.approx(alone, rel=1e-6)
+    assert result["labels"]["low"]["log_prob_nats"] != result["labels"]["high"]["log_prob_nats"]

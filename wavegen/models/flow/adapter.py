@@ -6,7 +6,7 @@ dequantization bound (Theis et al. 2016): with y = bin(k) + u * delta, u ~ U[0, 
 
     -log P(k) <= -E_u[log p(y)] - log delta   (per sample),
 
-estimated with one draw of u per sample (seeded per row, so a score reproduces). Each
+estimated with one draw of u per sample (seeded, so a score reproduces). Each
 frame's figure is spread evenly over its G samples.
 """
 
@@ -115,11 +115,12 @@ class WindowScorer(Scorer):
     """Bound of rows that arrive in pieces. A frame's figure needs the frames within the
     flow's reach on both sides, so values come back ``reach`` frames late (once a window's
     worth is waiting) and ``flush`` gives the rest, as the clip's end. The last T mod G
-    values of a row (less than a frame) are not scored. Row r's dequantization noise comes
-    from its own generator, seeded (NOISE_SEED, r), drawn as the values arrive.
+    values of a row (less than a frame) are not scored. The dequantization noise is drawn
+    as the values arrive, the same for every row (seeded NOISE_SEED), so the rows of a
+    classification compare labels on the same dequantized values.
 
-    With ``draws`` K > 1 every row is scored under K noise draws (generators (NOISE_SEED,
-    r, j)); the per-sample figures are the draws' mean, and ``flush`` adds to the row's last
+    With ``draws`` K > 1 every row is scored under K noise draws (generators seeded
+    (NOISE_SEED, j)); the per-sample figures are the draws' mean, and ``flush`` adds to the row's last
     value the difference between the importance-weighted bound of the whole clip,
     log (1/K) sum_j exp(L_j) with L_j the clip's total under draw j, and the mean of the L_j
     (>= 0 by Jensen), so that the row's total is that tighter bound."""
@@ -139,9 +140,9 @@ class WindowScorer(Scorer):
         streams = self.rows * self.draws  # row r, draw j: stream r * draws + j
         self.pending = torch.zeros(streams, 0, device=self.device)  # y not yet scored
         self.left = None  # the last `reach` frames already scored, as context
-        self.rngs = [np.random.default_rng([NOISE_SEED, r] if self.draws == 1 else
-                                           [NOISE_SEED, r, j])
-                     for r in range(self.rows) for j in range(self.draws)]
+        self.rngs = [np.random.default_rng(NOISE_SEED if self.draws == 1 else
+                                           [NOISE_SEED, j])
+                     for _ in range(self.rows) for j in range(self.draws)]
         self.totals = np.zeros((self.rows, self.draws))  # nats of each draw so far
 
     @torch.no_grad()
