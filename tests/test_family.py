@@ -162,7 +162,9 @@ def test_generic_modules_do_not_import_a_family():
                     offenders.append(f"{path.name}: {name}")
     lazy = [f"{k} -> {v}" for k, v in wavegen._LAZY.items() if v.startswith("models")]
     assert offenders == [] and lazy == ["WaveNet -> models.wavenet.model",
-                                   "WaveNetConfig -> models.wavenet.config"]
+                                        "WaveNetConfig -> models.wavenet.config",
+                                        "Flow -> models.flow.model",
+                                        "FlowConfig -> models.flow.config"]
 
 
 def test_codec_round_trip_and_cache_key():
