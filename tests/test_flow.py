@@ -126,6 +126,19 @@ def test_windowed_scoring_equals_the_whole_clip(monkeypatch, piece):
     assert record["log_prob_nats"] == pytest.approx(expected.sum(), rel=1e-6)
 
 
+def test_files_score_the_same_one_by_one_and_in_a_batch(monkeypatch, tmp_path):
+    monkeypatch.setattr(adapter, "WINDOW", 16)  # windows end inside the pieces of a tile
+    model = flow(layers=3)
+    clips = [write(tmp_path / f"{i}.wav", tone(s, freq=f)) for i, (s, f) in
+             enumerate([(0.3, 300.0), (0.05, 500.0), (0.4, 700.0)])]
+    alone = [score_file(model, c, tile=40) for c in clips]
+    together = list(score_files(model, clips, batch=4, tile=40))  # answers come in bursts
+    assert [r["num_samples"] for r in together] == [4800, 800, 6400]
+    for a, b in zip(alone, together, strict=True):
+        assert b["num_samples"] == a["num_samples"]
+        assert b["log_prob_nats"] == pytest.approx(a["log_prob_nats"], rel=1e-6)
+
+
 def test_importance_samples_give_the_importance_weighted_bound(monkeypatch):
     monkeypatch.setattr(adapter, "WINDOW", 16)
     model = flow(layers=3)

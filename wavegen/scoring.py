@@ -325,7 +325,7 @@ def score_files(model: nn.Module, paths: Iterable[str | os.PathLike], per_sample
                 if slot is None:
                     continue
                 n = len(piece)
-                slot.tally.add(logp[row, :n])
+                slot.tally.add(logp[row] if scorer.lags else logp[row, :n])  # lags: batch 1
                 slot.buffer = slot.buffer[n:]
                 if on_progress is not None:
                     on_progress(n)
