@@ -10,7 +10,8 @@ from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Flow", "FlowConfig", "WaveNet", "WaveNetConfig", "generate", "load_checkpoint", "score_audio", "score_file"]
+__all__ = ["Flow", "FlowConfig", "WaveNet", "WaveNetConfig", "generate", "load_checkpoint",
+           "score_audio", "score_file"]
 
 # Imported on first use, so that `wavegen --version` and `wavegen info` work (and can say
 # what is wrong) even when torch or torchaudio cannot be loaded.

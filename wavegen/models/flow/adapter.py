@@ -120,8 +120,8 @@ class WindowScorer(Scorer):
     classification compare labels on the same dequantized values.
 
     With ``draws`` K > 1 every row is scored under K noise draws (generators seeded
-    (NOISE_SEED, j)); the per-sample figures are the draws' mean, and ``flush`` adds to the row's last
-    value the difference between the importance-weighted bound of the whole clip,
+    (NOISE_SEED, j)); the per-sample figures are the draws' mean, and ``flush`` adds to the
+    row's last value the difference between the importance-weighted bound of the whole clip,
     log (1/K) sum_j exp(L_j) with L_j the clip's total under draw j, and the mean of the L_j
     (>= 0 by Jensen), so that the row's total is that tighter bound."""
 
