@@ -47,7 +47,7 @@ class ModelConfig:
     with its defaults (``model=wavenet``)."""
 
     family: str = setting(MISSING, "model family (wavegen.family.FAMILIES), set by the preset")
-    preset: str = setting("custom", "preset name: model=tiny|small|base picks a preset")
+    preset: str = setting("custom", "preset name: model=NAME picks conf/model/NAME.yaml")
     # Global conditioning (WaveNet §2.5): the label vocabulary, set from the data when
     # data.labels is on (null = an unconditional model).
     labels: list[str] | None = setting(None, "set from the data (data.labels); do not set")
