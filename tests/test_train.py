@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+import sys
 
 import pytest
 import torch
@@ -45,7 +46,12 @@ def test_short_run_lowers_validation_bits(tmp_path):
     assert read_checkpoint(run / "last.pt")["progress"]["step"] == 250
 
 
-def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("model", [[], ["model=flow_tiny", "model.layers=2"]],
+                         ids=["wavenet", "flow"])
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch, model):
+    """Also a flow's, whose loss draws dequantization noise from torch's generator."""
+    if model:
+        monkeypatch.setattr(sys.modules[__name__], "FAST", [*model, *FAST[2:]])
     common = ["train.max_steps=8", "train.checkpoint_every=3", "train.val_every=4",
               "optim.ema_decay=0.9"]
     whole = train(fast_config(tmp_path, *common, "name=whole"))

@@ -388,9 +388,12 @@ class Trainer:
         """Optimizer steps until train.max_steps; the name of the signal that stopped it
         early, or None."""
         t, world, counters = self.cfg.train, self.world, self.counters
+        # its own generator: a DataLoader draws a seed when it starts, which from torch's
+        # global generator would shift a resumed run's draws (a flow's dequantization noise)
         loader = DataLoader(self.batches, batch_size=None,
                             sampler=itertools.count(counters.draws),
-                            num_workers=t.num_workers, pin_memory=self.device.type == "cuda")
+                            num_workers=t.num_workers, pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(t.seed))
         autocast = torch.autocast(self.device.type, dtype=PRECISIONS[t.precision],
                                   enabled=t.precision != "fp32")
         bar = tqdm(total=t.max_steps, initial=counters.step, desc="train", unit="step",
