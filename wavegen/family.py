@@ -41,6 +41,40 @@ from . import mulaw, sampling
 from .errors import WavegenError
 
 
+class FamilyModel(nn.Module):
+    """What every family's model object carries (the module docstring's list): ``config``,
+    ``sample_rate``, ``labels``, ``label_prior``, ``conditional``; ``from_preset`` reads a
+    preset of the class's ``schema``."""
+
+    schema: ClassVar[type]
+
+    def __init__(self, config: Any, sample_rate: int = 16000):
+        super().__init__()
+        self.config = config
+        self.sample_rate = int(sample_rate)
+        self.labels = list(config.labels or [])  # entry 0 is "no label", label i entry i + 1
+        self.label_prior: list[float] | None = None  # training label shares (checkpoints)
+
+    @classmethod
+    def from_preset(cls, name: str, sample_rate: int = 16000, **overrides):
+        """A preset from conf/model/NAME.yaml with random weights."""
+        from .config import preset_config
+
+        return cls(preset_config(name, cls.schema, **overrides), sample_rate=sample_rate)
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.labels)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def conditioning(self) -> str:
+        """The end of a ``describe()`` line: the labels of a conditional model, or ""."""
+        return (f", conditioned on {len(self.labels)} labels ({', '.join(self.labels)})"
+                if self.conditional else "")
+
+
 class FamilyError(WavegenError):
     """An unknown model family (a config key or a checkpoint that names one)."""
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...config import preset_config
+from ...family import FamilyModel
 from .config import FlowConfig
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -104,7 +105,7 @@ class Coupling(nn.Module):
         return torch.cat((za, xb), 1).flip(1)
 
 
-class Flow(nn.Module):
+class Flow(FamilyModel):
     """The flow family's model: ``log_likelihood`` for training and scoring, ``inverse``
     for sampling.
 
@@ -116,29 +117,18 @@ class Flow(nn.Module):
         True
     """
 
+    schema = FlowConfig
+
     def __init__(self, config: FlowConfig, sample_rate: int = 16000):
-        super().__init__()
-        self.config = config
-        self.sample_rate = int(sample_rate)
+        super().__init__(config, sample_rate)
         self.quantization_channels = config.quantization_channels
         self.squeeze = config.squeeze
-        self.labels = list(config.labels or [])
         label_channels = config.label_channels if self.labels else None
         if self.labels:  # entry 0 is "no label", label i is entry i + 1
             self.label_embed = nn.Embedding(len(self.labels) + 1, config.label_channels)
         self.steps = nn.ModuleList(Coupling(config, label_channels)
                                    for _ in range(config.steps))
-        self.label_prior: list[float] | None = None
         self.reach = sum(step.net.reach for step in self.steps)  # frames, either side
-
-    @classmethod
-    def from_preset(cls, name: str, sample_rate: int = 16000, **overrides) -> Flow:
-        """A preset from conf/model/NAME.yaml with random weights."""
-        return cls(load_preset(name, **overrides), sample_rate=sample_rate)
-
-    @property
-    def conditional(self) -> bool:
-        return bool(self.labels)
 
     @property
     def delta(self) -> float:
@@ -188,18 +178,13 @@ class Flow(nn.Module):
         k = torch.floor((y + 1.0) / self.delta)
         return k.clamp(0, self.quantization_channels - 1).long()
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def describe(self) -> str:
         c = self.config
-        cond = (f", conditioned on {len(self.labels)} labels ({', '.join(self.labels)})"
-                if self.conditional else "")
         reach = self.reach * self.squeeze
         return (f"flow {c.preset}: {c.steps} {c.coupling} coupling steps over frames of "
                 f"{c.squeeze} samples, {c.layers} layers x {c.channels} channels each, reach "
                 f"{reach} samples ({1000 * reach / self.sample_rate:.1f} ms) either side, "
-                f"{self.num_parameters() / 1e6:.2f} M parameters{cond}")
+                f"{self.num_parameters() / 1e6:.2f} M parameters{self.conditioning()}")
 
 
 def windowed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, reach: int,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...config import preset_config
+from ...family import FamilyModel
 from ...mulaw import silence_class
 from .config import WaveNetConfig
 
@@ -84,7 +85,7 @@ class ResidualLayer(nn.Module):
         return current + self.residual(z), tail
 
 
-class WaveNet(nn.Module):
+class WaveNet(FamilyModel):
     """Autoregressive model of mu-law classes.
 
     Args:
@@ -98,14 +99,14 @@ class WaveNet(nn.Module):
         torch.Size([2, 1000])
     """
 
+    schema = WaveNetConfig
+
     def __init__(self, config: WaveNetConfig, sample_rate: int = 16000):
-        super().__init__()
         if config.kernel_size < 2:
             raise ValueError(f"kernel_size must be >= 2, got {config.kernel_size}")
         if config.gate_channels % 2:
             raise ValueError(f"gate_channels must be even, got {config.gate_channels}")
-        self.config = config
-        self.sample_rate = int(sample_rate)
+        super().__init__(config, sample_rate)
         self.quantization_channels = q = config.quantization_channels
         self.dilations = dilations(config.stacks, config.layers_per_stack)
         self.receptive_field = receptive_field(config.kernel_size, self.dilations)
@@ -118,22 +119,12 @@ class WaveNet(nn.Module):
         )
         self.head1 = nn.Linear(config.skip_channels, config.head_channels)
         self.head2 = nn.Linear(config.head_channels, q)
-        self.labels = list(config.labels or [])
-        if self.labels:  # entry 0 is "no label", label i is entry i + 1
+        if self.labels:
             self.label_embed = nn.Embedding(len(self.labels) + 1, config.label_channels)
             self.label_proj = nn.ModuleList(
                 nn.Linear(config.label_channels, config.gate_channels, bias=False)
                 for _ in self.dilations)
-        self.label_prior: list[float] | None = None  # training label shares (checkpoints)
 
-    @classmethod
-    def from_preset(cls, name: str, sample_rate: int = 16000, **overrides) -> WaveNet:
-        """A preset from conf/model/NAME.yaml with random weights."""
-        return cls(load_preset(name, **overrides), sample_rate=sample_rate)
-
-    @property
-    def conditional(self) -> bool:
-        return bool(self.labels)
 
     def label_bias(self, ids: torch.Tensor | None) -> list[torch.Tensor | None]:
         """(B,) label entry indices -> per layer (B, G): the label's share of each layer's
@@ -223,17 +214,12 @@ class WaveNet(nn.Module):
         if x.shape[1] == 0:
             raise ValueError("expected at least one sample, got T=0")
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def describe(self) -> str:
         c = self.config
-        cond = (f", conditioned on {len(self.labels)} labels ({', '.join(self.labels)})"
-                if self.conditional else "")
         return (f"WaveNet {c.preset}: {c.stacks}x{c.layers_per_stack} layers, kernel "
                 f"{c.kernel_size}, receptive field {self.receptive_field} samples "
                 f"({self.receptive_field_ms:.1f} ms at {self.sample_rate} Hz), "
-                f"{self.num_parameters() / 1e6:.2f} M parameters{cond}")
+                f"{self.num_parameters() / 1e6:.2f} M parameters{self.conditioning()}")
 
 
 def load_preset(name: str, **overrides) -> WaveNetConfig:
