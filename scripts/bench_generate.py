@@ -1,27 +1,40 @@
-"""Generation speed: samples/s for each backend at several batch sizes, the naive method,
-and the flow presets (a whole clip inverted at once).
+"""Generation speed: samples/s for each backend at several batch sizes (the numba loop in
+fp32 and with bf16 weights), the naive method, and the flow presets (a whole clip inverted
+at once); and how far bf16 weights move the next-sample distributions.
 
 The naive method recomputes the whole receptive field for every new sample (what a sampler
 without caches does). All figures come from one run, so their ratios are comparable; each
-is the median of --repeats timings (the spread goes into the JSON lines). The first line
-says which CPU, torch capability and numpy BLAS kernels the figures come from.
+is the median of --repeats timings (the spread goes into the JSON lines). The first lines
+say which CPU, torch capability, numpy BLAS kernels and numba target the figures come from
+(the numba loop calls no BLAS; NUMBA_CPU_NAME=haswell compiles it for AVX2 only).
+
+bf16's shift: a clip generated in fp32 (--checkpoint, else a fresh model of --preset) is fed
+through the fp32 and the bf16 loop; the mean KL(fp32 || bf16) of their next-sample
+distributions, and the clip's bits/sample under each.
 
     python scripts/bench_generate.py                       # small, CPU, 2 threads
     python scripts/bench_generate.py --preset tiny --batches 1 8 --flows --json out.jsonl
+    python scripts/bench_generate.py --checkpoint runs/music/best.pt --backends numba --flows
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import statistics
 import time
 
+import numpy as np
 import torch
 from benchlib import emit
+from llvmlite import binding
 
-from wavegen import WaveNet, generate
+from wavegen import WaveNet, generate, load_checkpoint, mulaw
 from wavegen.info import cpu_name, numpy_blas
 from wavegen.models.flow.model import Flow
+from wavegen.models.wavenet.fastcpu import FastCPUEngine
+from wavegen.models.wavenet.kernels import PRECISIONS
 
 
 def naive(model: WaveNet, n: int, num_samples: int) -> None:
@@ -44,10 +57,35 @@ def timed(fn, repeats: int) -> list[float]:
     return times
 
 
+def precision_shift(model: WaveNet, seconds: float, precision: str) -> dict:
+    """Mean KL(fp32 || precision) in nats per sample over a clip the fp32 loop generated, and
+    the clip's bits/sample under each."""
+    clip = mulaw.encode(generate(model, n=1, num_samples=int(seconds * model.sample_rate),
+                                 seed=0, top_p=1.0, backend="numba"),
+                        model.quantization_channels).numpy()
+    inputs = np.concatenate([[[model.silence]], clip[:, :-1]], axis=1)
+    logp = {}
+    for name in ("fp32", precision):
+        logits = torch.from_numpy(FastCPUEngine(model, 1, precision=name).feed(inputs)[0])
+        logp[name] = logits.double().log_softmax(-1)
+    kl = (logp["fp32"].exp() * (logp["fp32"] - logp[precision])).sum(-1).mean().item()
+    bits = {name: -lp.gather(-1, torch.from_numpy(clip[0])[:, None]).mean().item() / math.log(2)
+            for name, lp in logp.items()}
+    return {"precision": precision, "kl_nats_per_sample": kl, "bits_fp32": bits["fp32"],
+            "bits_" + precision: bits[precision], "samples": clip.shape[1]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="small")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--checkpoint", help="time this trained model (default: a fresh --preset)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 8, 32])
+    p.add_argument("--backends", nargs="+", choices=("numba", "torch"),
+                   default=["numba", "torch"])
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                   help="weight precisions of the numba loop")
+    p.add_argument("--kl-seconds", type=float, default=2.0,
+                   help="clip length for bf16's distribution shift (0: skip)")
     p.add_argument("--seconds", type=float, default=2.0, help="audio per stream, fast backends")
     p.add_argument("--torch-samples", type=int, default=1000, help="per stream, torch backend")
     p.add_argument("--naive-samples", type=int, default=200)
@@ -61,12 +99,19 @@ def main() -> None:
     args = p.parse_args()
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, capability "
           f"{torch.backends.cpu.get_cpu_capability()}; numpy BLAS: {numpy_blas()}")
+    print(f"numba loop compiled for: {os.environ.get('NUMBA_CPU_NAME') or 'host'} "
+          f"({binding.get_host_cpu_name()} here)")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = WaveNet.from_preset(args.preset).eval()
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint).eval()
+        args.preset = model.config.preset or args.checkpoint
+    else:
+        model = WaveNet.from_preset(args.preset).eval()
     sr = model.sample_rate
-    generate(model, n=2, num_samples=10, backend="numba")  # compile outside the timings
+    for precision in args.precisions:  # compile outside the timings
+        generate(model, n=2, num_samples=10, backend="numba", precision=precision)
     rows = []
 
     def record(method: str, batch: int, samples: int, seconds: list[float],
@@ -81,11 +126,15 @@ def main() -> None:
 
     fast = int(args.seconds * sr)
     for batch in args.batches:
-        record("numba", batch, fast, timed(lambda b=batch: generate(
-            model, n=b, num_samples=fast, seed=0, backend="numba", threads=args.threads),
-            args.repeats))
-        record("torch", batch, args.torch_samples, timed(lambda b=batch: generate(
-            model, n=b, num_samples=args.torch_samples, seed=0, backend="torch"), args.repeats))
+        for precision in args.precisions if "numba" in args.backends else []:
+            method = "numba" if precision == "fp32" else f"numba {precision}"
+            record(method, batch, fast, timed(lambda b=batch, p=precision: generate(
+                model, n=b, num_samples=fast, seed=0, backend="numba", threads=args.threads,
+                precision=p), args.repeats))
+        if "torch" in args.backends:
+            record("torch", batch, args.torch_samples, timed(lambda b=batch: generate(
+                model, n=b, num_samples=args.torch_samples, seed=0, backend="torch"),
+                args.repeats))
     for name in args.flows:  # a flow inverts a whole clip's noise at once
         flow = Flow.from_preset(name).eval()
         generate(flow, n=1, num_samples=sr, seed=0)  # warm-up
@@ -97,6 +146,11 @@ def main() -> None:
     record("naive", 1, args.naive_samples,
            timed(lambda: naive(model, 1, args.naive_samples), args.repeats))
 
+    shifts = [precision_shift(model, args.kl_seconds, p) for p in args.precisions
+              if p != "fp32" and args.kl_seconds > 0]
+    for shift in shifts:
+        emit(shift, args.json)
+
     naive_rate = rows[-1]["samples_per_s"]
     print(f"\n{args.preset} preset (flows: their presets), CPU, {args.threads} threads, "
           f"{sr} Hz, median of {args.repeats}")
@@ -106,6 +160,11 @@ def main() -> None:
         print(f"| {row['preset']} | {row['method']} | {row['batch']} | "
               f"{row['samples_per_s']:,.0f} | {row['real_time_factor']:.2f} | "
               f"{row['samples_per_s'] / naive_rate:,.0f}x |")
+    for shift in shifts:
+        print(f"\n{shift['precision']} weights: mean KL(fp32 || {shift['precision']}) = "
+              f"{shift['kl_nats_per_sample']:.2e} nats/sample over a {shift['samples']}-sample "
+              f"fp32 clip; its bits/sample {shift['bits_fp32']:.4f} (fp32), "
+              f"{shift['bits_' + shift['precision']]:.4f} ({shift['precision']})")
 
 
 if __name__ == "__main__":

@@ -143,10 +143,19 @@ def test_generate_writes_wavs_and_reports_speed(tmp_path):
                           ([ckpt, "--top-p", "0"], "--top-p"),
                           ([ckpt, "--top-p", "1.5"], "--top-p"),
                           ([ckpt, "--threads", "0"], "--threads"),
-                          ([ckpt, "--seconds", "1", "--samples", "5"], "not allowed")]:
+                          ([ckpt, "--seconds", "1", "--samples", "5"], "not allowed"),
+                          ([ckpt, "--precision", "fp16"], "--precision"),
+                          ([ckpt, "--precision", "bf16", "--backend", "torch", "-o",
+                            str(tmp_path / "none")], "--precision bf16 is the numba")]:
         bad = wavegen("generate", *args, cwd=tmp_path)
         assert bad.returncode == 2, args
         assert message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert not (tmp_path / "none").exists()  # refused before any output
+
+    bf16 = wavegen("generate", ckpt, "--samples", "300", "--precision", "bf16",
+                   "-o", str(tmp_path / "bf16"), cwd=tmp_path)
+    assert bf16.returncode == 0, bf16.stderr
+    assert len(list((tmp_path / "bf16").glob("*.wav"))) == 1
 
 
 @pytest.mark.slow

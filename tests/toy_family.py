@@ -59,7 +59,7 @@ class BigramFamily(Family):
     def scorer(self, model, condition: Condition, batch_size: int) -> Scorer:
         return BigramScorer(model, batch_size)
 
-    def sampler(self, model, condition, inputs, threads, backend, progress):
+    def sampler(self, model, condition, inputs, threads, backend, progress, precision="fp32"):
         previous = inputs[:, -1]
 
         def chunk(u: np.ndarray, rule: SamplingRule) -> np.ndarray:

@@ -157,6 +157,10 @@ def generate_main(argv: list[str]) -> int:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="numba backend: CPU threads, each running a group of the clips "
                         "(default: one per clip, at most the usable CPUs)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="numba backend: the weights' precision in the sampling loop; bf16 "
+                        "reads half the bytes per sample (faster for a few clips) and moves "
+                        "each next-sample distribution by a small KL (default fp32)")
     p.add_argument("--label", metavar="NAME[,NAME...]",
                    help="conditional models: the label to generate, or one per clip "
                         "(default: the 'no label' entry)")
@@ -177,7 +181,7 @@ def generate_main(argv: list[str]) -> int:
     model = load_checkpoint(args.checkpoint, device=device)
     labels = _stream_labels(args.label, args.n)
     _check_labels(model, labels, args.n)
-    _check_sampling(model, args.top_p, args.prime, args.backend)
+    _check_sampling(model, args.top_p, args.prime, args.backend, args.precision)
     if model.conditional and labels is None:
         print(f"wavegen generate: a conditional model and no --label: generating with the "
               f"'no label' entry (labels: {', '.join(model.labels)})", file=sys.stderr)
@@ -194,7 +198,8 @@ def generate_main(argv: list[str]) -> int:
     audio = generate(model, n=args.n, num_samples=num_samples, temperature=args.temperature,
                      top_p=args.top_p, seed=args.seed, prime=prime,
                      include_prime=args.include_prime, backend=args.backend,
-                     threads=args.threads, progress=True, label=labels, stats=stats)
+                     threads=args.threads, precision=args.precision, progress=True,
+                     label=labels, stats=stats)
     elapsed = time.perf_counter() - tic
     for path, clip in zip(paths, audio.numpy(), strict=True):
         write_wav(path, clip, model.sample_rate)
@@ -247,12 +252,23 @@ def _check_labels(model, labels, n: int) -> None:
         raise OptionError(f"--label: {err}") from None
 
 
-def _check_sampling(model, top_p: float, prime: str | None, backend: str) -> None:
+def _check_sampling(model, top_p: float, prime: str | None, backend: str,
+                    precision: str = "fp32") -> None:
     """Options that only an autoregressive family's sampler has (OptionError for a
-    flow's checkpoint)."""
+    flow's checkpoint), and a precision the family and backend offer."""
     from .family import family_of
 
-    if family_of(model).autoregressive:
+    family = family_of(model)
+    if precision not in family.precisions:
+        raise OptionError(f"--precision {precision}: a {family.name} model samples in "
+                          f"{' or '.join(family.precisions)}")
+    if precision != "fp32":
+        device = next(model.parameters()).device
+        if backend == "torch" or (backend == "auto" and device.type != "cpu"):
+            raise OptionError(f"--precision {precision} is the numba backend's (CPU); the "
+                              f"torch backend (--backend torch, or a model on {device}) "
+                              f"samples in fp32")
+    if family.autoregressive:
         return
     if prime:
         raise OptionError("--prime: a flow generates whole clips at once and cannot continue "

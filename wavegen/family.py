@@ -205,6 +205,8 @@ class Family(ABC):
     autoregressive: ClassVar[bool] = True
     # Scores are an upper bound on -log P (a flow's dequantization bound), not exact.
     bound: ClassVar[bool] = False
+    # The weight precisions its sampler can run in, the default first (scoring is fp32).
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
 
     @abstractmethod
     def build(self, config: Any, sample_rate: int) -> nn.Module:
@@ -256,9 +258,11 @@ class Family(ABC):
 
     @abstractmethod
     def sampler(self, model: nn.Module, condition: Condition, inputs: torch.Tensor,
-                threads: int | None, backend: str, progress: bool) -> Chunk:
+                threads: int | None, backend: str, progress: bool,
+                precision: str = "fp32") -> Chunk:
         """Streams primed with ``inputs`` (B, 1 + T): silence, then each stream's known
-        values; returns the chunk function that draws what follows."""
+        values; returns the chunk function that draws what follows. ``precision`` is one of
+        ``precisions``; ValueError where the backend does not offer it."""
 
     def describe(self, model: nn.Module) -> str:
         return model.describe()

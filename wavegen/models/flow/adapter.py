@@ -51,7 +51,8 @@ class FlowFamily(Family):
         return WindowScorer(model, condition, batch_size, draws)
 
     def sampler(self, model: Flow, condition: Condition, inputs: torch.Tensor,
-                threads: int | None, backend: str, progress: bool) -> Chunk:
+                threads: int | None, backend: str, progress: bool,
+                precision: str = "fp32") -> Chunk:
         if inputs.shape[1] > 1:
             raise ValueError("a flow generates whole clips at once; it cannot continue a "
                              "prime (that needs an autoregressive model, e.g. WaveNet)")

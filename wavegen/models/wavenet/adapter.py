@@ -20,6 +20,7 @@ class WaveNetFamily(Family):
     name = "wavenet"
     schema = WaveNetConfig
     noise = "uniform"
+    precisions = ("fp32", "bf16")
 
     def build(self, config, sample_rate: int) -> WaveNet:
         return WaveNet(config, sample_rate=sample_rate)
@@ -42,10 +43,12 @@ class WaveNetFamily(Family):
         return StreamingScorer(model, condition, batch_size)
 
     def sampler(self, model: WaveNet, condition: Condition, inputs: torch.Tensor,
-                threads: int | None, backend: str, progress: bool) -> Chunk:
-        if engines.pick_backend(backend, inputs.device) == "numba":
+                threads: int | None, backend: str, progress: bool,
+                precision: str = "fp32") -> Chunk:
+        if engines.pick_backend(backend, inputs.device, precision) == "numba":
             threads = threads or min(usable_cpus(), inputs.shape[0])
-            return engines.numba_sampler(model, inputs, condition, threads, progress)
+            return engines.numba_sampler(model, inputs, condition, threads, progress,
+                                         precision)
         return engines.torch_sampler(model, inputs, condition, progress)
 
 

@@ -24,13 +24,18 @@ BACKENDS = ("auto", "torch", "numba")
 TILE = 4096  # samples of a prime fed per engine call
 
 
-def pick_backend(backend: str, device: torch.device) -> str:
+def pick_backend(backend: str, device: torch.device, precision: str = "fp32") -> str:
+    """The engine for ``backend`` on ``device``; ValueError where it cannot run there or in
+    ``precision`` (the numba loop's weights may be bf16; the torch engine's are fp32)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
-        return "numba" if device.type == "cpu" else "torch"
+        backend = "numba" if device.type == "cpu" else "torch"
     if backend == "numba" and device.type != "cpu":
         raise ValueError(f"backend 'numba' runs on the CPU; the model is on {device}")
+    if backend == "torch" and precision != "fp32":
+        raise ValueError(f"precision {precision!r} is the numba backend's (CPU); the torch "
+                         f"backend samples in fp32")
     return backend
 
 
@@ -114,26 +119,28 @@ def torch_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition,
 
 
 def numba_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition, threads: int,
-                  progress: bool) -> Chunk:
+                  progress: bool, precision: str = "fp32") -> Chunk:
     """Prime the numba engine with ``inputs`` (B, T) but the last, which is fed by the
     first chunk; return the chunk function.
 
     A prime shared by every stream (the same clip and condition) runs once through the torch
     streaming engine, whose tiles are large products (about 3x the numba loop for one
     stream), and its state is copied into every stream; distinct primes are fed to the
-    numba loop as a batch.
+    numba loop as a batch. ``precision``: that of the loop's product weights
+    (``kernels.PRECISIONS``).
     """
     from .fastcpu import FastCPUEngine
 
-    engine = FastCPUEngine(model, inputs.shape[0], threads=threads, entries=condition.entries)
+    engine = FastCPUEngine(model, inputs.shape[0], threads=threads, entries=condition.entries,
+                           precision=precision)
     x = inputs.cpu().numpy()
     known = x.shape[1] - 1
     if known:
         shared = bool((x == x[:1]).all()) and condition.all_same()
         with prime_bar(known, progress) as bar:
             if shared:
-                state = streaming.silence_state(model, 1, condition.rows(0, 1).entries)
-                streaming.prime(model, state, inputs[:1, :-1].cpu(), bar=bar)
+                state = streaming.silence_state(engine.model, 1, condition.rows(0, 1).entries)
+                streaming.prime(engine.model, state, inputs[:1, :-1].cpu(), bar=bar)
                 engine.load(state, known)
             else:
                 for lo in range(0, known, TILE):

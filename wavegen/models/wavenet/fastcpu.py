@@ -4,20 +4,23 @@ A step of the ``small`` preset is about 0.9 M multiply-adds; run as a Python loo
 ops it costs ~1 ms in dispatch alone. Here one step is one compiled call with no allocation:
 each dilated layer keeps a ring buffer of its last (k - 1) * d inputs (Fast WaveNet, Paine et
 al. 2016), the k taps are one product with the layer's fused conv weight, and the residual
-and skip projections of a layer are one product. Products go to BLAS with preallocated
-outputs; the gates use a rational tanh that the compiler vectorises. Everything compiles
-with ``error_model="numpy"``: numba's default checks each division for zero, and that
-branch alone kept the gate loop scalar (20x slower).
+and skip projections of a layer are one product. The products are our own loops
+(``kernels.py``), compiled for the host CPU, so that their speed does not hang on a BLAS
+library's kernel choice; the weights can be held in bfloat16 (``precision``). The gates use
+a rational tanh that the compiler vectorises. Everything compiles with
+``error_model="numpy"``: numba's default checks each division for zero, and that branch
+alone kept the gate loop scalar (20x slower).
 
 Threads: the streams are split into near-equal groups, one per thread, and each group runs
 as one batch, so its streams share every weight read. One stream is never split across
 threads (README, generation benchmark): its products are too small to share without
-synchronising cores a
-few dozen times a step, which is slower whenever a core is busy elsewhere.
+synchronising cores a few dozen times a step, which is slower whenever a core is busy
+elsewhere.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,25 +28,26 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 from ... import mulaw
-from . import streaming
+from . import kernels, streaming
+from .kernels import matmul
 from .model import WaveNet
 
 
 @dataclass
 class Weights:
-    """The model's parameters as float32 arrays laid out for (inputs @ W) products."""
+    """The model's parameters laid out for the loop: the product weights (W of inputs @ W)
+    packed by ``kernels.pack`` in float32 or bfloat16, the rest float32."""
 
     embed: np.ndarray  # (Q, R)
-    conv_w: np.ndarray  # (L, k*R, G): taps oldest..newest stacked on rows
-    out_w: np.ndarray  # (L, G/2, R + S): residual and skip projections side by side
+    conv_w: np.ndarray  # (L, k*R, G) packed: taps oldest..newest stacked on rows
+    out_w: np.ndarray  # (L, G/2, R + S) packed: residual and skip projections side by side
     res_b: np.ndarray  # (L, R)
     skip_b: np.ndarray  # (S,): every layer's skip bias, summed
-    head1_w: np.ndarray  # (S, H)
+    head1_w: np.ndarray  # (S, H) packed
     head1_b: np.ndarray  # (H,)
-    head2_w: np.ndarray  # (H, Q)
+    head2_w: np.ndarray  # (H, Q) packed
     head2_b: np.ndarray  # (Q,)
     dilations: np.ndarray  # (L,) int64
     offsets: np.ndarray  # (L,) int64: where each layer's ring starts in the state
@@ -61,15 +65,38 @@ class Weights:
         """A group's buffers: h (B, R), taps (B, k*R), a (B, G), z (B, G/2), y (B, R + S),
         s (B, S), hh (B, H), logits (B, Q)."""
         zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
-        return (zeros(batch, self.embed.shape[1]), zeros(batch, self.conv_w.shape[1]),
-                zeros(batch, self.conv_w.shape[2]), zeros(batch, self.out_w.shape[1]),
-                zeros(batch, self.out_w.shape[2]), zeros(batch, self.skip_b.shape[0]),
-                zeros(batch, self.head1_w.shape[1]), zeros(batch, self.head2_w.shape[1]))
+        res, half, skips = self.embed.shape[1], self.out_w.shape[2], self.skip_b.shape[0]
+        return (zeros(batch, res), zeros(batch, self.conv_w.shape[2]), zeros(batch, 2 * half),
+                zeros(batch, half), zeros(batch, res + skips), zeros(batch, skips),
+                zeros(batch, self.head1_b.shape[0]), zeros(batch, self.head2_b.shape[0]))
 
 
-def export(model: WaveNet) -> Weights:
+def at_precision(model: WaveNet, precision: str) -> WaveNet:
+    """The model whose product weights (dilated convs, residual and skip projections,
+    heads) hold their values at ``precision``: what the loop computes with. The model itself
+    for fp32, else a copy."""
+    if precision == "fp32":
+        return model
+    kernels.pack(torch.zeros(1, 1), precision)  # ValueError for an unknown precision
+    model = copy.deepcopy(model)
+    products = [model.head1, model.head2]
+    products += [part for layer in model.layers
+                 for part in (layer.conv, layer.residual, layer.skip)]
+    with torch.no_grad():
+        for part in products:
+            part.weight.copy_(part.weight.to(torch.bfloat16).float())
+    return model
+
+
+def export(model: WaveNet, precision: str = "fp32") -> Weights:
+    """The model's weights for the loop; ``precision`` (``kernels.PRECISIONS``) is that of
+    the product weights."""
+
     def f32(t: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(t.detach().float().cpu().numpy())
+
+    def packed(t: torch.Tensor) -> np.ndarray:
+        return kernels.pack(t, precision)
 
     layers = model.layers
     lengths = np.array([layer.context for layer in layers], dtype=np.int64)
@@ -77,12 +104,12 @@ def export(model: WaveNet) -> Weights:
     skip_w = torch.stack([layer.skip.weight.t() for layer in layers])  # (L, G/2, S)
     return Weights(
         embed=f32(model.embed.weight),
-        conv_w=f32(torch.stack([layer.conv.weight.t() for layer in layers])),
-        out_w=f32(torch.cat([res_w, skip_w], dim=2)),
+        conv_w=packed(torch.stack([layer.conv.weight.t() for layer in layers])),
+        out_w=packed(torch.cat([res_w, skip_w], dim=2)),
         res_b=f32(torch.stack([layer.residual.bias for layer in layers])),
         skip_b=f32(model.fused_skip()[1]),
-        head1_w=f32(model.head1.weight.t()), head1_b=f32(model.head1.bias),
-        head2_w=f32(model.head2.weight.t()), head2_b=f32(model.head2.bias),
+        head1_w=packed(model.head1.weight.t()), head1_b=f32(model.head1.bias),
+        head2_w=packed(model.head2.weight.t()), head2_b=f32(model.head2.bias),
         dilations=np.array(model.dilations, dtype=np.int64),
         offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
         lengths=lengths,
@@ -137,27 +164,12 @@ def _tanh(x):
     return x * p / q
 
 
-ROW_BLOCK_MACS = 1 << 19
-
-
-@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _dot(x, w, out):
-    """out = x @ w for x (B, K), w (K, N), in blocks of rows of at most ROW_BLOCK_MACS
-    multiply-adds: above about a million, OpenBLAS packs w anew on every call, which for a
-    few streams costs several times the product (measured: 16 x 256 x 256 takes 42 us in one
-    call, 2 x 9 us in two)."""
-    rows = max(1, ROW_BLOCK_MACS // (w.shape[0] * w.shape[1]))
-    for lo in range(0, x.shape[0], rows):
-        hi = min(lo + rows, x.shape[0])
-        np.dot(x[lo:hi], w, out[lo:hi])
-
-
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def _step(x, weights, ring, t, scratch):
     """Feed inputs x (B,) at step t; afterwards scratch's logits (B, Q) predict the next
     samples. conv_b in ``weights`` is per stream: (B, L, G).
 
-    Per layer two products go to BLAS (np.dot into preallocated outputs): the k taps with
+    Per layer two products (``kernels.matmul`` into preallocated outputs): the k taps with
     the fused conv weight, and the gated output with the residual and skip projections side
     by side. Copies are explicit loops: numba's slice assignment costs more than the copy.
     """
@@ -189,13 +201,13 @@ def _step(x, weights, ring, t, scratch):
         for b in range(batch):
             for j in range(res):
                 ring[b, slot, j] = h[b, j]
-        _dot(taps, conv_w[layer], a)
+        matmul(taps, conv_w[layer], a)
         for b in range(batch):
             for j in range(half):  # tanh(f) * sigmoid(g), sigmoid(g) = (1 + tanh(g/2)) / 2
                 f = a[b, j] + conv_b[b, layer, j]
                 g = np.float32(0.5) * (a[b, half + j] + conv_b[b, layer, half + j])
                 z[b, j] = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(g))
-        _dot(z, out_w[layer], y)  # (B, R + S); the last layer's residual goes unused
+        matmul(z, out_w[layer], y)  # (B, R + S); the last layer's residual goes unused
         for b in range(batch):
             for j in range(res):
                 h[b, j] += y[b, j] + res_b[layer, j]
@@ -204,11 +216,11 @@ def _step(x, weights, ring, t, scratch):
     for b in range(batch):
         for j in range(skips):
             s[b, j] = max(s[b, j], 0.0)
-    _dot(s, head1_w, hh)
+    matmul(s, head1_w, hh)
     for b in range(batch):
         for j in range(hh.shape[1]):
             hh[b, j] = max(hh[b, j] + head1_b[j], 0.0)
-    _dot(hh, head2_w, logits)
+    matmul(hh, head2_w, logits)
     for b in range(batch):
         for j in range(logits.shape[1]):
             logits[b, j] += head2_b[j]
@@ -309,11 +321,16 @@ class FastCPUEngine:
     Both advance the state; ``sample`` first feeds the pending input (the last known
     sample, or silence for a fresh state), so that a state primed with ``feed(x[:-1])``
     continues after x[-1] by ``sample(x[-1], ...)``.
+
+    With ``precision`` "bf16" every step is that of ``model`` with its product weights
+    rounded to bf16 (``at_precision``), kept as ``self.model`` for states loaded from the
+    torch engine.
     """
 
     def __init__(self, model: WaveNet, batch_size: int, threads: int = 1,
-                 entries: torch.Tensor | None = None):
-        self.weights = export(model)
+                 entries: torch.Tensor | None = None, precision: str = "fp32"):
+        self.model = model = at_precision(model, precision)
+        self.weights = export(model, precision)
         self.state = RingState(model, batch_size, entries)
         self.quantization_channels = q = model.quantization_channels
         self.amplitude = mulaw.decode(torch.arange(q), q).double().numpy()
@@ -325,14 +342,11 @@ class FastCPUEngine:
 
     def _run(self, fn) -> None:
         """Run fn(lo, hi) for every stream group, one thread each."""
-        # BLAS must not spread these small products over threads of its own: with the
-        # groups' threads beside them the cores are oversubscribed.
-        with threadpool_limits(1, user_api="blas"):
-            if len(self.groups) == 1:
-                fn(*self.groups[0])
-            else:
-                with ThreadPoolExecutor(len(self.groups)) as pool:
-                    list(pool.map(lambda group: fn(*group), self.groups))
+        if len(self.groups) == 1:
+            fn(*self.groups[0])
+        else:
+            with ThreadPoolExecutor(len(self.groups)) as pool:
+                list(pool.map(lambda group: fn(*group), self.groups))
 
     def feed(self, x: np.ndarray) -> np.ndarray:
         """x: (B, T) int64 -> (B, T, Q) float32 logits, [:, t] for the sample after x[:, t]."""
