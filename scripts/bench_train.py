@@ -1,17 +1,21 @@
-"""Training throughput: wavegen's WaveNet in fp32, bf16 and compiled, against a plain
-reference formulation in fp32.
+"""Training throughput: wavegen's WaveNet in its two formulations (train.formulation), fp32,
+bf16 and compiled, against two conv references in fp32.
 
-All networks have the same weights (the reference's outputs are checked against ours) and
+All networks have the same weights (the references' outputs are checked against ours) and
 take the same step: forward on crops of (receptive_field - 1) context + segment targets,
 cross-entropy on the targets, backward, AdamW; mixed precision runs the forward under
 torch.autocast like `train.precision` (fp16 with a grad scaler), compiled variants wrap the
 forward in torch.compile like `train.compile=true` (compilation happens in the warm-up step
-and is not timed). The reference is the textbook layout: (B, C, T) tensors,
-F.pad + nn.Conv1d per layer at full length. Each variant runs in its own process so that
-its peak memory is its own.
+and is not timed). "wavegen" is the linear formulation (the dilated convs as products of
+concatenated taps), "wavegen-conv" the channels-first convolutions; `wavegen train` measures
+which is faster at start-up. The references compute every layer at full length, exact
+context included: "reference" is the textbook layout ((B, C, T) tensors, F.pad + nn.Conv1d
+per layer), "r9y9-style" the layout of r9y9/wavenet_vocoder (a Conv1d padded on both sides
+and cut to causal, a 1x1 skip conv per layer summed). Each variant runs in its own process
+so that its peak memory is its own.
 
     python scripts/bench_train.py                      # small, batch 4 x 8000, 2 threads
-    python scripts/bench_train.py --variants reference wavegen --steps 3 --json out.jsonl
+    python scripts/bench_train.py --variants r9y9-style wavegen --steps 3 --json out.jsonl
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from benchlib import emit, run_child
 from torch import nn
 
 from wavegen import WaveNet
+from wavegen.info import cpu_name
 from wavegen.train import PRECISIONS
 
-CPU_VARIANTS = ["reference", "wavegen", "wavegen+compile", "wavegen-bf16",
-                "wavegen-bf16+compile"]
-CUDA_VARIANTS = ["reference", "wavegen", "wavegen+compile", "wavegen-bf16",
-                 "wavegen-bf16+compile", "wavegen-fp16"]
+CPU_VARIANTS = ["reference", "r9y9-style", "wavegen", "wavegen-conv", "wavegen+compile",
+                "wavegen-bf16", "wavegen-conv-bf16", "wavegen-bf16+compile"]
+CUDA_VARIANTS = ["reference", "r9y9-style", "wavegen", "wavegen-conv", "wavegen+compile",
+                 "wavegen-bf16", "wavegen-conv-bf16", "wavegen-bf16+compile", "wavegen-fp16"]
+REFERENCES = ("reference", "r9y9-style")
 
 
 class ReferenceWaveNet(nn.Module):
@@ -90,15 +96,42 @@ class ReferenceWaveNet(nn.Module):
         return out[:, :, -num_out:].transpose(1, 2)
 
 
+class R9y9StyleWaveNet(ReferenceWaveNet):
+    """The same network in r9y9/wavenet_vocoder's layout: each dilated Conv1d padded by
+    (k - 1) * d on both sides and cut back to the input's length (causal), a 1x1 skip conv
+    per layer, the skips summed; every layer at full length (exact context)."""
+
+    def __init__(self, model: WaveNet):
+        super().__init__(model)
+        for conv, d in zip(self.convs, self.dilations, strict=True):
+            conv.padding = ((self.k - 1) * d,)
+
+    def valid_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        num_out = inputs.shape[1] - self.receptive_field + 1
+        x = self.embed(inputs).transpose(1, 2)  # (B, R, T)
+        skips = 0
+        for conv, res, sk in zip(self.convs, self.res, self.skip, strict=True):
+            a = conv(x)[:, :, : x.shape[-1]]
+            filt, gate = a.chunk(2, dim=1)
+            z = torch.tanh(filt) * torch.sigmoid(gate)
+            skips = skips + sk(z)
+            x = x + res(z)
+        out = self.head2(F.relu(self.head1(F.relu(skips))))
+        return out[:, :, -num_out:].transpose(1, 2)
+
+
 def run_variant(args) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = WaveNet.from_preset(args.preset)
-    reference = args.variant == "reference"
+    reference = args.variant in REFERENCES
     precision = "bf16" if "bf16" in args.variant else "fp16" if "fp16" in args.variant \
         else "fp32"
-    net = (ReferenceWaveNet(model) if reference else model).to(device)
+    if "-conv" in args.variant:
+        model.formulation = "conv"
+    net = (R9y9StyleWaveNet(model) if args.variant == "r9y9-style" else
+           ReferenceWaveNet(model) if reference else model).to(device)
     forward = net.valid_logits
     if args.variant.endswith("+compile"):
         forward = torch.compile(forward)
@@ -113,7 +146,7 @@ def run_variant(args) -> dict:
         with torch.no_grad():
             diff = (net.valid_logits(inputs[:1, : r + 99]) -
                     model.to(device).valid_logits(inputs[:1, : r + 99])).abs().max().item()
-        assert diff < 1e-4, f"reference differs from wavegen by {diff}"
+        assert diff < 1e-4, f"{args.variant} differs from wavegen by {diff}"
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
     def one_step():
@@ -146,6 +179,7 @@ def run_variant(args) -> dict:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     best = sorted(times)[len(times) // 2]  # median
     return {"variant": args.variant, "precision": precision, "preset": args.preset,
+            "formulation": None if reference else model.formulation,
             "device": args.device,
             "batch": args.batch, "segment": args.segment, "threads": args.threads,
             "step_s": best, "samples_per_s": args.batch * args.segment / best,
@@ -188,15 +222,19 @@ def main() -> None:
             emit(row, args.json)
 
     print(f"\n{args.preset}, batch {args.batch} x {args.segment} targets, {args.threads} threads"
-          f", CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    print("| device | variant | samples/s | step (s) | peak memory (MB) | vs reference |")
-    print("|---|---|---|---|---|---|")
+          f"; CPU: {cpu_name()}, torch {torch.__version__}, capability "
+          f"{torch.backends.cpu.get_cpu_capability()}")
+    print("| device | variant | samples/s | step (s) | peak memory (MB) | vs reference | "
+          "vs r9y9-style |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
-        ref = next((r for r in rows if r["device"] == row["device"] and
-                    r["variant"] == "reference"), None)
-        ratio = f"{row['samples_per_s'] / ref['samples_per_s']:.2f}x" if ref else "-"
+        ratios = []
+        for name in REFERENCES:
+            ref = next((r for r in rows if r["device"] == row["device"] and
+                        r["variant"] == name), None)
+            ratios.append(f"{row['samples_per_s'] / ref['samples_per_s']:.2f}x" if ref else "-")
         print(f"| {row['device']} | {row['variant']} | {row['samples_per_s']:,.0f} | "
-              f"{row['step_s']:.2f} | {row['peak_memory_mb']:,.0f} | {ratio} |")
+              f"{row['step_s']:.2f} | {row['peak_memory_mb']:,.0f} | {' | '.join(ratios)} |")
 
 
 def cpu_has_native_bf16() -> bool:

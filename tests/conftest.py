@@ -48,3 +48,10 @@ def randomize_biases(model: torch.nn.Module, std: float = 0.1, seed: int = 0) ->
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _session_cache(tmp_path_factory, monkeypatch):
+    """What wavegen caches per machine (train.formulation=auto's measurements) goes to a
+    folder of the test session, not the user's home; subprocesses inherit it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -106,6 +106,10 @@ class TrainConfig:
     grad_accum: int = setting(1, "forwards per optimizer step")
     precision: str = setting("fp32", "fp32, bf16 or fp16 (autocast for the training forward)")
     compile: bool = setting(False, "torch.compile the training forward")
+    formulation: str = setting("auto", "how the training step computes (the same function): "
+                               "auto = the fastest here, measured once per machine and "
+                               "shape and cached; or one of the family's (WaveNet: linear, "
+                               "conv)")
     num_workers: int = setting(0, "DataLoader processes building the crops; 0 = inline")
     seed: int = setting(0, "seed of the weights, the crops and the examples")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
@@ -307,6 +311,12 @@ def validate(cfg: Config) -> None:
          "false with train.resume=true (resume continues the run, overwrite replaces it)")
     check_family(m)
     m.validate()
+    from .family import get_family
+
+    formulations = get_family(m.family).formulations
+    need(t.formulation == "auto" or t.formulation in formulations, "train.formulation",
+         t.formulation, f"auto or one of {formulations}" if formulations else
+         f"auto (the {m.family} family has one formulation)")
     need(0.0 <= t.label_dropout < 1.0, "train.label_dropout", t.label_dropout, "0 <= x < 1")
     need(d.labels is None or d.kind == "folder", "data.labels", d.labels,
          "null unless data=folder")

@@ -207,6 +207,9 @@ class Family(ABC):
     bound: ClassVar[bool] = False
     # The weight precisions its sampler can run in, the default first (scoring is fp32).
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    # Ways its training step can compute the same function, the default first
+    # (``set_formulation``); train.formulation=auto takes the fastest (wavegen.formulation).
+    formulations: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def build(self, config: Any, sample_rate: int) -> nn.Module:
@@ -231,6 +234,10 @@ class Family(ABC):
     def ddp_ignored(self, model: nn.Module) -> list[str]:
         """Parameters (names under ``crop_loss``'s module) that get no gradient, for DDP."""
         return []
+
+    def set_formulation(self, model: nn.Module, name: str) -> None:
+        """Compute the training forward the ``formulations`` way ``name``."""
+        raise ValueError(f"the {self.name} family has one formulation; got {name!r}")
 
     # ---- conditioning, scoring, sampling
     def condition(self, model: nn.Module, labels: Any, batch_size: int) -> Condition:

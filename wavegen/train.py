@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from . import formulation
 from .audio import write_wav
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, ConfigError, OptimConfig, check_keys, typed_model, validate
@@ -38,6 +39,7 @@ from .data import CropSampler, StepBatches, build_datasets
 from .distributed import setup
 from .errors import writing
 from .family import get_family
+from .info import native_bf16
 from .outputs import clip_paths
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
@@ -265,10 +267,13 @@ class Trainer:
         self.metrics: MetricsLog | None = None  # rank 0, once the run starts
         self.counters = Counters()
         self.resumed = bool(t.resume and self.last_path.exists())
+        self.formulation: str | None = None  # the training step's, where the family has a choice
+        self.bf16_note = ""  # an fp32 run on a CPU with native bf16: what bf16 would gain
         if self.resumed:
             self._restore(read_checkpoint(self.last_path, map_location=device))
 
         self.net = self.ddp = family.crop_loss(model)
+        self.formulation_note = self._formulate(cfg, t)
         if world.size > 1:
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
                 self.net, family.ddp_ignored(model))
@@ -276,6 +281,41 @@ class Trainer:
                 self.net, device_ids=[device.index] if device.type == "cuda" else None)
         if t.compile:
             self.net = torch.compile(self.net)
+
+    def _formulate(self, cfg: Config, t) -> str:
+        """Set the formulation of the training step (``wavegen.formulation``): the resumed
+        run's, the one train.formulation names, or the fastest here; every process takes
+        rank 0's. Returns the line the log gives it ("" for a family with no choice)."""
+        family, model = self.family, self.model
+        if not family.formulations:
+            return ""
+        note = "as train.formulation says"
+        if self.formulation is not None:  # resumed: the arithmetic of the run so far
+            note = "the resumed run's"
+        elif t.formulation != "auto":
+            self.formulation = t.formulation
+        else:
+            autocast = torch.autocast(self.device.type, dtype=PRECISIONS[t.precision],
+                                      enabled=t.precision != "fp32")
+            self.formulation, rates, cached = formulation.choose(
+                family, model, self.net, t.batch_size, family.context(model),
+                cfg.data.segment_length, self.codec.channels, t.precision, autocast)
+            measured = ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
+            note = (f"the fastest here: {measured} target samples/s, "
+                    f"{f'measured earlier ({cached})' if cached else 'measured now'}")
+            native, why = native_bf16()
+            if native and self.device.type == "cpu" and t.precision == "fp32":
+                _, in_bf16, _ = formulation.choose(
+                    family, model, self.net, t.batch_size, family.context(model),
+                    cfg.data.segment_length, self.codec.channels, "bf16",
+                    torch.autocast("cpu", dtype=torch.bfloat16))
+                fast, slow = max(in_bf16.values()), max(rates.values())
+                self.bf16_note = (f"this CPU computes bf16 natively ({why}): "
+                                  f"train.precision=bf16 ran this step {fast / slow:.1f}x as "
+                                  f"fast here ({fast:,.0f} vs {slow:,.0f} target samples/s)")
+        self.formulation = self.world.broadcast(self.formulation)
+        family.set_formulation(model, self.formulation)
+        return f"{self.formulation} ({note})"
 
     def close(self, wait: bool = True) -> None:
         """Release the DDP wrapper (and its pending communication), then leave the group."""
@@ -305,6 +345,7 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.counters = Counters(**ckpt["progress"])
+        self.formulation = ckpt.get("formulation")
 
     def checkpoint(self, path: Path) -> None:
         cfg, model = self.cfg, self.model
@@ -321,6 +362,7 @@ class Trainer:
             "progress": asdict(self.counters),
             "world_size": self.world.size,
             "label_prior": self.model.label_prior,
+            "formulation": self.formulation,
         })
 
     def describe(self) -> None:
@@ -341,6 +383,10 @@ class Trainer:
         log.info("precision: %s%s; validation and scoring in fp32; uniform guessing is "
                  "%.0f bits/sample", t.precision, ", compiled" if t.compile else "",
                  self.codec.uniform_bits)
+        if self.formulation_note:
+            log.info("training step formulation: %s", self.formulation_note)
+        if self.bf16_note:
+            log.info(self.bf16_note)
 
     def run(self) -> dict[str, Any]:
         """Train to train.max_steps (or until a signal), validate, write the examples and

@@ -21,6 +21,7 @@ class WaveNetFamily(Family):
     schema = WaveNetConfig
     noise = "uniform"
     precisions = ("fp32", "bf16")
+    formulations = WaveNet.FORMULATIONS
 
     def build(self, config, sample_rate: int) -> WaveNet:
         return WaveNet(config, sample_rate=sample_rate)
@@ -38,6 +39,11 @@ class WaveNetFamily(Family):
         # the last layer's residual output feeds nothing: no gradient to wait for
         last = f"model.layers.{len(model.layers) - 1}.residual"
         return [f"{last}.weight", f"{last}.bias"]
+
+    def set_formulation(self, model: WaveNet, name: str) -> None:
+        if name not in self.formulations:
+            raise ValueError(f"unknown formulation {name!r}; WaveNet has {self.formulations}")
+        model.formulation = name
 
     def scorer(self, model: WaveNet, condition: Condition, batch_size: int) -> Scorer:
         return StreamingScorer(model, condition, batch_size)

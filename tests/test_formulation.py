@@ -1,0 +1,95 @@
+"""The training step's formulations compute one function; train.formulation=auto measures
+which is fastest once per machine and shape, caches it, and a resumed run keeps its own."""
+
+import json
+import logging
+
+import pytest
+import torch
+from conftest import compose_config, randomize_biases
+from test_train import FAST, fast_config
+
+from wavegen import WaveNet, formulation
+from wavegen.checkpoint import read_checkpoint
+from wavegen.config import ConfigError
+from wavegen.family import get_family
+from wavegen.info import native_bf16, report
+from wavegen.models.wavenet.adapter import CrossEntropy
+from wavegen.train import train
+
+
+@pytest.mark.parametrize("overrides,labels", [({}, None), ({"kernel_size": 3}, None),
+                                              ({"labels": ["a", "b"]}, [2, 0, 1])])
+def test_conv_formulation_equals_linear_in_logits_and_gradients(overrides, labels):
+    model = WaveNet.from_preset("tiny", **overrides)
+    randomize_biases(model)
+    x = torch.randint(0, 256, (3, model.receptive_field + 200))
+    entries = None if labels is None else torch.tensor(labels)
+    results = {}
+    for name in WaveNet.FORMULATIONS:
+        model.formulation = name
+        model.zero_grad()
+        logits = model.valid_logits(x, entries)
+        logits.square().mean().backward()
+        results[name] = logits.detach(), {n: p.grad.clone() for n, p in
+                                          model.named_parameters() if p.grad is not None}
+    (linear, grads), (conv, conv_grads) = results["linear"], results["conv"]
+    assert torch.allclose(linear, conv, atol=1e-5)
+    assert grads.keys() == conv_grads.keys()
+    for name, grad in grads.items():
+        assert torch.allclose(grad, conv_grads[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_measuring_leaves_no_gradient_and_no_draw_behind():
+    family = get_family("wavenet")
+    model = WaveNet.from_preset("tiny")
+    rng = torch.get_rng_state()
+    rates = formulation.measure(family, model, CrossEntropy(model), 2,
+                                model.receptive_field - 1, 100, 256, torch.autocast(
+                                    "cpu", enabled=False))
+    assert set(rates) == {"linear", "conv"} and all(r > 0 for r in rates.values())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(p.grad is None for p in model.parameters())
+    assert model.formulation == "linear"
+
+
+def test_auto_measures_once_caches_and_a_resumed_run_keeps_its_own(tmp_path, monkeypatch,
+                                                                    caplog):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    caplog.set_level(logging.INFO, logger="wavegen")
+    train(fast_config(tmp_path, "train.max_steps=2", "name=first"))
+    assert "training step formulation" in caplog.text and "measured now" in caplog.text
+    table = json.loads((tmp_path / "cache" / "wavegen" / "formulations.json").read_text())
+    entries = {json.loads(key)["precision"]: entry for key, entry in table.items()}
+    entry = entries["fp32"]
+    assert set(entry["rates"]) == {"linear", "conv"}
+    if native_bf16()[0]:  # an fp32 run says what bf16 would gain, and `wavegen info` too
+        assert set(entries) == {"fp32", "bf16"}
+        assert "computes bf16 natively" in caplog.text and "as fast here" in caplog.text
+        assert "ran a training step" in report()
+    else:
+        assert set(entries) == {"fp32"}
+    first = read_checkpoint(tmp_path / "first" / "last.pt")["formulation"]
+    assert first == entry["best"]
+
+    caplog.clear()
+    train(fast_config(tmp_path, "train.max_steps=2", "name=second"))
+    assert "measured earlier" in caplog.text and "measured now" not in caplog.text
+
+    other = "conv" if first == "linear" else "linear"  # a run that chose the other one
+    train(fast_config(tmp_path, "train.max_steps=2", "name=third",
+                      f"train.formulation={other}"))
+    assert read_checkpoint(tmp_path / "third" / "last.pt")["formulation"] == other
+    caplog.clear()
+    train(fast_config(tmp_path, "train.max_steps=4", "name=third", "train.resume=true"))
+    assert f"formulation: {other} (the resumed run's)" in caplog.text
+    assert read_checkpoint(tmp_path / "third" / "last.pt")["formulation"] == other
+
+
+def test_formulation_options_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="train.formulation"):
+        train(fast_config(tmp_path, "train.formulation=fft"))
+    with pytest.raises(ConfigError, match="train.formulation.*one formulation"):
+        train(compose_config("model=flow_tiny", *FAST[2:], f"out_dir={tmp_path}",
+                             "train.formulation=conv"))
+    assert not list(tmp_path.iterdir())  # refused before any run folder
