@@ -31,7 +31,7 @@ import torch
 
 from ... import mulaw
 from . import kernels, streaming
-from .kernels import matmul
+from .kernels import matmul, prefetch
 from .model import WaveNet
 
 
@@ -224,6 +224,15 @@ def _step(x, weights, ring, t, scratch):
     for b in range(batch):
         for j in range(logits.shape[1]):
             logits[b, j] += head2_b[j]
+    # The next step's older taps were written up to 2^9 steps ago and have left the
+    # nearest caches: ask for them now, a step ahead.
+    for layer in range(num_layers):
+        d, off, ln = dilations[layer], offsets[layer], lengths[layer]
+        for i in range(k - 1):
+            slot = off + (t + 1 - (k - 1 - i) * d + ln) % ln
+            for b in range(batch):
+                for j in range(0, res, 16):  # one 64-byte line of floats at a time
+                    prefetch(ring, b, slot, j)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")

@@ -11,8 +11,9 @@ compiles them for the host (AVX2, AVX-512, NEON alike).
 Layout. W (K, N) is packed as (NB, K, 16): column blocks of 16 lanes, each block's rows
 contiguous, N padded with zero columns to a multiple of 64. A block's 16 accumulators live
 on the stack (``_lanes``), where the compiler keeps them in vector registers across the
-whole K loop; the loops keep four independent accumulator blocks in flight (four rows, two
-rows x two blocks, or one row x four blocks), enough to hide the latency of a multiply-add.
+whole K loop; the loops keep four or more independent accumulator blocks in flight (four
+rows, two rows x two blocks, or one row x eight or four blocks), enough to hide the latency
+of a multiply-add.
 
 Precision. The packed weights are float32, or bfloat16 (the top 16 bits of a float32, as
 uint16): half the bytes to stream from cache per product, widened to float32 by a shift in
@@ -151,8 +152,35 @@ def _two_rows(x, wp, out, b):
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _one_row(x, wp, out, b):
-    """Row b of out, four column blocks at a time."""
-    for blk in range(0, wp.shape[0], 4):
+    """Row b of out, eight column blocks at a time, then four: for one row the weights
+    stream from cache once per step, and more accumulators in flight hide more of that."""
+    blk = 0
+    while blk + 8 <= wp.shape[0]:
+        r0 = _lanes()
+        r1 = _lanes()
+        r2 = _lanes()
+        r3 = _lanes()
+        r4 = _lanes()
+        r5 = _lanes()
+        r6 = _lanes()
+        r7 = _lanes()
+        for j in range(LANES):
+            r0[j] = r1[j] = r2[j] = r3[j] = r4[j] = r5[j] = r6[j] = r7[j] = 0.0
+        for k in range(x.shape[1]):
+            x0 = x[b, k]
+            for j in range(LANES):
+                r0[j] += x0 * _widen(wp[blk, k, j])
+                r1[j] += x0 * _widen(wp[blk + 1, k, j])
+                r2[j] += x0 * _widen(wp[blk + 2, k, j])
+                r3[j] += x0 * _widen(wp[blk + 3, k, j])
+                r4[j] += x0 * _widen(wp[blk + 4, k, j])
+                r5[j] += x0 * _widen(wp[blk + 5, k, j])
+                r6[j] += x0 * _widen(wp[blk + 6, k, j])
+                r7[j] += x0 * _widen(wp[blk + 7, k, j])
+        for i, acc in enumerate((r0, r1, r2, r3, r4, r5, r6, r7)):
+            _store(out, b, (blk + i) * LANES, acc)
+        blk += 8
+    while blk < wp.shape[0]:
         r0 = _lanes()
         r1 = _lanes()
         r2 = _lanes()
@@ -166,11 +194,9 @@ def _one_row(x, wp, out, b):
                 r1[j] += x0 * _widen(wp[blk + 1, k, j])
                 r2[j] += x0 * _widen(wp[blk + 2, k, j])
                 r3[j] += x0 * _widen(wp[blk + 3, k, j])
-        col = blk * LANES
-        _store(out, b, col, r0)
-        _store(out, b, col + LANES, r1)
-        _store(out, b, col + 2 * LANES, r2)
-        _store(out, b, col + 3 * LANES, r3)
+        for i, acc in enumerate((r0, r1, r2, r3)):
+            _store(out, b, (blk + i) * LANES, acc)
+        blk += 4
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
@@ -188,7 +214,30 @@ def matmul(x, wp, out):
         _one_row(x, wp, out, b)
 
 
-@numba.njit(nogil=True, cache=True, error_model="numpy")
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def product(x, wp, out):
     """``matmul`` as a function of its own (tests, benchmarks)."""
     matmul(x, wp, out)
+
+
+@intrinsic
+def prefetch(typingctx, array, i, j, k):
+    """Ask the CPU to bring array[i, j, k] (a 3-D array) towards the core's caches for a
+    read soon; nothing else happens."""
+
+    def codegen(context, builder, signature, args):
+        arraytype = signature.args[0]
+        data = context.make_array(arraytype)(context, builder, args[0])
+        index = [context.cast(builder, value, kind, types.intp)
+                 for value, kind in zip(args[1:], signature.args[1:], strict=True)]
+        pointer = cgutils.get_item_pointer(context, builder, arraytype, data, index)
+        pointer = builder.bitcast(pointer, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        suffix = "p0" if getattr(pointer.type, "is_opaque", False) else "p0i8"
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]),
+            f"llvm.prefetch.{suffix}")
+        builder.call(fn, [pointer, i32(0), i32(3), i32(1)])  # read, keep, data cache
+        return context.get_dummy_value()
+
+    return types.void(array, i, j, k), codegen
