@@ -87,7 +87,7 @@ class ReferenceWaveNet(nn.Module):
         skip = 0
         for d, conv, res, sk in zip(self.dilations, self.convs, self.res, self.skip,
                                     strict=True):
-            a = conv(F.pad(h, ((self.k - 1) * d, 0)))
+            a = self.dilated(conv, h, d)
             filt, gate = a.chunk(2, dim=1)
             z = torch.tanh(filt) * torch.sigmoid(gate)
             skip = skip + sk(z)
@@ -95,29 +95,23 @@ class ReferenceWaveNet(nn.Module):
         out = self.head2(F.relu(self.head1(F.relu(skip))))
         return out[:, :, -num_out:].transpose(1, 2)
 
+    def dilated(self, conv: nn.Conv1d, h: torch.Tensor, d: int) -> torch.Tensor:
+        """The causal dilated conv at full length: (B, R, T) -> (B, G, T)."""
+        return conv(F.pad(h, ((self.k - 1) * d, 0)))
+
 
 class R9y9StyleWaveNet(ReferenceWaveNet):
     """The same network in r9y9/wavenet_vocoder's layout: each dilated Conv1d padded by
-    (k - 1) * d on both sides and cut back to the input's length (causal), a 1x1 skip conv
-    per layer, the skips summed; every layer at full length (exact context)."""
+    (k - 1) * d on both sides and cut back to the input's length (causal); like the
+    reference, a 1x1 skip conv per layer, the skips summed, every layer at full length."""
 
     def __init__(self, model: WaveNet):
         super().__init__(model)
         for conv, d in zip(self.convs, self.dilations, strict=True):
             conv.padding = ((self.k - 1) * d,)
 
-    def valid_logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        num_out = inputs.shape[1] - self.receptive_field + 1
-        x = self.embed(inputs).transpose(1, 2)  # (B, R, T)
-        skips = 0
-        for conv, res, sk in zip(self.convs, self.res, self.skip, strict=True):
-            a = conv(x)[:, :, : x.shape[-1]]
-            filt, gate = a.chunk(2, dim=1)
-            z = torch.tanh(filt) * torch.sigmoid(gate)
-            skips = skips + sk(z)
-            x = x + res(z)
-        out = self.head2(F.relu(self.head1(F.relu(skips))))
-        return out[:, :, -num_out:].transpose(1, 2)
+    def dilated(self, conv: nn.Conv1d, h: torch.Tensor, d: int) -> torch.Tensor:
+        return conv(h)[:, :, : h.shape[-1]]
 
 
 def run_variant(args) -> dict:
