@@ -81,9 +81,13 @@ def test_auto_measures_once_caches_and_a_resumed_run_keeps_its_own(tmp_path, mon
                       f"train.formulation={other}"))
     assert read_checkpoint(tmp_path / "third" / "last.pt")["formulation"] == other
     caplog.clear()
-    train(fast_config(tmp_path, "train.max_steps=4", "name=third", "train.resume=true"))
-    assert f"formulation: {other} (the resumed run's)" in caplog.text
-    assert read_checkpoint(tmp_path / "third" / "last.pt")["formulation"] == other
+    train(fast_config(tmp_path, "train.max_steps=4", "name=second", "train.resume=true"))
+    assert f"formulation: {first} (the resumed run's)" in caplog.text
+    caplog.clear()  # a formulation given on the command line wins (the same function)
+    train(fast_config(tmp_path, "train.max_steps=6", "name=second", "train.resume=true",
+                      f"train.formulation={other}"))
+    assert f"formulation: {other} (as train.formulation says)" in caplog.text
+    assert read_checkpoint(tmp_path / "second" / "last.pt")["formulation"] == other
 
 
 def test_formulation_options_are_checked(tmp_path):
@@ -93,3 +97,16 @@ def test_formulation_options_are_checked(tmp_path):
         train(compose_config("model=flow_tiny", *FAST[2:], f"out_dir={tmp_path}",
                              "train.formulation=conv"))
     assert not list(tmp_path.iterdir())  # refused before any run folder
+
+
+def test_a_corrupt_cache_is_measured_again_and_rewritten(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = formulation.cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    family, model = get_family("wavenet"), WaveNet.from_preset("tiny")
+    args = (family, model, CrossEntropy(model), 2, model.receptive_field - 1, 100, 256, "fp32",
+            torch.autocast("cpu", enabled=False))
+    best, rates, cached = formulation.choose(*args)
+    assert cached is None and model.formulation == best == max(rates, key=rates.get)
+    assert formulation.choose(*args) == (best, rates, path)  # read back, not measured

@@ -283,17 +283,17 @@ class Trainer:
             self.net = torch.compile(self.net)
 
     def _formulate(self, cfg: Config, t) -> str:
-        """Set the formulation of the training step (``wavegen.formulation``): the resumed
-        run's, the one train.formulation names, or the fastest here; every process takes
-        rank 0's. Returns the line the log gives it ("" for a family with no choice)."""
+        """Set the formulation of the training step (``wavegen.formulation``): the one
+        train.formulation names, else a resumed run's, else the fastest here; every process
+        takes rank 0's. Returns the line the log gives it ("" for a family with no choice)."""
         family, model = self.family, self.model
         if not family.formulations:
             return ""
         note = "as train.formulation says"
-        if self.formulation is not None:  # resumed: the arithmetic of the run so far
-            note = "the resumed run's"
-        elif t.formulation != "auto":
+        if t.formulation != "auto":
             self.formulation = t.formulation
+        elif self.formulation is not None:  # resumed: the arithmetic of the run so far
+            note = "the resumed run's"
         else:
             autocast = torch.autocast(self.device.type, dtype=PRECISIONS[t.precision],
                                       enabled=t.precision != "fp32")
