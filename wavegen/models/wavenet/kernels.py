@@ -199,9 +199,11 @@ def _one_row(x, wp, out, b):
         blk += 4
 
 
-@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def matmul(x, wp, out):
-    """out (B, N) = x (B, K) @ W, W packed by ``pack`` as wp (NB, K, LANES)."""
+    """out (B, N) = x (B, K) @ W, W packed by ``pack`` as wp (NB, K, LANES). A function of
+    its own, not inlined: the loop calls it four times a step, and compiling its unrolled
+    blocks once per weight type (not once per call site) keeps the first compilation short."""
     rows = x.shape[0]
     b = 0
     while b + 4 <= rows:
@@ -212,12 +214,6 @@ def matmul(x, wp, out):
         b += 2
     if b < rows:
         _one_row(x, wp, out, b)
-
-
-@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-def product(x, wp, out):
-    """``matmul`` as a function of its own (tests, benchmarks)."""
-    matmul(x, wp, out)
 
 
 @intrinsic
