@@ -58,6 +58,7 @@ def test_auto_measures_once_caches_and_a_resumed_run_keeps_its_own(tmp_path, mon
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     caplog.set_level(logging.INFO, logger="wavegen")
     train(fast_config(tmp_path, "train.max_steps=2", "name=first"))
+    assert "timing the training step's formulations" in caplog.text  # before the pause
     assert "training step formulation" in caplog.text and "measured now" in caplog.text
     table = json.loads((tmp_path / "cache" / "wavegen" / "formulations.json").read_text())
     entries = {json.loads(key)["precision"]: entry for key, entry in table.items()}
@@ -75,6 +76,7 @@ def test_auto_measures_once_caches_and_a_resumed_run_keeps_its_own(tmp_path, mon
     caplog.clear()
     train(fast_config(tmp_path, "train.max_steps=2", "name=second"))
     assert "measured earlier" in caplog.text and "measured now" not in caplog.text
+    assert "timing the training step's formulations" not in caplog.text
 
     other = "conv" if first == "linear" else "linear"  # a run that chose the other one
     train(fast_config(tmp_path, "train.max_steps=2", "name=third",

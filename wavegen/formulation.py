@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
@@ -82,10 +83,12 @@ def measure(family: Family, model: nn.Module, loss: nn.Module, batch: int, conte
 
 
 def choose(family: Family, model: nn.Module, loss: nn.Module, batch: int, context: int,
-           segment: int, classes: int, precision: str,
-           autocast: AbstractContextManager) -> tuple[str, dict[str, float], Path | None]:
+           segment: int, classes: int, precision: str, autocast: AbstractContextManager,
+           announce: Callable[[str], None] | None = None,
+           ) -> tuple[str, dict[str, float], Path | None]:
     """(the fastest formulation, the samples/s measured, the cache file it came from or
-    None when measured now); the model is set to it."""
+    None when measured now); the model is set to it. ``announce`` gets a line before a
+    measurement starts (it takes a few passes of the training step)."""
     path = cache_path()
     key = cache_key(family, model, min(batch, MAX_BATCH), context + segment, precision)
     known = _read(path).get(key)
@@ -93,6 +96,9 @@ def choose(family: Family, model: nn.Module, loss: nn.Module, batch: int, contex
     if cached:
         rates = known["rates"]
     else:
+        if announce:
+            announce(f"timing the training step's formulations ({', '.join(family.formulations)}"
+                     f", {precision}) on this machine: once per model and crop shape")
         rates = measure(family, model, loss, batch, context, segment, classes, autocast)
     best = max(rates, key=rates.get)
     family.set_formulation(model, best)

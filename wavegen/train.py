@@ -297,9 +297,10 @@ class Trainer:
         else:
             autocast = torch.autocast(self.device.type, dtype=PRECISIONS[t.precision],
                                       enabled=t.precision != "fp32")
+            announce = log.info if self.world.is_main else None
             self.formulation, rates, cached = formulation.choose(
                 family, model, self.net, t.batch_size, family.context(model),
-                cfg.data.segment_length, self.codec.channels, t.precision, autocast)
+                cfg.data.segment_length, self.codec.channels, t.precision, autocast, announce)
             measured = ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
             note = (f"the fastest here: {measured} target samples/s, "
                     f"{f'measured earlier ({cached})' if cached else 'measured now'}")
@@ -308,7 +309,7 @@ class Trainer:
                 _, in_bf16, _ = formulation.choose(
                     family, model, self.net, t.batch_size, family.context(model),
                     cfg.data.segment_length, self.codec.channels, "bf16",
-                    torch.autocast("cpu", dtype=torch.bfloat16))
+                    torch.autocast("cpu", dtype=torch.bfloat16), announce)
                 fast, slow = max(in_bf16.values()), max(rates.values())
                 self.bf16_note = (f"this CPU computes bf16 natively ({why}): "
                                   f"train.precision=bf16 ran this step {fast / slow:.1f}x as "
