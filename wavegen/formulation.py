@@ -59,7 +59,6 @@ def measure(family: Family, model: nn.Module, loss: nn.Module, batch: int, conte
     crops (batch, context + segment); the model is left in its first formulation with no
     gradients."""
     device = next(model.parameters()).device
-    batch = min(batch, MAX_BATCH)
     gen = torch.Generator().manual_seed(0)
     inputs = torch.randint(0, classes, (batch, context + segment), generator=gen).to(device)
     targets = torch.randint(0, classes, (batch, segment), generator=gen).to(device)
@@ -90,7 +89,8 @@ def choose(family: Family, model: nn.Module, loss: nn.Module, batch: int, contex
     None when measured now); the model is set to it. ``announce`` gets a line before a
     measurement starts (it takes a few passes of the training step)."""
     path = cache_path()
-    key = cache_key(family, model, min(batch, MAX_BATCH), context + segment, precision)
+    batch = min(batch, MAX_BATCH)
+    key = cache_key(family, model, batch, context + segment, precision)
     known = _read(path).get(key)
     cached = known is not None and known.get("best") in family.formulations
     if cached:

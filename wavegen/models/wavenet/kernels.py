@@ -35,19 +35,24 @@ COLUMNS = 4 * LANES  # N is padded to a multiple of this (a row's four blocks)
 PRECISIONS = ("fp32", "bf16")
 
 
-def pack(w: torch.Tensor, precision: str = "fp32") -> np.ndarray:
-    """w: (..., K, N) -> (..., NB, K, LANES) float32 (fp32) or uint16 (bf16 bits),
-    NB = N rounded up to a multiple of COLUMNS, over LANES; the padded columns are zero.
-    bf16 rounds to nearest even."""
+def rounded(w: torch.Tensor, precision: str) -> torch.Tensor:
+    """w at ``precision`` (bf16 rounds to nearest even), in that precision's torch dtype."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    return w.to(torch.bfloat16) if precision == "bf16" else w.float()
+
+
+def pack(w: torch.Tensor, precision: str = "fp32") -> np.ndarray:
+    """w: (..., K, N) -> (..., NB, K, LANES) float32 (fp32) or uint16 (bf16 bits, as
+    ``rounded``), NB = N rounded up to a multiple of COLUMNS, over LANES; the padded columns
+    are zero."""
     n = w.shape[-1]
     padded = -(-n // COLUMNS) * COLUMNS
     w = torch.nn.functional.pad(w.detach().float().cpu(), (0, padded - n))
-    w = w.reshape(*w.shape[:-1], padded // LANES, LANES).movedim(-2, -3).contiguous()
+    w = rounded(w.reshape(*w.shape[:-1], padded // LANES, LANES).movedim(-2, -3), precision)
     if precision == "bf16":
-        return w.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16).copy()
-    return w.numpy().copy()
+        return w.contiguous().view(torch.int16).numpy().view(np.uint16).copy()
+    return w.contiguous().numpy().copy()
 
 
 def unpack(wp: np.ndarray, n: int) -> np.ndarray:
