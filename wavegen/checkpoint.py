@@ -10,16 +10,25 @@ import hashlib
 import logging
 import os
 import tempfile
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import Config, ConfigError, DataConfig, ModelConfig, OptimConfig, validate
+from .config import (
+    ConditionConfig,
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    validate,
+)
 from .errors import WavegenError, writing
 from .family import DEFAULT_FAMILY, FamilyError, get_family
+from .features import MelSettings
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -130,8 +139,20 @@ def model_config(data: dict, path: str | os.PathLike = "checkpoint") -> ModelCon
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise CheckpointError(f"{path}: model_config has unknown keys {unknown}")
+    values = dict(values)
+    if values.get("features") is not None:  # a vocoder's feature settings
+        try:
+            features = MelSettings.from_config(values["features"]) if isinstance(
+                values["features"], dict) else None
+        except (ConfigError, TypeError) as err:
+            raise CheckpointError(f"{path}: model_config.features: {err}") from None
+        if features is None:
+            raise CheckpointError(f"{path}: model_config.features is not a mapping")
+        values["features"] = ConditionConfig(kind="mel", **asdict(features))
     for name, value in values.items():
         kind = known[name].type
+        if name == "features":
+            continue
         ok = (isinstance(value, int) and not isinstance(value, bool)) if kind == "int" else \
             (isinstance(value, int | float) and not isinstance(value, bool)) \
             if kind == "float" else isinstance(value, bool) if kind == "bool" else \

@@ -9,6 +9,7 @@ import logging
 import math
 import sys
 import time
+from pathlib import Path
 
 from . import __version__, sampling
 from .errors import OptionError, WavegenError
@@ -24,6 +25,8 @@ commands:
                             e.g. wavegen score runs/synthetic-tiny/best.pt clips/ --csv s.csv
   quality CHECKPOINT REF... how generated audio compares with real audio (held-out files)
                             e.g. wavegen quality runs/piano/best.pt held_out/
+  vocode CHECKPOINT PATH... a vocoder (condition=mel): audio from the log-mel frames of clips
+                            e.g. wavegen vocode runs/voice/best.pt held_out/ -o vocoded/
   info                      versions, CPU, BLAS, threads and GPUs (for a bug report)
 
 `wavegen train --help` lists the settings; `wavegen generate --help` and `wavegen score
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         print(report())
         sys.exit(1 if torch_stack_problem() else 0)
     commands = {"train": train_main, "generate": generate_main, "score": score_main,
-                "quality": quality_main}
+                "quality": quality_main, "vocode": vocode_main}
     if command not in commands:
         print(f"wavegen: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)
@@ -179,6 +182,7 @@ def generate_main(argv: list[str]) -> int:
     device = resolve_device(args.device, key="--device")
     out_dir = output_folder(args.out_dir, "-o/--out-dir", create=False)
     model = load_checkpoint(args.checkpoint, device=device)
+    _refuse_vocoder(model, "generate")
     labels = _stream_labels(args.label, args.n)
     _check_labels(model, labels, args.n)
     _check_sampling(model, args.top_p, args.prime, args.backend, args.precision)
@@ -242,12 +246,26 @@ def sampling_options(p: argparse.ArgumentParser) -> None:
                         f"{sampling.QUIET_DBFS:g} dBFS; 1 = all (default {sampling.TOP_P:g})")
 
 
+def _refuse_vocoder(model, command: str) -> None:
+    """A vocoder's checkpoint generates from frames: `wavegen vocode` (OptionError)."""
+    if model.config.features is not None:
+        raise OptionError(f"this checkpoint is a vocoder (trained with condition=mel): it "
+                          f"generates from log-mel frames, with `wavegen vocode CHECKPOINT "
+                          f"CLIP...`, not `wavegen {command}`")
+
+
 def _check_labels(model, labels, n: int) -> None:
     """--label names the model knows (OptionError otherwise)."""
-    from .family import family_of
+    import numpy as np
 
+    from .family import family_of
+    from .features import MelSettings
+
+    features = model.config.features  # a vocoder's labels come with frames
+    frames = None if features is None else [
+        np.zeros((1, MelSettings.from_config(features).n_mels), np.float32)] * n
     try:
-        family_of(model).condition(model, labels, n)
+        family_of(model).condition(model, labels, n, frames)
     except ValueError as err:
         raise OptionError(f"--label: {err}") from None
 
@@ -422,6 +440,7 @@ def quality_main(argv: list[str]) -> int:
     if args.out_dir:
         output_folder(args.out_dir, "-o/--out-dir", create=False)
     model = load_checkpoint(args.checkpoint)
+    _refuse_vocoder(model, "quality")
     _check_labels(model, args.label, 1)
     _check_sampling(model, args.top_p, None, "auto")
     reference = []
@@ -460,6 +479,114 @@ def quality_main(argv: list[str]) -> int:
         for path, clip in zip(clip_paths(folder, len(clips), names), clips, strict=True):
             write_wav(path, clip, model.sample_rate)
     return 0
+
+
+# ---------------------------------------------------------------------------- vocode
+
+
+def vocode_main(argv: list[str]) -> int:
+    """`wavegen vocode`: copy synthesis, OUT_DIR/<clip name>.wav from each clip's frames."""
+    p = Parser(prog="wavegen vocode",
+               description="Copy synthesis with a vocoder (a checkpoint trained with "
+                           "condition=mel): the log-mel frames of each clip, or of --mel "
+                           "files made elsewhere, turned back into audio.")
+    p.add_argument("checkpoint", help="a vocoder checkpoint (wavegen train condition=mel)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="audio files or folders")
+    p.add_argument("--mel", action="append", default=[], metavar="FILE.npy",
+                   help="frames made elsewhere: an array (frames, n_mels) of log mel "
+                        "magnitudes with the checkpoint's settings (README, 'Vocoder'); "
+                        "repeat for more")
+    p.add_argument("-o", "--out-dir", default="vocoded", help="folder for the wav files, "
+                   "one per clip, named after it (default ./vocoded)")
+    p.add_argument("--overwrite", action="store_true", help="replace files already there")
+    p.add_argument("--batch", type=positive_int, default=8,
+                   help="clips generated side by side as streams of one state (default 8)")
+    p.add_argument("--temperature", type=nonnegative_float, default=sampling.TEMPERATURE,
+                   help=f"softmax temperature (default {sampling.TEMPERATURE:g}; README, "
+                        f"'Vocoder', says what lower values do)")
+    p.add_argument("--seed", type=nonnegative_int, default=None, help="random seed")
+    p.add_argument("--label", metavar="NAME", help="a vocoder trained with labels too (e.g. "
+                   "speakers): the label of every clip")
+    p.add_argument("--backend", choices=("auto", "torch", "numba"), default="auto",
+                   help="auto (numba on CPU, torch on GPU), torch or numba")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="numba backend: CPU threads (default: one per clip of a batch, at "
+                        "most the usable CPUs)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="numba backend: the weights' precision in the sampling loop")
+    args = p.parse_args(argv)
+    if not args.paths and not args.mel:
+        p.error("give audio files or folders, or --mel FILE.npy")
+
+    from . import vocode
+    from .audio import AudioError, write_wav
+    from .checkpoint import load_checkpoint
+    from .config import resolve_device
+    from .outputs import output_folder
+    from .scoring import expand_paths
+
+    device = resolve_device(args.device, key="--device")
+    out_dir = output_folder(args.out_dir, "-o/--out-dir", create=False)
+    model = load_checkpoint(args.checkpoint, device=device)
+    try:
+        vocode.settings(model)
+    except ValueError as err:
+        raise OptionError(str(err)) from None
+    _check_sampling(model, 1.0, None, args.backend, args.precision)
+    files = expand_paths(args.paths)
+    if args.paths and not files:
+        raise OptionError(f"no audio files in {', '.join(args.paths)}")
+    for path in [*files, *map(Path, args.mel)]:
+        if not path.is_file():
+            raise OptionError(f"{path}: no such file")
+    sources = []
+    try:
+        sources += [vocode.from_npy(model, path) for path in args.mel]
+    except ValueError as err:
+        raise OptionError(str(err)) from None
+    for path in files:
+        try:
+            sources.append(vocode.from_audio(model, path))
+        except AudioError as err:
+            raise OptionError(str(err)) from None
+    _check_labels(model, args.label, 1)
+    targets = _vocode_paths(out_dir, sources, args.overwrite)
+    output_folder(out_dir, "-o/--out-dir")
+    seconds = sum(s.num_samples for s in sources) / model.sample_rate
+    print(f"vocoding {len(sources)} clip(s), {seconds:.1f} s of audio, in batches of "
+          f"{args.batch}", file=sys.stderr)
+    tic = time.perf_counter()
+
+    def write(group, clips):
+        for source, clip in zip(group, clips, strict=True):
+            write_wav(targets[id(source)], clip, model.sample_rate)
+            print(targets[id(source)])
+
+    done = vocode.vocode(model, sources, args.batch, args.temperature, args.seed,
+                         args.backend, args.threads, args.precision, args.label,
+                         progress=True, on_batch=write)
+    elapsed = time.perf_counter() - tic
+    rate = done["seconds"] / done["sampling_seconds"]
+    print(f"vocoded {len(sources)} clip(s), {done['seconds']:.1f} s of audio: {rate:.2f}x real "
+          f"time while sampling ({done['sampling_seconds']:.1f} s); {elapsed:.1f} s in all "
+          f"with features and set-up")
+    return 0
+
+
+def _vocode_paths(folder: Path, sources: list, overwrite: bool) -> dict[int, Path]:
+    """OUT/<name>.wav for each source (keyed by id), <name>_2.wav ... for repeated names;
+    OptionError for a file already there unless ``overwrite``."""
+    out, seen = {}, {}
+    for source in sources:
+        seen[source.name] = seen.get(source.name, 0) + 1
+        suffix = "" if seen[source.name] == 1 else f"_{seen[source.name]}"
+        path = folder / f"{source.name}{suffix}.wav"
+        if path.exists() and not overwrite:
+            raise OptionError(f"{path} exists (from {source.path}); give --overwrite to "
+                              f"replace it, or another -o/--out-dir")
+        out[id(source)] = path
+    return out
 
 
 # ---------------------------------------------------------------------------- option types

@@ -40,6 +40,21 @@ def need(ok: bool, key: str, value: object, allowed: str) -> None:
 
 
 @dataclass
+class ConditionConfig:
+    """Local conditioning: ``condition=none`` (default) or ``condition=mel``, log-mel frames
+    of the audio itself at a hop (``wavegen.features``: how frames align with samples)."""
+
+    kind: str = setting("none", "none, or mel: a vocoder, p(x | log-mel frames of x)")
+    n_mels: int = setting(80, "mel bands")
+    hop_length: int = setting(200, "samples per frame (200 = 12.5 ms at 16 kHz)")
+    win_length: int = setting(800, "analysis window in samples (800 = 50 ms at 16 kHz)")
+    n_fft: int = setting(1024, "FFT size (>= win_length)")
+    fmin: float = setting(0.0, "lowest mel band edge (Hz)")
+    fmax: float | None = setting(None, "highest mel band edge (Hz); null = half the sample rate")
+    log_floor: float = setting(1e-5, "features are log(max(mel magnitude, log_floor))")
+
+
+@dataclass
 class ModelConfig:
     """What every model family's config has. A family's own schema (its ``Family.schema``,
     a subclass, e.g. ``WaveNetConfig``) adds its shape keys; ``model=NAME`` picks a preset
@@ -52,6 +67,10 @@ class ModelConfig:
     # data.labels is on (null = an unconditional model).
     labels: list[str] | None = setting(None, "set from the data (data.labels); do not set")
     label_channels: int = setting(16, "conditional models: size of the label embedding")
+    # Local conditioning (a vocoder): the feature settings, set from the condition group
+    # (condition=mel); null = none. Stored with the weights, so that scoring and vocoding
+    # compute exactly the features the model was trained on.
+    features: ConditionConfig | None = setting(None, "set from condition=mel; do not set")
 
     def validate(self) -> None:
         """Range checks of the family's keys (ConfigError naming the key); subclasses call
@@ -138,11 +157,13 @@ class Config:
     data: DataConfig = MISSING
     optim: OptimConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
     name: str = setting("run", "run folder name (default <data kind>-<model preset>)")
     out_dir: str = setting("runs", "parent of the run folder")
 
 
-GROUPS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+GROUPS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig,
+          "condition": ConditionConfig}
 
 
 def family_schemas() -> dict[str, type[ModelConfig]]:
@@ -291,6 +312,7 @@ _ALLOWED = {
     "data.kind": ("synthetic", "folder"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "optim.lr_scaling": ("none", "linear", "sqrt"),
+    "condition.kind": ("none", "mel"),
 }
 
 

@@ -27,6 +27,7 @@ from .audio import AudioError, audio_paths, load_audio, open_info
 from .config import DataConfig
 from .errors import WavegenError
 from .family import Codec
+from .features import MelSettings, log_mel
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Clip:
     classes: np.ndarray
     label: str | None = None  # conditional training: the clip's label name
     path: str | None = None  # the whole file this clip is (folders)
+    frames: np.ndarray | None = None  # a vocoder's: (ceil(T / hop), n_mels) log-mel frames
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -104,9 +106,11 @@ class AudioFolder:
     """
 
     def __init__(self, root: str | os.PathLike, prep: Preprocessing,
-                 cache_dir: str | os.PathLike | None = None, labels: str | None = None):
+                 cache_dir: str | os.PathLike | None = None, labels: str | None = None,
+                 features: MelSettings | None = None):
         self.root = Path(root).expanduser()
         self.prep = prep
+        self.features = features
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         if not self.root.is_dir():
             raise DataError(f"audio folder {self.root} does not exist or is not a folder")
@@ -132,6 +136,7 @@ class AudioFolder:
                     continue
             try:
                 classes = self._load(path)
+                frames = self._frames(path) if features is not None else None
             except AudioError as err:
                 self._skip(path, err.cause)
                 continue
@@ -141,7 +146,7 @@ class AudioFolder:
             self.report.files.append(path)
             self.report.seconds += len(classes) / prep.sample_rate
             self.clips.append(Clip(str(path.relative_to(self.root)), classes, label,
-                                   str(path.resolve())))
+                                   str(path.resolve()), frames))
         if not self.clips:
             raise DataError(f"no usable audio in {self.root}: {self._why_none(paths, labels)}")
 
@@ -166,12 +171,41 @@ class AudioFolder:
         log.warning("skipping %s: %s", path, why)
         self.report.skipped.append((path, why))
 
-    def _cache_path(self, path: Path) -> Path:
+    def _cache_path(self, path: Path, features: bool = False) -> Path:
+        """The cache entry of a file's classes, or of its feature frames (keyed by the
+        feature settings too)."""
         stat = path.stat()
         ident = {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
                  **self.prep.key()}
+        if features:
+            ident["features"] = self.features.key()
         digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
-        return self.cache_dir / f"{path.stem[:40]}-{digest}.npy"
+        return self.cache_dir / f"{path.stem[:40]}-{'mel-' if features else ''}{digest}.npy"
+
+    def _frames(self, path: Path) -> np.ndarray:
+        """A file's log-mel frames (``wavegen.features``) of the audio its classes were
+        made from, from the cache or computed once."""
+        cached = self._cache_path(path, features=True)
+        if cached.is_file():
+            try:
+                return np.load(cached)
+            except (OSError, ValueError):
+                log.warning("cache entry %s is unreadable; computing %s's features again",
+                            cached, path)
+        p = self.prep
+        audio = load_audio(path, p.sample_rate, top_db=p.top_db, normalize=p.normalize,
+                           peak=p.peak)
+        frames = log_mel(audio, p.sample_rate, self.features)
+        self._store(cached, frames)
+        return frames
+
+    def _store(self, cached: Path, array: np.ndarray) -> None:
+        """Write a cache entry atomically."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.cache_dir)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, cached)
 
     def _load(self, path: Path) -> np.ndarray:
         open_info(path)  # exists, readable, a plausible rate: else AudioError with the reason
@@ -190,11 +224,7 @@ class AudioFolder:
             raise AudioError(path, "changed while it was read (still being written?); not "
                                    "used or cached this time")
         classes = p.codec.encode_array(audio)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.cache_dir)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, classes)
-        os.replace(tmp, cached)
+        self._store(cached, classes)
         self.report.decoded += 1
         return np.load(cached, mmap_mode="r")
 
@@ -229,17 +259,25 @@ def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:
     return out
 
 
-def split_clips(clips: list[Clip], val_fraction: float) -> tuple[list[Clip], list[Clip]]:
+def split_clips(clips: list[Clip], val_fraction: float, hop: int = 1
+                ) -> tuple[list[Clip], list[Clip]]:
     """Deterministic train/validation split by a hash of each clip's name.
 
     At least one clip is held out. A single clip is split in time instead: its last
-    ``val_fraction`` is the validation clip.
+    ``val_fraction`` is the validation clip (cut at a multiple of ``hop``, the frames' hop
+    of a vocoder's clips, which are split with them).
     """
     if len(clips) == 1:
         (clip,) = clips
         cut = max(1, min(len(clip) - 1, round(len(clip) * (1 - val_fraction))))
-        return ([Clip(clip.name + "[train]", clip.classes[:cut], clip.label)],
-                [Clip(clip.name + "[val]", clip.classes[cut:], clip.label)])
+        if clip.frames is not None:
+            cut = max(hop, min(len(clip) - 1, round(cut / hop) * hop)) // hop * hop
+        frames = [None, None] if clip.frames is None else [clip.frames[: cut // hop],
+                                                           clip.frames[cut // hop:]]
+        return ([Clip(clip.name + "[train]", clip.classes[:cut], clip.label,
+                      frames=frames[0])],
+                [Clip(clip.name + "[val]", clip.classes[cut:], clip.label,
+                      frames=frames[1])])
     ranked = sorted(clips, key=lambda c: hashlib.sha1(c.name.encode()).hexdigest())
     num_val = min(len(clips) - 1, max(1, math.ceil(val_fraction * len(clips))))
     val = {c.name for c in ranked[:num_val]}
@@ -256,14 +294,22 @@ class CropSampler:
     clip's start are ``pad`` (silence: the convention); positions past its end are ``pad``
     inputs with IGNORE targets, so clips shorter than a crop are still used.
     Crop starts are uniform over the clip, clips drawn in proportion to their length.
+
+    A vocoder's crops (``features``: the clips' frame settings, ``frame_margin``: the
+    family's ``frame_margin``) carry the frames their samples' features depend on
+    (``local``).
     """
 
     def __init__(self, clips: list[Clip], context: int, segment_length: int,
                  pad: int, label_ids: dict[str, int] | None = None,
-                 start_share: float = 0.0):
+                 start_share: float = 0.0, features: MelSettings | None = None,
+                 frame_margin: int = 0):
         if not clips:
             raise DataError("no training clips")
+        if features is not None and any(c.frames is None for c in clips):
+            raise DataError("a vocoder's training clips need their frames")
         self.clips = clips
+        self.features, self.frame_margin = features, frame_margin
         self.start_share = start_share
         # each clip's label entry (conditional models), 0 = "no label"
         self.label_ids = np.array([label_ids[c.label] if label_ids else 0 for c in clips],
@@ -310,6 +356,28 @@ class CropSampler:
         labels = self.label_ids[[k for k, _ in picks]]
         return torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(labels)
 
+    def local(self, picks: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A vocoder's frames of the crops ``picks``: windows (B, W, n_mels) float32 of the
+        frames that the features of each crop's predicted samples (clip positions
+        start - context .. start + S - 1) depend on, silence frames outside the clip, and
+        places (B, 2) int64 (``Family.crop_loss``); None for other models."""
+        if self.features is None:
+            return None
+        hop, margin = self.features.hop_length, self.frame_margin
+        width = -(-(self.context + self.segment_length) // hop) + 2 + 2 * margin
+        windows = np.full((len(picks), width, self.features.n_mels), self.features.silence,
+                          dtype=np.float32)
+        places = np.zeros((len(picks), 2), dtype=np.int64)
+        for b, (k, start) in enumerate(picks):
+            lo = start - self.context  # the sample that inputs[b, 0] predicts
+            first = lo // hop - margin
+            frames = self.clips[k].frames
+            a, z = max(first, 0), min(first + width, len(frames))
+            if z > a:
+                windows[b, a - first : z - first] = frames[a:z]
+            places[b] = lo - first * hop, lo
+        return torch.from_numpy(windows), torch.from_numpy(places)
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         """``batch_size`` random crops: ``build(draw(batch_size, rng))``."""
         return self.build(self.draw(batch_size, rng))
@@ -325,10 +393,11 @@ class StepBatches(Dataset):
     every process trains on different crops, and one process with the combined batch sees
     the same crops as ``world`` processes.
 
-    Item: inputs (A, b, context + S), targets (A, b, S), label entries (A, b) int64, and
-    the number of non-padding targets in the whole batch (all processes), which normalises
-    the loss. With ``label_dropout`` p, each crop's label is replaced by entry 0 ("no
-    label") with probability p (drawn from the same generator).
+    Item: inputs (A, b, context + S), targets (A, b, S), label entries (A, b) int64, a
+    vocoder's frames (A, b, W, n_mels) and places (A, b, 2) (``CropSampler.local``; None
+    for other models), and the number of non-padding targets in the whole batch (all
+    processes), which normalises the loss. With ``label_dropout`` p, each crop's label is
+    replaced by entry 0 ("no label") with probability p (drawn from the same generator).
     """
 
     def __init__(self, crops: CropSampler, seed: int, micro_batch: int, accumulation: int = 1,
@@ -337,16 +406,20 @@ class StepBatches(Dataset):
         self.micro_batch, self.accumulation, self.rank, self.world = (
             micro_batch, accumulation, rank, world)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, k: int) -> tuple:
         b, a, w = self.micro_batch, self.accumulation, self.world
         rng = np.random.default_rng([self.seed, k])
         picks = self.crops.draw(w * a * b, rng)
         order = [(m * w + self.rank) * b + j for m in range(a) for j in range(b)]
-        inputs, targets, labels = self.crops.build([picks[i] for i in order])
+        mine = [picks[i] for i in order]
+        inputs, targets, labels = self.crops.build(mine)
         if self.label_dropout > 0:
             dropped = rng.random(len(picks)) < self.label_dropout
             labels[torch.from_numpy(dropped[order])] = 0
-        return (inputs.view(a, b, -1), targets.view(a, b, -1), labels.view(a, b),
+        local = self.crops.local(mine)
+        if local is not None:
+            local = tuple(t.view(a, b, *t.shape[1:]) for t in local)
+        return (inputs.view(a, b, -1), targets.view(a, b, -1), labels.view(a, b), local,
                 self.crops.num_targets(picks))
 
 
@@ -382,41 +455,50 @@ def synthetic_audio(seconds: float, sample_rate: int, seed: int) -> np.ndarray:
 
 
 def synthetic_clips(seconds: float, sample_rate: int, codec: Codec, seed: int,
-                    clip_seconds: float = 4.0, prefix: str = "synthetic") -> list[Clip]:
-    """The synthetic set cut into clips of ``clip_seconds``."""
-    classes = codec.encode_array(synthetic_audio(seconds, sample_rate, seed))
+                    clip_seconds: float = 4.0, prefix: str = "synthetic",
+                    features: MelSettings | None = None) -> list[Clip]:
+    """The synthetic set cut into clips of ``clip_seconds`` (with their frames when
+    ``features`` are given)."""
+    audio = synthetic_audio(seconds, sample_rate, seed)
+    classes = codec.encode_array(audio)
     step = max(1, int(clip_seconds * sample_rate))
-    return [Clip(f"{prefix}-{seed}-{i:03d}", classes[i : i + step])
+    return [Clip(f"{prefix}-{seed}-{i:03d}", classes[i : i + step],
+                 frames=None if features is None else log_mel(audio[i : i + step],
+                                                              sample_rate, features))
             for i in range(0, len(classes), step)]
 
 
-def build_datasets(cfg: DataConfig, codec: Codec) -> tuple[list[Clip], list[Clip], str]:
-    """(train clips, validation clips, a summary for the log) for a DataConfig."""
+def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None = None
+                   ) -> tuple[list[Clip], list[Clip], str]:
+    """(train clips, validation clips, a summary for the log) for a DataConfig; with
+    ``features``, every clip carries its log-mel frames."""
     if cfg.kind == "synthetic":
         train = synthetic_clips(cfg.synthetic_train_seconds, cfg.sample_rate,
-                                codec, cfg.synthetic_seed)
+                                codec, cfg.synthetic_seed, features=features)
         val = synthetic_clips(cfg.synthetic_val_seconds, cfg.sample_rate, codec,
-                              cfg.synthetic_seed + 1_000_003)
+                              cfg.synthetic_seed + 1_000_003, features=features)
         summary = (f"synthetic data: {len(train)} training clips "
                    f"({cfg.synthetic_train_seconds:.0f} s), {len(val)} validation clips "
                    f"({cfg.synthetic_val_seconds:.0f} s)")
         return train, val, summary
     prep = Preprocessing(cfg.sample_rate, codec, cfg.top_db, cfg.normalize,
                          cfg.peak)
-    folder = AudioFolder(cfg.root, prep, cfg.cache_dir, cfg.labels)
+    folder = AudioFolder(cfg.root, prep, cfg.cache_dir, cfg.labels, features)
     lines = [folder.report.summary()]
+    hop = features.hop_length if features is not None else 1
     if cfg.val_root:
-        val_folder = AudioFolder(cfg.val_root, prep, cfg.cache_dir, cfg.labels)
+        val_folder = AudioFolder(cfg.val_root, prep, cfg.cache_dir, cfg.labels, features)
         lines.append(val_folder.report.summary() + " (validation)")
         train, val = folder.clips, val_folder.clips
     elif cfg.labels:  # split each label's clips, so that every label is validated
         train, val = [], []
         for label in sorted({c.label for c in folder.clips}):
-            t, v = split_clips([c for c in folder.clips if c.label == label], cfg.val_fraction)
+            t, v = split_clips([c for c in folder.clips if c.label == label], cfg.val_fraction,
+                               hop)
             train += t
             val += v
     else:
-        train, val = split_clips(folder.clips, cfg.val_fraction)
+        train, val = split_clips(folder.clips, cfg.val_fraction, hop)
     seconds = [sum(len(c) for c in clips) / cfg.sample_rate for clips in (train, val)]
     lines.append(f"split: {len(train)} training clips ({seconds[0]:.0f} s), {len(val)} "
                  f"validation clips ({seconds[1]:.0f} s): {', '.join(c.name for c in val)}")

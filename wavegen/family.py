@@ -19,9 +19,11 @@ fixed grid (the cache key of training data names the codec). Likelihoods are on 
 log p of the stored values, so families that share a codec share a likelihood scale.
 
 Conditioning reaches a family as a ``Condition`` value, one row per stream. A new kind of
-conditioning is a new field of ``Condition`` that the families which understand it read
-(a time-varying one, e.g. frames of features at a hop, would be sliced by the engines along
-with the stream's samples); families that do not understand a field refuse it.
+conditioning is a new field of ``Condition`` that the families which understand it read;
+families that do not understand a field refuse it. Two exist: labels (one per stream) and
+frames of log-mel features at a hop (local conditioning, a vocoder: ``model.config.features``
+holds their settings, ``wavegen.features`` computes them), which the engines slice along
+with the stream's samples.
 """
 
 from __future__ import annotations
@@ -123,17 +125,24 @@ class Condition:
 
     ``entries``: (B,) int64 label entries (0 = "no label", i + 1 = ``model.labels[i]``), or
     None: no label for any stream (the only choice for an unconditional model).
+    ``frames``: (B, F, n_mels) float32 log-mel frames of each stream's clip
+    (``wavegen.features``: frame f covers samples f * hop ..; silence frames pad the shorter
+    clips and stand for everything past the end), or None: a model without local
+    conditioning. Engines slice them along with the stream's samples.
     """
 
     entries: torch.Tensor | None = None
+    frames: torch.Tensor | None = None
 
     def rows(self, lo: int, hi: int) -> Condition:
         """The condition of streams lo..hi-1."""
-        return Condition(None if self.entries is None else self.entries[lo:hi])
+        return Condition(None if self.entries is None else self.entries[lo:hi],
+                         None if self.frames is None else self.frames[lo:hi])
 
     def all_same(self) -> bool:
         """Whether every stream has the same condition."""
-        return self.entries is None or bool((self.entries == self.entries[0]).all())
+        return ((self.entries is None or bool((self.entries == self.entries[0]).all()))
+                and (self.frames is None or bool((self.frames == self.frames[:1]).all())))
 
 
 @dataclass(frozen=True)
@@ -228,8 +237,17 @@ class Family(ABC):
     def crop_loss(self, model: nn.Module) -> nn.Module:
         """A module whose forward(inputs (B, context + S), targets (B, S), labels (B,)) ->
         the summed negative log-likelihood in nats (float32 scalar) of the targets that are
-        not ``data.IGNORE``; the trainer divides by their count. DDP and torch.compile wrap
-        this module, so every trained parameter must be reached through it."""
+        not ``data.IGNORE``; the trainer divides by their count. A model with local
+        conditioning also takes frames (B, W, n_mels), the crops' windows of frames, and
+        places (B, 2) int64: where the sample each crop's first input predicts lies among
+        its window's samples, and in its clip (``data.CropSampler``). DDP and
+        torch.compile wrap this module, so every trained parameter must be reached through
+        it."""
+
+    def frame_margin(self, model: nn.Module) -> int:
+        """A model with local conditioning: frames beyond those covering a crop's samples
+        that its features depend on (a crop carries them)."""
+        raise ValueError(f"the {self.name} family has no local conditioning")
 
     def ddp_ignored(self, model: nn.Module) -> list[str]:
         """Parameters (names under ``crop_loss``'s module) that get no gradient, for DDP."""
@@ -240,22 +258,53 @@ class Family(ABC):
         raise ValueError(f"the {self.name} family has one formulation; got {name!r}")
 
     # ---- conditioning, scoring, sampling
-    def condition(self, model: nn.Module, labels: Any, batch_size: int) -> Condition:
+    def condition(self, model: nn.Module, labels: Any, batch_size: int,
+                  frames: list[np.ndarray] | None = None) -> Condition:
         """Labels (a name, an entry index, None = "no label", or a list of one per stream)
-        -> a Condition for batch_size streams. Raises ValueError for a label the model does
-        not know or any label for an unconditional model."""
+        and, for a model with local conditioning (``model.config.features``), each stream's
+        (F_i, n_mels) log-mel frames -> a Condition for batch_size streams. Raises
+        ValueError for a label the model does not know, any label for an unconditional
+        model, frames it cannot take, or none for a vocoder."""
         items = list(labels) if isinstance(labels, list | tuple) else [labels] * batch_size
         if len(items) != batch_size:
             raise ValueError(f"got {len(items)} labels for {batch_size} streams")
+        device = next(model.parameters()).device
+        condition = Condition(frames=self._frames(model, frames, batch_size, device))
         vocabulary = list(model.labels)
         if not vocabulary:
             if any(item is not None for item in items):
                 raise ValueError("this model is unconditional (trained without labels); "
                                  "leave the label out")
-            return Condition()
-        device = next(model.parameters()).device
-        return Condition(torch.tensor([label_entry(vocabulary, item) for item in items],
-                                      dtype=torch.long, device=device))
+            return condition
+        condition.entries = torch.tensor([label_entry(vocabulary, item) for item in items],
+                                         dtype=torch.long, device=device)
+        return condition
+
+    def _frames(self, model: nn.Module, frames: list[np.ndarray] | None, batch_size: int,
+                device: torch.device) -> torch.Tensor | None:
+        """Each stream's frames as one (B, F, n_mels) tensor, shorter clips ended by
+        silence frames (ValueError where the model takes none or needs them)."""
+        settings = model.config.features
+        if frames is None:
+            if settings is not None:
+                raise ValueError("this model is a vocoder (trained with condition=mel): it "
+                                 "needs the log-mel frames of what it generates or scores")
+            return None
+        if settings is None:
+            raise ValueError("this model takes no frames of features (trained without "
+                             "condition=mel)")
+        if len(frames) != batch_size:
+            raise ValueError(f"got frames for {len(frames)} clips, {batch_size} streams")
+        from .features import MelSettings, check_frames
+
+        mel = MelSettings.from_config(settings)
+        clips = [torch.from_numpy(check_frames(f, mel, f"clip {i}"))
+                 for i, f in enumerate(frames)]
+        longest = max(1, max(len(f) for f in clips))
+        out = torch.full((batch_size, longest, mel.n_mels), mel.silence)
+        for i, f in enumerate(clips):
+            out[i, : len(f)] = f
+        return out.to(device)
 
     @abstractmethod
     def scorer(self, model: nn.Module, condition: Condition, batch_size: int) -> Scorer:

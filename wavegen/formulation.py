@@ -54,10 +54,11 @@ def _read(path: Path) -> dict:
 
 
 def measure(family: Family, model: nn.Module, loss: nn.Module, batch: int, context: int,
-            segment: int, classes: int, autocast: AbstractContextManager) -> dict[str, float]:
+            segment: int, classes: int, autocast: AbstractContextManager,
+            local: tuple = ()) -> dict[str, float]:
     """Target samples/s of a forward and backward pass of each formulation on random
-    crops (batch, context + segment); the model is left in its first formulation with no
-    gradients."""
+    crops (batch, context + segment) (a vocoder's: with ``local``, the crops' frames and
+    places); the model is left in its first formulation with no gradients."""
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(0)
     inputs = torch.randint(0, classes, (batch, context + segment), generator=gen).to(device)
@@ -70,7 +71,7 @@ def measure(family: Family, model: nn.Module, loss: nn.Module, batch: int, conte
         for _ in range(1 + REPEATS):
             tic = time.perf_counter()
             with autocast:
-                out = loss(inputs, targets, entries)
+                out = loss(inputs, targets, entries, *(t.to(device) for t in local))
             out.backward()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -83,7 +84,7 @@ def measure(family: Family, model: nn.Module, loss: nn.Module, batch: int, conte
 
 def choose(family: Family, model: nn.Module, loss: nn.Module, batch: int, context: int,
            segment: int, classes: int, precision: str, autocast: AbstractContextManager,
-           announce: Callable[[str], None] | None = None,
+           announce: Callable[[str], None] | None = None, local: tuple = (),
            ) -> tuple[str, dict[str, float], Path | None]:
     """(the fastest formulation, the samples/s measured, the cache file it came from or
     None when measured now); the model is set to it. ``announce`` gets a line before a
@@ -99,7 +100,8 @@ def choose(family: Family, model: nn.Module, loss: nn.Module, batch: int, contex
         if announce:
             announce(f"timing the training step's formulations ({', '.join(family.formulations)}"
                      f", {precision}) on this machine: once per model and crop shape")
-        rates = measure(family, model, loss, batch, context, segment, classes, autocast)
+        rates = measure(family, model, loss, batch, context, segment, classes, autocast,
+                        tuple(t[:batch] for t in local))
     best = max(rates, key=rates.get)
     family.set_formulation(model, best)
     if not cached:

@@ -230,6 +230,40 @@ def training_check(model, reference: list[np.ndarray], count: int, seconds: floa
     return flat, audio
 
 
+def mel_distance(generated: np.ndarray, real: np.ndarray, sample_rate: int) -> float:
+    """Log-mel distance of two time-aligned clips (a vocoder's output and the audio its
+    frames came from): the mean absolute difference of their log-mel frames (dB, the
+    frames of ``frames``, each level floored 80 dB below the real clip's peak so that
+    silence compares as silence)."""
+    a, b = frames(generated, sample_rate).logmel, frames(real, sample_rate).logmel
+    n = min(len(a), len(b))
+    floor = float(b.max()) - 80.0
+    return float(np.abs(np.maximum(a[:n], floor) - np.maximum(b[:n], floor)).mean())
+
+
+def vocoder_check(model, reference: list[np.ndarray], frames_list: list[np.ndarray],
+                  count: int, seconds: float, temperature: float, seed: int
+                  ) -> tuple[dict[str, float], dict]:
+    """A vocoder's check at each validation: copy synthesis of the first ``seconds`` of
+    ``count`` held-out clips (their audio and frames), measured against the real audio:
+    log-mel distance (dB), near-silent and noise-like shares. Returns (figures for
+    metrics.jsonl, "samples/vocoded_*"; {"vocoded": first clip, "real": its original})."""
+    from .sampler import generate
+
+    pairs = list(zip(reference, frames_list, strict=True))[:count]
+    num = int(seconds * model.sample_rate)
+    clips = generate(model, n=len(pairs), num_samples=num, temperature=temperature,
+                     seed=seed, frames=[f for _, f in pairs], top_p=1.0).numpy()
+    real = [np.pad(r[:num], (0, max(0, num - len(r)))) for r, _ in pairs]
+    joined = Frames.join([frames(c, model.sample_rate) for c in clips])
+    flat = {"samples/vocoded_mel_distance_db": float(np.mean(
+                [mel_distance(c, r, model.sample_rate) for c, r in zip(clips, real,
+                                                                       strict=True)])),
+            "samples/vocoded_silent_share": float(joined.silent.mean()),
+            "samples/vocoded_noise_share": float(joined.noisy.mean())}
+    return flat, {"vocoded": clips[0], "real": real[0]}
+
+
 def spectrogram_image(audio: np.ndarray, sample_rate: int, top: float | None = None
                       ) -> np.ndarray:
     """(N_MELS, frames) float32 in [0, 1]: a log-mel picture, low bands at the bottom, the

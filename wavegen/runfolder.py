@@ -40,8 +40,8 @@ RESUME_DATA_KEYS = ("kind", "root", "val_root", "labels", "val_fraction", "sampl
 PATH_VALUES = ("data.root", "data.val_root", "data.labels")
 # Settings a resume never takes from the run: its own switches, the labels (they come from
 # the data), and what belongs to the machine rather than the run.
-NOT_INHERITED = ("model.labels", "train.resume", "train.overwrite", "train.device",
-                 "train.num_workers")
+NOT_INHERITED = ("model.labels", "model.features", "train.resume", "train.overwrite",
+                 "train.device", "train.num_workers")
 
 
 class TrainingError(WavegenError):
@@ -198,7 +198,7 @@ def inherit_run_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str
         else:  # the command's default preset is another family's: take the run's model
             cfg.model = typed_model(saved["model"])
             taken.append(f"model.family={run_family}")
-    for group in ("model", "data", "optim", "train"):
+    for group in ("model", "data", "optim", "train", "condition"):
         for name in cfg[group]:
             key = f"{group}.{name}"
             if key in NOT_INHERITED:
@@ -217,7 +217,8 @@ def inherit_run_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str
             if missing or (explicit is not None and key not in explicit):
                 OmegaConf.update(cfg, key, before)
                 taken.append(f"{key}={_show(before)}")
-            elif group == "model" or (group == "data" and name in RESUME_DATA_KEYS):
+            elif group in ("model", "condition") or (group == "data"
+                                                     and name in RESUME_DATA_KEYS):
                 changed.append(f"{key}={_show(now)} (the run has {_show(before)})")
     if changed:
         raise ConfigError(

@@ -46,6 +46,7 @@ def generate(
     progress: bool = False,
     label: str | int | None | list = None,
     stats: dict | None = None,
+    frames: np.ndarray | list[np.ndarray] | None = None,
 ) -> torch.Tensor:
     """Sample n independent streams of num_samples each.
 
@@ -75,6 +76,10 @@ def generate(
         label: for a conditional model, the label to generate (a name from
             ``model.labels``), or a list of n labels, one per stream; None = the "no label"
             entry (the unconditional p(x) the model learnt by label dropout).
+        frames: a vocoder's log-mel frames (``wavegen.features``; ``model.config.features``
+            holds the settings), (F, n_mels) for every stream or a list of n, one per
+            stream: p(x | frames). Frame f covers samples f * hop ..; generation past a
+            clip's frames is conditioned on silence.
         stats: a dict that receives "sampling_seconds", the wall time of the sampling
             loop alone (feeding a prime and setting up the engine excluded), and
             "samples_per_s" = n * num_samples / sampling_seconds: the speed that the progress
@@ -103,7 +108,9 @@ def generate(
         raise ValueError(f"precision {precision!r}: a {family.name} model samples in "
                          f"{' or '.join(family.precisions)}")
     codec = family.codec(model.config)
-    condition = family.condition(model, label, n)
+    if frames is not None and not isinstance(frames, list | tuple):
+        frames = [frames] * n
+    condition = family.condition(model, label, n, frames)
 
     inputs = torch.full((n, 1), codec.silence, dtype=torch.long, device=device)
     prime_classes = inputs[:, :0]

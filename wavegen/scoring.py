@@ -38,17 +38,20 @@ class StreamScorer:
     ``labels`` lists the labels to score under (names, entry indices, None = "no label",
     the only choice for an unconditional model): the sequence runs as one row per label of
     one streaming state, and ``row_nats`` holds log p(x | c) for each (``log_prob_nats`` is
-    the first).
+    the first). A vocoder's sequence comes with its log-mel ``frames`` (F, n_mels): all of
+    them before the first piece, as frames look ahead.
     """
 
     def __init__(self, model: nn.Module, tile: int = TILE, per_sample: bool = False,
-                 labels: list | tuple = (None,), importance_samples: int = 1):
+                 labels: list | tuple = (None,), importance_samples: int = 1,
+                 frames: np.ndarray | None = None):
         self.model, self.tile = model, tile
         self.device = next(model.parameters()).device
         self.rows = rows = len(labels)
         family = family_of(model)
         self.codec = family.codec(model.config)
-        self.engine = family_scorer(model, list(labels), rows, importance_samples)
+        self.engine = family_scorer(model, list(labels), rows, importance_samples,
+                                    None if frames is None else [frames] * rows)
         self.row_nats = np.zeros(rows, dtype=np.float64)
         self.tally = _Tally(per_sample)  # the first row's
         self.bound = family.bound
@@ -100,12 +103,13 @@ def mark_bound(record: dict[str, Any], bound: bool) -> dict[str, Any]:
     return {**record, "bound": True} if bound else record
 
 
-def family_scorer(model: nn.Module, labels: Any, rows: int, importance_samples: int = 1
-                  ) -> Scorer:
-    """The model's family's scorer of ``rows`` rows under ``labels``; ``importance_samples``
-    noise draws for a family whose figures are bounds (ValueError for an exact one)."""
+def family_scorer(model: nn.Module, labels: Any, rows: int, importance_samples: int = 1,
+                  frames: list[np.ndarray] | None = None) -> Scorer:
+    """The model's family's scorer of ``rows`` rows under ``labels`` (and a vocoder's
+    ``frames``, one (F, n_mels) array per row); ``importance_samples`` noise draws for a
+    family whose figures are bounds (ValueError for an exact one)."""
     family = family_of(model)
-    condition = family.condition(model, labels, rows)
+    condition = family.condition(model, labels, rows, frames)
     if importance_samples == 1:
         return family.scorer(model, condition, rows)
     if not family.bound:
@@ -184,12 +188,15 @@ def bits_per_sample(model: nn.Module, clips: list[np.ndarray], max_samples: int 
 
 
 def clip_records(model: nn.Module, clips: list[np.ndarray], max_samples: int | None = None,
-                 tile: int = TILE, labels: list | None = None) -> list[dict[str, Any]]:
+                 tile: int = TILE, labels: list | None = None,
+                 frames: list[np.ndarray] | None = None) -> list[dict[str, Any]]:
     """The score record (RECORD_FIELDS) of each stored-value clip, scored from its start up
-    to max_samples, under its label in ``labels`` (None = "no label")."""
+    to max_samples, under its label in ``labels`` (None = "no label") and a vocoder's
+    ``frames`` (one (F, n_mels) array per clip)."""
     records = []
     for i, values in enumerate(clips):
-        scorer = StreamScorer(model, tile, labels=[labels[i] if labels is not None else None])
+        scorer = StreamScorer(model, tile, labels=[labels[i] if labels is not None else None],
+                              frames=None if frames is None else frames[i])
         scorer.add(values[:max_samples] if max_samples else values)
         records.append(scorer.result())
     return records
@@ -226,9 +233,28 @@ def score_audio(model: nn.Module, audio: np.ndarray, sample_rate: int, per_sampl
         raise ValueError(f"score_audio: {audio.shape[0]} samples at {sample_rate} Hz leave no "
                          f"sample at the model's rate ({model.sample_rate} Hz): nothing to "
                          f"score")
-    scorer = StreamScorer(model, tile, per_sample, [label], importance_samples)
+    scorer = StreamScorer(model, tile, per_sample, [label], importance_samples,
+                          clip_frames(model, mono))
     scorer.add(scorer.codec.encode(np.ascontiguousarray(mono)))
     return scorer.result()
+
+
+def clip_frames(model: nn.Module, audio: np.ndarray) -> np.ndarray | None:
+    """A vocoder's log-mel frames of (T,) float audio at its rate, with the settings it was
+    trained with (``model.config.features``); None for other models."""
+    if model.config.features is None:
+        return None
+    from .features import MelSettings, log_mel
+
+    return log_mel(audio, model.sample_rate, MelSettings.from_config(model.config.features))
+
+
+def read_clip(path: str | os.PathLike, sample_rate: int, block_seconds: float = 30.0
+              ) -> np.ndarray:
+    """A whole file as (T,) float32 mono at ``sample_rate`` (``audio.read_blocks``;
+    AudioError if unreadable)."""
+    blocks = list(read_blocks(path, sample_rate, block_seconds))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
 def score_file(model: nn.Module, path: str | os.PathLike, per_sample: bool = False,
@@ -251,6 +277,16 @@ def score_file(model: nn.Module, path: str | os.PathLike, per_sample: bool = Fal
     Raises:
         AudioError: the file cannot be read.
     """
+    if model.config.features is not None:  # a vocoder's frames look ahead: the whole clip
+        audio = read_clip(path, model.sample_rate, block_seconds)
+        scorer = StreamScorer(model, tile, per_sample, [label], importance_samples,
+                              clip_frames(model, audio))
+        values = scorer.codec.encode(audio).numpy()
+        for lo in range(0, len(values), tile):
+            scorer.add(values[lo : lo + tile])
+            if on_progress is not None:
+                on_progress(len(values[lo : lo + tile]))
+        return {"path": str(path), **scorer.result()}
     scorer = StreamScorer(model, tile, per_sample, [label], importance_samples)
     scorer.add_file(path, block_seconds, on_progress)
     return {"path": str(path), **scorer.result()}
@@ -291,6 +327,14 @@ def score_files(model: nn.Module, paths: Iterable[str | os.PathLike], per_sample
     whole tile until then), and the row is reset before it takes the next file, so the
     padding fed after a file's end never reaches a score.
     """
+    if model.config.features is not None:  # each file with its own frames, in turn
+        for path in map(str, paths):
+            try:
+                yield score_file(model, path, per_sample, tile, block_seconds, on_progress,
+                                 label, importance_samples)
+            except AudioError as err:
+                yield {"path": path, "error": err.cause}
+        return
     device = next(model.parameters()).device
     family = family_of(model)
     codec = family.codec(model.config)

@@ -38,7 +38,8 @@ from .config import Config, ConfigError, OptimConfig, check_keys, typed_model, v
 from .data import CropSampler, StepBatches, build_datasets
 from .distributed import setup
 from .errors import writing
-from .family import get_family
+from .family import family_of, get_family
+from .features import MelSettings
 from .info import native_bf16
 from .outputs import clip_paths
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
@@ -239,7 +240,16 @@ class Trainer:
         self.family = family = get_family(cfg.model.family)
         self.at_most = "<= " if family.bound else ""  # validation figures that are bounds
         self.codec = family.codec(cfg.model)
-        train_clips, self.val_clips, self.data_summary = build_datasets(cfg.data, self.codec)
+        if cfg.model.features is not None:
+            raise ConfigError("model.features is set from the condition group: use "
+                              "condition=mel (and its keys) instead")
+        self.features = None
+        if cfg.condition.kind == "mel":  # a vocoder: p(x | log-mel frames of x)
+            self.features = MelSettings.from_config(cfg.condition)
+            self.features.check(cfg.data.sample_rate)
+            cfg.model.features = cfg.condition
+        train_clips, self.val_clips, self.data_summary = build_datasets(cfg.data, self.codec,
+                                                                        self.features)
         if cfg.model.labels:
             raise ConfigError("model.labels is set from the data: use data.labels=folder "
                               "(or a manifest) instead")
@@ -252,7 +262,8 @@ class Trainer:
                                  for name in model.labels]
         label_ids = {name: i + 1 for i, name in enumerate(model.labels)}
         crops = CropSampler(train_clips, family.context(model), cfg.data.segment_length,
-                            self.codec.silence, label_ids, cfg.data.start_share)
+                            self.codec.silence, label_ids, cfg.data.start_share, self.features,
+                            family.frame_margin(model) if self.features else 0)
         self.batches = StepBatches(crops, t.seed, t.batch_size, t.grad_accum, world.rank,
                                    world.size, t.label_dropout if model.conditional else 0.0)
         self.effective_batch = t.batch_size * t.grad_accum * world.size
@@ -300,7 +311,8 @@ class Trainer:
             announce = log.info if self.world.is_main else None
             self.formulation, rates, cached = formulation.choose(
                 family, model, self.net, t.batch_size, family.context(model),
-                cfg.data.segment_length, self.codec.channels, t.precision, autocast, announce)
+                cfg.data.segment_length, self.codec.channels, t.precision, autocast, announce,
+                self._measure_local(t.batch_size))
             measured = ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
             note = (f"the fastest here: {measured} target samples/s, "
                     f"{f'measured earlier ({cached})' if cached else 'measured now'}")
@@ -309,7 +321,8 @@ class Trainer:
                 _, in_bf16, _ = formulation.choose(
                     family, model, self.net, t.batch_size, family.context(model),
                     cfg.data.segment_length, self.codec.channels, "bf16",
-                    torch.autocast("cpu", dtype=torch.bfloat16), announce)
+                    torch.autocast("cpu", dtype=torch.bfloat16), announce,
+                    self._measure_local(t.batch_size))
                 fast, slow = max(in_bf16.values()), max(rates.values())
                 self.bf16_note = (f"this CPU computes bf16 natively ({why}): "
                                   f"train.precision=bf16 ran this step {fast / slow:.1f}x as "
@@ -317,6 +330,11 @@ class Trainer:
         self.formulation = self.world.broadcast(self.formulation)
         family.set_formulation(model, self.formulation)
         return f"{self.formulation} ({note})"
+
+    def _measure_local(self, batch: int) -> tuple:
+        """A vocoder's frames and places for crops the formulations are timed on."""
+        local = self.batches.crops.local([(0, 0)] * min(batch, formulation.MAX_BATCH))
+        return () if local is None else local
 
     def close(self, wait: bool = True) -> None:
         """Release the DDP wrapper (and its pending communication), then leave the group."""
@@ -456,9 +474,9 @@ class Trainer:
                     if stop:
                         return signal.Signals(signals[0]).name if signals \
                             else "signal to another process"
-                    inputs, targets, labels, total = next(batches)
+                    inputs, targets, labels, local, total = next(batches)
                     counters.draws += 1
-                    loss = self._accumulate(inputs, targets, labels, total, autocast)
+                    loss = self._accumulate(inputs, targets, labels, local, total, autocast)
                     if not self._update():
                         continue
                     window.add(total, loss)
@@ -545,7 +563,8 @@ class Trainer:
                             uniform, self.lr)
             examples = write_examples(self.eval_model, self.run_dir / "examples",
                                       t.num_examples, t.example_seconds, t.example_temperature,
-                                      t.example_top_p, t.seed)
+                                      t.example_top_p, t.seed,
+                                      self.val_clips if self.features is not None else None)
         bits, best, by_label = self.world.broadcast((bits, counters.best_val_bits,
                                                       self.val_per_label))
         self.val_per_label = by_label
@@ -582,6 +601,17 @@ class Trainer:
             self.reference_audio = [
                 self.codec.decode(torch.from_numpy(c.classes[:max_samples].astype(np.int64)))
                 .numpy() for c in self.val_clips]
+        if self.features is not None:  # a vocoder: copy synthesis of held-out clips
+            figures, audio = quality.vocoder_check(
+                model, self.reference_audio, [c.frames for c in self.val_clips],
+                t.sample_check_clips, t.sample_check_seconds, t.example_temperature, t.seed)
+            log.info("step %d: vocoded held-out clips: log-mel distance %.2f dB, %.0f%% "
+                     "near-silent, %.0f%% noise-like frames", self.counters.step,
+                     figures["samples/vocoded_mel_distance_db"],
+                     100 * figures["samples/vocoded_silent_share"],
+                     100 * figures["samples/vocoded_noise_share"])
+            metrics.media(self.counters.step, audio, model.sample_rate)
+            return figures
         figures, audio = quality.training_check(model, self.reference_audio,
                                                 t.sample_check_clips,
                                                 t.sample_check_seconds,
@@ -599,10 +629,12 @@ class Trainer:
         return figures
 
     def _accumulate(self, inputs: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
-                    total: int, autocast) -> torch.Tensor:
-        """Forward and backward over this process's micro-batches (A, b, ...); gradients
-        are those of (the summed crop loss of the whole batch on all processes) / total.
-        Returns this process's share of that loss (nats per target)."""
+                    local: tuple[torch.Tensor, ...] | None, total: int, autocast
+                    ) -> torch.Tensor:
+        """Forward and backward over this process's micro-batches (A, b, ...) (a vocoder's
+        with their frames and places, ``local``); gradients are those of (the summed crop
+        loss of the whole batch on all processes) / total. Returns this process's share of
+        that loss (nats per target)."""
         device, world = self.device, self.world
         loss_sum = torch.zeros((), device=device)
         steps = inputs.shape[0]
@@ -610,10 +642,12 @@ class Trainer:
             x = inputs[m].to(device, non_blocking=True)
             y = targets[m].to(device, non_blocking=True)
             c = labels[m].to(device, non_blocking=True)
+            extra = () if local is None else tuple(t[m].to(device, non_blocking=True)
+                                                   for t in local)
             sync = self.ddp.no_sync() if world.size > 1 and m < steps - 1 else nullcontext()
             with sync:
                 with autocast:
-                    loss = self.net(x, y, c) / total  # the family's summed crop loss
+                    loss = self.net(x, y, c, *extra) / total  # the family's summed crop loss
                 # DDP averages gradients over processes; the loss is a share of a sum
                 self.scaler.scale(loss * world.size).backward()
             loss_sum += loss.detach()
@@ -652,9 +686,11 @@ class LogWindow:
 def validation_bits(model: nn.Module, clips: list, max_samples: int | None
                     ) -> tuple[float, dict[str, float]]:
     """Exact bits/sample over the validation clips (each given its label when the model
-    is conditional), and per label."""
+    is conditional, and its frames when it is a vocoder), and per label."""
     labels = [clip.label if model.conditional else None for clip in clips]
-    records = clip_records(model, [c.classes for c in clips], max_samples, labels=labels)
+    frames = [clip.frames for clip in clips] if model.config.features else None
+    records = clip_records(model, [c.classes for c in clips], max_samples, labels=labels,
+                           frames=frames)
     per_label = {label: aggregate([r for r, x in zip(records, labels, strict=True)
                                    if x == label])["bits_per_sample"]
                  for label in sorted(set(labels) - {None})}
@@ -698,11 +734,15 @@ def _count_nonfinite(counters: Counters, limit: int, last_path: Path, main: bool
 
 
 def write_examples(model: nn.Module, folder: Path, n: int, seconds: float, temperature: float,
-                   top_p: float, seed: int) -> list[Path]:
+                   top_p: float, seed: int, held_out: list | None = None) -> list[Path]:
     """n generated clips of ``seconds`` as folder/sample_000.wav ...; a conditional model's
-    clips take its labels in turn (folder/sample_000_<label>.wav ...)."""
+    clips take its labels in turn (folder/sample_000_<label>.wav ...). A vocoder's are
+    copy syntheses of the first ``seconds`` of the ``held_out`` clips (frames from them),
+    folder/vocoded_000.wav ..., each beside the real audio, folder/real_000.wav."""
     if n < 1 or seconds <= 0:
         return []
+    if held_out is not None:
+        return write_vocoded(model, folder, held_out[:n], seconds, temperature, seed)
     labels = [model.labels[i % len(model.labels)] for i in range(n)] if model.conditional \
         else None
     audio = generate(model, n=n, num_samples=int(seconds * model.sample_rate),
@@ -712,4 +752,22 @@ def write_examples(model: nn.Module, folder: Path, n: int, seconds: float, tempe
     for path, clip in zip(paths, audio.numpy(), strict=True):
         write_wav(path, clip, model.sample_rate)
     log.info("examples: %s", ", ".join(str(p) for p in paths))
+    return paths
+
+
+def write_vocoded(model: nn.Module, folder: Path, clips: list, seconds: float,
+                  temperature: float, seed: int) -> list[Path]:
+    """A vocoder's examples (``write_examples``)."""
+    num = int(seconds * model.sample_rate)
+    audio = generate(model, n=len(clips), num_samples=num, temperature=temperature, seed=seed,
+                     progress=True, frames=[c.frames for c in clips], top_p=1.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    codec = family_of(model).codec(model.config)
+    for i, (clip, vocoded) in enumerate(zip(clips, audio.numpy(), strict=True)):
+        real = codec.decode(torch.from_numpy(clip.classes[:num].astype(np.int64))).numpy()
+        paths.append(folder / f"vocoded_{i:03d}.wav")
+        write_wav(paths[-1], vocoded[: len(real)], model.sample_rate)
+        write_wav(folder / f"real_{i:03d}.wav", real, model.sample_rate)
+    log.info("examples (copy synthesis of held-out clips): %s", ", ".join(map(str, paths)))
     return paths

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...config import ConfigError
 from ...data import IGNORE
 from ...family import Chunk, Codec, Condition, Family, SamplingRule, Scorer
 from .config import FlowConfig
@@ -35,6 +36,9 @@ class FlowFamily(Family):
     bound = True
 
     def build(self, config, sample_rate: int) -> Flow:
+        if config.features is not None:
+            raise ConfigError("condition=mel: the flow family has no local conditioning; a "
+                              "vocoder is a WaveNet (e.g. model=small condition=mel)")
         return Flow(config, sample_rate=sample_rate)
 
     def codec(self, config) -> Codec:

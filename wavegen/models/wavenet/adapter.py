@@ -35,6 +35,10 @@ class WaveNetFamily(Family):
     def crop_loss(self, model: WaveNet) -> nn.Module:
         return CrossEntropy(model)
 
+    def frame_margin(self, model: WaveNet) -> int:
+        model.check_local(True)
+        return model.upsampler.margin
+
     def ddp_ignored(self, model: WaveNet) -> list[str]:
         # the last layer's residual output feeds nothing: no gradient to wait for
         last = f"model.layers.{len(model.layers) - 1}.residual"
@@ -67,9 +71,14 @@ class CrossEntropy(nn.Module):
         self.model = model
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor,
-                entries: torch.Tensor | None = None) -> torch.Tensor:
-        """inputs (B, R - 1 + S), targets (B, S), entries (B,) label entries -> scalar nats."""
-        logits = self.model.valid_logits(inputs, entries if self.model.conditional else None)
+                entries: torch.Tensor | None = None, frames: torch.Tensor | None = None,
+                places: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs (B, R - 1 + S), targets (B, S), entries (B,) label entries; a vocoder's
+        frames (B, W, n_mels) and places (B, 2) (``Family.crop_loss``) -> scalar nats."""
+        model = self.model
+        local = None if frames is None else model.upsampler.crops(frames, places,
+                                                                  inputs.shape[1])
+        logits = model.valid_logits(inputs, entries if model.conditional else None, local)
         with torch.autocast(logits.device.type, enabled=False):  # the loss in fp32
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                    ignore_index=IGNORE, reduction="sum")
@@ -83,7 +92,8 @@ class StreamingScorer(Scorer):
     def __init__(self, model: WaveNet, condition: Condition, batch_size: int):
         self.model = model
         device = next(model.parameters()).device
-        self.state = streaming.silence_state(model, batch_size, condition.entries)
+        self.state = streaming.silence_state(model, batch_size, condition.entries,
+                                             condition.frames)
         self.previous = torch.full((batch_size, 1), model.silence, dtype=torch.long,
                                    device=device)
 

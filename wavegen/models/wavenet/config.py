@@ -21,6 +21,8 @@ class WaveNetConfig(ModelConfig):
     gate_channels: int = setting(64, "both halves: gate_channels/2 tanh + gate_channels/2 sigmoid")
     skip_channels: int = setting(64, "channels of the skip path")
     head_channels: int = setting(64, "channels of the output head")
+    local_channels: int = setting(64, "vocoders (condition=mel): channels of the upsampled "
+                                  "features")
 
     def validate(self) -> None:
         super().validate()
@@ -33,5 +35,5 @@ class WaveNetConfig(ModelConfig):
              ">= 1")
         need(self.gate_channels >= 2 and self.gate_channels % 2 == 0, "model.gate_channels",
              self.gate_channels, "an even number >= 2")
-        for key in ("residual_channels", "skip_channels", "head_channels"):
+        for key in ("residual_channels", "skip_channels", "head_channels", "local_channels"):
             need(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), ">= 1")

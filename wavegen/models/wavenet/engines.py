@@ -84,7 +84,8 @@ def prime_bar(num_samples: int, progress: bool) -> tqdm:
 def torch_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition,
                   progress: bool) -> Chunk:
     """Prime a torch stream state with ``inputs`` (B, T); return the chunk function."""
-    state = streaming.silence_state(model, inputs.shape[0], condition.entries)
+    state = streaming.silence_state(model, inputs.shape[0], condition.entries,
+                                    condition.frames)
     with prime_bar(inputs.shape[1], progress) as bar:
         # (B, Q): predicts the first new sample
         logits = streaming.prime(model, state, inputs, bar=bar)
@@ -132,14 +133,15 @@ def numba_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition, th
     from .fastcpu import FastCPUEngine
 
     engine = FastCPUEngine(model, inputs.shape[0], threads=threads, entries=condition.entries,
-                           precision=precision)
+                           precision=precision, frames=condition.frames)
     x = inputs.cpu().numpy()
     known = x.shape[1] - 1
     if known:
         shared = bool((x == x[:1]).all()) and condition.all_same()
         with prime_bar(known, progress) as bar:
             if shared:
-                state = streaming.silence_state(engine.model, 1, condition.rows(0, 1).entries)
+                first = condition.rows(0, 1)
+                state = streaming.silence_state(engine.model, 1, first.entries, first.frames)
                 streaming.prime(engine.model, state, inputs[:1, :-1].cpu(), bar=bar)
                 engine.load(state, known)
             else:

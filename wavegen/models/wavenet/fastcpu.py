@@ -54,12 +54,12 @@ class Weights:
     lengths: np.ndarray  # (L,) int64: (k - 1) * d
     kernel_size: int
 
-    def args(self, conv_b: np.ndarray) -> tuple:
-        """The weights argument of the compiled loops, with ``conv_b`` (B, L, G) the
-        streams' conv biases (RingState.bias)."""
-        return (self.embed, self.conv_w, conv_b, self.out_w, self.res_b, self.skip_b,
-                self.head1_w, self.head1_b, self.head2_w, self.head2_b, self.dilations,
-                self.offsets, self.lengths, self.kernel_size)
+    def args(self) -> tuple:
+        """The weights argument of the compiled loops (the conv biases come apart: they
+        are per stream, and per step for a vocoder)."""
+        return (self.embed, self.conv_w, self.out_w, self.res_b, self.skip_b, self.head1_w,
+                self.head1_b, self.head2_w, self.head2_b, self.dilations, self.offsets,
+                self.lengths, self.kernel_size)
 
     def scratch(self, batch: int) -> tuple:
         """A group's buffers: h (B, R), taps (B, k*R), a (B, G), z (B, G/2), y (B, R + S),
@@ -164,15 +164,16 @@ def _tanh(x):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-def _step(x, weights, ring, t, scratch):
+def _step(x, weights, conv_b, ring, t, scratch):
     """Feed inputs x (B,) at step t; afterwards scratch's logits (B, Q) predict the next
-    samples. conv_b in ``weights`` is per stream: (B, L, G).
+    samples. ``conv_b`` (B, L, G): each stream's conv biases at this step (its label's and,
+    for a vocoder, this sample's features' share included).
 
     Per layer two products (``kernels.matmul`` into preallocated outputs): the k taps with
     the fused conv weight, and the gated output with the residual and skip projections side
     by side. Copies are explicit loops: numba's slice assignment costs more than the copy.
     """
-    (embed, conv_w, conv_b, out_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
+    (embed, conv_w, out_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
      dilations, offsets, lengths, k) = weights
     h, taps, a, z, y, s, hh, logits = scratch
     batch, res = h.shape
@@ -284,11 +285,12 @@ def _nucleus(weights, total, top_p):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _teacher_forced(x, weights, ring, t0, scratch, out):
-    """Feed x (B, T); out (B, T, Q) gets each step's logits."""
+def _teacher_forced(x, weights, bias, ring, t0, scratch, out):
+    """Feed x (B, T); out (B, T, Q) gets each step's logits. ``bias`` (T or 1, B, L, G):
+    the conv biases of each step (one for all)."""
     logits = scratch[-1]
     for i in range(x.shape[1]):
-        _step(x[:, i], weights, ring, t0 + i, scratch)
+        _step(x[:, i], weights, bias[i if bias.shape[0] > 1 else 0], ring, t0 + i, scratch)
         for b in range(x.shape[0]):
             for j in range(logits.shape[1]):
                 out[b, i, j] = logits[b, j]
@@ -296,8 +298,9 @@ def _teacher_forced(x, weights, ring, t0, scratch, out):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _sample(first, uniforms, temperature, top_p, levels, amplitude, alpha, quiet, weights,
-            ring, t0, scratch, out):
-    """Sample out (B, T): feed ``first`` (B,), draw, feed the draw, ... (T steps).
+            bias, ring, t0, scratch, out):
+    """Sample out (B, T): feed ``first`` (B,), draw, feed the draw, ... (T steps), with
+    the conv biases ``bias`` (T or 1, B, L, G) of each step (one for all).
 
     ``levels`` (B,): each stream's level (an exponential average of its squared
     amplitudes, ``alpha`` per sample; ``amplitude`` (Q,) decodes a class), updated in place;
@@ -307,7 +310,7 @@ def _sample(first, uniforms, temperature, top_p, levels, amplitude, alpha, quiet
     x = first.copy()
     probs = np.empty(logits.shape[1], dtype=np.float64)
     for i in range(out.shape[1]):
-        _step(x, weights, ring, t0 + i, scratch)
+        _step(x, weights, bias[i if bias.shape[0] > 1 else 0], ring, t0 + i, scratch)
         for b in range(x.shape[0]):
             p = top_p if levels[b] > quiet else 1.0
             x[b] = _draw(logits[b], uniforms[b, i], temperature, p, probs)
@@ -333,41 +336,75 @@ class FastCPUEngine:
     With ``precision`` "bf16" every step is that of ``model`` with its product weights
     rounded to bf16 (``at_precision``), kept as ``self.model`` for states loaded from the
     torch engine.
+
+    A vocoder's streams (``frames`` (B, F, n_mels)): torch computes the features of
+    ``LOCAL_STEPS`` samples at a time and every layer's projection of them in bulk, so the
+    loop only adds one more bias vector per layer and step.
     """
 
+    LOCAL_STEPS = 256
+
     def __init__(self, model: WaveNet, batch_size: int, threads: int = 1,
-                 entries: torch.Tensor | None = None, precision: str = "fp32"):
+                 entries: torch.Tensor | None = None, precision: str = "fp32",
+                 frames: torch.Tensor | None = None):
         self.model = model = at_precision(model, precision)
+        model.check_local(frames is not None)
         self.weights = export(model, precision)
         self.state = RingState(model, batch_size, entries)
         self.quantization_channels = q = model.quantization_channels
         self.amplitude = mulaw.decode(torch.arange(q), q).double().numpy()
         self.groups = stream_groups(batch_size, threads)
+        self.frames = None if frames is None else frames.detach().float().cpu()
 
     def load(self, state: streaming.TileState, steps: int) -> None:
         """Continue from a torch stream state that has been fed ``steps`` inputs."""
         self.state.load(state, steps)
 
-    def _run(self, fn) -> None:
-        """Run fn(lo, hi) for every stream group, one thread each."""
+    @torch.no_grad()
+    def biases(self, t0: int, steps: int) -> np.ndarray:
+        """(steps, B, L, G) float32: every stream's conv biases at steps t0.. (the features
+        of samples t0.. for a vocoder), or (1, B, L, G) for all steps of other models."""
+        static = self.state.bias[None]
+        if self.frames is None:
+            return static
+        model = self.model
+        local = model.tile_bias([None] * len(model.layers),
+                                model.local_features(self.frames, t0, t0 + steps))
+        local = torch.stack(local, dim=2).transpose(0, 1)  # (steps, B, L, G)
+        return np.ascontiguousarray(local.float().numpy() + static)
+
+    def _spans(self, steps: int) -> list[tuple[int, int]]:
+        """The spans of steps that share one call of ``biases``."""
+        size = steps if self.frames is None else self.LOCAL_STEPS
+        return [(lo, min(steps, lo + size)) for lo in range(0, steps, max(1, size))]
+
+    def _run(self, fn, bias: np.ndarray) -> None:
+        """Run fn(lo, hi, bias of streams lo..hi-1) for every stream group, one thread
+        each."""
+        def call(group):
+            lo, hi = group
+            fn(lo, hi, np.ascontiguousarray(bias[:, lo:hi]))
+
         if len(self.groups) == 1:
-            fn(*self.groups[0])
+            call(self.groups[0])
         else:
             with ThreadPoolExecutor(len(self.groups)) as pool:
-                list(pool.map(lambda group: fn(*group), self.groups))
+                list(pool.map(call, self.groups))
 
     def feed(self, x: np.ndarray) -> np.ndarray:
         """x: (B, T) int64 -> (B, T, Q) float32 logits, [:, t] for the sample after x[:, t]."""
         x = np.ascontiguousarray(x, dtype=np.int64)
         out = np.empty((x.shape[0], x.shape[1], self.quantization_channels), np.float32)
+        for a, b in self._spans(x.shape[1]):
+            t0 = self.state.t
 
-        def run(lo, hi):
-            _teacher_forced(x[lo:hi], self.weights.args(self.state.bias[lo:hi]),
-                            self.state.ring[lo:hi], self.state.t, self.weights.scratch(hi - lo),
-                            out[lo:hi])
+            def run(lo, hi, bias, a=a, b=b, t0=t0):
+                _teacher_forced(np.ascontiguousarray(x[lo:hi, a:b]), self.weights.args(),
+                                bias, self.state.ring[lo:hi], t0,
+                                self.weights.scratch(hi - lo), out[lo:hi, a:b])
 
-        self._run(run)
-        self.state.t += x.shape[1]
+            self._run(run, self.biases(t0, b - a))
+            self.state.t += b - a
         return out
 
     def sample(self, first: np.ndarray, uniforms: np.ndarray, temperature: float,
@@ -380,13 +417,17 @@ class FastCPUEngine:
         out = np.empty(uniforms.shape, dtype=np.int64)
         if levels is None:
             levels, quiet = np.ones(len(first)), 0.0
+        for a, b in self._spans(uniforms.shape[1]):
+            t0 = self.state.t
+            pending = first if a == 0 else out[:, a - 1].copy()
 
-        def run(lo, hi):
-            _sample(first[lo:hi], uniforms[lo:hi], float(temperature), float(top_p),
-                    levels[lo:hi], self.amplitude, float(alpha), float(quiet),
-                    self.weights.args(self.state.bias[lo:hi]), self.state.ring[lo:hi],
-                    self.state.t, self.weights.scratch(hi - lo), out[lo:hi])
+            def run(lo, hi, bias, a=a, b=b, t0=t0, pending=pending):
+                _sample(pending[lo:hi], np.ascontiguousarray(uniforms[lo:hi, a:b]),
+                        float(temperature), float(top_p), levels[lo:hi], self.amplitude,
+                        float(alpha), float(quiet), self.weights.args(), bias,
+                        self.state.ring[lo:hi], t0, self.weights.scratch(hi - lo),
+                        out[lo:hi, a:b])
 
-        self._run(run)
-        self.state.t += uniforms.shape[1]
+            self._run(run, self.biases(t0, b - a))
+            self.state.t += b - a
         return out

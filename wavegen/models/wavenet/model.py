@@ -21,8 +21,10 @@ from torch import nn
 
 from ...config import preset_config
 from ...family import FamilyModel
+from ...features import MelSettings
 from ...mulaw import silence_class
 from .config import WaveNetConfig
+from .upsample import Upsampler
 
 
 def dilations(stacks: int, layers_per_stack: int) -> list[int]:
@@ -58,7 +60,8 @@ class ResidualLayer(nn.Module):
         Only the last ``num_skip`` gated outputs are returned for the skip path: earlier
         ones never reach a prediction. The skip projections of all layers are applied
         together by ``WaveNet.head`` (one product instead of one per layer plus a sum).
-        ``cond`` (B, G): the label's projection for this layer, added to filter and gate.
+        ``cond`` (B, G): the label's projection for this layer, added to filter and gate, or
+        (B, T, G) per output sample (local conditioning, the label's share included).
         """
         length = h.shape[1] - self.context
         if self.kernel_size == 2:
@@ -79,8 +82,8 @@ class ResidualLayer(nn.Module):
         gate, taps = self.conv.weight.shape
         weight = self.conv.weight.view(gate, self.kernel_size, taps // self.kernel_size)
         a = F.conv1d(h, weight.transpose(1, 2), self.conv.bias, dilation=self.dilation)
-        if cond is not None:
-            a = a + cond.unsqueeze(2)
+        if cond is not None:  # (B, G) or (B, T, G)
+            a = a + (cond.unsqueeze(2) if cond.dim() == 2 else cond.transpose(1, 2))
         filt, gate = a.chunk(2, dim=1)
         z = torch.tanh(filt) * torch.sigmoid(gate)  # (B, G/2, T)
         tail = z[:, :, z.shape[2] - num_skip:]
@@ -95,8 +98,8 @@ class ResidualLayer(nn.Module):
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """taps: (B, T, k*R) oldest..newest, current: (B, T, R) the newest tap -> as forward."""
         a = self.conv(taps)  # (B, T, gate)
-        if cond is not None:
-            a = a + cond.unsqueeze(1)
+        if cond is not None:  # (B, G) for the whole tile, or (B, T, G) per sample
+            a = a + (cond.unsqueeze(1) if cond.dim() == 2 else cond)
         filt, gate = a.chunk(2, dim=-1)
         z = torch.tanh(filt) * torch.sigmoid(gate)  # (B, T, gate/2)
         tail = z[:, z.shape[1] - num_skip:]
@@ -148,8 +151,64 @@ class WaveNet(FamilyModel):
             self.label_proj = nn.ModuleList(
                 nn.Linear(config.label_channels, config.gate_channels, bias=False)
                 for _ in self.dilations)
+        self.features = MelSettings.from_config(config.features) if config.features else None
+        if self.features is not None:  # a vocoder: local conditioning on log-mel frames
+            self.upsampler = Upsampler(self.features, config.local_channels)
+            self.local_proj = nn.ModuleList(
+                nn.Linear(config.local_channels, config.gate_channels, bias=False)
+                for _ in self.dilations)
         self.formulation = "linear"
 
+    @property
+    def local(self) -> bool:
+        """Whether the model is conditioned on frames of features (a vocoder)."""
+        return self.features is not None
+
+    def layer_bias(self, label: list[torch.Tensor | None],
+                   local: torch.Tensor | None, num_out: int) -> list[torch.Tensor | None]:
+        """Each layer's conditioning: the label's (B, G) share, plus for a vocoder the
+        projection of the per-sample features ``local`` (B, T, C) of the inputs' positions
+        (the layer outputs of the last ``T - offset`` of them: (B, ., G))."""
+        self.check_local(local is not None)
+        if local is None:
+            return label
+        out = []
+        length = local.shape[1]
+        for i, (layer, proj) in enumerate(zip(self.layers, self.local_proj, strict=True)):
+            length -= layer.context  # this layer's outputs: the last `length` positions
+            bias = proj(local[:, local.shape[1] - length:])
+            out.append(bias if label[i] is None else bias + label[i].unsqueeze(1))
+        assert length == num_out
+        return out
+
+    def check_local(self, given: bool) -> None:
+        """ValueError unless features are ``given`` exactly when the model takes them."""
+        if self.local and not given:
+            raise ValueError("this model is a vocoder: it needs the frames of features it "
+                             "is conditioned on")
+        if given and not self.local:
+            raise ValueError("this model has no local conditioning (trained without "
+                             "condition=mel)")
+
+    def tile_bias(self, label: list[torch.Tensor | None], local: torch.Tensor
+                  ) -> list[torch.Tensor]:
+        """Each layer's (B, T, G) conditioning of T positions whose features are ``local``
+        (B, T, C), the label's (B, G) share ``label[i]`` (or None) added (the streaming
+        engines: every layer outputs the tile's T positions)."""
+        return [proj(local) if c is None else proj(local) + c.unsqueeze(1)
+                for proj, c in zip(self.local_proj, label, strict=True)]
+
+    def local_features(self, frames: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """frames (B, F, n_mels) of B clips -> (B, hi - lo, C) per-sample features of their
+        samples lo..hi-1 (silence's outside the clips; ``Upsampler.features``)."""
+        return self.upsampler.features(frames, lo, hi)
+
+    def frame_reach(self, frame: int) -> tuple[int, int]:
+        """The samples [lo, hi) whose predictions frame ``frame`` can change: those its
+        upsampled features reach, and the receptive field after them."""
+        before, after = self.upsampler.reach
+        hop = self.features.hop_length
+        return frame * hop + before, (frame + 1) * hop + after + self.receptive_field - 1
 
     def label_bias(self, ids: torch.Tensor | None) -> list[torch.Tensor | None]:
         """(B,) label entry indices -> per layer (B, G): the label's share of each layer's
@@ -190,13 +249,15 @@ class WaveNet(FamilyModel):
         skip = F.linear(torch.cat(gated, dim=-1), weight, bias)
         return self.head2(F.relu(self.head1(F.relu(skip))))
 
-    def valid_logits(self, inputs: torch.Tensor,
-                     entries: torch.Tensor | None = None) -> torch.Tensor:
+    def valid_logits(self, inputs: torch.Tensor, entries: torch.Tensor | None = None,
+                     local: torch.Tensor | None = None) -> torch.Tensor:
         """inputs: (B, T_in) int64 -> (B, T_in - R + 1, Q) logits (no padding).
 
         Output i predicts the sample following inputs[:, i + R - 1] from
         inputs[:, i : i + R]. Training crops use this directly. ``entries``: (B,) label
-        entry indices of a conditional model (None = "no label").
+        entry indices of a conditional model (None = "no label"). ``local`` (a vocoder's):
+        (B, T_in, C) upsampled features, local[:, k] those of the sample that follows
+        inputs[:, k] (the sample its position predicts).
         """
         num_out = inputs.shape[1] - self.receptive_field + 1
         if num_out < 1:
@@ -205,7 +266,7 @@ class WaveNet(FamilyModel):
                 f"got {inputs.shape[1]}")
         if entries is not None and not self.conditional:
             raise ValueError("this model is unconditional (trained without labels)")
-        cond = self.label_bias(entries)
+        cond = self.layer_bias(self.label_bias(entries), local, num_out)
         h = self.embed(inputs)  # (B, T_in, R)
         gated = []
         last = len(self.layers) - 1
@@ -225,17 +286,31 @@ class WaveNet(FamilyModel):
         pad = x.new_full((x.shape[0], self.receptive_field), self.silence)
         return torch.cat((pad, x[:, :-1]), dim=1)
 
-    def forward(self, x: torch.Tensor, entries: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T) int64 classes -> (B, Q, T) logits; [:, :, t] predicts x[t] from x[:t].
-        ``entries``: (B,) label entry indices (conditional models; None = "no label")."""
-        self._check_classes(x)
-        return self.valid_logits(self.shift_with_silence(x), entries).transpose(1, 2)
+    def sequence_local(self, frames: torch.Tensor | None, length: int
+                       ) -> torch.Tensor | None:
+        """A vocoder's features for ``shift_with_silence(x)`` of x (B, length): samples
+        -(R - 1) .. length - 1 (None for a model without local conditioning)."""
+        if frames is None:
+            return None
+        return self.local_features(frames, 1 - self.receptive_field, length)
 
-    def log_prob(self, x: torch.Tensor, entries: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T) int64 -> (B, T) float: log p(x[b, t] | x[b, :t], c[b]), silence
-        before t=0; ``entries`` as in ``forward``."""
+    def forward(self, x: torch.Tensor, entries: torch.Tensor | None = None,
+                frames: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T) int64 classes -> (B, Q, T) logits; [:, :, t] predicts x[t] from x[:t].
+        ``entries``: (B,) label entry indices (conditional models; None = "no label");
+        ``frames``: (B, F, n_mels) a vocoder's log-mel frames of the clips
+        (``wavegen.features``), p(x[t] | x[:t], frames)."""
         self._check_classes(x)
-        logits = self.valid_logits(self.shift_with_silence(x), entries)  # (B, T, Q)
+        local = self.sequence_local(frames, x.shape[1])
+        return self.valid_logits(self.shift_with_silence(x), entries, local).transpose(1, 2)
+
+    def log_prob(self, x: torch.Tensor, entries: torch.Tensor | None = None,
+                 frames: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T) int64 -> (B, T) float: log p(x[b, t] | x[b, :t], c[b]), silence
+        before t=0; ``entries`` and ``frames`` as in ``forward``."""
+        self._check_classes(x)
+        local = self.sequence_local(frames, x.shape[1])
+        logits = self.valid_logits(self.shift_with_silence(x), entries, local)  # (B, T, Q)
         return logits.log_softmax(-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
 
     def _check_classes(self, x: torch.Tensor) -> None:
@@ -250,7 +325,8 @@ class WaveNet(FamilyModel):
         return (f"WaveNet {c.preset}: {c.stacks}x{c.layers_per_stack} layers, kernel "
                 f"{c.kernel_size}, receptive field {self.receptive_field} samples "
                 f"({self.receptive_field_ms:.1f} ms at {self.sample_rate} Hz), "
-                f"{self.num_parameters() / 1e6:.2f} M parameters{self.conditioning()}")
+                f"{self.num_parameters() / 1e6:.2f} M parameters{self.conditioning()}"
+                + (f", a vocoder of {self.features.describe()}" if self.local else ""))
 
 
 def load_preset(name: str, **overrides) -> WaveNetConfig:

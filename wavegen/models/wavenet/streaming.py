@@ -32,17 +32,24 @@ class TileState:
 
     def __init__(self, context: list[torch.Tensor],
                  fused_skip: tuple[torch.Tensor, torch.Tensor],
-                 cond: list[torch.Tensor | None]):
+                 cond: list[torch.Tensor | None], frames: torch.Tensor | None = None):
         self.context = context
         self.start = [0] * len(context)
         self.fused_skip = fused_skip
         self.cond = cond
         self.silence = [c.clone() for c in context]  # each row's context after silence
+        # a vocoder's streams: their frames (B, F, n_mels), and the inputs fed so far (the
+        # input at position p predicts sample p, so it is conditioned on sample p's features)
+        self.frames = frames
+        self.position = 0
 
     def reset(self, row: int) -> None:
         """Start stream ``row`` again after infinite silence. A silence context holds the
         same value at every position of a ring, so this is right wherever the ring starts
         (``start`` is shared by the rows)."""
+        if self.frames is not None:
+            raise ValueError("the streams of a vocoder share one position in their frames; "
+                             "they start again only all together (a new state)")
         for context, silence in zip(self.context, self.silence, strict=True):
             context[row] = silence[row]
 
@@ -58,8 +65,8 @@ class TileState:
 
 
 @torch.no_grad()
-def silence_state(model: WaveNet, batch_size: int = 1,
-                  entries: torch.Tensor | None = None) -> TileState:
+def silence_state(model: WaveNet, batch_size: int = 1, entries: torch.Tensor | None = None,
+                  frames: torch.Tensor | None = None) -> TileState:
     """The state after infinite silence, for streams with the given label entries.
 
     With non-zero biases a layer's input during silence is not zero: it is the constant
@@ -69,7 +76,12 @@ def silence_state(model: WaveNet, batch_size: int = 1,
     Args:
         entries: (B,) label entries (``family.Condition.entries``) of a conditional model;
             None = "no label" for every stream.
+        frames: (B, F, n_mels) a vocoder's frames (``family.Condition.frames``). The
+            features of silence are 0 (``upsample.py``), so the silence before a clip is
+            the same as without them.
     """
+    if frames is not None:
+        model.check_local(True)
     rows = batch_size if model.conditional else 1  # silence differs by label
     cond = [c if c is None else c.expand(rows, -1).contiguous()
             for c in model.label_bias(entries)]
@@ -78,7 +90,7 @@ def silence_state(model: WaveNet, batch_size: int = 1,
     for i, layer in enumerate(model.layers):
         context.append(h.expand(batch_size, layer.context, -1).clone())
         h, _ = layer(h.expand(rows, layer.context + 1, -1), num_skip=1, cond=cond[i])
-    return TileState(context, model.fused_skip(), cond)
+    return TileState(context, model.fused_skip(), cond, frames)
 
 
 @torch.no_grad()
@@ -94,6 +106,12 @@ def step(model: WaveNet, state: TileState, inputs: torch.Tensor) -> torch.Tensor
     if inputs.dim() != 2 or inputs.shape[0] != state.batch_size:
         raise ValueError(f"inputs must be (B={state.batch_size}, T), got {tuple(inputs.shape)}")
     num_new = inputs.shape[1]
+    cond = state.cond
+    model.check_local(state.frames is not None)
+    if state.frames is not None:  # the features of the samples these inputs predict
+        p = state.position
+        cond = model.tile_bias(cond, model.local_features(state.frames, p, p + num_new))
+    state.position += num_new
     h = model.embed(inputs)  # (B, T, R)
     gated = []
     last = len(model.layers) - 1
@@ -105,14 +123,12 @@ def step(model: WaveNet, state: TileState, inputs: torch.Tensor) -> torch.Tensor
             taps = torch.cat((*past, h[:, 0]), dim=-1).unsqueeze(1)  # (B, 1, k*R)
             ring[:, s] = h[:, 0]
             state.start[i] = (s + 1) % ctx
-            h, tail = layer.from_taps(taps, h, 1, need_residual=i < last,
-                                      cond=state.cond[i])
+            h, tail = layer.from_taps(taps, h, 1, need_residual=i < last, cond=cond[i])
         else:  # a tile: run the layer on [ordered context, tile] and keep the new tail
             full = torch.cat((state.ordered(i), h), dim=1)  # (B, context + T, R)
             state.context[i] = full[:, -layer.context:].contiguous()
             state.start[i] = 0
-            h, tail = layer(full, num_skip=num_new, need_residual=i < last,
-                            cond=state.cond[i])
+            h, tail = layer(full, num_skip=num_new, need_residual=i < last, cond=cond[i])
         gated.append(tail)
     return model.head(gated, state.fused_skip)
 

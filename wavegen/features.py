@@ -1,0 +1,124 @@
+"""Log-mel features for local conditioning (a vocoder's input): frames of librosa mel
+spectra at a hop, aligned with the samples by one rule.
+
+Alignment: frame f covers samples [f * hop, (f + 1) * hop) and its analysis window
+(``win_length`` samples, inside an ``n_fft`` FFT) is centred on the middle of that span;
+a clip of T samples has ceil(T / hop) frames, the audio read as digital silence beyond its
+ends. Sample t is conditioned on frame t // hop (and, through the model's upsampler, on a
+few frames either side).
+
+A frame holds log(max(mel magnitude, log_floor)) per band (natural log of the magnitude, not
+power: the convention of most text-to-speech models' mel outputs), so digital silence is
+log(log_floor) in every band: the "silence frame", which the conditioning before a clip's
+start and after its end is made of.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import librosa
+import numpy as np
+
+from .config import ConditionConfig, ConfigError
+
+
+@dataclass(frozen=True)
+class MelSettings:
+    """The feature settings (``condition=mel``'s keys); what a vocoder checkpoint stores."""
+
+    n_mels: int = 80
+    hop_length: int = 200
+    win_length: int = 800
+    n_fft: int = 1024
+    fmin: float = 0.0
+    fmax: float | None = None
+    log_floor: float = 1e-5
+
+    @classmethod
+    def from_config(cls, cfg: ConditionConfig | dict | Any) -> MelSettings:
+        """From the condition group or a checkpoint's stored dict (ConfigError naming a
+        bad key)."""
+        values = cfg if isinstance(cfg, dict) else {f.name: getattr(cfg, f.name)
+                                                    for f in fields(cls)}
+        unknown = sorted(set(values) - {f.name for f in fields(cls)} - {"kind"})
+        if unknown:
+            raise ConfigError(f"unknown feature settings {unknown}")
+        settings = cls(**{k: v for k, v in values.items() if k != "kind"})
+        settings.check()
+        return settings
+
+    def check(self, sample_rate: int | None = None) -> None:
+        """Range checks; ConfigError naming the key."""
+        def need(ok: bool, key: str, allowed: str) -> None:
+            if not ok:
+                raise ConfigError(f"config key condition.{key}={getattr(self, key)!r} is "
+                                  f"invalid: expected {allowed}")
+
+        need(self.n_mels >= 1, "n_mels", ">= 1")
+        need(self.hop_length >= 1, "hop_length", ">= 1")
+        need(1 <= self.win_length <= self.n_fft, "win_length", "1 <= x <= condition.n_fft")
+        need(self.n_fft >= 2, "n_fft", ">= 2")
+        need(math.isfinite(self.log_floor) and self.log_floor > 0, "log_floor", "a number > 0")
+        need(math.isfinite(self.fmin) and self.fmin >= 0, "fmin", ">= 0")
+        top = sample_rate / 2 if sample_rate else math.inf
+        need(self.fmax is None or self.fmin < self.fmax <= top, "fmax",
+             f"null or condition.fmin < x <= {top:g} (half the sample rate)")
+
+    def key(self) -> dict[str, Any]:
+        """What a feature cache entry keys on."""
+        return asdict(self)
+
+    @property
+    def silence(self) -> float:
+        """The value of every band of a frame of digital silence."""
+        return math.log(self.log_floor)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames of a clip of num_samples: ceil(T / hop)."""
+        return -(-num_samples // self.hop_length)
+
+    def frame_of(self, t: np.ndarray | int) -> np.ndarray | int:
+        """The frame that covers sample t."""
+        return t // self.hop_length
+
+    def describe(self) -> str:
+        return (f"log-mel features: {self.n_mels} bands, hop {self.hop_length}, window "
+                f"{self.win_length} (FFT {self.n_fft}), {self.fmin:g} Hz to "
+                f"{'Nyquist' if self.fmax is None else f'{self.fmax:g} Hz'}")
+
+
+def log_mel(audio: np.ndarray, sample_rate: int, settings: MelSettings) -> np.ndarray:
+    """(T,) float audio -> (ceil(T / hop), n_mels) float32 log-mel frames, aligned as the
+    module docstring says."""
+    s = settings
+    s.check(sample_rate)
+    audio = np.asarray(audio, dtype=np.float32)
+    frames = s.num_frames(len(audio))
+    if frames == 0:
+        return np.zeros((0, s.n_mels), np.float32)
+    # frame f's FFT window starts at f * hop + hop / 2 - n_fft / 2 (centred on the middle
+    # of its hop span): pad silence on the left and enough on the right for the last one
+    left = s.n_fft // 2 - s.hop_length // 2
+    right = (frames - 1) * s.hop_length + s.n_fft - left - len(audio)
+    padded = np.pad(audio, (max(left, 0), max(right, 0)))[max(-left, 0):]
+    mel = librosa.feature.melspectrogram(
+        y=padded, sr=sample_rate, n_fft=s.n_fft, hop_length=s.hop_length,
+        win_length=s.win_length, center=False, power=1.0, n_mels=s.n_mels, fmin=s.fmin,
+        fmax=s.fmax)[:, :frames]  # (n_mels, F)
+    return np.log(np.maximum(mel, s.log_floor)).T.astype(np.float32)
+
+
+def check_frames(frames: np.ndarray, settings: MelSettings, what: str) -> np.ndarray:
+    """Features made elsewhere: (F, n_mels) float, finite -> float32; ValueError naming
+    ``what`` (a file) and the mismatch."""
+    frames = np.asarray(frames)
+    if frames.ndim != 2 or frames.shape[1] != settings.n_mels:
+        raise ValueError(f"{what}: features of shape {frames.shape}; this model takes "
+                         f"(frames, {settings.n_mels}) log-mel frames ({settings.describe()})")
+    if not np.issubdtype(frames.dtype, np.floating) or not np.isfinite(frames).all():
+        raise ValueError(f"{what}: features must be finite floats (natural log of the mel "
+                         f"magnitude, floored at {settings.log_floor:g})")
+    return frames.astype(np.float32)
