@@ -205,10 +205,13 @@ class WaveNet(FamilyModel):
 
     def frame_reach(self, frame: int) -> tuple[int, int]:
         """The samples [lo, hi) whose predictions frame ``frame`` can change: those its
-        upsampled features reach, and the receptive field after them."""
+        upsampled features reach, and after them what the layers above the first carry
+        them to (a feature enters every layer; the first layer's output at sample t reaches
+        t + R - 1 - its own context at most)."""
         before, after = self.upsampler.reach
         hop = self.features.hop_length
-        return frame * hop + before, (frame + 1) * hop + after + self.receptive_field - 1
+        carried = self.receptive_field - 1 - self.layers[0].context
+        return frame * hop + before, (frame + 1) * hop + after + carried
 
     def label_bias(self, ids: torch.Tensor | None) -> list[torch.Tensor | None]:
         """(B,) label entry indices -> per layer (B, G): the label's share of each layer's

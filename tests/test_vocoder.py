@@ -1,0 +1,363 @@
+"""A vocoder: local conditioning on log-mel frames (condition=mel). Features align with
+samples by the documented rule; the streaming engines, the numba loop and training crops all
+compute the parallel forward's p(x | frames); a frame reaches only the samples it is said to;
+the features a checkpoint was trained on are the ones vocoding and scoring recompute."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config, randomize_biases, tone, write
+
+from wavegen import mulaw
+from wavegen.cli import main
+from wavegen.config import ConditionConfig
+from wavegen.data import AudioFolder, Clip, CropSampler, Preprocessing
+from wavegen.family import Codec, family_of
+from wavegen.features import MelSettings, log_mel
+from wavegen.models.wavenet import streaming
+from wavegen.models.wavenet.fastcpu import FastCPUEngine
+from wavegen.models.wavenet.model import WaveNet
+from wavegen.models.wavenet.upsample import stage_scales
+from wavegen.sampler import generate
+from wavegen.scoring import score_audio, score_file
+
+SMALL = dict(kind="mel", n_mels=8, hop_length=12, win_length=32, n_fft=32)
+
+
+def vocoder(kernel_size=2, labels=None, hop=12, preset="tiny"):
+    """A tiny vocoder with random non-zero weights everywhere (upsampler included)."""
+    model = WaveNet.from_preset(preset, kernel_size=kernel_size, labels=labels,
+                                features=ConditionConfig(**{**SMALL, "hop_length": hop}))
+    randomize_biases(model)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "upsampler" in name or "local_proj" in name:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.2)
+    return model.eval()
+
+
+def random_frames(batch, count, n_mels=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, count, n_mels, generator=gen) - 4.0
+
+
+# ---------------------------------------------------------------- features
+
+
+def test_frames_align_with_samples_by_the_documented_rule():
+    """Frame f covers samples [f * hop, (f + 1) * hop) with its window centred there: a burst
+    in one hop span is loudest in that frame; T samples have ceil(T / hop) frames; silence
+    is log(log_floor) in every band."""
+    s = MelSettings(n_mels=16, hop_length=100, win_length=200, n_fft=256)
+    audio = np.zeros(1050, np.float32)
+    audio[500:600] = np.sin(np.arange(100) * 0.9)  # frame 5's span
+    frames = log_mel(audio, 16000, s)
+    assert frames.shape == (11, 16) and s.num_frames(1050) == 11
+    assert int(frames.max(axis=1).argmax()) == 5 == s.frame_of(550)
+    assert np.allclose(frames[0], np.log(1e-5)) and np.allclose(frames[10], np.log(1e-5))
+    assert frames[4].max() > np.log(1e-5) + 1 and frames[6].max() > np.log(1e-5) + 1
+
+
+def test_stage_scales_multiply_to_the_hop():
+    for hop in (1, 12, 160, 200, 256, 275, 441):
+        assert int(np.prod(stage_scales(hop))) == hop
+    assert stage_scales(200) == [5, 5, 8]
+
+
+def test_features_of_a_span_need_only_the_frames_near_it():
+    """``local_features`` of any span equals the same samples of a wider computation, and
+    the samples before the clip have features 0 (the silence the engines start after)."""
+    model = vocoder()
+    frames = random_frames(2, 30)
+    with torch.no_grad():
+        wide = model.local_features(frames, -100, 500)
+        for lo, hi in [(0, 360), (-50, 20), (100, 480), (7, 8), (355, 420)]:
+            got = model.local_features(frames, lo, hi)
+            assert torch.allclose(got, wide[:, lo + 100 : hi + 100], atol=1e-5)
+    assert torch.equal(wide[:, :100], torch.zeros_like(wide[:, :100]))
+    assert wide[:, 100:110].abs().max() > 0
+
+
+# ---------------------------------------------------------------- exactness
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("labels", [None, ["a", "b"]])
+@pytest.mark.parametrize("tile", [1, 7, 512])
+def test_streaming_equals_parallel_forward(kernel_size, labels, tile):
+    """Tiles that cross frame boundaries (hop 12) carry the features along."""
+    model = vocoder(kernel_size, labels)
+    length = 200 if tile == 1 else 700
+    x = torch.randint(0, 256, (2, length))
+    frames = random_frames(2, 60)
+    entries = torch.tensor([1, 2]) if labels else None
+    with torch.no_grad():
+        expected = model(x, entries, frames).transpose(1, 2)
+        state = streaming.silence_state(model, 2, entries, frames)
+        inputs = model.shift_with_silence(x)[:, model.receptive_field - 1:]
+        got = torch.cat([streaming.step(model, state, inputs[:, i : i + tile])
+                         for i in range(0, length, tile)], dim=1)
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_numba_loop_equals_parallel_forward_step_by_step(kernel_size):
+    """Three streams over two threads, more steps than one bulk feature computation."""
+    model = vocoder(kernel_size, ["a", "b"])
+    x = torch.randint(0, 256, (3, 700))
+    frames = random_frames(3, 60, seed=2)
+    entries = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        expected = model(x, entries, frames).transpose(1, 2)
+    engine = FastCPUEngine(model, 3, threads=2, entries=entries, frames=frames)
+    assert 700 > engine.LOCAL_STEPS
+    inputs = model.shift_with_silence(x)[:, model.receptive_field - 1:].numpy()
+    got = np.concatenate([engine.feed(inputs[:, :300]), engine.feed(inputs[:, 300:])], 1)
+    assert np.allclose(got, expected.numpy(), atol=1e-4), np.abs(got - expected.numpy()).max()
+
+
+def greedy(model, frames, n):
+    """Greedy decoding by the parallel forward, one sample at a time."""
+    x = torch.zeros(frames.shape[0], n, dtype=torch.long)
+    with torch.no_grad():
+        for t in range(n):
+            x[:, t] = model(x[:, : t + 1], frames=frames)[:, :, t].argmax(1)
+    return x
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_generation_follows_the_frames(backend):
+    """Temperature 0 through each backend is greedy decoding under each stream's own
+    frames (clips of different lengths in one batch)."""
+    model = vocoder()
+    frames = random_frames(2, 30, seed=3)
+    expected = greedy(model, frames, 300)
+    audio = generate(model, n=2, num_samples=300, temperature=0, backend=backend,
+                     frames=[frames[0].numpy(), frames[1, :20].numpy()])
+    got = mulaw.encode(audio, 256)
+    assert torch.equal(got[0], expected[0])
+    assert torch.equal(got[1, :200], greedy(model, frames[1:, :20], 200)[0])
+
+
+def test_bf16_loop_computes_the_rounded_model_with_frames():
+    from wavegen.models.wavenet.fastcpu import at_precision
+
+    model = vocoder()
+    frames = random_frames(2, 40, seed=4)
+    x = torch.randint(0, 256, (2, 400))
+    with torch.no_grad():
+        expected = at_precision(model, "bf16")(x, frames=frames).transpose(1, 2).numpy()
+    engine = FastCPUEngine(model, 2, frames=frames, precision="bf16")
+    got = engine.feed(model.shift_with_silence(x)[:, model.receptive_field - 1:].numpy())
+    assert np.allclose(got, expected, atol=1e-4)
+
+
+def test_training_crops_score_what_the_parallel_forward_scores():
+    """The crop loss of a vocoder (frames window, places) equals -log p of the same targets
+    by the parallel forward over the whole clip, for crops at the clip's start (context
+    before the clip), inside it and over its end."""
+    model = vocoder(kernel_size=3)
+    family = family_of(model)
+    audio = tone(0.2, freq=300) * np.linspace(0, 1, 3200, dtype=np.float32)
+    features = MelSettings(**{k: v for k, v in SMALL.items() if k != "kind"})
+    frames = log_mel(audio, 16000, features)
+    classes = mulaw.encode(torch.from_numpy(audio), 256)
+    crops = CropSampler([Clip("x", classes.numpy().astype(np.uint8), frames=frames)],
+                        family.context(model), 300, model.silence, features=features,
+                        frame_margin=family.frame_margin(model))
+    picks = [(0, 0), (0, 1234), (0, 3100)]
+    inputs, targets, _ = crops.build(picks)
+    window, places = crops.local(picks)
+    loss = family.crop_loss(model)
+    with torch.no_grad():
+        full = model.log_prob(classes[None], frames=torch.from_numpy(frames)[None])[0]
+        for i, (_, start) in enumerate(picks):
+            got = loss(inputs[i : i + 1], targets[i : i + 1], None, window[i : i + 1],
+                       places[i : i + 1])
+            expected = -full[start : start + 300].sum()
+            assert torch.allclose(got, expected, rtol=1e-5), (got, expected)
+
+
+def test_a_frame_reaches_only_the_samples_it_is_said_to():
+    """Changing frame f changes the logits over ``frame_reach(f)`` and nowhere else."""
+    model = vocoder(kernel_size=3)
+    x = torch.randint(0, 256, (1, 1200))
+    frames = random_frames(1, 100, seed=5)
+    changed = frames.clone()
+    f = 40
+    changed[0, f] += 3.0
+    with torch.no_grad():
+        diff = (model(x, frames=frames) - model(x, frames=changed)).abs().amax(1)[0]
+    lo, hi = model.frame_reach(f)
+    assert 0 < lo < hi < 1200
+    assert diff[:lo].max() == 0 and diff[hi:].max() == 0
+    assert diff[lo] > 0 and diff[f * 12] > 0 and diff[hi - 1] > 0  # the reach is tight
+
+
+def test_the_scorer_is_exact_and_refuses_what_does_not_fit():
+    model = vocoder()
+    audio = tone(0.3, freq=500)
+    record = score_audio(model, audio, 16000)
+    classes = mulaw.encode(torch.from_numpy(audio), 256)[None]
+    frames = torch.from_numpy(log_mel(audio, 16000, MelSettings(**{
+        k: v for k, v in SMALL.items() if k != "kind"})))[None]
+    with torch.no_grad():
+        expected = model.log_prob(classes, frames=frames).double().sum()
+    assert record["log_prob_nats"] == pytest.approx(float(expected), rel=1e-5)
+    family = family_of(model)
+    with pytest.raises(ValueError, match="needs the log-mel frames"):
+        family.condition(model, None, 1)
+    with pytest.raises(ValueError, match=r"\(frames, 8\)"):
+        family.condition(model, None, 1, [np.zeros((5, 9), np.float32)])
+    plain = WaveNet.from_preset("tiny")
+    with pytest.raises(ValueError, match="takes no frames"):
+        family_of(plain).condition(plain, None, 1, [np.zeros((5, 8), np.float32)])
+
+
+# ---------------------------------------------------------------- data, checkpoints, CLI
+
+
+def test_feature_cache_is_keyed_by_the_settings(tmp_path):
+    root = tmp_path / "audio"
+    write(root / "a.wav", tone(0.5, freq=330))
+    prep = Preprocessing(16000, Codec(256), None, False, 0.95)
+    s = MelSettings(n_mels=20, hop_length=80, win_length=320, n_fft=512)
+    first = AudioFolder(root, prep, tmp_path / "cache", features=s)
+    entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert sum("-mel-" in e for e in entries) == 1
+    again = AudioFolder(root, prep, tmp_path / "cache", features=s)
+    assert np.array_equal(first.clips[0].frames, again.clips[0].frames)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == entries  # reused
+    other = AudioFolder(root, prep, tmp_path / "cache",
+                        features=MelSettings(n_mels=10, hop_length=80, win_length=320,
+                                             n_fft=512))
+    assert other.clips[0].frames.shape == (100, 10)
+    assert sum("-mel-" in p.name for p in (tmp_path / "cache").iterdir()) == 2
+
+
+def train_vocoder(tmp_path, root, *extra, steps=40):
+    from wavegen.train import train
+
+    cfg = compose_config("data=folder", f"data.root={root}", "data.top_db=null",
+                         "condition=mel", "condition.n_mels=20", "condition.hop_length=80",
+                         "condition.win_length=320", "condition.n_fft=512",
+                         "data.segment_length=800", f"train.max_steps={steps}",
+                         f"train.val_every={steps}", "train.num_examples=1",
+                         "train.example_seconds=0.25", "train.sample_check_seconds=0.25",
+                         "train.formulation=linear", f"out_dir={tmp_path}/runs", "name=voc",
+                         *extra)
+    return train(cfg)
+
+
+def test_checkpoint_keeps_the_features_that_vocode_and_score_recompute(tmp_path, capsys):
+    root = tmp_path / "audio"
+    for i, f in enumerate((220, 330, 440)):
+        write(root / f"clip{i}.wav", tone(0.6, freq=f, seed=i))
+    summary = train_vocoder(tmp_path, root)
+    run = tmp_path / "runs" / "voc"
+    assert (run / "examples" / "vocoded_000.wav").is_file()
+    assert (run / "examples" / "real_000.wav").is_file()
+    line = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()
+            if "val_bits_per_sample" in x][-1]
+    assert "samples/vocoded_mel_distance_db" in line
+    from wavegen.checkpoint import load_checkpoint
+    from wavegen.vocode import from_audio
+
+    model = load_checkpoint(summary["checkpoint"])
+    assert model.local and model.features == MelSettings(n_mels=20, hop_length=80,
+                                                         win_length=320, n_fft=512)
+    cached = AudioFolder(root, Preprocessing(16000, Codec(256), None, False, 0.95),
+                         features=model.features)
+    for clip in cached.clips:
+        assert np.array_equal(from_audio(model, root / clip.name).frames, clip.frames)
+    # score: p(x | mel(x)) of each file, the same as score_audio of its samples
+    record = score_file(model, root / "clip1.wav")
+    assert record["bits_per_sample"] == pytest.approx(
+        score_audio(model, tone(0.6, freq=330, seed=1), 16000)["bits_per_sample"], rel=1e-4)
+
+    out = tmp_path / "out"
+    np.save(tmp_path / "made.npy", cached.clips[0].frames)
+    with pytest.raises(SystemExit) as done:
+        main(["vocode", summary["checkpoint"], str(root), "--mel", str(tmp_path / "made.npy"),
+              "-o", str(out), "--seed", "1"])
+    assert done.value.code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["clip0.wav", "clip1.wav", "clip2.wav",
+                                                       "made.wav"]
+    assert "x real time" in capsys.readouterr().out
+    import soundfile as sf
+
+    assert sf.info(out / "clip0.wav").frames == 9600
+    assert sf.info(out / "made.wav").frames == 120 * 80
+    for argv, message in [
+        (["vocode", summary["checkpoint"], str(root), "-o", str(out)], "exists"),
+        (["vocode", summary["checkpoint"], "--mel", str(tmp_path / "bad.npy"), "-o",
+          str(tmp_path / "o2")], "looks like (n_mels, frames)"),
+        (["generate", summary["checkpoint"], "-o", str(tmp_path / "o3")], "wavegen vocode"),
+    ]:
+        np.save(tmp_path / "bad.npy", np.zeros((20, 50), np.float32))
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 2
+        assert message in capsys.readouterr().err.replace("\n", " ")
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_vocode_refuses_a_model_that_is_not_a_vocoder(tmp_path, capsys):
+    from wavegen.checkpoint import save_checkpoint
+
+    model = WaveNet.from_preset("tiny")
+    from dataclasses import asdict
+
+    path = save_checkpoint(tmp_path / "plain.pt", {"model": model.state_dict(),
+                                                   "model_config": asdict(model.config),
+                                                   "sample_rate": 16000})
+    write(tmp_path / "a.wav", tone(0.1))
+    with pytest.raises(SystemExit) as done:
+        main(["vocode", str(path), str(tmp_path / "a.wav"), "-o", str(tmp_path / "o")])
+    assert done.value.code == 2
+    assert "not a vocoder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_flow_refuses_mel_conditioning(tmp_path):
+    from wavegen.config import ConfigError
+    from wavegen.train import train
+
+    cfg = compose_config("model=flow_tiny", "condition=mel", f"out_dir={tmp_path}",
+                         "train.max_steps=1")
+    with pytest.raises(ConfigError, match="no local conditioning"):
+        train(cfg)
+
+
+def pitch_contour(seconds, seed):
+    """Audio whose pitch follows a random smooth contour (150-600 Hz)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    knots = rng.uniform(np.log(150), np.log(600), size=int(seconds * 4) + 2)
+    f0 = np.exp(np.interp(np.arange(n) / 16000 * 4, np.arange(len(knots)), knots))
+    phase = 2 * np.pi * np.cumsum(f0) / 16000
+    return (0.5 * np.sin(phase) + 0.2 * np.sin(2 * phase)).astype(np.float32)
+
+
+def test_a_short_training_learns_to_follow_the_pitch_contour(tmp_path):
+    """Held-out audio scores better given its own frames than given silence frames (the
+    model's p(x) with the features zeroed): the features carry the pitch."""
+    root = tmp_path / "audio"
+    for i in range(4):
+        write(root / f"c{i}.wav", pitch_contour(3.0, i))
+    train_vocoder(tmp_path, root, "data.val_fraction=0.25", "train.sample_check_clips=0",
+                  "train.num_examples=0", steps=150)
+    from wavegen.checkpoint import load_checkpoint
+    from wavegen.scoring import StreamScorer
+
+    model = load_checkpoint(tmp_path / "runs" / "voc" / "last.pt")
+    held_out = pitch_contour(3.0, 99)
+    given = score_audio(model, held_out, 16000)["bits_per_sample"]
+    silent = np.full_like(log_mel(held_out, 16000, model.features), model.features.silence)
+    scorer = StreamScorer(model, frames=silent)
+    scorer.add(mulaw.encode(torch.from_numpy(held_out), 256).numpy())
+    zeroed = scorer.result()["bits_per_sample"]
+    assert given < zeroed - 0.3, (given, zeroed)
