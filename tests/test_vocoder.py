@@ -264,8 +264,11 @@ def test_checkpoint_keeps_the_features_that_vocode_and_score_recompute(tmp_path,
             if "val_bits_per_sample" in x][-1]
     assert "samples/vocoded_mel_distance_db" in line
     from wavegen.checkpoint import load_checkpoint
+    from wavegen.config import ConfigError
     from wavegen.vocode import from_audio
 
+    with pytest.raises(ConfigError, match=r"condition.n_mels=10 \(the run has 20\)"):
+        train_vocoder(tmp_path, root, "train.resume=true", "condition.n_mels=10")
     model = load_checkpoint(summary["checkpoint"])
     assert model.local and model.features == MelSettings(n_mels=20, hop_length=80,
                                                          win_length=320, n_fft=512)
@@ -320,6 +323,22 @@ def test_vocode_refuses_a_model_that_is_not_a_vocoder(tmp_path, capsys):
     assert done.value.code == 2
     assert "not a vocoder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("condition.fmax=9000", "condition.fmax=9000.0 is invalid"),
+    ("condition.win_length=2000", "condition.win_length=2000 is invalid"),
+    ("condition.hop_length=0", "condition.hop_length=0 is invalid"),
+])
+def test_feature_settings_are_checked_before_anything_is_written(tmp_path, override,
+                                                                 message):
+    from wavegen.config import ConfigError
+    from wavegen.train import train
+
+    cfg = compose_config("condition=mel", override, f"out_dir={tmp_path}/runs")
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_flow_refuses_mel_conditioning(tmp_path):

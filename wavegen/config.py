@@ -343,6 +343,10 @@ def validate(cfg: Config) -> None:
     need(d.labels is None or d.kind == "folder", "data.labels", d.labels,
          "null unless data=folder")
     need(d.sample_rate >= 1000, "data.sample_rate", d.sample_rate, ">= 1000")
+    if cfg.condition.kind == "mel":
+        from .features import MelSettings
+
+        MelSettings.from_config(cfg.condition).check(d.sample_rate)
     need(0.0 < d.val_fraction < 1.0, "data.val_fraction", d.val_fraction, "0 < x < 1")
     need(d.segment_length >= 1, "data.segment_length", d.segment_length, ">= 1")
     need(0.0 <= d.start_share <= 1.0, "data.start_share", d.start_share, "0 <= x <= 1")
