@@ -10,15 +10,15 @@ from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Flow", "FlowConfig", "WaveNet", "WaveNetConfig", "generate", "load_checkpoint",
-           "score_audio", "score_file"]
+__all__ = ["Flow", "FlowConfig", "MelSettings", "WaveNet", "WaveNetConfig", "generate",
+           "load_checkpoint", "log_mel", "score_audio", "score_file"]
 
 # Imported on first use, so that `wavegen --version` and `wavegen info` work (and can say
 # what is wrong) even when torch or torchaudio cannot be loaded.
 _LAZY = {"WaveNet": "models.wavenet.model", "WaveNetConfig": "models.wavenet.config",
          "Flow": "models.flow.model", "FlowConfig": "models.flow.config",
          "generate": "sampler", "load_checkpoint": "checkpoint", "score_audio": "scoring",
-         "score_file": "scoring"}
+         "score_file": "scoring", "MelSettings": "features", "log_mel": "features"}
 
 
 def __getattr__(name: str) -> Any:
