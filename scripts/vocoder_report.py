@@ -63,6 +63,7 @@ def main() -> None:
 
     from wavegen.audio import load_audio, write_wav
     from wavegen.checkpoint import load_checkpoint
+    from wavegen.family import family_of
     from wavegen.scoring import expand_paths, score_audio
     from wavegen.vocode import Source, griffin_lim, settings, vocode
 
@@ -89,6 +90,9 @@ def main() -> None:
           f"frames (exact)")
 
     rows = {}
+    codec = family_of(model).codec(model.config)
+    rows["real audio on the mu-law grid"] = [  # the ceiling of any model of these values
+        measures(codec.decode(codec.encode(r)).numpy(), r, rate) for r in real]
     gl = [griffin_lim(s.frames, rate, mel, s.num_samples, args.griffin_lim_iterations)
           for s in sources]
     rows[f"Griffin-Lim ({args.griffin_lim_iterations} iterations)"] = [

@@ -45,7 +45,7 @@ def test_sampling_loop_makes_no_blas_call():
     engine = FastCPUEngine(WaveNet.from_preset("tiny").eval(), 2)
     # compiled anew: numba shows no code for a function it loaded from its cache
     step = numba.njit(fastmath=True, error_model="numpy")(fastcpu._step.py_func)
-    step(np.zeros(2, dtype=np.int64), engine.weights.args(engine.state.bias),
+    step(np.zeros(2, dtype=np.int64), engine.weights.args(), engine.state.bias,
          engine.state.ring, 0, engine.weights.scratch(2))
     ir = step.inspect_llvm(step.signatures[0])
     assert "fmul" in ir  # the real code
