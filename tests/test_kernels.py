@@ -46,7 +46,7 @@ def test_sampling_loop_makes_no_blas_call():
     # compiled anew: numba shows no code for a function it loaded from its cache
     step = numba.njit(fastmath=True, error_model="numpy")(fastcpu._step.py_func)
     step(np.zeros(2, dtype=np.int64), engine.weights.args(), engine.state.bias,
-         engine.state.ring, 0, engine.weights.scratch(2))
+         engine.features(0, 1)[0], engine.state.ring, 0, engine.weights.scratch(2))
     ir = step.inspect_llvm(step.signatures[0])
     assert "fmul" in ir  # the real code
     assert "numba_xxgemm" not in ir and "numba_xxgemv" not in ir and "numba_xxdot" not in ir

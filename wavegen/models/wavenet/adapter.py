@@ -76,9 +76,12 @@ class CrossEntropy(nn.Module):
         """inputs (B, R - 1 + S), targets (B, S), entries (B,) label entries; a vocoder's
         frames (B, W, n_mels) and places (B, 2) (``Family.crop_loss``) -> scalar nats."""
         model = self.model
-        local = None if frames is None else model.upsampler.crops(frames, places,
-                                                                  inputs.shape[1])
-        logits = model.valid_logits(inputs, entries if model.conditional else None, local)
+        entries = entries if model.conditional else None
+        if frames is None:
+            logits = model.valid_logits(inputs, entries)
+        else:
+            local = model.upsampler.crops(frames, places, inputs.shape[1])
+            logits = model.valid_logits(inputs, entries, local)
         with torch.autocast(logits.device.type, enabled=False):  # the loss in fp32
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                    ignore_index=IGNORE, reduction="sum")

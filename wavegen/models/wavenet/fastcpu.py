@@ -41,7 +41,9 @@ class Weights:
     packed by ``kernels.pack`` in float32 or bfloat16, the rest float32."""
 
     embed: np.ndarray  # (Q, R)
-    conv_w: np.ndarray  # (L, k*R, G) packed: taps oldest..newest stacked on rows
+    # (L, k*R + C, G) packed: taps oldest..newest stacked on rows, then (a vocoder's) the
+    # projection of the C features of the sample (C = 0 for other models)
+    conv_w: np.ndarray
     out_w: np.ndarray  # (L, G/2, R + S) packed: residual and skip projections side by side
     res_b: np.ndarray  # (L, R)
     skip_b: np.ndarray  # (S,): every layer's skip bias, summed
@@ -62,8 +64,8 @@ class Weights:
                 self.lengths, self.kernel_size)
 
     def scratch(self, batch: int) -> tuple:
-        """A group's buffers: h (B, R), taps (B, k*R), a (B, G), z (B, G/2), y (B, R + S),
-        s (B, S), hh (B, H), logits (B, Q)."""
+        """A group's buffers: h (B, R), taps (B, k*R + C), a (B, G), z (B, G/2),
+        y (B, R + S), s (B, S), hh (B, H), logits (B, Q)."""
         zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
         res, half, skips = self.embed.shape[1], self.out_w.shape[2], self.skip_b.shape[0]
         return (zeros(batch, res), zeros(batch, self.conv_w.shape[2]), zeros(batch, 2 * half),
@@ -81,6 +83,8 @@ def at_precision(model: WaveNet, precision: str) -> WaveNet:
     products = [model.head1, model.head2]
     products += [part for layer in model.layers
                  for part in (layer.conv, layer.residual, layer.skip)]
+    if model.local:  # a vocoder's projections join the conv products (``export``)
+        products += list(model.local_proj)
     with torch.no_grad():
         for part in products:
             part.weight.copy_(kernels.rounded(part.weight, precision))
@@ -99,11 +103,15 @@ def export(model: WaveNet, precision: str = "fp32") -> Weights:
 
     layers = model.layers
     lengths = np.array([layer.context for layer in layers], dtype=np.int64)
+    conv = [layer.conv.weight.t() for layer in layers]  # (k*R, G) each
+    if model.local:  # features x projection, in the same product as the taps
+        conv = [torch.cat((w, proj.weight.t())) for w, proj in zip(conv, model.local_proj,
+                                                                   strict=True)]
     res_w = torch.stack([layer.residual.weight.t() for layer in layers])  # (L, G/2, R)
     skip_w = torch.stack([layer.skip.weight.t() for layer in layers])  # (L, G/2, S)
     return Weights(
         embed=f32(model.embed.weight),
-        conv_w=packed(torch.stack([layer.conv.weight.t() for layer in layers])),
+        conv_w=packed(torch.stack(conv)),
         out_w=packed(torch.cat([res_w, skip_w], dim=2)),
         res_b=f32(torch.stack([layer.residual.bias for layer in layers])),
         skip_b=f32(model.fused_skip()[1]),
@@ -164,14 +172,16 @@ def _tanh(x):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-def _step(x, weights, conv_b, ring, t, scratch):
+def _step(x, weights, conv_b, feats, ring, t, scratch):
     """Feed inputs x (B,) at step t; afterwards scratch's logits (B, Q) predict the next
-    samples. ``conv_b`` (B, L, G): each stream's conv biases at this step (its label's and,
-    for a vocoder, this sample's features' share included).
+    samples. ``conv_b`` (B, L, G): each stream's conv biases (its label's share included);
+    ``feats`` (B, C): a vocoder's features of the sample this step predicts (C = 0 for
+    other models), which follow the taps into every layer's conv product.
 
-    Per layer two products (``kernels.matmul`` into preallocated outputs): the k taps with
-    the fused conv weight, and the gated output with the residual and skip projections side
-    by side. Copies are explicit loops: numba's slice assignment costs more than the copy.
+    Per layer two products (``kernels.matmul`` into preallocated outputs): the k taps (and
+    the features) with the fused conv weight, and the gated output with the residual and
+    skip projections side by side. Copies are explicit loops: numba's slice assignment
+    costs more than the copy.
     """
     (embed, conv_w, out_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
      dilations, offsets, lengths, k) = weights
@@ -185,6 +195,8 @@ def _step(x, weights, conv_b, ring, t, scratch):
             h[b, j] = embed[x[b], j]
         for j in range(skips):
             s[b, j] = skip_b[j]
+        for j in range(feats.shape[1]):  # the same for every layer
+            taps[b, k * res + j] = feats[b, j]
     for layer in range(num_layers):
         d, off, ln = dilations[layer], offsets[layer], lengths[layer]
         for i in range(k):  # taps oldest..newest, as in the fused conv weight
@@ -285,12 +297,13 @@ def _nucleus(weights, total, top_p):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _teacher_forced(x, weights, bias, ring, t0, scratch, out):
-    """Feed x (B, T); out (B, T, Q) gets each step's logits. ``bias`` (T or 1, B, L, G):
-    the conv biases of each step (one for all)."""
+def _teacher_forced(x, weights, conv_b, feats, ring, t0, scratch, out):
+    """Feed x (B, T); out (B, T, Q) gets each step's logits. ``feats`` (T, B, C): a
+    vocoder's features of each step's sample ((1, B, 0) for other models)."""
     logits = scratch[-1]
     for i in range(x.shape[1]):
-        _step(x[:, i], weights, bias[i if bias.shape[0] > 1 else 0], ring, t0 + i, scratch)
+        _step(x[:, i], weights, conv_b, feats[min(i, feats.shape[0] - 1)], ring, t0 + i,
+              scratch)
         for b in range(x.shape[0]):
             for j in range(logits.shape[1]):
                 out[b, i, j] = logits[b, j]
@@ -298,9 +311,9 @@ def _teacher_forced(x, weights, bias, ring, t0, scratch, out):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _sample(first, uniforms, temperature, top_p, levels, amplitude, alpha, quiet, weights,
-            bias, ring, t0, scratch, out):
+            conv_b, feats, ring, t0, scratch, out):
     """Sample out (B, T): feed ``first`` (B,), draw, feed the draw, ... (T steps), with
-    the conv biases ``bias`` (T or 1, B, L, G) of each step (one for all).
+    a vocoder's features ``feats`` (T, B, C) of each step's sample ((1, B, 0) otherwise).
 
     ``levels`` (B,): each stream's level (an exponential average of its squared
     amplitudes, ``alpha`` per sample; ``amplitude`` (Q,) decodes a class), updated in place;
@@ -310,7 +323,7 @@ def _sample(first, uniforms, temperature, top_p, levels, amplitude, alpha, quiet
     x = first.copy()
     probs = np.empty(logits.shape[1], dtype=np.float64)
     for i in range(out.shape[1]):
-        _step(x, weights, bias[i if bias.shape[0] > 1 else 0], ring, t0 + i, scratch)
+        _step(x, weights, conv_b, feats[min(i, feats.shape[0] - 1)], ring, t0 + i, scratch)
         for b in range(x.shape[0]):
             p = top_p if levels[b] > quiet else 1.0
             x[b] = _draw(logits[b], uniforms[b, i], temperature, p, probs)
@@ -337,9 +350,10 @@ class FastCPUEngine:
     rounded to bf16 (``at_precision``), kept as ``self.model`` for states loaded from the
     torch engine.
 
-    A vocoder's streams (``frames`` (B, F, n_mels)): torch computes the features of
-    ``LOCAL_STEPS`` samples at a time and every layer's projection of them in bulk, so the
-    loop only adds one more bias vector per layer and step.
+    A vocoder's streams (``frames`` (B, F, n_mels)): torch computes the upsampled features
+    of ``LOCAL_STEPS`` samples at a time in bulk; each step copies its sample's features
+    beside the taps, and every layer's conv product applies that layer's projection of them
+    (its weights packed under the conv's), so they cost one longer product per layer.
     """
 
     LOCAL_STEPS = 256
@@ -361,29 +375,25 @@ class FastCPUEngine:
         self.state.load(state, steps)
 
     @torch.no_grad()
-    def biases(self, t0: int, steps: int) -> np.ndarray:
-        """(steps, B, L, G) float32: every stream's conv biases at steps t0.. (the features
-        of samples t0.. for a vocoder), or (1, B, L, G) for all steps of other models."""
-        static = self.state.bias[None]
+    def features(self, t0: int, steps: int) -> np.ndarray:
+        """(steps, B, C) float32: a vocoder's features of samples t0..t0 + steps - 1, or
+        (1, B, 0) for other models."""
         if self.frames is None:
-            return static
-        model = self.model
-        local = model.tile_bias([None] * len(model.layers),
-                                model.local_features(self.frames, t0, t0 + steps))
-        local = torch.stack(local, dim=2).transpose(0, 1)  # (steps, B, L, G)
-        return np.ascontiguousarray(local.float().numpy() + static)
+            return np.zeros((1, self.state.ring.shape[0], 0), np.float32)
+        local = self.model.local_features(self.frames, t0, t0 + steps)  # (B, steps, C)
+        return np.ascontiguousarray(local.transpose(0, 1).float().numpy())
 
     def _spans(self, steps: int) -> list[tuple[int, int]]:
-        """The spans of steps that share one call of ``biases``."""
+        """The spans of steps that share one call of ``features``."""
         size = steps if self.frames is None else self.LOCAL_STEPS
         return [(lo, min(steps, lo + size)) for lo in range(0, steps, max(1, size))]
 
-    def _run(self, fn, bias: np.ndarray) -> None:
-        """Run fn(lo, hi, bias of streams lo..hi-1) for every stream group, one thread
+    def _run(self, fn, feats: np.ndarray) -> None:
+        """Run fn(lo, hi, features of streams lo..hi-1) for every stream group, one thread
         each."""
         def call(group):
             lo, hi = group
-            fn(lo, hi, np.ascontiguousarray(bias[:, lo:hi]))
+            fn(lo, hi, np.ascontiguousarray(feats[:, lo:hi]))
 
         if len(self.groups) == 1:
             call(self.groups[0])
@@ -398,12 +408,12 @@ class FastCPUEngine:
         for a, b in self._spans(x.shape[1]):
             t0 = self.state.t
 
-            def run(lo, hi, bias, a=a, b=b, t0=t0):
+            def run(lo, hi, feats, a=a, b=b, t0=t0):
                 _teacher_forced(np.ascontiguousarray(x[lo:hi, a:b]), self.weights.args(),
-                                bias, self.state.ring[lo:hi], t0,
+                                self.state.bias[lo:hi], feats, self.state.ring[lo:hi], t0,
                                 self.weights.scratch(hi - lo), out[lo:hi, a:b])
 
-            self._run(run, self.biases(t0, b - a))
+            self._run(run, self.features(t0, b - a))
             self.state.t += b - a
         return out
 
@@ -421,13 +431,13 @@ class FastCPUEngine:
             t0 = self.state.t
             pending = first if a == 0 else out[:, a - 1].copy()
 
-            def run(lo, hi, bias, a=a, b=b, t0=t0, pending=pending):
+            def run(lo, hi, feats, a=a, b=b, t0=t0, pending=pending):
                 _sample(pending[lo:hi], np.ascontiguousarray(uniforms[lo:hi, a:b]),
                         float(temperature), float(top_p), levels[lo:hi], self.amplitude,
-                        float(alpha), float(quiet), self.weights.args(), bias,
-                        self.state.ring[lo:hi], t0, self.weights.scratch(hi - lo),
-                        out[lo:hi, a:b])
+                        float(alpha), float(quiet), self.weights.args(),
+                        self.state.bias[lo:hi], feats, self.state.ring[lo:hi], t0,
+                        self.weights.scratch(hi - lo), out[lo:hi, a:b])
 
-            self._run(run, self.biases(t0, b - a))
+            self._run(run, self.features(t0, b - a))
             self.state.t += b - a
         return out
