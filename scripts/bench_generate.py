@@ -15,6 +15,10 @@ distributions, and the clip's bits/sample under each.
     python scripts/bench_generate.py                       # small, CPU, 2 threads
     python scripts/bench_generate.py --preset tiny --batches 1 8 --flows --json out.jsonl
     python scripts/bench_generate.py --checkpoint runs/music/best.pt --backends numba --flows
+    python scripts/bench_generate.py --batches 1 8 --backends numba --vocoder --flows
+
+--vocoder also times the same preset as a vocoder (condition=mel's default features, random
+weights and frames) in the numba loop, fp32: what local conditioning costs per sample.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from benchlib import emit
 from llvmlite import binding
 
 from wavegen import WaveNet, generate, load_checkpoint, mulaw
+from wavegen.config import ConditionConfig
 from wavegen.info import cpu_name, numpy_blas
 from wavegen.models.flow.model import Flow
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
@@ -95,6 +100,8 @@ def main() -> None:
                    help="flow presets to time (none: --flows with no name)")
     p.add_argument("--flow-seconds", type=float, default=30.0, help="clip length, flows")
     p.add_argument("--flow-batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--vocoder", action="store_true",
+                   help="also time the preset as a vocoder (numba, fp32)")
     p.add_argument("--json", help="append JSON lines here")
     args = p.parse_args()
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, capability "
@@ -112,6 +119,10 @@ def main() -> None:
     sr = model.sample_rate
     for precision in args.precisions:  # compile outside the timings
         generate(model, n=2, num_samples=10, backend="numba", precision=precision)
+    if args.vocoder:
+        vocoder = WaveNet.from_preset(args.preset, features=ConditionConfig(kind="mel")).eval()
+        generate(vocoder, n=2, num_samples=10, backend="numba",
+                 frames=torch.zeros(1, 80).numpy())
     rows = []
 
     def record(method: str, batch: int, samples: int, seconds: list[float],
@@ -131,6 +142,11 @@ def main() -> None:
             record(method, batch, fast, timed(lambda b=batch, p=precision: generate(
                 model, n=b, num_samples=fast, seed=0, backend="numba", threads=args.threads,
                 precision=p), args.repeats))
+        if args.vocoder:
+            frames = [torch.randn(fast // 200 + 1, 80).numpy() - 4 for _ in range(batch)]
+            record("numba vocoder", batch, fast, timed(lambda b=batch, f=frames: generate(
+                vocoder, n=b, num_samples=fast, seed=0, backend="numba", threads=args.threads,
+                frames=f), args.repeats))
         if "torch" in args.backends:
             record("torch", batch, args.torch_samples, timed(lambda b=batch: generate(
                 model, n=b, num_samples=args.torch_samples, seed=0, backend="torch"),
