@@ -356,7 +356,7 @@ class FastCPUEngine:
     (its weights packed under the conv's), so they cost one longer product per layer.
     """
 
-    LOCAL_STEPS = 256
+    LOCAL_STEPS = 4096  # the sampler's chunk: the frames a span needs around it are few
 
     def __init__(self, model: WaveNet, batch_size: int, threads: int = 1,
                  entries: torch.Tensor | None = None, precision: str = "fp32",
