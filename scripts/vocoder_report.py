@@ -6,7 +6,8 @@ batch 1 and batch 8 (x real time).
 
     pip install pesq pystoi
     python scripts/vocoder_report.py runs/voice/best.pt $(cat runs/voice/validation_files.txt)
-    python scripts/vocoder_report.py CKPT clips/ --temperatures 1.0 0.9 0.8 --seconds 6
+    python scripts/vocoder_report.py CKPT clips/ --temperatures 1.0 0.9 0.8 --seconds 6 \
+        --figure docs/vocoder.png
 
 PESQ needs 16 kHz (or 8 kHz narrowband) audio: the vocoder's rate must be 16 kHz for it.
 """
@@ -47,6 +48,27 @@ def table(rows: dict[str, list[dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def figure(path: str, clips: dict[str, np.ndarray], sample_rate: int) -> None:
+    """Log-mel pictures of ``clips`` (name -> audio), one row each, one colour scale (80 dB
+    below the first clip's peak)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from wavegen.quality import peak_db, spectrogram_image
+
+    top = peak_db(next(iter(clips.values())), sample_rate)
+    fig, axes = plt.subplots(len(clips), 1, figsize=(10, 2.2 * len(clips)), squeeze=False)
+    for ax, (name, audio) in zip(axes[:, 0], clips.items(), strict=True):
+        ax.imshow(spectrogram_image(audio, sample_rate, top), aspect="auto", cmap="magma")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")
@@ -59,6 +81,9 @@ def main() -> None:
     p.add_argument("--speed-seconds", type=float, default=4.0,
                    help="clip length of the speed measurement (batch 1 and 8)")
     p.add_argument("-o", "--out-dir", default=None, help="write the clips here")
+    p.add_argument("--figure", default=None, metavar="PNG",
+                   help="log-mel pictures of the first clip's first 4 s: real, vocoded (the "
+                        "first temperature), Griffin-Lim")
     args = p.parse_args()
 
     from wavegen.audio import load_audio, write_wav
@@ -117,6 +142,13 @@ def main() -> None:
         print(f"vocode speed, batch {batch}: {done['seconds'] / done['sampling_seconds']:.2f}x "
               f"real time while sampling ({done['seconds'] / wall:.2f}x with features and "
               f"set-up)")
+    if args.figure:
+        n = int(4 * rate)
+        first = f"vocoded_T{args.temperatures[0]:g}"
+        figure(args.figure, {f"{sources[0].name}: real": real[0][:n],
+                             f"wavegen vocode, T={args.temperatures[0]:g}":
+                                 outputs[first][0][:n],
+                             "Griffin-Lim": outputs["griffin_lim"][0][:n]}, rate)
     if args.out_dir:
         from pathlib import Path
 
