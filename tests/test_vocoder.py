@@ -238,6 +238,19 @@ def test_feature_cache_is_keyed_by_the_settings(tmp_path):
     assert sum("-mel-" in p.name for p in (tmp_path / "cache").iterdir()) == 2
 
 
+def test_one_file_splits_in_time_with_its_frames():
+    from wavegen.data import split_clips
+
+    s = MelSettings(n_mels=8, hop_length=100, win_length=200, n_fft=256)
+    audio = tone(1.0)
+    frames = log_mel(audio, 16000, s)
+    clip = Clip("one", np.zeros(len(audio), np.uint8), frames=frames)
+    (train,), (val,) = split_clips([clip], 0.27, hop=100)
+    assert len(train) == 11700 and len(val) == 4300  # the cut rounded to a frame boundary
+    assert np.array_equal(train.frames, frames[:117]) and np.array_equal(val.frames,
+                                                                          frames[117:])
+
+
 def train_vocoder(tmp_path, root, *extra, steps=40):
     from wavegen.train import train
 

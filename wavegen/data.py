@@ -270,8 +270,8 @@ def split_clips(clips: list[Clip], val_fraction: float, hop: int = 1
     if len(clips) == 1:
         (clip,) = clips
         cut = max(1, min(len(clip) - 1, round(len(clip) * (1 - val_fraction))))
-        if clip.frames is not None:
-            cut = max(hop, min(len(clip) - 1, round(cut / hop) * hop)) // hop * hop
+        if clip.frames is not None:  # at a frame boundary, in 1 .. len - 1 where one is
+            cut = max(1, min(round(cut / hop), (len(clip) - 1) // hop)) * hop
         frames = [None, None] if clip.frames is None else [clip.frames[: cut // hop],
                                                            clip.frames[cut // hop:]]
         return ([Clip(clip.name + "[train]", clip.classes[:cut], clip.label,
