@@ -321,6 +321,38 @@ def test_checkpoint_keeps_the_features_that_vocode_and_score_recompute(tmp_path,
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
 
 
+def test_labels_and_frames_combine(tmp_path, capsys, monkeypatch):
+    """A speaker-and-mel vocoder: trained with data.labels too, validated per label,
+    its examples and checks given each clip's label; `vocode --label` takes one."""
+    import wavegen.sampler
+    import wavegen.train
+
+    asked = []
+    original = wavegen.sampler.generate
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get("label"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(wavegen.sampler, "generate", recording)
+    monkeypatch.setattr(wavegen.train, "generate", recording)
+    root = tmp_path / "audio"
+    for i, (label, f) in enumerate([("a", 200), ("a", 250), ("b", 500), ("b", 550)]):
+        write(root / label / f"c{i}.wav", tone(0.5, freq=f, seed=i))
+    summary = train_vocoder(tmp_path, root, "data.labels=folder", "data.val_fraction=0.5",
+                            steps=10)
+    assert sorted(summary["val_bits_per_sample_by_label"]) == ["a", "b"]
+    assert asked == [["a", "b"], ["a"]]  # the check (2 clips), the example (1)
+    with pytest.raises(SystemExit) as done:
+        main(["vocode", summary["checkpoint"], str(root / "b"), "--label", "b", "-o",
+              str(tmp_path / "out")])
+    assert done.value.code == 0
+    with pytest.raises(SystemExit) as done:
+        main(["vocode", summary["checkpoint"], str(root / "b"), "--label", "c", "-o",
+              str(tmp_path / "out2")])
+    assert done.value.code == 2 and "unknown label 'c'" in capsys.readouterr().err
+
+
 def test_vocode_refuses_a_model_that_is_not_a_vocoder(tmp_path, capsys):
     from wavegen.checkpoint import save_checkpoint
 

@@ -242,10 +242,11 @@ def mel_distance(generated: np.ndarray, real: np.ndarray, sample_rate: int) -> f
 
 
 def vocoder_check(model, reference: list[np.ndarray], frames_list: list[np.ndarray],
-                  count: int, seconds: float, temperature: float, seed: int
-                  ) -> tuple[dict[str, float], dict]:
+                  count: int, seconds: float, temperature: float, seed: int,
+                  labels: list | None = None) -> tuple[dict[str, float], dict]:
     """A vocoder's check at each validation: copy synthesis of the first ``seconds`` of
-    ``count`` held-out clips (their audio and frames), measured against the real audio:
+    ``count`` held-out clips (their audio, frames and, with labels too, their labels),
+    measured against the real audio:
     log-mel distance (dB), near-silent and noise-like shares. Returns (figures for
     metrics.jsonl, "samples/vocoded_*"; {"vocoded": first clip, "real": its original})."""
     from .sampler import generate
@@ -253,7 +254,8 @@ def vocoder_check(model, reference: list[np.ndarray], frames_list: list[np.ndarr
     pairs = list(zip(reference, frames_list, strict=True))[:count]
     num = int(seconds * model.sample_rate)
     clips = generate(model, n=len(pairs), num_samples=num, temperature=temperature,
-                     seed=seed, frames=[f for _, f in pairs], top_p=1.0).numpy()
+                     seed=seed, frames=[f for _, f in pairs], top_p=1.0,
+                     label=None if labels is None else labels[: len(pairs)]).numpy()
     real = [np.pad(r[:num], (0, max(0, num - len(r)))) for r, _ in pairs]
     joined = Frames.join([frames(c, model.sample_rate) for c in clips])
     flat = {"samples/vocoded_mel_distance_db": float(np.mean(

@@ -604,7 +604,8 @@ class Trainer:
         if self.features is not None:  # a vocoder: copy synthesis of held-out clips
             figures, audio = quality.vocoder_check(
                 model, self.reference_audio, [c.frames for c in self.val_clips],
-                t.sample_check_clips, t.sample_check_seconds, t.example_temperature, t.seed)
+                t.sample_check_clips, t.sample_check_seconds, t.example_temperature, t.seed,
+                [c.label for c in self.val_clips] if model.conditional else None)
             log.info("step %d: vocoded held-out clips: log-mel distance %.2f dB, %.0f%% "
                      "near-silent, %.0f%% noise-like frames", self.counters.step,
                      figures["samples/vocoded_mel_distance_db"],
@@ -760,7 +761,8 @@ def write_vocoded(model: nn.Module, folder: Path, clips: list, seconds: float,
     """A vocoder's examples (``write_examples``)."""
     num = int(seconds * model.sample_rate)
     audio = generate(model, n=len(clips), num_samples=num, temperature=temperature, seed=seed,
-                     progress=True, frames=[c.frames for c in clips], top_p=1.0)
+                     progress=True, frames=[c.frames for c in clips], top_p=1.0,
+                     label=[c.label for c in clips] if model.conditional else None)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     codec = family_of(model).codec(model.config)
