@@ -89,6 +89,7 @@ def main() -> None:
     from wavegen.audio import load_audio, write_wav
     from wavegen.checkpoint import load_checkpoint
     from wavegen.family import family_of
+    from wavegen.features import log_mel
     from wavegen.scoring import expand_paths, score_audio
     from wavegen.vocode import Source, griffin_lim, settings, vocode
 
@@ -104,8 +105,6 @@ def main() -> None:
         audio = load_audio(path, rate)
         if args.seconds:
             audio = audio[: int(args.seconds * rate)]
-        from wavegen.features import log_mel
-
         sources.append(Source(path.stem, log_mel(audio, rate, mel), len(audio), str(path)))
         real.append(audio)
     seconds = sum(len(a) for a in real) / rate

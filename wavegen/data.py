@@ -135,8 +135,8 @@ class AudioFolder:
                     self._skip(path, f"not listed in the manifest {labels}")
                     continue
             try:
-                classes = self._load(path)
-                frames = self._frames(path) if features is not None else None
+                classes, audio = self._load(path)
+                frames = self._frames(path, audio) if features is not None else None
             except AudioError as err:
                 self._skip(path, err.cause)
                 continue
@@ -182,9 +182,10 @@ class AudioFolder:
         digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
         return self.cache_dir / f"{path.stem[:40]}-{'mel-' if features else ''}{digest}.npy"
 
-    def _frames(self, path: Path) -> np.ndarray:
+    def _frames(self, path: Path, audio: np.ndarray | None) -> np.ndarray:
         """A file's log-mel frames (``wavegen.features``) of the audio its classes were
-        made from, from the cache or computed once."""
+        made from (``audio`` when ``_load`` just decoded it), from the cache or computed
+        once."""
         cached = self._cache_path(path, features=True)
         if cached.is_file():
             try:
@@ -192,10 +193,9 @@ class AudioFolder:
             except (OSError, ValueError):
                 log.warning("cache entry %s is unreadable; computing %s's features again",
                             cached, path)
-        p = self.prep
-        audio = load_audio(path, p.sample_rate, top_db=p.top_db, normalize=p.normalize,
-                           peak=p.peak)
-        frames = log_mel(audio, p.sample_rate, self.features)
+        if audio is None:
+            audio = self._decode(path)
+        frames = log_mel(audio, self.prep.sample_rate, self.features)
         self._store(cached, frames)
         return frames
 
@@ -207,26 +207,33 @@ class AudioFolder:
             np.save(f, array)
         os.replace(tmp, cached)
 
-    def _load(self, path: Path) -> np.ndarray:
+    def _decode(self, path: Path) -> np.ndarray:
+        """The file's audio as the preprocessing makes it (AudioError if unreadable)."""
+        p = self.prep
+        return load_audio(path, p.sample_rate, top_db=p.top_db, normalize=p.normalize,
+                          peak=p.peak)
+
+    def _load(self, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+        """A file's classes from the cache, or decoded and cached; and its audio when it
+        was decoded now (else None)."""
         open_info(path)  # exists, readable, a plausible rate: else AudioError with the reason
         cached = self._cache_path(path)
         if cached.is_file():
             try:
                 classes = np.load(cached, mmap_mode="r")
                 self.report.reused += 1
-                return classes
+                return classes, None
             except (OSError, ValueError):
                 log.warning("cache entry %s is unreadable; decoding %s again", cached, path)
         p = self.prep
-        audio = load_audio(path, p.sample_rate, top_db=p.top_db, normalize=p.normalize,
-                           peak=p.peak)
+        audio = self._decode(path)
         if self._cache_path(path) != cached:  # size or mtime moved while it was decoded
             raise AudioError(path, "changed while it was read (still being written?); not "
                                    "used or cached this time")
         classes = p.codec.encode_array(audio)
         self._store(cached, classes)
         self.report.decoded += 1
-        return np.load(cached, mmap_mode="r")
+        return np.load(cached, mmap_mode="r"), audio
 
 
 def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import AudioError, audio_paths, read_blocks, resample, to_mono
+from .audio import AudioError, audio_paths, load_audio, read_blocks, resample, to_mono
 from .family import Codec, Scorer, family_of
 
 LN2 = math.log(2)
@@ -249,14 +249,6 @@ def clip_frames(model: nn.Module, audio: np.ndarray) -> np.ndarray | None:
     return log_mel(audio, model.sample_rate, MelSettings.from_config(model.config.features))
 
 
-def read_clip(path: str | os.PathLike, sample_rate: int, block_seconds: float = 30.0
-              ) -> np.ndarray:
-    """A whole file as (T,) float32 mono at ``sample_rate`` (``audio.read_blocks``;
-    AudioError if unreadable)."""
-    blocks = list(read_blocks(path, sample_rate, block_seconds))
-    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-
-
 def score_file(model: nn.Module, path: str | os.PathLike, per_sample: bool = False,
                tile: int = TILE, block_seconds: float = 30.0,
                on_progress: Any = None, label: str | int | None = None,
@@ -278,15 +270,12 @@ def score_file(model: nn.Module, path: str | os.PathLike, per_sample: bool = Fal
         AudioError: the file cannot be read.
     """
     if model.config.features is not None:  # a vocoder's frames look ahead: the whole clip
-        audio = read_clip(path, model.sample_rate, block_seconds)
-        scorer = StreamScorer(model, tile, per_sample, [label], importance_samples,
-                              clip_frames(model, audio))
-        values = scorer.codec.encode(audio).numpy()
-        for lo in range(0, len(values), tile):
-            scorer.add(values[lo : lo + tile])
-            if on_progress is not None:
-                on_progress(len(values[lo : lo + tile]))
-        return {"path": str(path), **scorer.result()}
+        audio = load_audio(path, model.sample_rate)
+        record = score_audio(model, audio, model.sample_rate, per_sample, tile, label,
+                             importance_samples)
+        if on_progress is not None:
+            on_progress(len(audio))
+        return {"path": str(path), **record}
     scorer = StreamScorer(model, tile, per_sample, [label], importance_samples)
     scorer.add_file(path, block_seconds, on_progress)
     return {"path": str(path), **scorer.result()}

@@ -172,14 +172,12 @@ class WaveNet(FamilyModel):
         self.check_local(local is not None)
         if local is None:
             return label
-        out = []
-        length = local.shape[1]
-        for i, (layer, proj) in enumerate(zip(self.layers, self.local_proj, strict=True)):
+        spans, length = [], local.shape[1]
+        for layer in self.layers:
             length -= layer.context  # this layer's outputs: the last `length` positions
-            bias = proj(local[:, local.shape[1] - length:])
-            out.append(bias if label[i] is None else bias + label[i].unsqueeze(1))
+            spans.append(local[:, local.shape[1] - length:])
         assert length == num_out
-        return out
+        return self._projected(label, spans)
 
     def check_local(self, given: bool) -> None:
         """ValueError unless features are ``given`` exactly when the model takes them."""
@@ -195,8 +193,14 @@ class WaveNet(FamilyModel):
         """Each layer's (B, T, G) conditioning of T positions whose features are ``local``
         (B, T, C), the label's (B, G) share ``label[i]`` (or None) added (the streaming
         engines: every layer outputs the tile's T positions)."""
-        return [proj(local) if c is None else proj(local) + c.unsqueeze(1)
-                for proj, c in zip(self.local_proj, label, strict=True)]
+        return self._projected(label, [local] * len(self.layers))
+
+    def _projected(self, label: list[torch.Tensor | None], spans: list[torch.Tensor]
+                   ) -> list[torch.Tensor]:
+        """Layer i's projection of the features ``spans[i]`` (B, T_i, C), plus its label
+        share ``label[i]`` (B, G) or None -> (B, T_i, G) each."""
+        out = [proj(x) for proj, x in zip(self.local_proj, spans, strict=True)]
+        return [b if c is None else b + c.unsqueeze(1) for b, c in zip(out, label, strict=True)]
 
     def local_features(self, frames: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """frames (B, F, n_mels) of B clips -> (B, hi - lo, C) per-sample features of their

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...features import MelSettings
@@ -113,9 +112,3 @@ class Upsampler(nn.Module):
         out = up.gather(1, index[:, :, None].expand(-1, -1, up.shape[2]))
         return out * (places[:, 1:] + steps >= 0)[:, :, None]
 
-
-def pad_frames(frames: list[torch.Tensor], silence: float) -> torch.Tensor:
-    """Clips' frames (F_i, n_mels) -> (B, max F_i, n_mels), shorter ones ended by silence."""
-    longest = max(f.shape[0] for f in frames)
-    return torch.stack([F.pad(f, (0, 0, 0, longest - f.shape[0]), value=silence)
-                        for f in frames])
