@@ -149,6 +149,10 @@ class TrainConfig:
                                     "(`wavegen quality`); 0 = off")
     sample_check_seconds: float = setting(1.0, "length of each checked clip")
     label_dropout: float = setting(0.1, "conditional models: share of crops trained as 'no label'")
+    input_noise: float = setting(0.0, "std of Gaussian noise, in quantization steps (rounded), "
+                                 "added to the crops' input values inside the clips (targets "
+                                 "untouched), so the model learns to predict from a past with "
+                                 "small errors like its own samples'; 0 = off")
 
 
 @dataclass
@@ -340,6 +344,10 @@ def validate(cfg: Config) -> None:
          t.formulation, f"auto or one of {formulations}" if formulations else
          f"auto (the {m.family} family has one formulation)")
     need(0.0 <= t.label_dropout < 1.0, "train.label_dropout", t.label_dropout, "0 <= x < 1")
+    need(math.isfinite(t.input_noise) and t.input_noise >= 0, "train.input_noise",
+         t.input_noise, "a finite number >= 0")
+    need(t.input_noise == 0 or get_family(m.family).autoregressive, "train.input_noise",
+         t.input_noise, f"0 for the {m.family} family (it does not predict from past values)")
     need(d.labels is None or d.kind == "folder", "data.labels", d.labels,
          "null unless data=folder")
     need(d.sample_rate >= 1000, "data.sample_rate", d.sample_rate, ">= 1000")

@@ -363,6 +363,20 @@ class CropSampler:
         labels = self.label_ids[[k for k, _ in picks]]
         return torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(labels)
 
+    def jitter(self, picks: list[tuple[int, int]], sigma: float,
+               rng: np.random.Generator) -> torch.Tensor:
+        """Noise for the inputs (B, context + S) of the crops ``picks`` (``build``):
+        rounded N(0, sigma^2) on the values that come from the clips, 0 on the silence
+        before a clip and the padding past its end, which stay exact (generation from
+        scratch starts after exact silence). int64; one normal draw per input position."""
+        span = self.context + self.segment_length
+        noise = np.rint(rng.normal(0.0, sigma, size=(len(picks), span))).astype(np.int64)
+        for b, (k, start) in enumerate(picks):
+            lo = start - self.context - 1  # file position of inputs[b, 0]
+            noise[b, : max(-lo, 0)] = 0
+            noise[b, max(len(self.clips[k]) - lo, 0) :] = 0
+        return torch.from_numpy(noise)
+
     def local(self, picks: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """A vocoder's frames of the crops ``picks``: windows (B, W, n_mels) float32 of the
         frames that the features of each crop's predicted samples (clip positions
@@ -405,11 +419,15 @@ class StepBatches(Dataset):
     for other models), and the number of non-padding targets in the whole batch (all
     processes), which normalises the loss. With ``label_dropout`` p, each crop's label is
     replaced by entry 0 ("no label") with probability p (drawn from the same generator).
+    With ``input_noise`` sigma > 0, ``CropSampler.jitter`` noise is drawn after that for
+    the whole batch and added to the inputs (clamped to [0, ``classes``)).
     """
 
     def __init__(self, crops: CropSampler, seed: int, micro_batch: int, accumulation: int = 1,
-                 rank: int = 0, world: int = 1, label_dropout: float = 0.0):
+                 rank: int = 0, world: int = 1, label_dropout: float = 0.0,
+                 input_noise: float = 0.0, classes: int = 256):
         self.crops, self.seed, self.label_dropout = crops, seed, label_dropout
+        self.input_noise, self.classes = input_noise, classes
         self.micro_batch, self.accumulation, self.rank, self.world = (
             micro_batch, accumulation, rank, world)
 
@@ -423,6 +441,9 @@ class StepBatches(Dataset):
         if self.label_dropout > 0:
             dropped = rng.random(len(picks)) < self.label_dropout
             labels[torch.from_numpy(dropped[order])] = 0
+        if self.input_noise > 0:  # drawn for every process's crops: the same for any world
+            noise = self.crops.jitter(picks, self.input_noise, rng)[order]
+            inputs = (inputs + noise).clamp_(0, self.classes - 1)
         local = self.crops.local(mine)
         if local is not None:
             local = tuple(t.view(a, b, *t.shape[1:]) for t in local)
