@@ -46,14 +46,16 @@ def test_short_run_lowers_validation_bits(tmp_path):
     assert read_checkpoint(run / "last.pt")["progress"]["step"] == 250
 
 
-@pytest.mark.parametrize("model", [[], ["model=flow_tiny", "model.layers=2"]],
-                         ids=["wavenet", "flow"])
-def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch, model):
-    """Also a flow's, whose loss draws dequantization noise from torch's generator."""
+@pytest.mark.parametrize("model,extra", [([], []), (["model=flow_tiny", "model.layers=2"], []),
+                                         ([], ["train.input_noise=1.5"])],
+                         ids=["wavenet", "flow", "input-noise"])
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch, model, extra):
+    """Also a flow's, whose loss draws dequantization noise from torch's generator, and a
+    run with input noise (drawn per batch)."""
     if model:
         monkeypatch.setattr(sys.modules[__name__], "FAST", [*model, *FAST[2:]])
     common = ["train.max_steps=8", "train.checkpoint_every=3", "train.val_every=4",
-              "optim.ema_decay=0.9"]
+              "optim.ema_decay=0.9", *extra]
     whole = train(fast_config(tmp_path, *common, "name=whole"))
 
     original = CropSampler.build
@@ -247,3 +249,15 @@ def test_learning_rate_scaling_with_the_effective_batch():
     assert scaled_lr(OptimConfig(lr=1e-3, lr_scaling="sqrt"), 32, 8) == pytest.approx(2e-3)
     assert scaled_lr(OptimConfig(lr=1e-3, lr_scaling="linear", lr_base_batch=16), 32, 8) \
         == pytest.approx(2e-3)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["train.input_noise=-1"], "train.input_noise=-1.0 is invalid: expected a finite number"),
+    (["train.input_noise=nan"], "train.input_noise=nan is invalid"),
+    (["model=flow_tiny", "train.input_noise=1"],
+     "train.input_noise=1.0 is invalid: expected 0 for the flow family"),
+])
+def test_input_noise_is_checked_before_anything_is_written(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        train(compose_config(*overrides, f"out_dir={tmp_path}"))
+    assert not list(tmp_path.iterdir())
