@@ -149,7 +149,7 @@ def test_start_share_crops_begin_at_the_first_sample_and_zero_changes_nothing():
 
 
 def test_input_noise_touches_only_the_clips_values_and_is_the_same_for_any_world():
-    """train.input_noise: the inputs that come from a clip get rounded Gaussian noise
+    """data.input_noise: the inputs that come from a clip get rounded Gaussian noise
     (clamped to the classes); the silence before a clip, the padding past its end and the
     targets stay exact; each process of a 2-process run gets its rows of the 1-process
     batch, noise included; sigma 0 draws nothing (the batches are those of before)."""

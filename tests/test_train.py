@@ -47,7 +47,7 @@ def test_short_run_lowers_validation_bits(tmp_path):
 
 
 @pytest.mark.parametrize("model,extra", [([], []), (["model=flow_tiny", "model.layers=2"], []),
-                                         ([], ["train.input_noise=1.5"])],
+                                         ([], ["data.input_noise=1.5"])],
                          ids=["wavenet", "flow", "input-noise"])
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch, model, extra):
     """Also a flow's, whose loss draws dequantization noise from torch's generator, and a
@@ -252,10 +252,10 @@ def test_learning_rate_scaling_with_the_effective_batch():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["train.input_noise=-1"], "train.input_noise=-1.0 is invalid: expected a finite number"),
-    (["train.input_noise=nan"], "train.input_noise=nan is invalid"),
-    (["model=flow_tiny", "train.input_noise=1"],
-     "train.input_noise=1.0 is invalid: expected 0 for the flow family"),
+    (["data.input_noise=-1"], "data.input_noise=-1.0 is invalid: expected a finite number"),
+    (["data.input_noise=nan"], "data.input_noise=nan is invalid"),
+    (["model=flow_tiny", "data.input_noise=1"],
+     "data.input_noise=1.0 is invalid: expected 0 for the flow family"),
 ])
 def test_input_noise_is_checked_before_anything_is_written(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -96,6 +96,10 @@ class DataConfig:
     segment_length: int = setting(4000, "target samples per training crop (context comes on top)")
     start_share: float = setting(0.0, "share of crops that start at a file's first sample (their "
                                  "context all silence): how sounds begin after silence")
+    input_noise: float = setting(0.0, "std of Gaussian noise, in quantization steps (rounded), "
+                                 "added to the crops' input values inside the files (targets "
+                                 "untouched): the model learns to predict from a past with "
+                                 "small errors, like the one it generates; 0 = off")
     cache_dir: str | None = setting(None, "decoded class arrays; null = ~/.cache/wavegen/classes")
     val_max_seconds: float | None = setting(10.0, "seconds scored per validation file; null = all")
     synthetic_train_seconds: float = setting(120.0, "data=synthetic: seconds of training audio")
@@ -149,10 +153,6 @@ class TrainConfig:
                                     "(`wavegen quality`); 0 = off")
     sample_check_seconds: float = setting(1.0, "length of each checked clip")
     label_dropout: float = setting(0.1, "conditional models: share of crops trained as 'no label'")
-    input_noise: float = setting(0.0, "std of Gaussian noise, in quantization steps (rounded), "
-                                 "added to the crops' input values inside the clips (targets "
-                                 "untouched), so the model learns to predict from a past with "
-                                 "small errors like its own samples'; 0 = off")
 
 
 @dataclass
@@ -344,10 +344,6 @@ def validate(cfg: Config) -> None:
          t.formulation, f"auto or one of {formulations}" if formulations else
          f"auto (the {m.family} family has one formulation)")
     need(0.0 <= t.label_dropout < 1.0, "train.label_dropout", t.label_dropout, "0 <= x < 1")
-    need(math.isfinite(t.input_noise) and t.input_noise >= 0, "train.input_noise",
-         t.input_noise, "a finite number >= 0")
-    need(t.input_noise == 0 or get_family(m.family).autoregressive, "train.input_noise",
-         t.input_noise, f"0 for the {m.family} family (it does not predict from past values)")
     need(d.labels is None or d.kind == "folder", "data.labels", d.labels,
          "null unless data=folder")
     need(d.sample_rate >= 1000, "data.sample_rate", d.sample_rate, ">= 1000")
@@ -358,6 +354,10 @@ def validate(cfg: Config) -> None:
     need(0.0 < d.val_fraction < 1.0, "data.val_fraction", d.val_fraction, "0 < x < 1")
     need(d.segment_length >= 1, "data.segment_length", d.segment_length, ">= 1")
     need(0.0 <= d.start_share <= 1.0, "data.start_share", d.start_share, "0 <= x <= 1")
+    need(math.isfinite(d.input_noise) and d.input_noise >= 0, "data.input_noise",
+         d.input_noise, "a finite number >= 0")
+    need(d.input_noise == 0 or get_family(m.family).autoregressive, "data.input_noise",
+         d.input_noise, f"0 for the {m.family} family (it does not predict from past values)")
     need(0.0 < d.peak <= 1.0, "data.peak", d.peak, "0 < x <= 1")
     need(0 < o.lr <= 1, "optim.lr", o.lr, "0 < x <= 1")
     need(len(o.betas) == 2, "optim.betas", o.betas, "two numbers")

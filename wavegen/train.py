@@ -266,7 +266,7 @@ class Trainer:
                             family.frame_margin(model) if self.features else 0)
         self.batches = StepBatches(crops, t.seed, t.batch_size, t.grad_accum, world.rank,
                                    world.size, t.label_dropout if model.conditional else 0.0,
-                                   t.input_noise, self.codec.channels)
+                                   cfg.data.input_noise, self.codec.channels)
         self.effective_batch = t.batch_size * t.grad_accum * world.size
         self.lr = scaled_lr(o, self.effective_batch, t.batch_size)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=tuple(o.betas),
