@@ -254,10 +254,28 @@ def test_learning_rate_scaling_with_the_effective_batch():
 @pytest.mark.parametrize("overrides,message", [
     (["data.input_noise=-1"], "data.input_noise=-1.0 is invalid: expected a finite number"),
     (["data.input_noise=nan"], "data.input_noise=nan is invalid"),
-    (["model=flow_tiny", "data.input_noise=1"],
-     "data.input_noise=1.0 is invalid: expected 0 for the flow family"),
 ])
 def test_input_noise_is_checked_before_anything_is_written(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         train(compose_config(*overrides, f"out_dir={tmp_path}"))
     assert not list(tmp_path.iterdir())
+
+
+def test_input_noise_does_not_apply_to_a_flow_and_says_so(tmp_path, caplog):
+    """A folder's default input noise is not an error for a flow (it predicts no sample
+    from past ones): its crops stay exact and the log says why."""
+    from wavegen.data import StepBatches
+
+    seen = []
+    original = StepBatches.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self.input_noise)
+
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level("INFO"):
+        patch.setattr(StepBatches, "__init__", spy)
+        train(compose_config("model=flow_tiny", "model.layers=2", *FAST[2:],
+                             "data.input_noise=1", "train.max_steps=1", f"out_dir={tmp_path}"))
+    assert seen == [0.0]
+    assert "data.input_noise=1 does not apply to the flow family" in caplog.text

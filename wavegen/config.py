@@ -97,9 +97,10 @@ class DataConfig:
     start_share: float = setting(0.0, "share of crops that start at a file's first sample (their "
                                  "context all silence): how sounds begin after silence")
     input_noise: float = setting(0.0, "std of Gaussian noise, in quantization steps (rounded), "
-                                 "added to the crops' input values inside the files (targets "
-                                 "untouched): the model learns to predict from a past with "
-                                 "small errors, like the one it generates; 0 = off")
+                                 "added to the crops' inputs, the silence before a file "
+                                 "included (targets untouched): the model learns to predict "
+                                 "from a past with small errors, like the one it generates; "
+                                 "0 = off")
     cache_dir: str | None = setting(None, "decoded class arrays; null = ~/.cache/wavegen/classes")
     val_max_seconds: float | None = setting(10.0, "seconds scored per validation file; null = all")
     synthetic_train_seconds: float = setting(120.0, "data=synthetic: seconds of training audio")
@@ -356,8 +357,6 @@ def validate(cfg: Config) -> None:
     need(0.0 <= d.start_share <= 1.0, "data.start_share", d.start_share, "0 <= x <= 1")
     need(math.isfinite(d.input_noise) and d.input_noise >= 0, "data.input_noise",
          d.input_noise, "a finite number >= 0")
-    need(d.input_noise == 0 or get_family(m.family).autoregressive, "data.input_noise",
-         d.input_noise, f"0 for the {m.family} family (it does not predict from past values)")
     need(0.0 < d.peak <= 1.0, "data.peak", d.peak, "0 < x <= 1")
     need(0 < o.lr <= 1, "optim.lr", o.lr, "0 < x <= 1")
     need(len(o.betas) == 2, "optim.betas", o.betas, "two numbers")

@@ -366,14 +366,15 @@ class CropSampler:
     def jitter(self, picks: list[tuple[int, int]], sigma: float,
                rng: np.random.Generator) -> torch.Tensor:
         """Noise for the inputs (B, context + S) of the crops ``picks`` (``build``):
-        rounded N(0, sigma^2) on the values that come from the clips, 0 on the silence
-        before a clip and the padding past its end, which stay exact (generation from
-        scratch starts after exact silence). int64; one normal draw per input position."""
+        rounded N(0, sigma^2) on the values from the clips and on the silence before a
+        clip, 0 on the padding past its end (its targets are ignored). int64; one normal
+        draw per input position. The silence gets noise too: left exact, it is the only
+        exact run of one value a model trained with noise sees, and the generated audio
+        that falls into it stays there (measured: README, "What the sampler produces")."""
         span = self.context + self.segment_length
         noise = np.rint(rng.normal(0.0, sigma, size=(len(picks), span))).astype(np.int64)
         for b, (k, start) in enumerate(picks):
             lo = start - self.context - 1  # file position of inputs[b, 0]
-            noise[b, : max(-lo, 0)] = 0
             noise[b, max(len(self.clips[k]) - lo, 0) :] = 0
         return torch.from_numpy(noise)
 

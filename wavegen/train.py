@@ -264,9 +264,14 @@ class Trainer:
         crops = CropSampler(train_clips, family.context(model), cfg.data.segment_length,
                             self.codec.silence, label_ids, cfg.data.start_share, self.features,
                             family.frame_margin(model) if self.features else 0)
+        noise = cfg.data.input_noise if family.autoregressive else 0.0
+        if noise != cfg.data.input_noise:
+            log.info("data.input_noise=%g does not apply to the %s family (it does not "
+                     "predict from past values): its inputs stay exact", cfg.data.input_noise,
+                     cfg.model.family)
         self.batches = StepBatches(crops, t.seed, t.batch_size, t.grad_accum, world.rank,
                                    world.size, t.label_dropout if model.conditional else 0.0,
-                                   cfg.data.input_noise, self.codec.channels)
+                                   noise, self.codec.channels)
         self.effective_batch = t.batch_size * t.grad_accum * world.size
         self.lr = scaled_lr(o, self.effective_batch, t.batch_size)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=tuple(o.betas),
