@@ -1,6 +1,6 @@
 """Generation speed: samples/s for each backend at several batch sizes (the numba loop in
-fp32 and with bf16 weights), the naive method, and the flow presets (a whole clip inverted
-at once); and how far bf16 weights move the next-sample distributions.
+fp32 and with bf16 products), the naive method, and the flow presets (a whole clip inverted
+at once); and how far bf16 products move the next-sample distributions.
 
 The naive method recomputes the whole receptive field for every new sample (what a sampler
 without caches does). All figures come from one run, so their ratios are comparable; each
@@ -39,7 +39,7 @@ from wavegen.config import ConditionConfig
 from wavegen.info import cpu_name, numpy_blas
 from wavegen.models.flow.model import Flow
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
-from wavegen.models.wavenet.kernels import PRECISIONS
+from wavegen.models.wavenet.kernels import PRECISIONS, native_bf16
 
 
 def naive(model: WaveNet, n: int, num_samples: int) -> None:
@@ -88,7 +88,7 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", choices=("numba", "torch"),
                    default=["numba", "torch"])
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
-                   help="weight precisions of the numba loop")
+                   help="precisions of the numba loop's products")
     p.add_argument("--kl-seconds", type=float, default=2.0,
                    help="clip length for bf16's distribution shift (0: skip)")
     p.add_argument("--seconds", type=float, default=2.0, help="audio per stream, fast backends")
@@ -107,7 +107,8 @@ def main() -> None:
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, capability "
           f"{torch.backends.cpu.get_cpu_capability()}; numpy BLAS: {numpy_blas()}")
     print(f"numba loop compiled for: {os.environ.get('NUMBA_CPU_NAME') or 'host'} "
-          f"({binding.get_host_cpu_name()} here)")
+          f"({binding.get_host_cpu_name()} here); bf16 products: "
+          f"{'native (vdpbf16ps)' if native_bf16() else 'widened to fp32 multiply-adds'}")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

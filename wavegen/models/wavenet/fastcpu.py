@@ -38,7 +38,8 @@ from .model import WaveNet
 @dataclass
 class Weights:
     """The model's parameters laid out for the loop: the product weights (W of inputs @ W)
-    packed by ``kernels.pack`` in float32 or bfloat16, the rest float32."""
+    packed by ``kernels.pack`` in float32 or bfloat16 (shapes below as (K, N) before
+    packing), the rest float32."""
 
     embed: np.ndarray  # (Q, R)
     # (L, k*R + C, G) packed: taps oldest..newest stacked on rows, then (a vocoder's) the
@@ -55,6 +56,8 @@ class Weights:
     offsets: np.ndarray  # (L,) int64: where each layer's ring starts in the state
     lengths: np.ndarray  # (L,) int64: (k - 1) * d
     kernel_size: int
+    taps: int  # k*R + C: the conv products' depth
+    gate: int  # G
 
     def args(self) -> tuple:
         """The weights argument of the compiled loops (the conv biases come apart: they
@@ -65,29 +68,44 @@ class Weights:
 
     def scratch(self, batch: int) -> tuple:
         """A group's buffers: h (B, R), taps (B, k*R + C), a (B, G), z (B, G/2),
-        y (B, R + S), s (B, S), hh (B, H), logits (B, Q)."""
+        y (B, R + S), s (B, S), hh (B, H), pairs (B, the largest K / 2) uint32 (bf16
+        products' inputs, ``kernels.matmul``), logits (B, Q)."""
         zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
-        res, half, skips = self.embed.shape[1], self.out_w.shape[2], self.skip_b.shape[0]
-        return (zeros(batch, res), zeros(batch, self.conv_w.shape[2]), zeros(batch, 2 * half),
+        res, skips, heads = self.embed.shape[1], self.skip_b.shape[0], self.head1_b.shape[0]
+        half = self.gate // 2
+        depth = max(self.taps, half, skips, heads)
+        return (zeros(batch, res), zeros(batch, self.taps), zeros(batch, self.gate),
                 zeros(batch, half), zeros(batch, res + skips), zeros(batch, skips),
-                zeros(batch, self.head1_b.shape[0]), zeros(batch, self.head2_b.shape[0]))
+                zeros(batch, heads), np.zeros((batch, (depth + 1) // 2), np.uint32),
+                zeros(batch, self.head2_b.shape[0]))
 
 
 def at_precision(model: WaveNet, precision: str) -> WaveNet:
-    """The model whose product weights (dilated convs, residual and skip projections,
-    heads) hold their values at ``precision``: what the loop computes with. The model itself
-    for fp32, else a copy."""
+    """The model the loop computes at ``precision``: the model itself for fp32, else a copy
+    whose products (dilated convs, residual and skip projections, heads, a vocoder's
+    feature projections) take both their weights and their inputs rounded to
+    ``precision`` (``kernels.matmul``); sums, biases, gates and the residual path stay
+    float32. The copy computes with the linear formulation, whose products are the
+    modules this rounds the inputs of."""
     if precision == "fp32":
         return model
     model = copy.deepcopy(model)
+    model.formulation = "linear"
     products = [model.head1, model.head2]
     products += [part for layer in model.layers
                  for part in (layer.conv, layer.residual, layer.skip)]
     if model.local:  # a vocoder's projections join the conv products (``export``)
         products += list(model.local_proj)
+
+    def rounded(x: torch.Tensor) -> torch.Tensor:
+        return kernels.rounded(x, precision).to(x.dtype)
+
     with torch.no_grad():
         for part in products:
             part.weight.copy_(kernels.rounded(part.weight, precision))
+            part.register_forward_pre_hook(lambda _, args: (rounded(args[0]), *args[1:]))
+    head = model.head  # the skip projections run as one product of every layer's output
+    model.head = lambda gated, fused_skip=None: head([rounded(g) for g in gated], fused_skip)
     return model
 
 
@@ -121,6 +139,7 @@ def export(model: WaveNet, precision: str = "fp32") -> Weights:
         offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
         lengths=lengths,
         kernel_size=model.config.kernel_size,
+        taps=conv[0].shape[0], gate=conv[0].shape[1],
     )
 
 
@@ -185,7 +204,7 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
     """
     (embed, conv_w, out_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
      dilations, offsets, lengths, k) = weights
-    h, taps, a, z, y, s, hh, logits = scratch
+    h, taps, a, z, y, s, hh, pairs, logits = scratch
     batch, res = h.shape
     num_layers = conv_w.shape[0]
     half = z.shape[1]
@@ -213,13 +232,13 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
         for b in range(batch):
             for j in range(res):
                 ring[b, slot, j] = h[b, j]
-        matmul(taps, conv_w[layer], a)
+        matmul(taps, conv_w[layer], a, pairs)
         for b in range(batch):
             for j in range(half):  # tanh(f) * sigmoid(g), sigmoid(g) = (1 + tanh(g/2)) / 2
                 f = a[b, j] + conv_b[b, layer, j]
                 g = np.float32(0.5) * (a[b, half + j] + conv_b[b, layer, half + j])
                 z[b, j] = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(g))
-        matmul(z, out_w[layer], y)  # (B, R + S); the last layer's residual goes unused
+        matmul(z, out_w[layer], y, pairs)  # (B, R + S); the last layer's residual goes unused
         for b in range(batch):
             for j in range(res):
                 h[b, j] += y[b, j] + res_b[layer, j]
@@ -228,11 +247,11 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
     for b in range(batch):
         for j in range(skips):
             s[b, j] = max(s[b, j], 0.0)
-    matmul(s, head1_w, hh)
+    matmul(s, head1_w, hh, pairs)
     for b in range(batch):
         for j in range(hh.shape[1]):
             hh[b, j] = max(hh[b, j] + head1_b[j], 0.0)
-    matmul(hh, head2_w, logits)
+    matmul(hh, head2_w, logits, pairs)
     for b in range(batch):
         for j in range(logits.shape[1]):
             logits[b, j] += head2_b[j]
@@ -346,9 +365,9 @@ class FastCPUEngine:
     sample, or silence for a fresh state), so that a state primed with ``feed(x[:-1])``
     continues after x[-1] by ``sample(x[-1], ...)``.
 
-    With ``precision`` "bf16" every step is that of ``model`` with its product weights
-    rounded to bf16 (``at_precision``), kept as ``self.model`` for states loaded from the
-    torch engine.
+    With ``precision`` "bf16" every step is that of ``model`` with its products' weights
+    and inputs rounded to bf16 (``at_precision``), kept as ``self.model`` for states
+    loaded from the torch engine.
 
     A vocoder's streams (``frames`` (B, F, n_mels)): torch computes the upsampled features
     of ``LOCAL_STEPS`` samples at a time in bulk; each step copies its sample's features

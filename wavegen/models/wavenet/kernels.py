@@ -15,9 +15,15 @@ whole K loop; the loops keep four or more independent accumulator blocks in flig
 rows, two rows x two blocks, or one row x eight or four blocks), enough to hide the latency
 of a multiply-add.
 
-Precision. The packed weights are float32, or bfloat16 (the top 16 bits of a float32, as
-uint16): half the bytes to stream from cache per product, widened to float32 by a shift in
-the loop; the arithmetic and the accumulation stay float32.
+Precision. In fp32 the weights are packed float32 and x is read as it is. In bf16 both
+sides of a product are bfloat16 (the top 16 bits of a float32, rounded to nearest even):
+the weights packed as pairs of rows, (NB, ceil(K/2), 2 * LANES) uint16 with lane j of a
+pair holding W[2i, j] then W[2i + 1, j], and x rounded into pairs (``to_pairs``) before
+each product; each product of two bf16 values is exact in float32 and the accumulation is
+float32. Half the weight bytes to stream per product, and on a CPU with AVX512_BF16 one
+instruction (``vdpbf16ps``) does a lane's two multiply-adds of a pair, twice the fp32
+arithmetic rate; elsewhere the loop widens the pair and does them as two multiply-adds,
+with the same products.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 LANES = 16  # columns per block: one AVX-512 register, two AVX2 ones
 COLUMNS = 4 * LANES  # N is padded to a multiple of this (a row's four blocks)
@@ -43,24 +49,37 @@ def rounded(w: torch.Tensor, precision: str) -> torch.Tensor:
 
 
 def pack(w: torch.Tensor, precision: str = "fp32") -> np.ndarray:
-    """w: (..., K, N) -> (..., NB, K, LANES) float32 (fp32) or uint16 (bf16 bits, as
-    ``rounded``), NB = N rounded up to a multiple of COLUMNS, over LANES; the padded columns
-    are zero."""
-    n = w.shape[-1]
+    """w: (..., K, N) -> fp32: (..., NB, K, LANES) float32; bf16: (..., NB, ceil(K/2),
+    2 * LANES) uint16, rows paired (the module docstring), rounded as ``rounded``. NB = N
+    rounded up to a multiple of COLUMNS, over LANES; padded columns (and a bf16 odd K's
+    last row) are zero."""
+    n, depth = w.shape[-1], w.shape[-2]
     padded = -(-n // COLUMNS) * COLUMNS
-    w = torch.nn.functional.pad(w.detach().float().cpu(), (0, padded - n))
+    rows = depth + depth % 2 if precision == "bf16" else depth
+    w = torch.nn.functional.pad(w.detach().float().cpu(), (0, padded - n, 0, rows - depth))
     w = rounded(w.reshape(*w.shape[:-1], padded // LANES, LANES).movedim(-2, -3), precision)
-    if precision == "bf16":
+    if precision == "bf16":  # (..., NB, K, LANES) -> (..., NB, K/2, LANES, 2): row pairs
+        w = w.unflatten(-2, (rows // 2, 2)).transpose(-1, -2).flatten(-2)
         return w.contiguous().view(torch.int16).numpy().view(np.uint16).copy()
     return w.contiguous().numpy().copy()
 
 
 def unpack(wp: np.ndarray, n: int) -> np.ndarray:
-    """The float32 (..., K, n) matrix a packed one computes with (bf16 widened)."""
+    """The float32 (..., K, n) matrix a packed one computes with (bf16 widened; K even)."""
     if wp.dtype == np.uint16:
         wp = (wp.astype(np.uint32) << 16).view(np.float32)
+        wp = wp.reshape(*wp.shape[:-1], LANES, 2)  # (..., NB, K/2, LANES, 2)
+        wp = np.swapaxes(wp, -1, -2).reshape(*wp.shape[:-3], -1, LANES)
     w = np.moveaxis(wp, -3, -2)  # (..., K, NB, LANES)
     return w.reshape(*w.shape[:-2], -1)[..., :n]
+
+
+def native_bf16() -> bool:
+    """Whether the loops compile ``vdpbf16ps``: the CPU numba compiles for (the host,
+    unless NUMBA_CPU_NAME names another) has AVX512_BF16."""
+    if numba.config.CPU_NAME not in (None, "host"):
+        return "+avx512bf16" in (numba.config.CPU_FEATURES or "")
+    return bool(binding.get_host_cpu_features().get("avx512bf16", False))
 
 
 @intrinsic
@@ -80,21 +99,6 @@ def _lanes(typingctx):
         return out._getvalue()
 
     return array(), codegen
-
-
-@intrinsic
-def _widen(typingctx, w):
-    """A packed weight as float32: itself, or bf16 bits (uint16) shifted into the top half
-    of a float32."""
-    if w == types.float32:
-        return types.float32(w), lambda context, builder, signature, args: args[0]
-    if w == types.uint16:
-        def codegen(context, builder, signature, args):
-            bits = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.IntType(32)(16))
-            return builder.bitcast(bits, ir.FloatType())
-
-        return types.float32(w), codegen
-    return None
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
@@ -117,7 +121,7 @@ def _four_rows(x, wp, out, b):
         for k in range(x.shape[1]):
             x0, x1, x2, x3 = x[b, k], x[b + 1, k], x[b + 2, k], x[b + 3, k]
             for j in range(LANES):
-                w = _widen(wp[blk, k, j])
+                w = wp[blk, k, j]
                 r0[j] += x0 * w
                 r1[j] += x1 * w
                 r2[j] += x2 * w
@@ -142,8 +146,8 @@ def _two_rows(x, wp, out, b):
         for k in range(x.shape[1]):
             x0, x1 = x[b, k], x[b + 1, k]
             for j in range(LANES):
-                w = _widen(wp[blk, k, j])
-                v = _widen(wp[blk + 1, k, j])
+                w = wp[blk, k, j]
+                v = wp[blk + 1, k, j]
                 r0[j] += x0 * w
                 r1[j] += x1 * w
                 s0[j] += x0 * v
@@ -174,14 +178,14 @@ def _one_row(x, wp, out, b):
         for k in range(x.shape[1]):
             x0 = x[b, k]
             for j in range(LANES):
-                r0[j] += x0 * _widen(wp[blk, k, j])
-                r1[j] += x0 * _widen(wp[blk + 1, k, j])
-                r2[j] += x0 * _widen(wp[blk + 2, k, j])
-                r3[j] += x0 * _widen(wp[blk + 3, k, j])
-                r4[j] += x0 * _widen(wp[blk + 4, k, j])
-                r5[j] += x0 * _widen(wp[blk + 5, k, j])
-                r6[j] += x0 * _widen(wp[blk + 6, k, j])
-                r7[j] += x0 * _widen(wp[blk + 7, k, j])
+                r0[j] += x0 * wp[blk, k, j]
+                r1[j] += x0 * wp[blk + 1, k, j]
+                r2[j] += x0 * wp[blk + 2, k, j]
+                r3[j] += x0 * wp[blk + 3, k, j]
+                r4[j] += x0 * wp[blk + 4, k, j]
+                r5[j] += x0 * wp[blk + 5, k, j]
+                r6[j] += x0 * wp[blk + 6, k, j]
+                r7[j] += x0 * wp[blk + 7, k, j]
         for i, acc in enumerate((r0, r1, r2, r3, r4, r5, r6, r7)):
             _store(out, b, (blk + i) * LANES, acc)
         blk += 8
@@ -195,20 +199,185 @@ def _one_row(x, wp, out, b):
         for k in range(x.shape[1]):
             x0 = x[b, k]
             for j in range(LANES):
-                r0[j] += x0 * _widen(wp[blk, k, j])
-                r1[j] += x0 * _widen(wp[blk + 1, k, j])
-                r2[j] += x0 * _widen(wp[blk + 2, k, j])
-                r3[j] += x0 * _widen(wp[blk + 3, k, j])
+                r0[j] += x0 * wp[blk, k, j]
+                r1[j] += x0 * wp[blk + 1, k, j]
+                r2[j] += x0 * wp[blk + 2, k, j]
+                r3[j] += x0 * wp[blk + 3, k, j]
         for i, acc in enumerate((r0, r1, r2, r3)):
             _store(out, b, (blk + i) * LANES, acc)
         blk += 4
 
 
+class _BFloat(ir.Type):
+    """LLVM's bfloat type (llvmlite names no such type)."""
+
+    def _to_string(self):
+        return "bfloat"
+
+    def __eq__(self, other):
+        return isinstance(other, _BFloat)
+
+    def __hash__(self):
+        return hash("bfloat")
+
+
+@intrinsic
+def _dot2(typingctx, acc, wp, blk, row, pair):
+    """acc (LANES,) float32 += the products of a pair of bf16 values x = ``pair`` (uint32:
+    the first in the low half) with the pair of weight rows wp[blk, row] ((2 * LANES,)
+    uint16, as ``pack``): lane j gets x0 * W[2i, j] + x1 * W[2i + 1, j]. One ``vdpbf16ps``
+    where the CPU has it (``native_bf16``), else the pair widened and two multiply-adds."""
+    if wp.dtype != types.uint16 or wp.ndim != 3:
+        return None
+
+    def codegen(context, builder, signature, args):
+        acc_type, wp_type = signature.args[0], signature.args[1]
+        acc_array = context.make_array(acc_type)(context, builder, args[0])
+        weights = context.make_array(wp_type)(context, builder, args[1])
+        index = [context.cast(builder, v, t, types.intp)
+                 for v, t in zip(args[2:4], signature.args[2:4], strict=True)]
+        pointer = cgutils.get_item_pointer(context, builder, wp_type, weights,
+                                           [*index, context.get_constant(types.intp, 0)])
+        floats = ir.VectorType(ir.FloatType(), LANES)
+        words = ir.VectorType(ir.IntType(32), LANES)
+        acc_pointer = builder.bitcast(acc_array.data, floats.as_pointer())
+        total = builder.load(acc_pointer, align=4)
+        w = builder.load(builder.bitcast(pointer, words.as_pointer()), align=2)
+        one = builder.insert_element(ir.Constant(words, None), args[4], ir.IntType(32)(0))
+        x = builder.shuffle_vector(one, ir.Constant(words, None),
+                                   ir.Constant(words, [0] * LANES))
+        if native_bf16():
+            halves = ir.VectorType(_BFloat(), 2 * LANES)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(floats, [floats, halves, halves]),
+                "llvm.x86.avx512bf16.dpbf16ps.512")
+            total = builder.call(fn, [total, builder.bitcast(x, halves),
+                                      builder.bitcast(w, halves)])
+        else:
+            high = ir.Constant(words, [0xFFFF0000] * LANES)
+            shift = ir.Constant(words, [16] * LANES)
+
+            def first(v):  # the low bf16 of each word, as a float32
+                return builder.bitcast(builder.shl(v, shift), floats)
+
+            def second(v):
+                return builder.bitcast(builder.and_(v, high), floats)
+
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(floats, [floats, floats, floats]),
+                "llvm.fma.v16f32")
+            total = builder.call(fma, [first(x), first(w), total])
+            total = builder.call(fma, [second(x), second(w), total])
+        builder.store(total, acc_pointer, align=4)
+        return context.get_dummy_value()
+
+    return types.void(acc, wp, blk, row, pair), codegen
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _round_bf16(bits):
+    """float32 bits (uint32) -> the nearest bf16 (ties to even), in the low 16 bits."""
+    return (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+
+
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-def matmul(x, wp, out):
-    """out (B, N) = x (B, K) @ W, W packed by ``pack`` as wp (NB, K, LANES). A function of
-    its own, not inlined: the loop calls it four times a step, and compiling its unrolled
-    blocks once per weight type (not once per call site) keeps the first compilation short."""
+def to_pairs(x, pairs):
+    """x (B, K) float32 -> pairs[:, :ceil(K/2)] (uint32): x rounded to bf16, two per word,
+    x[b, 2i] in the low half (0 past K)."""
+    bits = x.view(np.uint32)
+    depth = x.shape[1]
+    for b in range(x.shape[0]):
+        for i in range(depth // 2):
+            pairs[b, i] = (_round_bf16(bits[b, 2 * i])
+                           | (_round_bf16(bits[b, 2 * i + 1]) << np.uint32(16)))
+        if depth % 2:
+            pairs[b, depth // 2] = _round_bf16(bits[b, depth - 1])
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _pairs_four_rows(xp, wp, out, b):
+    """Rows b..b+3 of out, two column blocks at a time (eight accumulators)."""
+    for blk in range(0, wp.shape[0], 2):
+        r0 = _lanes()
+        r1 = _lanes()
+        r2 = _lanes()
+        r3 = _lanes()
+        s0 = _lanes()
+        s1 = _lanes()
+        s2 = _lanes()
+        s3 = _lanes()
+        for j in range(LANES):
+            r0[j] = r1[j] = r2[j] = r3[j] = s0[j] = s1[j] = s2[j] = s3[j] = 0.0
+        for i in range(wp.shape[1]):
+            x0, x1, x2, x3 = xp[b, i], xp[b + 1, i], xp[b + 2, i], xp[b + 3, i]
+            _dot2(r0, wp, blk, i, x0)
+            _dot2(r1, wp, blk, i, x1)
+            _dot2(r2, wp, blk, i, x2)
+            _dot2(r3, wp, blk, i, x3)
+            _dot2(s0, wp, blk + 1, i, x0)
+            _dot2(s1, wp, blk + 1, i, x1)
+            _dot2(s2, wp, blk + 1, i, x2)
+            _dot2(s3, wp, blk + 1, i, x3)
+        col = blk * LANES
+        for r, acc in enumerate((r0, r1, r2, r3)):
+            _store(out, b + r, col, acc)
+        for r, acc in enumerate((s0, s1, s2, s3)):
+            _store(out, b + r, col + LANES, acc)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _pairs_two_rows(xp, wp, out, b):
+    """Rows b, b+1 of out, four column blocks at a time."""
+    for blk in range(0, wp.shape[0], 4):
+        r0 = _lanes()
+        r1 = _lanes()
+        r2 = _lanes()
+        r3 = _lanes()
+        s0 = _lanes()
+        s1 = _lanes()
+        s2 = _lanes()
+        s3 = _lanes()
+        for j in range(LANES):
+            r0[j] = r1[j] = r2[j] = r3[j] = s0[j] = s1[j] = s2[j] = s3[j] = 0.0
+        for i in range(wp.shape[1]):
+            x0, x1 = xp[b, i], xp[b + 1, i]
+            _dot2(r0, wp, blk, i, x0)
+            _dot2(r1, wp, blk + 1, i, x0)
+            _dot2(r2, wp, blk + 2, i, x0)
+            _dot2(r3, wp, blk + 3, i, x0)
+            _dot2(s0, wp, blk, i, x1)
+            _dot2(s1, wp, blk + 1, i, x1)
+            _dot2(s2, wp, blk + 2, i, x1)
+            _dot2(s3, wp, blk + 3, i, x1)
+        for c, acc in enumerate((r0, r1, r2, r3)):
+            _store(out, b, (blk + c) * LANES, acc)
+        for c, acc in enumerate((s0, s1, s2, s3)):
+            _store(out, b + 1, (blk + c) * LANES, acc)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _pairs_one_row(xp, wp, out, b):
+    """Row b of out, four column blocks at a time."""
+    for blk in range(0, wp.shape[0], 4):
+        r0 = _lanes()
+        r1 = _lanes()
+        r2 = _lanes()
+        r3 = _lanes()
+        for j in range(LANES):
+            r0[j] = r1[j] = r2[j] = r3[j] = 0.0
+        for i in range(wp.shape[1]):
+            x0 = xp[b, i]
+            _dot2(r0, wp, blk, i, x0)
+            _dot2(r1, wp, blk + 1, i, x0)
+            _dot2(r2, wp, blk + 2, i, x0)
+            _dot2(r3, wp, blk + 3, i, x0)
+        for c, acc in enumerate((r0, r1, r2, r3)):
+            _store(out, b, (blk + c) * LANES, acc)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def _matmul_fp32(x, wp, out):
+    """out = x @ W for float32 packed weights."""
     rows = x.shape[0]
     b = 0
     while b + 4 <= rows:
@@ -219,6 +388,43 @@ def matmul(x, wp, out):
         b += 2
     if b < rows:
         _one_row(x, wp, out, b)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def _matmul_bf16(x, wp, out, pairs):
+    """out = bf16(x) @ W for bf16 packed weights; ``pairs`` is scratch for x's pairs."""
+    to_pairs(x, pairs)
+    rows = x.shape[0]
+    b = 0
+    while b + 4 <= rows:
+        _pairs_four_rows(pairs, wp, out, b)
+        b += 4
+    if b + 2 <= rows:
+        _pairs_two_rows(pairs, wp, out, b)
+        b += 2
+    if b < rows:
+        _pairs_one_row(pairs, wp, out, b)
+
+
+def _product(x, wp, out, pairs):
+    """The compiled loops' product; ``matmul``."""
+
+
+@overload(_product, jit_options={"fastmath": True, "nogil": True, "error_model": "numpy"})
+def _product_for(x, wp, out, pairs):
+    if wp.dtype == types.uint16:
+        return lambda x, wp, out, pairs: _matmul_bf16(x, wp, out, pairs)
+    return lambda x, wp, out, pairs: _matmul_fp32(x, wp, out)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def matmul(x, wp, out, pairs):
+    """out (B, N) = x (B, K) @ W, W packed by ``pack`` as wp; for bf16 weights x is
+    rounded to bf16 first, into ``pairs`` (B, >= ceil(K/2)) uint32 scratch (unused for
+    fp32). A function of its own, not inlined: the loop calls it four times a step, and
+    compiling its unrolled blocks once per weight type (not once per call site) keeps the
+    first compilation short."""
+    _product(x, wp, out, pairs)
 
 
 @intrinsic
