@@ -178,7 +178,7 @@ def main() -> None:
               f"{row['samples_per_s']:,.0f} | {row['real_time_factor']:.2f} | "
               f"{row['samples_per_s'] / naive_rate:,.0f}x |")
     for shift in shifts:
-        print(f"\n{shift['precision']} weights: mean KL(fp32 || {shift['precision']}) = "
+        print(f"\n{shift['precision']} products: mean KL(fp32 || {shift['precision']}) = "
               f"{shift['kl_nats_per_sample']:.2e} nats/sample over a {shift['samples']}-sample "
               f"fp32 clip; its bits/sample {shift['bits_fp32']:.4f} (fp32), "
               f"{shift['bits_' + shift['precision']]:.4f} ({shift['precision']})")

@@ -161,9 +161,11 @@ def generate_main(argv: list[str]) -> int:
                    help="numba backend: CPU threads, each running a group of the clips "
                         "(default: one per clip, at most the usable CPUs)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="numba backend: the weights' precision in the sampling loop; bf16 "
-                        "reads half the bytes per sample (faster for a few clips) and moves "
-                        "each next-sample distribution by a small KL (default fp32)")
+                   help="numba backend: the precision of the sampling loop's products; "
+                        "bf16 rounds their weights and inputs (float32 sums), reads half the "
+                        "bytes per sample, runs twice the multiply-adds per instruction on "
+                        "CPUs with AVX512_BF16, and moves each next-sample distribution by "
+                        "a small KL (default fp32)")
     p.add_argument("--label", metavar="NAME[,NAME...]",
                    help="conditional models: the label to generate, or one per clip "
                         "(default: the 'no label' entry)")
@@ -514,7 +516,7 @@ def vocode_main(argv: list[str]) -> int:
                    help="numba backend: CPU threads (default: one per clip of a batch, at "
                         "most the usable CPUs)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="numba backend: the weights' precision in the sampling loop")
+                   help="numba backend: the precision of the sampling loop's products")
     args = p.parse_args(argv)
     if not args.paths and not args.mel:
         p.error("give audio files or folders, or --mel FILE.npy")

@@ -214,7 +214,7 @@ class Family(ABC):
     autoregressive: ClassVar[bool] = True
     # Scores are an upper bound on -log P (a flow's dequantization bound), not exact.
     bound: ClassVar[bool] = False
-    # The weight precisions its sampler can run in, the default first (scoring is fp32).
+    # The product precisions its sampler can run in, the default first (scoring is fp32).
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     # Ways its training step can compute the same function, the default first
     # (``set_formulation``); train.formulation=auto takes the fastest (wavegen.formulation).

@@ -127,7 +127,7 @@ def numba_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition, th
     A prime shared by every stream (the same clip and condition) runs once through the torch
     streaming engine, whose tiles are large products (about 3x the numba loop for one
     stream), and its state is copied into every stream; distinct primes are fed to the
-    numba loop as a batch. ``precision``: that of the loop's product weights
+    numba loop as a batch. ``precision``: that of the loop's products
     (``kernels.PRECISIONS``).
     """
     from .fastcpu import FastCPUEngine

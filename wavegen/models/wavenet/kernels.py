@@ -327,32 +327,25 @@ def _pairs_four_rows(xp, wp, out, b):
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _pairs_two_rows(xp, wp, out, b):
-    """Rows b, b+1 of out, four column blocks at a time."""
-    for blk in range(0, wp.shape[0], 4):
+    """Rows b, b+1 of out, two column blocks at a time."""
+    for blk in range(0, wp.shape[0], 2):
         r0 = _lanes()
         r1 = _lanes()
-        r2 = _lanes()
-        r3 = _lanes()
         s0 = _lanes()
         s1 = _lanes()
-        s2 = _lanes()
-        s3 = _lanes()
         for j in range(LANES):
-            r0[j] = r1[j] = r2[j] = r3[j] = s0[j] = s1[j] = s2[j] = s3[j] = 0.0
+            r0[j] = r1[j] = s0[j] = s1[j] = 0.0
         for i in range(wp.shape[1]):
             x0, x1 = xp[b, i], xp[b + 1, i]
             _dot2(r0, wp, blk, i, x0)
-            _dot2(r1, wp, blk + 1, i, x0)
-            _dot2(r2, wp, blk + 2, i, x0)
-            _dot2(r3, wp, blk + 3, i, x0)
-            _dot2(s0, wp, blk, i, x1)
+            _dot2(r1, wp, blk, i, x1)
+            _dot2(s0, wp, blk + 1, i, x0)
             _dot2(s1, wp, blk + 1, i, x1)
-            _dot2(s2, wp, blk + 2, i, x1)
-            _dot2(s3, wp, blk + 3, i, x1)
-        for c, acc in enumerate((r0, r1, r2, r3)):
-            _store(out, b, (blk + c) * LANES, acc)
-        for c, acc in enumerate((s0, s1, s2, s3)):
-            _store(out, b + 1, (blk + c) * LANES, acc)
+        col = blk * LANES
+        _store(out, b, col, r0)
+        _store(out, b + 1, col, r1)
+        _store(out, b, col + LANES, s0)
+        _store(out, b + 1, col + LANES, s1)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
