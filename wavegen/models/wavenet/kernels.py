@@ -12,8 +12,9 @@ Layout. W (K, N) is packed as (NB, K, 16): column blocks of 16 lanes, each block
 contiguous, N padded with zero columns to a multiple of 64. A block's 16 accumulators live
 on the stack (``_lanes``), where the compiler keeps them in vector registers across the
 whole K loop; the loops keep four or more independent accumulator blocks in flight (four
-rows, two rows x two blocks, or one row x eight or four blocks), enough to hide the latency
-of a multiply-add.
+rows, two rows x two blocks, or one row x eight or four blocks; in bf16 four rows x two
+blocks, two x two, or one row x four), enough to hide the latency of a multiply-add. (More
+spills AVX2's sixteen registers: a 16-lane block takes two of them.)
 
 Precision. In fp32 the weights are packed float32 and x is read as it is. In bf16 both
 sides of a product are bfloat16 (the top 16 bits of a float32, rounded to nearest even):
