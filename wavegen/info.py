@@ -127,11 +127,26 @@ def report() -> str:
             f"(measured at the start of a run: {gain[1]})" if gain else
             "not measured yet: the first fp32 `wavegen train` on this CPU measures what "
             "train.precision=bf16 gains"))
+    lines.append(f"{'sampler':<14}{sampler_line()}")
     blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
     lines.append(f"{'torch blas':<14}{blas.group(1) if blas else 'unknown'}")
     lines.append(f"{'numpy blas':<14}{numpy_blas()}")
     lines.append(f"{'cuda':<14}{cuda_devices(torch)}")
     return "\n".join(lines)
+
+
+def sampler_line() -> str:
+    """What the numba sampling loop compiles for, and how its bf16 products run."""
+    try:
+        from llvmlite import binding
+
+        from .models.wavenet.kernels import native_bf16 as loop_bf16
+    except Exception as err:  # numba missing or broken: the torch backend still works
+        return f"numba loop unavailable ({err})"
+    target = os.environ.get("NUMBA_CPU_NAME") or binding.get_host_cpu_name()
+    how = ("native (vdpbf16ps, two multiply-adds per lane and instruction)" if loop_bf16()
+           else "widened to fp32 multiply-adds (no AVX512_BF16)")
+    return f"numba loop compiled for {target}; --precision bf16 products: {how}"
 
 
 def numpy_blas() -> str:
