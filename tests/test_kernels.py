@@ -14,25 +14,32 @@ from wavegen.models.wavenet import fastcpu, kernels
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
 
 
-def bf16(x: np.ndarray) -> np.ndarray:
-    return torch.from_numpy(x).to(torch.bfloat16).float().numpy()
+def at(x: np.ndarray, precision: str) -> np.ndarray:
+    """x as the products of ``precision`` take it (float64)."""
+    return kernels.rounded(torch.from_numpy(x), precision).double().numpy()
+
+
+def product(x: np.ndarray, packed: np.ndarray, width: int, fn=kernels.matmul) -> np.ndarray:
+    out = np.full((x.shape[0], width), np.nan, dtype=np.float32)
+    fn(x, packed, out, np.zeros((x.shape[0], 80), np.uint32),
+       np.zeros(x.shape[0], np.float32))
+    return out
 
 
 @pytest.mark.parametrize("precision", kernels.PRECISIONS)
 def test_matmul_equals_a_float64_product_for_any_rows_and_shape(precision):
     """Row counts 1..9 take every path (blocks of four, two and one rows); widths that are
-    not a multiple of the 64-column padding, and odd depths, lose nothing. In bf16 the
-    product is that of the bf16-rounded inputs and weights."""
+    not a multiple of the 64-column padding, and depths that are not a multiple of the
+    row groups, lose nothing. In bf16 and int8 the product is that of the rounded or
+    quantized inputs and weights."""
     rng = np.random.default_rng(0)
     for rows in range(1, 10):
         for depth, width in [(1, 1), (7, 5), (33, 100), (64, 320), (128, 128)]:
             x = rng.standard_normal((rows, depth)).astype(np.float32)
             packed = kernels.pack(torch.randn(depth, width), precision)
-            out = np.full((rows, width), np.nan, dtype=np.float32)
-            kernels.matmul(x, packed, out, np.zeros((rows, 64), np.uint32))
             w = kernels.unpack(packed, width)[:depth].astype(np.float64)
-            expected = (bf16(x) if precision == "bf16" else x).astype(np.float64) @ w
-            np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+            np.testing.assert_allclose(product(x, packed, width), at(x, precision) @ w,
+                                       rtol=1e-5, atol=1e-4)
 
 
 def test_pack_rounds_bf16_to_nearest_pairs_rows_and_pads_with_zeros():
@@ -48,26 +55,53 @@ def test_pack_rounds_bf16_to_nearest_pairs_rows_and_pads_with_zeros():
         kernels.pack(w, "int4")
 
 
-def test_bf16_products_without_the_native_instruction_equal_those_with_it(monkeypatch):
-    """CPUs without AVX512_BF16 widen each pair and do two multiply-adds: the same products
-    as ``vdpbf16ps`` (where this machine has it) and as float64 of the rounded values."""
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((6, 129)).astype(np.float32)
-    packed = kernels.pack(torch.randn(129, 200), "bf16")
-    expected = bf16(x).astype(np.float64) @ kernels.unpack(packed, 200)[:129]
+def test_pack_quantizes_int8_per_column_with_scales_and_sums():
+    """int8: each column of W to 255 levels of its own scale (the largest |w| is +-127),
+    four rows to a lane, then each block's column scales and sums of q."""
+    w = torch.randn(6, 70)
+    w[:, 3] = 0  # a zero column: scale 1, q 0
+    packed = kernels.pack(w, "int8")
+    assert packed.dtype == np.int8 and packed.shape == (8, 2 + 2, 4 * kernels.LANES)
+    scale = w.abs().amax(dim=0) / 127
+    assert packed[0, 1, 4 * 2 + 1] == round((w[5, 2] / scale[2]).item())  # row 4 + 1
+    scales = packed[:, 2].copy().view(np.float32).reshape(-1)
+    sums = packed[:, 3].copy().view(np.int32).reshape(-1)
+    assert np.allclose(scales[:70], np.where(scale > 0, scale, 1)) and scales[3] == 1
+    unpacked = kernels.unpack(packed, 70)
+    assert np.array_equal(unpacked[:6], kernels.rounded(w.t(), "int8").t().numpy())
+    assert np.abs(unpacked[:6] - w.numpy()).max() <= scale.max() / 2 + 1e-6
+    assert np.abs(unpacked[:6]).max(axis=0)[:3] == pytest.approx(w.abs().amax(0)[:3].numpy())
+    assert np.array_equal(sums[:70], np.rint(unpacked[:6] / scales[:70]).sum(0))
+    assert not unpacked[6:].any() and not kernels.unpack(packed, 128)[:, 70:].any()
 
-    def product(native: bool) -> np.ndarray:
-        monkeypatch.setattr(kernels, "native_bf16", lambda: native)
-        fresh = numba.njit(fastmath=True, error_model="numpy")(kernels._matmul_bf16.py_func)
-        out = np.zeros((6, 200), np.float32)
-        fresh(x, packed, out, np.zeros((6, 65), np.uint32))
-        code = fresh.inspect_asm(fresh.signatures[0])
-        assert ("vdpbf16ps" in code) == native
+
+@pytest.mark.parametrize("precision,instruction", [("bf16", "vdpbf16ps"),
+                                                   ("int8", "vpdpbusd")])
+def test_products_without_the_native_instruction_equal_those_with_it(monkeypatch, precision,
+                                                                     instruction):
+    """CPUs without AVX512_BF16 / AVX512_VNNI widen the values and sum them with ordinary
+    vector arithmetic: the same products as ``vdpbf16ps`` / ``vpdpbusd`` (where this
+    machine has them) and as float64 of the rounded values."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 129)).astype(np.float32)
+    x[2] = 0  # a row of zeros (int8: scale 1)
+    packed = kernels.pack(torch.randn(129, 200), precision)
+    expected = at(x, precision) @ kernels.unpack(packed, 200)[:129]
+    flag, kernel = {"bf16": ("native_bf16", kernels._matmul_bf16),
+                    "int8": ("native_int8", kernels._matmul_int8)}[precision]
+    found = getattr(kernels, flag)()
+
+    def compiled(native: bool) -> np.ndarray:
+        monkeypatch.setattr(kernels, flag, lambda: native)
+        fresh = numba.njit(fastmath=True, error_model="numpy")(kernel.py_func)
+        out = product(x, packed, 200, fresh if precision == "int8" else
+                      lambda x, w, o, words, _: fresh(x, w, o, words))
+        assert (instruction in fresh.inspect_asm(fresh.signatures[0])) == native
         return out
 
-    np.testing.assert_allclose(product(False), expected, rtol=1e-5, atol=1e-4)
-    if kernels.native_bf16():
-        np.testing.assert_allclose(product(True), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(compiled(False), expected, rtol=1e-5, atol=1e-4)
+    if found:
+        np.testing.assert_allclose(compiled(True), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_sampling_loop_makes_no_blas_call():
@@ -83,40 +117,46 @@ def test_sampling_loop_makes_no_blas_call():
     assert "numba_xxgemm" not in ir and "numba_xxgemv" not in ir and "numba_xxdot" not in ir
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("preset,overrides", [("tiny", {}), ("small", {}),
                                               ("tiny", {"kernel_size": 3})])
-def test_bf16_loop_equals_the_forward_of_the_bf16_rounded_model(preset, overrides):
-    """What ``--precision bf16`` computes is the model with its products' weights and
-    inputs rounded to bf16 (``at_precision``), from the silence state on: as near to that
-    model's float64 forward as torch's float32 forward of it is. (Float32 sums in another
-    order round a few inputs to the neighbouring bf16 value, so no two float32 computations
-    of it agree exactly.) For the tiny models, which round few values on the way, the loop
-    is far nearer to it than to the unrounded model."""
+def test_reduced_precision_loop_equals_the_forward_of_the_rounded_model(preset, overrides,
+                                                                        precision):
+    """What ``--precision bf16|int8`` computes is the model with its products' weights and
+    inputs rounded to bf16 or quantized to int8 (``at_precision``), from the silence state
+    on: as near to that model's float64 forward as torch's float32 forward of it is.
+    (Float32 arithmetic in another order rounds a few inputs to the neighbouring value, so
+    no two float32 computations of it agree exactly.) For the tiny models, which round few
+    values on the way, the loop is far nearer to it than to the unrounded model."""
     model = WaveNet.from_preset(preset, **overrides).eval()
     randomize_biases(model)
     x = torch.randint(0, 256, (5, 300))
-    rounded = fastcpu.at_precision(model, "bf16")
+    rounded = fastcpu.at_precision(model, precision)
     with torch.no_grad():
         expected = rounded(x).transpose(1, 2).numpy()
         exact = rounded.double()(x).transpose(1, 2).numpy()
         unrounded = model(x).transpose(1, 2).numpy()
     inputs = model.shift_with_silence(x)[:, model.receptive_field - 1 :].numpy()
-    engine = FastCPUEngine(model, 5, threads=2, precision="bf16")
+    engine = FastCPUEngine(model, 5, threads=2, precision=precision)
     got = np.concatenate([engine.feed(inputs[:, :101]), engine.feed(inputs[:, 101:])], axis=1)
     assert np.abs(got - exact).mean() <= 1.5 * np.abs(expected - exact).mean() + 1e-6
     if preset == "tiny":
         assert np.abs(got - expected).mean() < 0.1 * np.abs(got - unrounded).mean()
 
 
-def test_generate_in_bf16_reproduces_and_refuses_where_it_cannot_run():
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_generate_in_reduced_precision_reproduces_and_refuses_where_it_cannot_run(precision):
     model = WaveNet.from_preset("tiny").eval()
     randomize_biases(model)
-    a, b = (generate(model, n=3, num_samples=200, seed=1, backend="numba", precision="bf16")
-            for _ in range(2))
+    a, b = (generate(model, n=3, num_samples=200, seed=1, backend="numba",
+                     precision=precision) for _ in range(2))
     assert torch.equal(a, b)
+    fp32 = generate(model, n=3, num_samples=200, seed=1, backend="numba")
+    assert (a == fp32).float().mean() > 0.5  # the same draws, mostly: a small shift
     with pytest.raises(ValueError, match="numba backend"):
-        generate(model, n=1, num_samples=10, backend="torch", precision="bf16")
+        generate(model, n=1, num_samples=10, backend="torch", precision=precision)
     with pytest.raises(ValueError, match="samples in fp32"):
-        generate(Flow.from_preset("flow_tiny").eval(), n=1, num_samples=64, precision="bf16")
+        generate(Flow.from_preset("flow_tiny").eval(), n=1, num_samples=64,
+                 precision=precision)
     with pytest.raises(ValueError, match="fp16"):
         generate(model, n=1, num_samples=10, precision="fp16")

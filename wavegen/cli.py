@@ -160,12 +160,13 @@ def generate_main(argv: list[str]) -> int:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="numba backend: CPU threads, each running a group of the clips "
                         "(default: one per clip, at most the usable CPUs)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="numba backend: the precision of the sampling loop's products; "
-                        "bf16 rounds their weights and inputs (float32 sums), reads half the "
-                        "bytes per sample, runs twice the multiply-adds per instruction on "
-                        "CPUs with AVX512_BF16, and moves each next-sample distribution by "
-                        "a small KL (default fp32)")
+                        "bf16 rounds their weights and inputs (float32 sums), int8 "
+                        "quantizes them (int32 sums); both read fewer bytes per sample, run "
+                        "more multiply-adds per instruction on CPUs with AVX512_BF16 / "
+                        "AVX512_VNNI, and move each next-sample distribution by a small KL "
+                        "(README, generation benchmark; default fp32)")
     p.add_argument("--label", metavar="NAME[,NAME...]",
                    help="conditional models: the label to generate, or one per clip "
                         "(default: the 'no label' entry)")
@@ -279,9 +280,10 @@ def _check_sampling(model, top_p: float, prime: str | None, backend: str,
     from .family import family_of
 
     family = family_of(model)
-    if precision not in family.precisions:
-        raise OptionError(f"--precision {precision}: a {family.name} model samples in "
-                          f"{' or '.join(family.precisions)}")
+    offered = family.sampling_precisions(model)
+    if precision not in offered:
+        raise OptionError(f"--precision {precision}: this {family.name} model samples in "
+                          f"{' or '.join(offered)}")
     if precision != "fp32":
         device = next(model.parameters()).device
         if backend == "torch" or (backend == "auto" and device.type != "cpu"):
@@ -516,7 +518,8 @@ def vocode_main(argv: list[str]) -> int:
                    help="numba backend: CPU threads (default: one per clip of a batch, at "
                         "most the usable CPUs)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="numba backend: the precision of the sampling loop's products")
+                   help="numba backend: the precision of the sampling loop's products "
+                        "(int8 is not offered for a vocoder)")
     args = p.parse_args(argv)
     if not args.paths and not args.mel:
         p.error("give audio files or folders, or --mel FILE.npy")

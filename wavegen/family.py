@@ -320,6 +320,10 @@ class Family(ABC):
         values; returns the chunk function that draws what follows. ``precision`` is one of
         ``precisions``; ValueError where the backend does not offer it."""
 
+    def sampling_precisions(self, model: nn.Module) -> tuple[str, ...]:
+        """The precisions ``sampler`` offers for this model: ``precisions``, or fewer."""
+        return self.precisions
+
     def describe(self, model: nn.Module) -> str:
         return model.describe()
 

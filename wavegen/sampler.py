@@ -104,9 +104,10 @@ def generate(
         raise ValueError(f"quiet_dbfs must be a finite number, got {quiet_dbfs}")
     device = next(model.parameters()).device
     family = family_of(model)
-    if precision not in family.precisions:
-        raise ValueError(f"precision {precision!r}: a {family.name} model samples in "
-                         f"{' or '.join(family.precisions)}")
+    offered = family.sampling_precisions(model)
+    if precision not in offered:
+        raise ValueError(f"precision {precision!r}: this {family.name} model samples in "
+                         f"{' or '.join(offered)}")
     codec = family.codec(model.config)
     if frames is not None and not isinstance(frames, list | tuple):
         frames = [frames] * n

@@ -20,7 +20,7 @@ class WaveNetFamily(Family):
     name = "wavenet"
     schema = WaveNetConfig
     noise = "uniform"
-    precisions = ("fp32", "bf16")
+    precisions = ("fp32", "bf16", "int8")
     formulations = WaveNet.FORMULATIONS
 
     def build(self, config, sample_rate: int) -> WaveNet:
@@ -51,6 +51,11 @@ class WaveNetFamily(Family):
 
     def scorer(self, model: WaveNet, condition: Condition, batch_size: int) -> Scorer:
         return StreamingScorer(model, condition, batch_size)
+
+    def sampling_precisions(self, model: WaveNet) -> tuple[str, ...]:
+        # int8 gives each product's input one scale; a vocoder's conv products join the
+        # taps and the features (``fastcpu.at_precision``)
+        return tuple(p for p in self.precisions if not (model.local and p == "int8"))
 
     def sampler(self, model: WaveNet, condition: Condition, inputs: torch.Tensor,
                 threads: int | None, backend: str, progress: bool,

@@ -38,7 +38,7 @@ from .model import WaveNet
 @dataclass
 class Weights:
     """The model's parameters laid out for the loop: the product weights (W of inputs @ W)
-    packed by ``kernels.pack`` in float32 or bfloat16 (shapes below as (K, N) before
+    packed by ``kernels.pack`` at the loop's precision (shapes below as (K, N) before
     packing), the rest float32."""
 
     embed: np.ndarray  # (Q, R)
@@ -68,8 +68,8 @@ class Weights:
 
     def scratch(self, batch: int) -> tuple:
         """A group's buffers: h (B, R), taps (B, k*R + C), a (B, G), z (B, G/2),
-        y (B, R + S), s (B, S), hh (B, H), pairs (B, the largest K / 2) uint32 (bf16
-        products' inputs, ``kernels.matmul``), logits (B, Q)."""
+        y (B, R + S), s (B, S), hh (B, H), words (B, the largest K / 2) uint32 and
+        scales (B,) (bf16 and int8 products' inputs, ``kernels.matmul``), logits (B, Q)."""
         zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
         res, skips, heads = self.embed.shape[1], self.skip_b.shape[0], self.head1_b.shape[0]
         half = self.gate // 2
@@ -77,6 +77,7 @@ class Weights:
         return (zeros(batch, res), zeros(batch, self.taps), zeros(batch, self.gate),
                 zeros(batch, half), zeros(batch, res + skips), zeros(batch, skips),
                 zeros(batch, heads), np.zeros((batch, (depth + 1) // 2), np.uint32),
+                zeros(batch),
                 zeros(batch, self.head2_b.shape[0]))
 
 
@@ -84,11 +85,15 @@ def at_precision(model: WaveNet, precision: str) -> WaveNet:
     """The model the loop computes at ``precision``: the model itself for fp32, else a copy
     whose products (dilated convs, residual and skip projections, heads, a vocoder's
     feature projections) take both their weights and their inputs rounded to
-    ``precision`` (``kernels.matmul``); sums, biases, gates and the residual path stay
-    float32. The copy computes with the linear formulation, whose products are the
+    ``precision`` (``kernels.rounded``: bf16, or int8 quantized per row of inputs and per
+    output of weights); sums, biases, gates and the residual path stay float32. The copy computes with the linear formulation, whose products are the
     modules this rounds the inputs of."""
     if precision == "fp32":
         return model
+    if precision == "int8" and model.local:
+        raise ValueError("precision 'int8' is not offered for a vocoder: its conv products "
+                         "join the taps and the features, which one input scale would not "
+                         "fit; use fp32 or bf16")
     model = copy.deepcopy(model)
     model.formulation = "linear"
     products = [model.head1, model.head2]
@@ -204,7 +209,7 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
     """
     (embed, conv_w, out_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
      dilations, offsets, lengths, k) = weights
-    h, taps, a, z, y, s, hh, pairs, logits = scratch
+    h, taps, a, z, y, s, hh, words, scales, logits = scratch
     batch, res = h.shape
     num_layers = conv_w.shape[0]
     half = z.shape[1]
@@ -232,13 +237,13 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
         for b in range(batch):
             for j in range(res):
                 ring[b, slot, j] = h[b, j]
-        matmul(taps, conv_w[layer], a, pairs)
+        matmul(taps, conv_w[layer], a, words, scales)
         for b in range(batch):
             for j in range(half):  # tanh(f) * sigmoid(g), sigmoid(g) = (1 + tanh(g/2)) / 2
                 f = a[b, j] + conv_b[b, layer, j]
                 g = np.float32(0.5) * (a[b, half + j] + conv_b[b, layer, half + j])
                 z[b, j] = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(g))
-        matmul(z, out_w[layer], y, pairs)  # (B, R + S); the last layer's residual goes unused
+        matmul(z, out_w[layer], y, words, scales)  # (B, R + S); the last layer's residual goes unused
         for b in range(batch):
             for j in range(res):
                 h[b, j] += y[b, j] + res_b[layer, j]
@@ -247,11 +252,11 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
     for b in range(batch):
         for j in range(skips):
             s[b, j] = max(s[b, j], 0.0)
-    matmul(s, head1_w, hh, pairs)
+    matmul(s, head1_w, hh, words, scales)
     for b in range(batch):
         for j in range(hh.shape[1]):
             hh[b, j] = max(hh[b, j] + head1_b[j], 0.0)
-    matmul(hh, head2_w, logits, pairs)
+    matmul(hh, head2_w, logits, words, scales)
     for b in range(batch):
         for j in range(logits.shape[1]):
             logits[b, j] += head2_b[j]

@@ -39,25 +39,46 @@ from numba.extending import intrinsic, overload
 
 LANES = 16  # columns per block: one AVX-512 register, two AVX2 ones
 COLUMNS = 4 * LANES  # N is padded to a multiple of this (a row's four blocks)
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
+OFFSET = 128  # int8 inputs travel as unsigned bytes q + OFFSET (what vpdpbusd multiplies)
 
 
 def rounded(w: torch.Tensor, precision: str) -> torch.Tensor:
-    """w at ``precision`` (bf16 rounds to nearest even), in that precision's torch dtype."""
+    """The values a product computes with at ``precision``: w itself (fp32), rounded to
+    bf16 (nearest even; in bf16), or (int8) w with each row of its last dimension
+    quantized to 255 levels, ``quantized``'s q * scale, in w's dtype."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if precision == "int8":
+        q, scale = quantized(w)
+        return (q * scale).to(w.dtype)
     return w.to(torch.bfloat16) if precision == "bf16" else w.float()
+
+
+def quantized(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 of each row of the last dimension: q = round(x / scale) in
+    [-127, 127], scale = max |x| / 127 of the row (1 for a row of zeros); q and scale
+    (..., 1) in x's float dtype. The loop quantizes each product's input rows the same
+    way (``to_quads``) and the weights' columns (``pack``)."""
+    peak = x.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(peak > 0, peak / 127, torch.ones_like(peak))
+    return torch.round(x / scale).clamp(-127, 127), scale
 
 
 def pack(w: torch.Tensor, precision: str = "fp32") -> np.ndarray:
     """w: (..., K, N) -> fp32: (..., NB, K, LANES) float32; bf16: (..., NB, ceil(K/2),
-    2 * LANES) uint16, rows paired (the module docstring), rounded as ``rounded``. NB = N
-    rounded up to a multiple of COLUMNS, over LANES; padded columns (and a bf16 odd K's
-    last row) are zero."""
+    2 * LANES) uint16, rows paired (the module docstring), rounded as ``rounded``; int8:
+    (..., NB, ceil(K/4) + 2, 4 * LANES) int8, rows in fours (lane j of row i holds
+    q[4i..4i+3, j]), each column quantized (``quantized``), then two rows of 4-byte values
+    per block: the columns' scales (float32) and the sums of their q (int32). NB = N
+    rounded up to a multiple of COLUMNS, over LANES; padded columns and rows are zero."""
     n, depth = w.shape[-1], w.shape[-2]
     padded = -(-n // COLUMNS) * COLUMNS
-    rows = depth + depth % 2 if precision == "bf16" else depth
+    group = {"fp32": 1, "bf16": 2, "int8": 4}.get(precision, 1)
+    rows = -(-depth // group) * group
     w = torch.nn.functional.pad(w.detach().float().cpu(), (0, padded - n, 0, rows - depth))
+    if precision == "int8":
+        return _pack_int8(w)
     w = rounded(w.reshape(*w.shape[:-1], padded // LANES, LANES).movedim(-2, -3), precision)
     if precision == "bf16":  # (..., NB, K, LANES) -> (..., NB, K/2, LANES, 2): row pairs
         w = w.unflatten(-2, (rows // 2, 2)).transpose(-1, -2).flatten(-2)
@@ -65,8 +86,27 @@ def pack(w: torch.Tensor, precision: str = "fp32") -> np.ndarray:
     return w.contiguous().numpy().copy()
 
 
+def _pack_int8(w: torch.Tensor) -> np.ndarray:
+    """``pack`` for int8: w (..., K, N) with K a multiple of 4 and N of COLUMNS."""
+    q, scale = quantized(w.transpose(-1, -2))  # (..., N, K), (..., N, 1): per column of w
+    q = q.to(torch.int8).transpose(-1, -2)  # (..., K, N)
+    blocks = q.unflatten(-1, (-1, LANES)).movedim(-2, -3)  # (..., NB, K, LANES)
+    quads = blocks.unflatten(-2, (-1, 4)).transpose(-1, -2).flatten(-2)  # (..., NB, K/4, 4L)
+    tail = torch.stack([scale[..., 0].float().view(torch.int32),
+                        q.sum(dim=-2, dtype=torch.int32)], dim=-2)  # (..., 2, N): 4-byte rows
+    tail = tail.unflatten(-1, (-1, LANES)).movedim(-3, -2)  # (..., NB, 2, LANES)
+    tail = tail.contiguous().view(torch.int8)  # (..., NB, 2, 4 * LANES)
+    return torch.cat([quads, tail], dim=-2).contiguous().numpy().copy()
+
+
 def unpack(wp: np.ndarray, n: int) -> np.ndarray:
-    """The float32 (..., K, n) matrix a packed one computes with (bf16 widened; K even)."""
+    """The float32 (..., K, n) matrix a packed one computes with (bf16 widened, int8 as
+    q * scale; K a multiple of the precision's row group)."""
+    if wp.dtype == np.int8:
+        scale = wp[..., -2, :].copy().view(np.float32)  # (..., NB, LANES)
+        q = wp[..., :-2, :].astype(np.float32)  # (..., NB, K/4, 4 * LANES)
+        q = np.swapaxes(q.reshape(*q.shape[:-1], LANES, 4), -1, -2)  # (..., NB, K/4, 4, L)
+        wp = q.reshape(*q.shape[:-3], -1, LANES) * scale[..., None, :]  # (..., NB, K, L)
     if wp.dtype == np.uint16:
         wp = (wp.astype(np.uint32) << 16).view(np.float32)
         wp = wp.reshape(*wp.shape[:-1], LANES, 2)  # (..., NB, K/2, LANES, 2)
@@ -75,22 +115,30 @@ def unpack(wp: np.ndarray, n: int) -> np.ndarray:
     return w.reshape(*w.shape[:-2], -1)[..., :n]
 
 
-def native_bf16() -> bool:
-    """Whether the loops compile ``vdpbf16ps``: the CPU numba compiles for (the host,
-    unless NUMBA_CPU_NAME names another) has AVX512_BF16."""
+def native(feature: str) -> bool:
+    """Whether the CPU numba compiles for (the host, unless NUMBA_CPU_NAME names another)
+    has an LLVM feature such as "avx512bf16"."""
     if numba.config.CPU_NAME not in (None, "host"):
-        return "+avx512bf16" in (numba.config.CPU_FEATURES or "")
-    return bool(binding.get_host_cpu_features().get("avx512bf16", False))
+        return f"+{feature}" in (numba.config.CPU_FEATURES or "")
+    return bool(binding.get_host_cpu_features().get(feature, False))
 
 
-@intrinsic
-def _lanes(typingctx):
-    """A (LANES,) float32 array on the stack: scratch the compiler can keep in registers
-    (a heap array may alias the weights, so every update would go through memory)."""
-    array = types.Array(types.float32, 1, "C")
+def native_bf16() -> bool:
+    """Whether the loops compile ``vdpbf16ps`` (AVX512_BF16)."""
+    return native("avx512bf16")
+
+
+def native_int8() -> bool:
+    """Whether the loops compile ``vpdpbusd`` (AVX512_VNNI)."""
+    return native("avx512vnni")
+
+
+def _stack_lanes(kind):
+    """The codegen of a (LANES,) array of ``kind`` on the stack."""
+    array = types.Array(kind, 1, "C")
 
     def codegen(context, builder, signature, args):
-        item = context.get_data_type(types.float32)
+        item = context.get_data_type(kind)
         size = context.get_constant(types.intp, LANES)
         data = cgutils.alloca_once(builder, item, size=size)
         itemsize = context.get_constant(types.intp, context.get_abi_sizeof(item))
@@ -100,6 +148,19 @@ def _lanes(typingctx):
         return out._getvalue()
 
     return array(), codegen
+
+
+@intrinsic
+def _lanes(typingctx):
+    """A (LANES,) float32 array on the stack: scratch the compiler can keep in registers
+    (a heap array may alias the weights, so every update would go through memory)."""
+    return _stack_lanes(types.float32)
+
+
+@intrinsic
+def _counts(typingctx):
+    """A (LANES,) int32 array on the stack (``_lanes``): int8 products' sums."""
+    return _stack_lanes(types.int32)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
@@ -369,6 +430,191 @@ def _pairs_one_row(xp, wp, out, b):
             _store(out, b, (blk + c) * LANES, acc)
 
 
+@intrinsic
+def _dot4(typingctx, acc, wp, blk, row, quad):
+    """acc (LANES,) int32 += the products of four unsigned bytes u = ``quad`` (uint32, the
+    first in the low byte) with the four weight rows wp[blk, row] ((4 * LANES,) int8, as
+    ``pack``): lane j gets sum_r u_r * q[4i + r, j]. One ``vpdpbusd`` where the CPU has it
+    (``native_int8``), else the same sums widened to 16 and 32 bits."""
+    if wp.dtype != types.int8 or wp.ndim != 3:
+        return None
+
+    def codegen(context, builder, signature, args):
+        acc_type, wp_type = signature.args[0], signature.args[1]
+        acc_array = context.make_array(acc_type)(context, builder, args[0])
+        weights = context.make_array(wp_type)(context, builder, args[1])
+        index = [context.cast(builder, v, t, types.intp)
+                 for v, t in zip(args[2:4], signature.args[2:4], strict=True)]
+        pointer = cgutils.get_item_pointer(context, builder, wp_type, weights,
+                                           [*index, context.get_constant(types.intp, 0)])
+        words = ir.VectorType(ir.IntType(32), LANES)
+        octets = ir.VectorType(ir.IntType(8), 4 * LANES)
+        acc_pointer = builder.bitcast(acc_array.data, words.as_pointer())
+        total = builder.load(acc_pointer, align=4)
+        w = builder.load(builder.bitcast(pointer, octets.as_pointer()), align=1)
+        one = builder.insert_element(ir.Constant(words, None), args[4], ir.IntType(32)(0))
+        u = builder.bitcast(builder.shuffle_vector(one, ir.Constant(words, None),
+                                                   ir.Constant(words, [0] * LANES)), octets)
+        if native_int8():
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(words, [words, octets, octets]),
+                "llvm.x86.avx512.vpdpbusd.512")
+            total = builder.call(fn, [total, u, w])
+        else:
+            wide = ir.VectorType(ir.IntType(32), 4 * LANES)
+            products = builder.mul(builder.zext(u, wide), builder.sext(w, wide))
+            for r in range(4):  # lane j's four products are elements 4j .. 4j + 3
+                pick = ir.Constant(words, [4 * j + r for j in range(LANES)])
+                total = builder.add(total, builder.shuffle_vector(products, products, pick))
+        builder.store(total, acc_pointer, align=4)
+        return context.get_dummy_value()
+
+    return types.void(acc, wp, blk, row, quad), codegen
+
+
+@intrinsic
+def _word(typingctx, wp, blk, row, lane, kind):
+    """The 4-byte value of ``kind`` (float32 or int32) in lane ``lane`` of row ``row`` of
+    block ``blk`` of int8 packed weights (their scales and sums, ``pack``)."""
+    value = kind.instance_type if isinstance(kind, types.NumberClass) else None
+    if value not in (types.float32, types.int32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        wp_type = signature.args[0]
+        weights = context.make_array(wp_type)(context, builder, args[0])
+        index = [context.cast(builder, v, t, types.intp)
+                 for v, t in zip(args[1:3], signature.args[1:3], strict=True)]
+        lane = context.cast(builder, args[3], signature.args[3], types.intp)
+        offset = builder.mul(lane, context.get_constant(types.intp, 4))
+        pointer = cgutils.get_item_pointer(context, builder, wp_type, weights,
+                                           [*index, offset])
+        item = context.get_data_type(value)
+        return builder.load(builder.bitcast(pointer, item.as_pointer()), align=1)
+
+    return value(wp, blk, row, lane, kind), codegen
+
+
+@intrinsic
+def _roundeven(typingctx, x):
+    """x rounded to the nearest integer, ties to even (as torch.round), as float32: an
+    LLVM intrinsic, so that loops over it vectorise."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.FloatType(), [ir.FloatType()]),
+            "llvm.roundeven.f32")
+        return builder.call(fn, [args[0]])
+
+    return types.float32(x), codegen
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def to_quads(x, quads, scales):
+    """x (B, K) float32 -> quads[:, :ceil(K/4)] (uint32): each row quantized
+    (``quantized``: q = round(x / scale), scale = max |x| / 127 of the row, kept in
+    ``scales`` (B,)), stored as bytes q + OFFSET, four per word, x[b, 4i] in the low byte
+    (0 past K: its products are removed with the weights' sums)."""
+    octets = quads.view(np.uint8)
+    depth = x.shape[1]
+    for b in range(x.shape[0]):
+        peak = np.float32(0.0)
+        for k in range(depth):
+            peak = max(peak, abs(x[b, k]))
+        scale = peak / np.float32(127.0) if peak > 0 else np.float32(1.0)
+        scales[b] = scale
+        for k in range(depth):
+            octets[b, k] = np.uint8(np.int32(_roundeven(x[b, k] / scale)) + OFFSET)
+        for k in range(depth, -(-depth // 4) * 4):
+            octets[b, k] = OFFSET
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _store_int8(out, b, col, acc, wp, blk, scale):
+    """out[b, col : col + LANES] = the int8 sums acc as floats: scale (the row's) times each
+    column's scale times (acc - OFFSET * the column's sum of q), padding dropped."""
+    rows = wp.shape[1] - 2
+    for j in range(min(LANES, out.shape[1] - col)):
+        exact = acc[j] - OFFSET * _word(wp, blk, rows + 1, j, np.int32)
+        out[b, col + j] = scale * _word(wp, blk, rows, j, np.float32) * np.float32(exact)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _quads_four_rows(xq, scales, wp, out, b):
+    """Rows b..b+3 of out, two column blocks at a time (eight accumulators)."""
+    for blk in range(0, wp.shape[0], 2):
+        r0 = _counts()
+        r1 = _counts()
+        r2 = _counts()
+        r3 = _counts()
+        s0 = _counts()
+        s1 = _counts()
+        s2 = _counts()
+        s3 = _counts()
+        for j in range(LANES):
+            r0[j] = r1[j] = r2[j] = r3[j] = s0[j] = s1[j] = s2[j] = s3[j] = 0
+        for i in range(wp.shape[1] - 2):
+            x0, x1, x2, x3 = xq[b, i], xq[b + 1, i], xq[b + 2, i], xq[b + 3, i]
+            _dot4(r0, wp, blk, i, x0)
+            _dot4(r1, wp, blk, i, x1)
+            _dot4(r2, wp, blk, i, x2)
+            _dot4(r3, wp, blk, i, x3)
+            _dot4(s0, wp, blk + 1, i, x0)
+            _dot4(s1, wp, blk + 1, i, x1)
+            _dot4(s2, wp, blk + 1, i, x2)
+            _dot4(s3, wp, blk + 1, i, x3)
+        col = blk * LANES
+        for r, acc in enumerate((r0, r1, r2, r3)):
+            _store_int8(out, b + r, col, acc, wp, blk, scales[b + r])
+        for r, acc in enumerate((s0, s1, s2, s3)):
+            _store_int8(out, b + r, col + LANES, acc, wp, blk + 1, scales[b + r])
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _quads_two_rows(xq, scales, wp, out, b):
+    """Rows b, b+1 of out, two column blocks at a time."""
+    for blk in range(0, wp.shape[0], 2):
+        r0 = _counts()
+        r1 = _counts()
+        s0 = _counts()
+        s1 = _counts()
+        for j in range(LANES):
+            r0[j] = r1[j] = s0[j] = s1[j] = 0
+        for i in range(wp.shape[1] - 2):
+            x0, x1 = xq[b, i], xq[b + 1, i]
+            _dot4(r0, wp, blk, i, x0)
+            _dot4(r1, wp, blk, i, x1)
+            _dot4(s0, wp, blk + 1, i, x0)
+            _dot4(s1, wp, blk + 1, i, x1)
+        col = blk * LANES
+        _store_int8(out, b, col, r0, wp, blk, scales[b])
+        _store_int8(out, b + 1, col, r1, wp, blk, scales[b + 1])
+        _store_int8(out, b, col + LANES, s0, wp, blk + 1, scales[b])
+        _store_int8(out, b + 1, col + LANES, s1, wp, blk + 1, scales[b + 1])
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _quads_one_row(xq, scales, wp, out, b):
+    """Row b of out, four column blocks at a time."""
+    for blk in range(0, wp.shape[0], 4):
+        r0 = _counts()
+        r1 = _counts()
+        r2 = _counts()
+        r3 = _counts()
+        for j in range(LANES):
+            r0[j] = r1[j] = r2[j] = r3[j] = 0
+        for i in range(wp.shape[1] - 2):
+            x0 = xq[b, i]
+            _dot4(r0, wp, blk, i, x0)
+            _dot4(r1, wp, blk + 1, i, x0)
+            _dot4(r2, wp, blk + 2, i, x0)
+            _dot4(r3, wp, blk + 3, i, x0)
+        for c, acc in enumerate((r0, r1, r2, r3)):
+            _store_int8(out, b, (blk + c) * LANES, acc, wp, blk + c, scales[b])
+
+
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def _matmul_fp32(x, wp, out):
     """out = x @ W for float32 packed weights."""
@@ -400,25 +646,45 @@ def _matmul_bf16(x, wp, out, pairs):
         _pairs_one_row(pairs, wp, out, b)
 
 
-def _product(x, wp, out, pairs):
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def _matmul_int8(x, wp, out, quads, scales):
+    """out = quantized(x) @ W for int8 packed weights; ``quads`` and ``scales`` are
+    scratch for x's bytes and row scales."""
+    to_quads(x, quads, scales)
+    rows = x.shape[0]
+    b = 0
+    while b + 4 <= rows:
+        _quads_four_rows(quads, scales, wp, out, b)
+        b += 4
+    if b + 2 <= rows:
+        _quads_two_rows(quads, scales, wp, out, b)
+        b += 2
+    if b < rows:
+        _quads_one_row(quads, scales, wp, out, b)
+
+
+def _product(x, wp, out, words, scales):
     """The compiled loops' product; ``matmul``."""
 
 
 @overload(_product, jit_options={"fastmath": True, "nogil": True, "error_model": "numpy"})
-def _product_for(x, wp, out, pairs):
+def _product_for(x, wp, out, words, scales):
+    if wp.dtype == types.int8:
+        return lambda x, wp, out, words, scales: _matmul_int8(x, wp, out, words, scales)
     if wp.dtype == types.uint16:
-        return lambda x, wp, out, pairs: _matmul_bf16(x, wp, out, pairs)
-    return lambda x, wp, out, pairs: _matmul_fp32(x, wp, out)
+        return lambda x, wp, out, words, scales: _matmul_bf16(x, wp, out, words)
+    return lambda x, wp, out, words, scales: _matmul_fp32(x, wp, out)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-def matmul(x, wp, out, pairs):
-    """out (B, N) = x (B, K) @ W, W packed by ``pack`` as wp; for bf16 weights x is
-    rounded to bf16 first, into ``pairs`` (B, >= ceil(K/2)) uint32 scratch (unused for
-    fp32). A function of its own, not inlined: the loop calls it four times a step, and
-    compiling its unrolled blocks once per weight type (not once per call site) keeps the
-    first compilation short."""
-    _product(x, wp, out, pairs)
+def matmul(x, wp, out, words, scales):
+    """out (B, N) = x (B, K) @ W, W packed by ``pack`` as wp. The inputs of bf16 and int8
+    products are rounded or quantized first into ``words`` (B, >= ceil(K/2)) uint32
+    scratch, with int8's row scales in ``scales`` (B,) float32 (both unused for fp32). A
+    function of its own, not inlined: the loop calls it four times a step, and compiling
+    its unrolled blocks once per weight type (not once per call site) keeps the first
+    compilation short."""
+    _product(x, wp, out, words, scales)
 
 
 @intrinsic
