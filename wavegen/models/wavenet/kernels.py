@@ -163,11 +163,36 @@ def _counts(typingctx):
     return _stack_lanes(types.int32)
 
 
+@intrinsic
+def _put(typingctx, out, b, col, acc):
+    """out[b, col : col + LANES] = acc (LANES,) float32 as one vector store (out a
+    C-contiguous 2-D float32 array, the block inside it)."""
+    if out.layout != "C" or out.ndim != 2 or out.dtype != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        out_type, acc_type = signature.args[0], signature.args[3]
+        floats = ir.VectorType(ir.FloatType(), LANES)
+        array = context.make_array(out_type)(context, builder, args[0])
+        index = [context.cast(builder, v, t, types.intp)
+                 for v, t in zip(args[1:3], signature.args[1:3], strict=True)]
+        pointer = cgutils.get_item_pointer(context, builder, out_type, array, index)
+        data = context.make_array(acc_type)(context, builder, args[3]).data
+        value = builder.load(builder.bitcast(data, floats.as_pointer()), align=4)
+        builder.store(value, builder.bitcast(pointer, floats.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.void(out, b, col, acc), codegen
+
+
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _store(out, b, col, acc):
     """out[b, col : col + LANES] = acc, the columns past out's width (padding) dropped."""
-    for j in range(min(LANES, out.shape[1] - col)):
-        out[b, col + j] = acc[j]
+    if col + LANES <= out.shape[1]:
+        _put(out, b, col, acc)
+    else:
+        for j in range(out.shape[1] - col):
+            out[b, col + j] = acc[j]
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
@@ -473,26 +498,42 @@ def _dot4(typingctx, acc, wp, blk, row, quad):
 
 
 @intrinsic
-def _word(typingctx, wp, blk, row, lane, kind):
-    """The 4-byte value of ``kind`` (float32 or int32) in lane ``lane`` of row ``row`` of
-    block ``blk`` of int8 packed weights (their scales and sums, ``pack``)."""
-    value = kind.instance_type if isinstance(kind, types.NumberClass) else None
-    if value not in (types.float32, types.int32):
+def _dequantize(typingctx, acc, wp, blk, scale, dst):
+    """dst (LANES,) float32 = the int8 sums acc (LANES,) int32 of block ``blk`` as floats:
+    ``scale`` (the input row's) times each column's scale times (acc - OFFSET * the
+    column's sum of q), both read from the block's last two rows (``pack``)."""
+    if wp.dtype != types.int8 or wp.ndim != 3:
         return None
 
     def codegen(context, builder, signature, args):
-        wp_type = signature.args[0]
-        weights = context.make_array(wp_type)(context, builder, args[0])
-        index = [context.cast(builder, v, t, types.intp)
-                 for v, t in zip(args[1:3], signature.args[1:3], strict=True)]
-        lane = context.cast(builder, args[3], signature.args[3], types.intp)
-        offset = builder.mul(lane, context.get_constant(types.intp, 4))
-        pointer = cgutils.get_item_pointer(context, builder, wp_type, weights,
-                                           [*index, offset])
-        item = context.get_data_type(value)
-        return builder.load(builder.bitcast(pointer, item.as_pointer()), align=1)
+        acc_type, wp_type, dst_type = signature.args[0], signature.args[1], signature.args[4]
+        words = ir.VectorType(ir.IntType(32), LANES)
+        floats = ir.VectorType(ir.FloatType(), LANES)
+        weights = context.make_array(wp_type)(context, builder, args[1])
+        block = context.cast(builder, args[2], signature.args[2], types.intp)
+        rows = builder.sub(builder.extract_value(weights.shape, 1),
+                           context.get_constant(types.intp, 2))
+        zero = context.get_constant(types.intp, 0)
 
-    return value(wp, blk, row, lane, kind), codegen
+        def row(i, kind):
+            pointer = cgutils.get_item_pointer(context, builder, wp_type, weights,
+                                               [block, builder.add(rows, i), zero])
+            return builder.load(builder.bitcast(pointer, kind.as_pointer()), align=1)
+
+        scales = row(context.get_constant(types.intp, 0), floats)
+        sums = row(context.get_constant(types.intp, 1), words)
+        data = context.make_array(acc_type)(context, builder, args[0]).data
+        total = builder.load(builder.bitcast(data, words.as_pointer()), align=4)
+        exact = builder.sub(total, builder.mul(sums, ir.Constant(words, [OFFSET] * LANES)))
+        value = builder.fmul(builder.sitofp(exact, floats), scales)
+        one = builder.insert_element(ir.Constant(floats, None), args[3], ir.IntType(32)(0))
+        value = builder.fmul(value, builder.shuffle_vector(
+            one, ir.Constant(floats, None), ir.Constant(words, [0] * LANES)))
+        out = context.make_array(dst_type)(context, builder, args[4]).data
+        builder.store(value, builder.bitcast(out, floats.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.void(acc, wp, blk, scale, dst), codegen
 
 
 @intrinsic
@@ -511,34 +552,47 @@ def _roundeven(typingctx, x):
     return types.float32(x), codegen
 
 
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _byte(v, inv):
+    """v quantized with 1 / scale ``inv`` as the unsigned byte q + OFFSET, in a uint32."""
+    return np.uint32(np.int32(_roundeven(v * inv)) + OFFSET)
+
+
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def to_quads(x, quads, scales):
     """x (B, K) float32 -> quads[:, :ceil(K/4)] (uint32): each row quantized
     (``quantized``: q = round(x / scale), scale = max |x| / 127 of the row, kept in
     ``scales`` (B,)), stored as bytes q + OFFSET, four per word, x[b, 4i] in the low byte
-    (0 past K: its products are removed with the weights' sums)."""
-    octets = quads.view(np.uint8)
+    (OFFSET past K: q = 0, whose products the weights' sums remove)."""
     depth = x.shape[1]
+    full = depth // 4
     for b in range(x.shape[0]):
         peak = np.float32(0.0)
         for k in range(depth):
             peak = max(peak, abs(x[b, k]))
         scale = peak / np.float32(127.0) if peak > 0 else np.float32(1.0)
         scales[b] = scale
-        for k in range(depth):
-            octets[b, k] = np.uint8(np.int32(_roundeven(x[b, k] / scale)) + OFFSET)
-        for k in range(depth, -(-depth // 4) * 4):
-            octets[b, k] = OFFSET
+        inv = np.float32(1.0) / scale
+        for i in range(full):
+            quads[b, i] = (_byte(x[b, 4 * i], inv) | (_byte(x[b, 4 * i + 1], inv) << 8)
+                           | (_byte(x[b, 4 * i + 2], inv) << 16)
+                           | (_byte(x[b, 4 * i + 3], inv) << 24))
+        if depth % 4:
+            word = np.uint32(0)
+            for r in range(4):
+                k = 4 * full + r
+                byte = _byte(x[b, k], inv) if k < depth else np.uint32(OFFSET)
+                word |= byte << (8 * r)
+            quads[b, full] = word
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _store_int8(out, b, col, acc, wp, blk, scale):
-    """out[b, col : col + LANES] = the int8 sums acc as floats: scale (the row's) times each
-    column's scale times (acc - OFFSET * the column's sum of q), padding dropped."""
-    rows = wp.shape[1] - 2
-    for j in range(min(LANES, out.shape[1] - col)):
-        exact = acc[j] - OFFSET * _word(wp, blk, rows + 1, j, np.int32)
-        out[b, col + j] = scale * _word(wp, blk, rows, j, np.float32) * np.float32(exact)
+    """out[b, col : col + LANES] = the int8 sums acc as floats (``_dequantize``), the
+    columns past out's width (padding) dropped."""
+    values = _lanes()
+    _dequantize(acc, wp, blk, scale, values)
+    _store(out, b, col, values)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
