@@ -1,6 +1,6 @@
 """Generation speed: samples/s for each backend at several batch sizes (the numba loop in
-fp32 and with bf16 products), the naive method, and the flow presets (a whole clip inverted
-at once); and how far bf16 products move the next-sample distributions.
+fp32 and with bf16 and int8 products), the naive method, and the flow presets (a whole clip
+inverted at once); and how far bf16 and int8 products move the next-sample distributions.
 
 The naive method recomputes the whole receptive field for every new sample (what a sampler
 without caches does). All figures come from one run, so their ratios are comparable; each
@@ -8,9 +8,9 @@ is the median of --repeats timings (the spread goes into the JSON lines). The fi
 say which CPU, torch capability, numpy BLAS kernels and numba target the figures come from
 (the numba loop calls no BLAS; NUMBA_CPU_NAME=haswell compiles it for AVX2 only).
 
-bf16's shift: a clip generated in fp32 (--checkpoint, else a fresh model of --preset) is fed
-through the fp32 and the bf16 loop; the mean KL(fp32 || bf16) of their next-sample
-distributions, and the clip's bits/sample under each.
+Each reduced precision's shift: a clip generated in fp32 (--checkpoint, else a fresh model of
+--preset) is fed through the fp32 loop and the loop at that precision; the mean KL(fp32 ||
+precision) of their next-sample distributions, and the clip's bits/sample under each.
 
     python scripts/bench_generate.py                       # small, CPU, 2 threads
     python scripts/bench_generate.py --preset tiny --batches 1 8 --flows --json out.jsonl
@@ -39,7 +39,7 @@ from wavegen.config import ConditionConfig
 from wavegen.info import cpu_name, numpy_blas
 from wavegen.models.flow.model import Flow
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
-from wavegen.models.wavenet.kernels import PRECISIONS, native_bf16
+from wavegen.models.wavenet.kernels import PRECISIONS, native_bf16, native_int8
 
 
 def naive(model: WaveNet, n: int, num_samples: int) -> None:
@@ -90,7 +90,8 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
                    help="precisions of the numba loop's products")
     p.add_argument("--kl-seconds", type=float, default=2.0,
-                   help="clip length for bf16's distribution shift (0: skip)")
+                   help="clip length for the reduced precisions' distribution shift "
+                        "(0: skip)")
     p.add_argument("--seconds", type=float, default=2.0, help="audio per stream, fast backends")
     p.add_argument("--torch-samples", type=int, default=1000, help="per stream, torch backend")
     p.add_argument("--naive-samples", type=int, default=200)
@@ -108,7 +109,8 @@ def main() -> None:
           f"{torch.backends.cpu.get_cpu_capability()}; numpy BLAS: {numpy_blas()}")
     print(f"numba loop compiled for: {os.environ.get('NUMBA_CPU_NAME') or 'host'} "
           f"({binding.get_host_cpu_name()} here); bf16 products: "
-          f"{'native (vdpbf16ps)' if native_bf16() else 'widened to fp32 multiply-adds'}")
+          f"{'native (vdpbf16ps)' if native_bf16() else 'widened to fp32 multiply-adds'}; "
+          f"int8 products: {'native (vpdpbusd)' if native_int8() else 'widened sums'}")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -140,13 +140,15 @@ def sampler_line() -> str:
     try:
         from llvmlite import binding
 
-        from .models.wavenet.kernels import native_bf16 as loop_bf16
+        from .models.wavenet.kernels import native_bf16, native_int8
     except Exception as err:  # numba missing or broken: the torch backend still works
         return f"numba loop unavailable ({err})"
     target = os.environ.get("NUMBA_CPU_NAME") or binding.get_host_cpu_name()
-    how = ("native (vdpbf16ps, two multiply-adds per lane and instruction)" if loop_bf16()
-           else "widened to fp32 multiply-adds (no AVX512_BF16)")
-    return f"numba loop compiled for {target}; --precision bf16 products: {how}"
+    bf16 = ("native (vdpbf16ps)" if native_bf16()
+            else "widened to fp32 multiply-adds (no AVX512_BF16)")
+    int8 = "native (vpdpbusd)" if native_int8() else "widened sums (no AVX512_VNNI)"
+    return (f"numba loop compiled for {target}; --precision bf16 products: {bf16}; "
+            f"int8 products: {int8}")
 
 
 def numpy_blas() -> str:
