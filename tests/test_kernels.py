@@ -94,8 +94,7 @@ def test_products_without_the_native_instruction_equal_those_with_it(monkeypatch
     def compiled(native: bool) -> np.ndarray:
         monkeypatch.setattr(kernels, flag, lambda: native)
         fresh = numba.njit(fastmath=True, error_model="numpy")(kernel.py_func)
-        out = product(x, packed, 200, fresh if precision == "int8" else
-                      lambda x, w, o, words, _: fresh(x, w, o, words))
+        out = product(x, packed, 200, fresh)
         assert (instruction in fresh.inspect_asm(fresh.signatures[0])) == native
         return out
 

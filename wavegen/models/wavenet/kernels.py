@@ -134,7 +134,7 @@ def native_int8() -> bool:
 
 
 def _stack_lanes(kind):
-    """The codegen of a (LANES,) array of ``kind`` on the stack."""
+    """The type and codegen of a (LANES,) array of ``kind`` on the stack."""
     array = types.Array(kind, 1, "C")
 
     def codegen(context, builder, signature, args):
@@ -147,20 +147,15 @@ def _stack_lanes(kind):
                                itemsize=itemsize, meminfo=None)
         return out._getvalue()
 
-    return array(), codegen
+    return array, codegen
 
 
 @intrinsic
 def _lanes(typingctx):
     """A (LANES,) float32 array on the stack: scratch the compiler can keep in registers
     (a heap array may alias the weights, so every update would go through memory)."""
-    return _stack_lanes(types.float32)
-
-
-@intrinsic
-def _counts(typingctx):
-    """A (LANES,) int32 array on the stack (``_lanes``): int8 products' sums."""
-    return _stack_lanes(types.int32)
+    array, codegen = _stack_lanes(types.float32)
+    return array(), codegen
 
 
 @intrinsic
@@ -196,7 +191,7 @@ def _store(out, b, col, acc):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _four_rows(x, wp, out, b):
+def _four_rows(x, scales, wp, out, b):
     """Rows b..b+3 of out, one column block at a time."""
     for blk in range(wp.shape[0]):
         r0 = _lanes()
@@ -221,7 +216,7 @@ def _four_rows(x, wp, out, b):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _two_rows(x, wp, out, b):
+def _two_rows(x, scales, wp, out, b):
     """Rows b, b+1 of out, two column blocks at a time."""
     for blk in range(0, wp.shape[0], 2):
         r0 = _lanes()
@@ -247,7 +242,7 @@ def _two_rows(x, wp, out, b):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _one_row(x, wp, out, b):
+def _one_row(x, scales, wp, out, b):
     """Row b of out, eight column blocks at a time, then four: for one row the weights
     stream from cache once per step, and more accumulators in flight hide more of that."""
     blk = 0
@@ -308,59 +303,6 @@ class _BFloat(ir.Type):
         return hash("bfloat")
 
 
-@intrinsic
-def _dot2(typingctx, acc, wp, blk, row, pair):
-    """acc (LANES,) float32 += the products of a pair of bf16 values x = ``pair`` (uint32:
-    the first in the low half) with the pair of weight rows wp[blk, row] ((2 * LANES,)
-    uint16, as ``pack``): lane j gets x0 * W[2i, j] + x1 * W[2i + 1, j]. One ``vdpbf16ps``
-    where the CPU has it (``native_bf16``), else the pair widened and two multiply-adds."""
-    if wp.dtype != types.uint16 or wp.ndim != 3:
-        return None
-
-    def codegen(context, builder, signature, args):
-        acc_type, wp_type = signature.args[0], signature.args[1]
-        acc_array = context.make_array(acc_type)(context, builder, args[0])
-        weights = context.make_array(wp_type)(context, builder, args[1])
-        index = [context.cast(builder, v, t, types.intp)
-                 for v, t in zip(args[2:4], signature.args[2:4], strict=True)]
-        pointer = cgutils.get_item_pointer(context, builder, wp_type, weights,
-                                           [*index, context.get_constant(types.intp, 0)])
-        floats = ir.VectorType(ir.FloatType(), LANES)
-        words = ir.VectorType(ir.IntType(32), LANES)
-        acc_pointer = builder.bitcast(acc_array.data, floats.as_pointer())
-        total = builder.load(acc_pointer, align=4)
-        w = builder.load(builder.bitcast(pointer, words.as_pointer()), align=2)
-        one = builder.insert_element(ir.Constant(words, None), args[4], ir.IntType(32)(0))
-        x = builder.shuffle_vector(one, ir.Constant(words, None),
-                                   ir.Constant(words, [0] * LANES))
-        if native_bf16():
-            halves = ir.VectorType(_BFloat(), 2 * LANES)
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(floats, [floats, halves, halves]),
-                "llvm.x86.avx512bf16.dpbf16ps.512")
-            total = builder.call(fn, [total, builder.bitcast(x, halves),
-                                      builder.bitcast(w, halves)])
-        else:
-            high = ir.Constant(words, [0xFFFF0000] * LANES)
-            shift = ir.Constant(words, [16] * LANES)
-
-            def first(v):  # the low bf16 of each word, as a float32
-                return builder.bitcast(builder.shl(v, shift), floats)
-
-            def second(v):
-                return builder.bitcast(builder.and_(v, high), floats)
-
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(floats, [floats, floats, floats]),
-                "llvm.fma.v16f32")
-            total = builder.call(fma, [first(x), first(w), total])
-            total = builder.call(fma, [second(x), second(w), total])
-        builder.store(total, acc_pointer, align=4)
-        return context.get_dummy_value()
-
-    return types.void(acc, wp, blk, row, pair), codegen
-
-
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _round_bf16(bits):
     """float32 bits (uint32) -> the nearest bf16 (ties to even), in the low 16 bits."""
@@ -379,161 +321,6 @@ def to_pairs(x, pairs):
                            | (_round_bf16(bits[b, 2 * i + 1]) << np.uint32(16)))
         if depth % 2:
             pairs[b, depth // 2] = _round_bf16(bits[b, depth - 1])
-
-
-@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _pairs_four_rows(xp, wp, out, b):
-    """Rows b..b+3 of out, two column blocks at a time (eight accumulators)."""
-    for blk in range(0, wp.shape[0], 2):
-        r0 = _lanes()
-        r1 = _lanes()
-        r2 = _lanes()
-        r3 = _lanes()
-        s0 = _lanes()
-        s1 = _lanes()
-        s2 = _lanes()
-        s3 = _lanes()
-        for j in range(LANES):
-            r0[j] = r1[j] = r2[j] = r3[j] = s0[j] = s1[j] = s2[j] = s3[j] = 0.0
-        for i in range(wp.shape[1]):
-            x0, x1, x2, x3 = xp[b, i], xp[b + 1, i], xp[b + 2, i], xp[b + 3, i]
-            _dot2(r0, wp, blk, i, x0)
-            _dot2(r1, wp, blk, i, x1)
-            _dot2(r2, wp, blk, i, x2)
-            _dot2(r3, wp, blk, i, x3)
-            _dot2(s0, wp, blk + 1, i, x0)
-            _dot2(s1, wp, blk + 1, i, x1)
-            _dot2(s2, wp, blk + 1, i, x2)
-            _dot2(s3, wp, blk + 1, i, x3)
-        col = blk * LANES
-        for r, acc in enumerate((r0, r1, r2, r3)):
-            _store(out, b + r, col, acc)
-        for r, acc in enumerate((s0, s1, s2, s3)):
-            _store(out, b + r, col + LANES, acc)
-
-
-@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _pairs_two_rows(xp, wp, out, b):
-    """Rows b, b+1 of out, two column blocks at a time."""
-    for blk in range(0, wp.shape[0], 2):
-        r0 = _lanes()
-        r1 = _lanes()
-        s0 = _lanes()
-        s1 = _lanes()
-        for j in range(LANES):
-            r0[j] = r1[j] = s0[j] = s1[j] = 0.0
-        for i in range(wp.shape[1]):
-            x0, x1 = xp[b, i], xp[b + 1, i]
-            _dot2(r0, wp, blk, i, x0)
-            _dot2(r1, wp, blk, i, x1)
-            _dot2(s0, wp, blk + 1, i, x0)
-            _dot2(s1, wp, blk + 1, i, x1)
-        col = blk * LANES
-        _store(out, b, col, r0)
-        _store(out, b + 1, col, r1)
-        _store(out, b, col + LANES, s0)
-        _store(out, b + 1, col + LANES, s1)
-
-
-@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _pairs_one_row(xp, wp, out, b):
-    """Row b of out, four column blocks at a time."""
-    for blk in range(0, wp.shape[0], 4):
-        r0 = _lanes()
-        r1 = _lanes()
-        r2 = _lanes()
-        r3 = _lanes()
-        for j in range(LANES):
-            r0[j] = r1[j] = r2[j] = r3[j] = 0.0
-        for i in range(wp.shape[1]):
-            x0 = xp[b, i]
-            _dot2(r0, wp, blk, i, x0)
-            _dot2(r1, wp, blk + 1, i, x0)
-            _dot2(r2, wp, blk + 2, i, x0)
-            _dot2(r3, wp, blk + 3, i, x0)
-        for c, acc in enumerate((r0, r1, r2, r3)):
-            _store(out, b, (blk + c) * LANES, acc)
-
-
-@intrinsic
-def _dot4(typingctx, acc, wp, blk, row, quad):
-    """acc (LANES,) int32 += the products of four unsigned bytes u = ``quad`` (uint32, the
-    first in the low byte) with the four weight rows wp[blk, row] ((4 * LANES,) int8, as
-    ``pack``): lane j gets sum_r u_r * q[4i + r, j]. One ``vpdpbusd`` where the CPU has it
-    (``native_int8``), else the same sums widened to 16 and 32 bits."""
-    if wp.dtype != types.int8 or wp.ndim != 3:
-        return None
-
-    def codegen(context, builder, signature, args):
-        acc_type, wp_type = signature.args[0], signature.args[1]
-        acc_array = context.make_array(acc_type)(context, builder, args[0])
-        weights = context.make_array(wp_type)(context, builder, args[1])
-        index = [context.cast(builder, v, t, types.intp)
-                 for v, t in zip(args[2:4], signature.args[2:4], strict=True)]
-        pointer = cgutils.get_item_pointer(context, builder, wp_type, weights,
-                                           [*index, context.get_constant(types.intp, 0)])
-        words = ir.VectorType(ir.IntType(32), LANES)
-        octets = ir.VectorType(ir.IntType(8), 4 * LANES)
-        acc_pointer = builder.bitcast(acc_array.data, words.as_pointer())
-        total = builder.load(acc_pointer, align=4)
-        w = builder.load(builder.bitcast(pointer, octets.as_pointer()), align=1)
-        one = builder.insert_element(ir.Constant(words, None), args[4], ir.IntType(32)(0))
-        u = builder.bitcast(builder.shuffle_vector(one, ir.Constant(words, None),
-                                                   ir.Constant(words, [0] * LANES)), octets)
-        if native_int8():
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(words, [words, octets, octets]),
-                "llvm.x86.avx512.vpdpbusd.512")
-            total = builder.call(fn, [total, u, w])
-        else:
-            wide = ir.VectorType(ir.IntType(32), 4 * LANES)
-            products = builder.mul(builder.zext(u, wide), builder.sext(w, wide))
-            for r in range(4):  # lane j's four products are elements 4j .. 4j + 3
-                pick = ir.Constant(words, [4 * j + r for j in range(LANES)])
-                total = builder.add(total, builder.shuffle_vector(products, products, pick))
-        builder.store(total, acc_pointer, align=4)
-        return context.get_dummy_value()
-
-    return types.void(acc, wp, blk, row, quad), codegen
-
-
-@intrinsic
-def _dequantize(typingctx, acc, wp, blk, scale, dst):
-    """dst (LANES,) float32 = the int8 sums acc (LANES,) int32 of block ``blk`` as floats:
-    ``scale`` (the input row's) times each column's scale times (acc - OFFSET * the
-    column's sum of q), both read from the block's last two rows (``pack``)."""
-    if wp.dtype != types.int8 or wp.ndim != 3:
-        return None
-
-    def codegen(context, builder, signature, args):
-        acc_type, wp_type, dst_type = signature.args[0], signature.args[1], signature.args[4]
-        words = ir.VectorType(ir.IntType(32), LANES)
-        floats = ir.VectorType(ir.FloatType(), LANES)
-        weights = context.make_array(wp_type)(context, builder, args[1])
-        block = context.cast(builder, args[2], signature.args[2], types.intp)
-        rows = builder.sub(builder.extract_value(weights.shape, 1),
-                           context.get_constant(types.intp, 2))
-        zero = context.get_constant(types.intp, 0)
-
-        def row(i, kind):
-            pointer = cgutils.get_item_pointer(context, builder, wp_type, weights,
-                                               [block, builder.add(rows, i), zero])
-            return builder.load(builder.bitcast(pointer, kind.as_pointer()), align=1)
-
-        scales = row(context.get_constant(types.intp, 0), floats)
-        sums = row(context.get_constant(types.intp, 1), words)
-        data = context.make_array(acc_type)(context, builder, args[0]).data
-        total = builder.load(builder.bitcast(data, words.as_pointer()), align=4)
-        exact = builder.sub(total, builder.mul(sums, ir.Constant(words, [OFFSET] * LANES)))
-        value = builder.fmul(builder.sitofp(exact, floats), scales)
-        one = builder.insert_element(ir.Constant(floats, None), args[3], ir.IntType(32)(0))
-        value = builder.fmul(value, builder.shuffle_vector(
-            one, ir.Constant(floats, None), ir.Constant(words, [0] * LANES)))
-        out = context.make_array(dst_type)(context, builder, args[4]).data
-        builder.store(value, builder.bitcast(out, floats.as_pointer()), align=4)
-        return context.get_dummy_value()
-
-    return types.void(acc, wp, blk, scale, dst), codegen
 
 
 @intrinsic
@@ -586,118 +373,272 @@ def to_quads(x, quads, scales):
             quads[b, full] = word
 
 
+def _packed_kind(wp) -> str | None:
+    """"bf16" or "int8" for the packed weights type ``wp`` of the word kernels, else None."""
+    if not isinstance(wp, types.Array) or wp.ndim != 3:
+        return None
+    return {types.uint16: "bf16", types.int8: "int8"}.get(wp.dtype)
+
+
+@intrinsic
+def _acc(typingctx, wp):
+    """A (LANES,) array on the stack for the sums of a product with weights ``wp``
+    (``_lanes``): float32 for bf16, int32 for int8."""
+    kind = _packed_kind(wp)
+    if kind is None:
+        return None
+    array, codegen = _stack_lanes(types.float32 if kind == "bf16" else types.int32)
+    return array(wp), codegen
+
+
+@intrinsic
+def _depth(typingctx, wp):
+    """The rows of packed bf16 or int8 weights that hold weights (int8's last two hold
+    the scales and sums)."""
+    kind = _packed_kind(wp)
+    if kind is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        rows = builder.extract_value(context.make_array(wp)(context, builder, args[0]).shape, 1)
+        return rows if kind == "bf16" else builder.sub(rows, context.get_constant(types.intp, 2))
+
+    return types.intp(wp), codegen
+
+
+def _vectors(context, builder, signature, args):
+    """Shared by ``_dot``: (acc pointer as a vector, its value, the weights vector, the
+    input word broadcast to every lane)."""
+    acc_type, wp_type = signature.args[0], signature.args[1]
+    lane = ir.FloatType() if acc_type.dtype == types.float32 else ir.IntType(32)
+    acc = builder.bitcast(context.make_array(acc_type)(context, builder, args[0]).data,
+                          ir.VectorType(lane, LANES).as_pointer())
+    weights = context.make_array(wp_type)(context, builder, args[1])
+    index = [context.cast(builder, v, t, types.intp)
+             for v, t in zip(args[2:4], signature.args[2:4], strict=True)]
+    pointer = cgutils.get_item_pointer(context, builder, wp_type, weights,
+                                       [*index, context.get_constant(types.intp, 0)])
+    words = ir.VectorType(ir.IntType(32), LANES)
+    w = builder.load(builder.bitcast(pointer, words.as_pointer()), align=1)
+    one = builder.insert_element(ir.Constant(words, None), args[4], ir.IntType(32)(0))
+    x = builder.shuffle_vector(one, ir.Constant(words, None), ir.Constant(words, [0] * LANES))
+    return acc, builder.load(acc, align=4), w, x
+
+
+def _dot_bf16(builder, total, w, x):
+    """total (16 x float) + the bf16 pair products of the words w and x."""
+    floats = total.type
+    if native_bf16():
+        halves = ir.VectorType(_BFloat(), 2 * LANES)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(floats, [floats, halves, halves]),
+            "llvm.x86.avx512bf16.dpbf16ps.512")
+        return builder.call(fn, [total, builder.bitcast(x, halves), builder.bitcast(w, halves)])
+    high = ir.Constant(w.type, [0xFFFF0000] * LANES)
+    shift = ir.Constant(w.type, [16] * LANES)
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(floats, [floats, floats, floats]), "llvm.fma.v16f32")
+    for part in (lambda v: builder.shl(v, shift), lambda v: builder.and_(v, high)):
+        total = builder.call(fma, [builder.bitcast(part(x), floats),
+                                   builder.bitcast(part(w), floats), total])
+    return total
+
+
+def _dot_int8(builder, total, w, x):
+    """total (16 x i32) + the byte products of x's unsigned and w's signed bytes."""
+    octets = ir.VectorType(ir.IntType(8), 4 * LANES)
+    u, w = builder.bitcast(x, octets), builder.bitcast(w, octets)
+    if native_int8():
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(total.type, [total.type, octets, octets]),
+            "llvm.x86.avx512.vpdpbusd.512")
+        return builder.call(fn, [total, u, w])
+    wide = ir.VectorType(ir.IntType(32), 4 * LANES)
+    products = builder.mul(builder.zext(u, wide), builder.sext(w, wide))
+    for r in range(4):  # lane j's four products are elements 4j .. 4j + 3
+        pick = ir.Constant(total.type, [4 * j + r for j in range(LANES)])
+        total = builder.add(total, builder.shuffle_vector(products, products, pick))
+    return total
+
+
+@intrinsic
+def _dot(typingctx, acc, wp, blk, row, word):
+    """acc (``_acc``) += the products of the input word (uint32: two bf16 values, or four
+    bytes q + OFFSET; the first in the low bits) with the weights wp[blk, row] (as
+    ``pack``): bf16: lane j gets x0 * W[2i, j] + x1 * W[2i + 1, j], one ``vdpbf16ps``
+    where the CPU has it (``native_bf16``), else the pair widened and two multiply-adds;
+    int8: lane j gets sum_r u_r * q[4i + r, j], one ``vpdpbusd`` where the CPU has it
+    (``native_int8``), else the same sums in 32 bits."""
+    kind = _packed_kind(wp)
+    if kind is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointer, total, w, x = _vectors(context, builder, signature, args)
+        total = (_dot_bf16 if kind == "bf16" else _dot_int8)(builder, total, w, x)
+        builder.store(total, pointer, align=4)
+        return context.get_dummy_value()
+
+    return types.void(acc, wp, blk, row, word), codegen
+
+
+@intrinsic
+def _as_floats(typingctx, acc, wp, blk, scale, dst):
+    """dst (LANES,) float32 = the sums acc of block ``blk`` as floats: bf16's as they are;
+    int8's (int32) as ``scale`` (the input row's) times each column's scale times
+    (acc - OFFSET * the column's sum of q), both read from the block's last two rows."""
+    kind = _packed_kind(wp)
+    if kind is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        acc_type, wp_type, dst_type = signature.args[0], signature.args[1], signature.args[4]
+        words = ir.VectorType(ir.IntType(32), LANES)
+        floats = ir.VectorType(ir.FloatType(), LANES)
+        data = context.make_array(acc_type)(context, builder, args[0]).data
+        out = builder.bitcast(context.make_array(dst_type)(context, builder, args[4]).data,
+                              floats.as_pointer())
+        if kind == "bf16":
+            value = builder.load(builder.bitcast(data, floats.as_pointer()), align=4)
+            builder.store(value, out, align=4)
+            return context.get_dummy_value()
+        weights = context.make_array(wp_type)(context, builder, args[1])
+        block = context.cast(builder, args[2], signature.args[2], types.intp)
+        rows = builder.sub(builder.extract_value(weights.shape, 1),
+                           context.get_constant(types.intp, 2))
+        zero = context.get_constant(types.intp, 0)
+
+        def row(i, kind):
+            pointer = cgutils.get_item_pointer(context, builder, wp_type, weights,
+                                               [block, builder.add(rows, i), zero])
+            return builder.load(builder.bitcast(pointer, kind.as_pointer()), align=1)
+
+        scales = row(context.get_constant(types.intp, 0), floats)
+        sums = row(context.get_constant(types.intp, 1), words)
+        total = builder.load(builder.bitcast(data, words.as_pointer()), align=4)
+        exact = builder.sub(total, builder.mul(sums, ir.Constant(words, [OFFSET] * LANES)))
+        value = builder.fmul(builder.sitofp(exact, floats), scales)
+        one = builder.insert_element(ir.Constant(floats, None), args[3], ir.IntType(32)(0))
+        value = builder.fmul(value, builder.shuffle_vector(
+            one, ir.Constant(floats, None), ir.Constant(words, [0] * LANES)))
+        builder.store(value, out, align=4)
+        return context.get_dummy_value()
+
+    return types.void(acc, wp, blk, scale, dst), codegen
+
+
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _store_int8(out, b, col, acc, wp, blk, scale):
-    """out[b, col : col + LANES] = the int8 sums acc as floats (``_dequantize``), the
-    columns past out's width (padding) dropped."""
+def _finish(out, b, col, acc, wp, blk, scale):
+    """out[b, col : col + LANES] = the sums acc as floats (``_as_floats``), the columns
+    past out's width (padding) dropped."""
     values = _lanes()
-    _dequantize(acc, wp, blk, scale, values)
+    _as_floats(acc, wp, blk, scale, values)
     _store(out, b, col, values)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _quads_four_rows(xq, scales, wp, out, b):
-    """Rows b..b+3 of out, two column blocks at a time (eight accumulators)."""
+def _words_four_rows(xw, scales, wp, out, b):
+    """bf16 or int8: rows b..b+3 of out from the input words xw (``to_pairs``,
+    ``to_quads``), two column blocks at a time (eight accumulators)."""
     for blk in range(0, wp.shape[0], 2):
-        r0 = _counts()
-        r1 = _counts()
-        r2 = _counts()
-        r3 = _counts()
-        s0 = _counts()
-        s1 = _counts()
-        s2 = _counts()
-        s3 = _counts()
+        r0 = _acc(wp)
+        r1 = _acc(wp)
+        r2 = _acc(wp)
+        r3 = _acc(wp)
+        s0 = _acc(wp)
+        s1 = _acc(wp)
+        s2 = _acc(wp)
+        s3 = _acc(wp)
         for j in range(LANES):
             r0[j] = r1[j] = r2[j] = r3[j] = s0[j] = s1[j] = s2[j] = s3[j] = 0
-        for i in range(wp.shape[1] - 2):
-            x0, x1, x2, x3 = xq[b, i], xq[b + 1, i], xq[b + 2, i], xq[b + 3, i]
-            _dot4(r0, wp, blk, i, x0)
-            _dot4(r1, wp, blk, i, x1)
-            _dot4(r2, wp, blk, i, x2)
-            _dot4(r3, wp, blk, i, x3)
-            _dot4(s0, wp, blk + 1, i, x0)
-            _dot4(s1, wp, blk + 1, i, x1)
-            _dot4(s2, wp, blk + 1, i, x2)
-            _dot4(s3, wp, blk + 1, i, x3)
+        for i in range(_depth(wp)):
+            x0, x1, x2, x3 = xw[b, i], xw[b + 1, i], xw[b + 2, i], xw[b + 3, i]
+            _dot(r0, wp, blk, i, x0)
+            _dot(r1, wp, blk, i, x1)
+            _dot(r2, wp, blk, i, x2)
+            _dot(r3, wp, blk, i, x3)
+            _dot(s0, wp, blk + 1, i, x0)
+            _dot(s1, wp, blk + 1, i, x1)
+            _dot(s2, wp, blk + 1, i, x2)
+            _dot(s3, wp, blk + 1, i, x3)
         col = blk * LANES
         for r, acc in enumerate((r0, r1, r2, r3)):
-            _store_int8(out, b + r, col, acc, wp, blk, scales[b + r])
+            _finish(out, b + r, col, acc, wp, blk, scales[b + r])
         for r, acc in enumerate((s0, s1, s2, s3)):
-            _store_int8(out, b + r, col + LANES, acc, wp, blk + 1, scales[b + r])
+            _finish(out, b + r, col + LANES, acc, wp, blk + 1, scales[b + r])
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _quads_two_rows(xq, scales, wp, out, b):
+def _words_two_rows(xw, scales, wp, out, b):
     """Rows b, b+1 of out, two column blocks at a time."""
     for blk in range(0, wp.shape[0], 2):
-        r0 = _counts()
-        r1 = _counts()
-        s0 = _counts()
-        s1 = _counts()
+        r0 = _acc(wp)
+        r1 = _acc(wp)
+        s0 = _acc(wp)
+        s1 = _acc(wp)
         for j in range(LANES):
             r0[j] = r1[j] = s0[j] = s1[j] = 0
-        for i in range(wp.shape[1] - 2):
-            x0, x1 = xq[b, i], xq[b + 1, i]
-            _dot4(r0, wp, blk, i, x0)
-            _dot4(r1, wp, blk, i, x1)
-            _dot4(s0, wp, blk + 1, i, x0)
-            _dot4(s1, wp, blk + 1, i, x1)
+        for i in range(_depth(wp)):
+            x0, x1 = xw[b, i], xw[b + 1, i]
+            _dot(r0, wp, blk, i, x0)
+            _dot(r1, wp, blk, i, x1)
+            _dot(s0, wp, blk + 1, i, x0)
+            _dot(s1, wp, blk + 1, i, x1)
         col = blk * LANES
-        _store_int8(out, b, col, r0, wp, blk, scales[b])
-        _store_int8(out, b + 1, col, r1, wp, blk, scales[b + 1])
-        _store_int8(out, b, col + LANES, s0, wp, blk + 1, scales[b])
-        _store_int8(out, b + 1, col + LANES, s1, wp, blk + 1, scales[b + 1])
+        _finish(out, b, col, r0, wp, blk, scales[b])
+        _finish(out, b + 1, col, r1, wp, blk, scales[b + 1])
+        _finish(out, b, col + LANES, s0, wp, blk + 1, scales[b])
+        _finish(out, b + 1, col + LANES, s1, wp, blk + 1, scales[b + 1])
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _quads_one_row(xq, scales, wp, out, b):
+def _words_one_row(xw, scales, wp, out, b):
     """Row b of out, four column blocks at a time."""
     for blk in range(0, wp.shape[0], 4):
-        r0 = _counts()
-        r1 = _counts()
-        r2 = _counts()
-        r3 = _counts()
+        r0 = _acc(wp)
+        r1 = _acc(wp)
+        r2 = _acc(wp)
+        r3 = _acc(wp)
         for j in range(LANES):
             r0[j] = r1[j] = r2[j] = r3[j] = 0
-        for i in range(wp.shape[1] - 2):
-            x0 = xq[b, i]
-            _dot4(r0, wp, blk, i, x0)
-            _dot4(r1, wp, blk + 1, i, x0)
-            _dot4(r2, wp, blk + 2, i, x0)
-            _dot4(r3, wp, blk + 3, i, x0)
+        for i in range(_depth(wp)):
+            x0 = xw[b, i]
+            _dot(r0, wp, blk, i, x0)
+            _dot(r1, wp, blk + 1, i, x0)
+            _dot(r2, wp, blk + 2, i, x0)
+            _dot(r3, wp, blk + 3, i, x0)
         for c, acc in enumerate((r0, r1, r2, r3)):
-            _store_int8(out, b, (blk + c) * LANES, acc, wp, blk + c, scales[b])
+            _finish(out, b, (blk + c) * LANES, acc, wp, blk + c, scales[b])
 
 
-@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-def _matmul_fp32(x, wp, out):
-    """out = x @ W for float32 packed weights."""
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _by_rows(four, two, one, x, scales, wp, out):
+    """out from x's rows in blocks of four, then two, then one (kernels taking
+    (x, scales, wp, out, first row))."""
     rows = x.shape[0]
     b = 0
     while b + 4 <= rows:
-        _four_rows(x, wp, out, b)
+        four(x, scales, wp, out, b)
         b += 4
     if b + 2 <= rows:
-        _two_rows(x, wp, out, b)
+        two(x, scales, wp, out, b)
         b += 2
     if b < rows:
-        _one_row(x, wp, out, b)
+        one(x, scales, wp, out, b)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-def _matmul_bf16(x, wp, out, pairs):
-    """out = bf16(x) @ W for bf16 packed weights; ``pairs`` is scratch for x's pairs."""
+def _matmul_fp32(x, wp, out, scales):
+    """out = x @ W for float32 packed weights (``scales`` unused)."""
+    _by_rows(_four_rows, _two_rows, _one_row, x, scales, wp, out)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def _matmul_bf16(x, wp, out, pairs, scales):
+    """out = bf16(x) @ W for bf16 packed weights; ``pairs`` is scratch for x's pairs
+    (``scales`` unused)."""
     to_pairs(x, pairs)
-    rows = x.shape[0]
-    b = 0
-    while b + 4 <= rows:
-        _pairs_four_rows(pairs, wp, out, b)
-        b += 4
-    if b + 2 <= rows:
-        _pairs_two_rows(pairs, wp, out, b)
-        b += 2
-    if b < rows:
-        _pairs_one_row(pairs, wp, out, b)
+    _by_rows(_words_four_rows, _words_two_rows, _words_one_row, pairs, scales, wp, out)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
@@ -705,16 +646,7 @@ def _matmul_int8(x, wp, out, quads, scales):
     """out = quantized(x) @ W for int8 packed weights; ``quads`` and ``scales`` are
     scratch for x's bytes and row scales."""
     to_quads(x, quads, scales)
-    rows = x.shape[0]
-    b = 0
-    while b + 4 <= rows:
-        _quads_four_rows(quads, scales, wp, out, b)
-        b += 4
-    if b + 2 <= rows:
-        _quads_two_rows(quads, scales, wp, out, b)
-        b += 2
-    if b < rows:
-        _quads_one_row(quads, scales, wp, out, b)
+    _by_rows(_words_four_rows, _words_two_rows, _words_one_row, quads, scales, wp, out)
 
 
 def _product(x, wp, out, words, scales):
@@ -726,8 +658,8 @@ def _product_for(x, wp, out, words, scales):
     if wp.dtype == types.int8:
         return lambda x, wp, out, words, scales: _matmul_int8(x, wp, out, words, scales)
     if wp.dtype == types.uint16:
-        return lambda x, wp, out, words, scales: _matmul_bf16(x, wp, out, words)
-    return lambda x, wp, out, words, scales: _matmul_fp32(x, wp, out)
+        return lambda x, wp, out, words, scales: _matmul_bf16(x, wp, out, words, scales)
+    return lambda x, wp, out, words, scales: _matmul_fp32(x, wp, out, scales)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
