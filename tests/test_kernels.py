@@ -1,6 +1,6 @@
 """The numba loop's own products (``kernels.py``): equal to a float64 product for any shape
-and row count, no BLAS call left in the loop, and the bf16 option equal to the parallel
-forward of the model with its products rounded to bf16."""
+and row count, no BLAS call left in the loop, and the bf16 and int8 options equal to the
+parallel forward of the model with its products rounded to bf16 or quantized to int8."""
 
 import numba
 import numpy as np

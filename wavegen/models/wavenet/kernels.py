@@ -12,9 +12,9 @@ Layout. W (K, N) is packed as (NB, K, 16): column blocks of 16 lanes, each block
 contiguous, N padded with zero columns to a multiple of 64. A block's 16 accumulators live
 on the stack (``_lanes``), where the compiler keeps them in vector registers across the
 whole K loop; the loops keep four or more independent accumulator blocks in flight (four
-rows, two rows x two blocks, or one row x eight or four blocks; in bf16 four rows x two
-blocks, two x two, or one row x four), enough to hide the latency of a multiply-add. (More
-spills AVX2's sixteen registers: a 16-lane block takes two of them.)
+rows, two rows x two blocks, or one row x eight or four blocks; in bf16 and int8 four rows
+x two blocks, two x two, or one row x four), enough to hide the latency of a multiply-add.
+(More spills AVX2's sixteen registers: a 16-lane block takes two of them.)
 
 Precision. In fp32 the weights are packed float32 and x is read as it is. In bf16 both
 sides of a product are bfloat16 (the top 16 bits of a float32, rounded to nearest even):
@@ -25,6 +25,15 @@ float32. Half the weight bytes to stream per product, and on a CPU with AVX512_B
 instruction (``vdpbf16ps``) does a lane's two multiply-adds of a pair, twice the fp32
 arithmetic rate; elsewhere the loop widens the pair and does them as two multiply-adds,
 with the same products.
+
+In int8 each column of W is quantized to 255 levels of its own scale (``quantized``), and
+each input row of x to 255 levels of the row's (``to_quads``), stored as unsigned bytes
+q + OFFSET; lane j of a packed row holds four rows' bytes of column j, (NB, ceil(K/4) + 2,
+4 * LANES) int8, the last two rows of a block the columns' scales and sums of q (which
+remove the OFFSET: sum u w = sum q w + OFFSET sum w). The sums are exact in int32 and
+become floats once per output. A quarter of the fp32 weight bytes (``small``'s 0.9 MB fit
+in a core's L2), and with AVX512_VNNI one ``vpdpbusd`` does four multiply-adds per lane;
+elsewhere the loop widens the bytes to 32 bits.
 """
 
 from __future__ import annotations
