@@ -143,6 +143,21 @@ def test_reduced_precision_loop_equals_the_forward_of_the_rounded_model(preset, 
         assert np.abs(got - expected).mean() < 0.1 * np.abs(got - unrounded).mean()
 
 
+def test_emulated_int8_says_it_is_slower(monkeypatch, caplog):
+    """Without AVX-512 VNNI the int8 products are emulated and slower than fp32: say so."""
+    model = WaveNet.from_preset("tiny").eval()
+    # compiled first, as this CPU compiles it: the flag below must not reach the code that
+    # numba caches on disk
+    generate(model, n=1, num_samples=20, backend="numba", precision="int8")
+    caplog.clear()
+    monkeypatch.setattr(kernels, "native_int8", lambda: False)
+    generate(model, n=1, num_samples=20, backend="numba", precision="int8")
+    assert "no AVX-512 VNNI" in caplog.text and "bf16 is faster" in caplog.text
+    caplog.clear()
+    generate(model, n=1, num_samples=20, backend="numba", precision="bf16")
+    assert "VNNI" not in caplog.text
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_generate_in_reduced_precision_reproduces_and_refuses_where_it_cannot_run(precision):
     model = WaveNet.from_preset("tiny").eval()
