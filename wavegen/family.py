@@ -320,6 +320,11 @@ class Family(ABC):
         values; returns the chunk function that draws what follows. ``precision`` is one of
         ``precisions``; ValueError where the backend does not offer it."""
 
+    def host_notes(self) -> list[str]:
+        """Lines for ``wavegen info`` on how this family's code runs on this machine (e.g.
+        what a compiled sampler targets); none by default."""
+        return []
+
     def sampling_precisions(self, model: nn.Module) -> tuple[str, ...]:
         """The precisions ``sampler`` offers for this model: ``precisions``, or fewer."""
         return self.precisions

@@ -127,7 +127,7 @@ def report() -> str:
             f"(measured at the start of a run: {gain[1]})" if gain else
             "not measured yet: the first fp32 `wavegen train` on this CPU measures what "
             "train.precision=bf16 gains"))
-    lines.append(f"{'sampler':<14}{sampler_line()}")
+    lines += family_notes()
     blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
     lines.append(f"{'torch blas':<14}{blas.group(1) if blas else 'unknown'}")
     lines.append(f"{'numpy blas':<14}{numpy_blas()}")
@@ -135,20 +135,18 @@ def report() -> str:
     return "\n".join(lines)
 
 
-def sampler_line() -> str:
-    """What the numba sampling loop compiles for, and how its bf16 products run."""
-    try:
-        from llvmlite import binding
+def family_notes() -> list[str]:
+    """Each registered family's lines on how its code runs here (``Family.host_notes``)."""
+    from .family import get_family, known_families
 
-        from .models.wavenet.kernels import native_bf16, native_int8
-    except Exception as err:  # numba missing or broken: the torch backend still works
-        return f"numba loop unavailable ({err})"
-    target = os.environ.get("NUMBA_CPU_NAME") or binding.get_host_cpu_name()
-    bf16 = ("native (vdpbf16ps)" if native_bf16()
-            else "widened to fp32 multiply-adds (no AVX512_BF16)")
-    int8 = "native (vpdpbusd)" if native_int8() else "widened sums (no AVX512_VNNI)"
-    return (f"numba loop compiled for {target}; --precision bf16 products: {bf16}; "
-            f"int8 products: {int8}")
+    lines = []
+    for name in known_families():
+        try:
+            notes = get_family(name).host_notes()
+        except Exception as err:  # a family that cannot load here still leaves the rest
+            notes = [f"cannot load ({err})"]
+        lines += [f"{name:<14}{note}" for note in notes]
+    return lines
 
 
 def numpy_blas() -> str:

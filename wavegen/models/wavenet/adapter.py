@@ -4,6 +4,8 @@ model module never imports the engines that import it."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,6 +53,20 @@ class WaveNetFamily(Family):
 
     def scorer(self, model: WaveNet, condition: Condition, batch_size: int) -> Scorer:
         return StreamingScorer(model, condition, batch_size)
+
+    def host_notes(self) -> list[str]:
+        try:
+            from llvmlite import binding
+
+            from .kernels import native_bf16, native_int8
+        except Exception as err:  # numba missing or broken: the torch backend still works
+            return [f"numba loop unavailable ({err})"]
+        target = os.environ.get("NUMBA_CPU_NAME") or binding.get_host_cpu_name()
+        bf16 = ("native (vdpbf16ps)" if native_bf16()
+                else "widened to fp32 multiply-adds (no AVX512_BF16)")
+        int8 = "native (vpdpbusd)" if native_int8() else "widened sums (no AVX512_VNNI)"
+        return [f"numba loop compiled for {target}; --precision bf16 products: {bf16}; "
+                f"int8 products: {int8}"]
 
     def sampling_precisions(self, model: WaveNet) -> tuple[str, ...]:
         # int8 gives each product's input one scale; a vocoder's conv products join the
