@@ -86,8 +86,9 @@ def at_precision(model: WaveNet, precision: str) -> WaveNet:
     whose products (dilated convs, residual and skip projections, heads, a vocoder's
     feature projections) take both their weights and their inputs rounded to
     ``precision`` (``kernels.rounded``: bf16, or int8 quantized per row of inputs and per
-    output of weights); sums, biases, gates and the residual path stay float32. The copy computes with the linear formulation, whose products are the
-    modules this rounds the inputs of."""
+    output of weights); sums, biases, gates and the residual path stay float32. The copy
+    computes with the linear formulation, whose products are the modules this rounds the
+    inputs of."""
     if precision == "fp32":
         return model
     if precision == "int8" and model.local:
@@ -243,7 +244,8 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
                 f = a[b, j] + conv_b[b, layer, j]
                 g = np.float32(0.5) * (a[b, half + j] + conv_b[b, layer, half + j])
                 z[b, j] = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(g))
-        matmul(z, out_w[layer], y, words, scales)  # (B, R + S); the last layer's residual goes unused
+        # (B, R + S); the last layer's residual goes unused
+        matmul(z, out_w[layer], y, words, scales)
         for b in range(batch):
             for j in range(res):
                 h[b, j] += y[b, j] + res_b[layer, j]
