@@ -69,9 +69,11 @@ def generate(
         threads: CPU threads for the numba backend, each taking a group of streams
             (default: as many as there are streams, at most the usable CPUs).
         precision: the precision of the sampling loop's products, one of the family's
-            ``precisions``: WaveNet's numba backend offers "bf16" (weights and inputs of
-            the products rounded, float32 sums: faster, next-sample distributions within
-            a small KL of fp32's: README, generation benchmark); scoring is always fp32.
+            ``sampling_precisions(model)``: WaveNet's numba backend offers "bf16"
+            (weights and inputs of the products rounded, float32 sums) and "int8" (both
+            quantized, int32 sums; not for a vocoder): faster, next-sample distributions
+            within a small KL of fp32's (README, generation benchmark); scoring is always
+            fp32.
         progress: show a progress bar with samples/s and the real-time factor.
         label: for a conditional model, the label to generate (a name from
             ``model.labels``), or a list of n labels, one per stream; None = the "no label"
