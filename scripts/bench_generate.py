@@ -25,21 +25,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import time
 
 import numpy as np
 import torch
 from benchlib import emit
-from llvmlite import binding
 
 from wavegen import WaveNet, generate, load_checkpoint, mulaw
 from wavegen.config import ConditionConfig
+from wavegen.family import get_family
 from wavegen.info import cpu_name, numpy_blas
 from wavegen.models.flow.model import Flow
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
-from wavegen.models.wavenet.kernels import PRECISIONS, native_bf16, native_int8
+from wavegen.models.wavenet.kernels import PRECISIONS
 
 
 def naive(model: WaveNet, n: int, num_samples: int) -> None:
@@ -107,10 +106,7 @@ def main() -> None:
     args = p.parse_args()
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, capability "
           f"{torch.backends.cpu.get_cpu_capability()}; numpy BLAS: {numpy_blas()}")
-    print(f"numba loop compiled for: {os.environ.get('NUMBA_CPU_NAME') or 'host'} "
-          f"({binding.get_host_cpu_name()} here); bf16 products: "
-          f"{'native (vdpbf16ps)' if native_bf16() else 'widened to fp32 multiply-adds'}; "
-          f"int8 products: {'native (vpdpbusd)' if native_int8() else 'widened sums'}")
+    print(*get_family("wavenet").host_notes(), sep="\n")  # what `wavegen info` says
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
