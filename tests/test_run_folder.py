@@ -151,3 +151,36 @@ def test_a_setting_newer_than_the_run_resumes_as_older_versions_ran(tmp_path, ca
         train(cfg(tmp_path, "train.resume=true", "train.max_steps=6", "data.start_share=0.3"),
               overrides=["train.resume=true", "train.max_steps=6"])
     assert "data.start_share=0.0" in caplog.text  # the schema default, not the group's 0.3
+
+
+def test_kept_checkpoints_hold_each_validations_weights_and_go_with_an_overwrite(tmp_path):
+    import torch
+
+    from wavegen import load_checkpoint
+    from wavegen.checkpoint import read_checkpoint
+
+    run = tmp_path / "synthetic-tiny"
+    train(cfg(tmp_path))  # off by default: nothing kept
+    assert not (run / "checkpoints").exists()
+    train(cfg(tmp_path, "train.overwrite=true", "train.keep_checkpoints=true",
+              "train.max_steps=6", "optim.ema_decay=0.9"))
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert kept == ["step_000002.pt", "step_000004.pt", "step_000006.pt"]
+    assert [read_checkpoint(run / "checkpoints" / k)["progress"]["step"] for k in kept] \
+        == [2, 4, 6]
+    records = {json.loads(line)["step"]: json.loads(line) for line in lines(run)
+               if "val_bits_per_sample" in line}
+    best = min(records, key=lambda s: records[s]["val_bits_per_sample"])
+    weights = {k: load_checkpoint(run / "checkpoints" / k).state_dict() for k in kept}
+    for name, tensor in load_checkpoint(run / "last.pt").state_dict().items():
+        assert torch.equal(weights["step_000006.pt"][name], tensor)
+    for name, tensor in load_checkpoint(run / "best.pt").state_dict().items():
+        assert torch.equal(weights[f"step_{best:06d}.pt"][name], tensor)
+    assert any(not torch.equal(weights["step_000002.pt"][n], t)
+               for n, t in weights["step_000006.pt"].items())
+    (run / "checkpoints" / ".step_000008.pt.x1.tmp").write_bytes(b"\0")  # a kill in a save
+    train(cfg(tmp_path, "train.resume=true", "train.max_steps=8",
+              "train.keep_checkpoints=true"))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [*kept, "step_000008.pt"]
+    train(cfg(tmp_path, "train.overwrite=true"))
+    assert not (run / "checkpoints").exists()

@@ -140,6 +140,9 @@ class TrainConfig:
     log_every: int = setting(10, "steps between metrics lines")
     val_every: int = setting(200, "steps between validations")
     checkpoint_every: int = setting(200, "steps between writes of last.pt")
+    keep_checkpoints: bool = setting(False, "also keep the weights of every validation as "
+                                     "checkpoints/step_NNNNNN.pt (pick the one whose sample "
+                                     "checks are best: late in a run they can be worse)")
     resume: bool = setting(False, "continue the run in out_dir/name from its last.pt")
     overwrite: bool = setting(False, "replace the run in out_dir/name with a new one")
     max_nonfinite: int = setting(20, "non-finite steps in a row before the run stops")

@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 # What a run writes into its folder: removed by train.overwrite=true, nothing else is.
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "train.log", "summary.json",
              "validation_files.txt")
-RUN_FOLDERS = ("examples", "tensorboard", ".hydra")
-TEMP_PATTERNS = (".last.pt.*.tmp", ".best.pt.*.tmp")  # left by a kill during a save
+RUN_FOLDERS = ("examples", "tensorboard", ".hydra", "checkpoints")
+# left by a kill during a save
+TEMP_PATTERNS = (".last.pt.*.tmp", ".best.pt.*.tmp", "checkpoints/.step_*.pt.*.tmp")
 LOCK_FILE = ".lock"  # held by the process training in the folder (never removed)
 
 # Settings a resumed run cannot change: what the data is and how it becomes classes and
@@ -57,6 +58,10 @@ class RunFolder:
         self.best = self.path / "best.pt"
         self._log_handler: logging.Handler | None = None
         self._lock_fd: int | None = None
+
+    def kept(self, step: int) -> Path:
+        """Where ``train.keep_checkpoints`` keeps the checkpoint of step ``step``."""
+        return self.path / "checkpoints" / f"step_{step:06d}.pt"
 
     def holds_run(self) -> bool:
         return self.last.exists() or self.best.exists()

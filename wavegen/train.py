@@ -408,6 +408,9 @@ class Trainer:
         log.info("precision: %s%s; validation and scoring in fp32; uniform guessing is "
                  "%.0f bits/sample", t.precision, ", compiled" if t.compile else "",
                  self.codec.uniform_bits)
+        if t.keep_checkpoints:
+            log.info("checkpoints: last.pt every %d steps, best.pt, and each validation's "
+                     "in %s", t.checkpoint_every, self.folder.kept(0).parent)
         if self.formulation_note:
             log.info("training step formulation: %s", self.formulation_note)
         if self.bf16_note:
@@ -544,6 +547,8 @@ class Trainer:
         if bits < counters.best_val_bits:
             counters.best_val_bits = bits
             self.checkpoint(self.best_path)
+        if cfg.train.keep_checkpoints:
+            self.checkpoint(self.folder.kept(counters.step))
         return bits
 
     def _finish(self) -> dict[str, Any]:
