@@ -158,6 +158,22 @@ def test_emulated_int8_says_it_is_slower(monkeypatch, caplog):
     assert "VNNI" not in caplog.text
 
 
+def test_widened_bf16_says_it_is_slower_for_several_clips_per_thread(monkeypatch, caplog):
+    """Without AVX-512 BF16 the widened pairs cost more arithmetic than fp32: it gains for
+    one clip per thread (bound by reading the weights), loses with more (measured)."""
+    model = WaveNet.from_preset("tiny").eval()
+    generate(model, n=2, num_samples=20, backend="numba", precision="bf16")  # compiled first
+    caplog.clear()
+    monkeypatch.setattr(kernels, "native_bf16", lambda: False)
+    generate(model, n=2, num_samples=20, backend="numba", precision="bf16", threads=2)
+    assert "AVX-512 BF16" not in caplog.text
+    generate(model, n=4, num_samples=20, backend="numba", precision="bf16", threads=2)
+    assert "no AVX-512 BF16" in caplog.text and "with 2 clips per thread" in caplog.text
+    caplog.clear()
+    generate(model, n=4, num_samples=20, backend="numba", threads=2)
+    assert "BF16" not in caplog.text
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_generate_in_reduced_precision_reproduces_and_refuses_where_it_cannot_run(precision):
     model = WaveNet.from_preset("tiny").eval()
