@@ -19,7 +19,12 @@ FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=
         "data.synthetic_val_seconds=1", "data.segment_length=300", "train.num_examples=0",
         "train.sample_check_clips=0",
         "train.log_every=1", "train.max_steps=4", "train.val_every=2",
-        "optim.warmup_steps=1", "optim.lr=3e-3"]
+        "optim.warmup_steps=1", "optim.lr=3e-3",
+        # one formulation for every run compared: `auto` times each shape anew, and on a busy
+        # machine a two-process run (2 crops each) and a one-process run (4 crops) can pick
+        # different ones, the same function with other rounding, which AdamW's first steps
+        # amplify past the tolerance (seen: 2.1e-4 on an AVX2 Zen 3)
+        "train.formulation=linear"]
 
 
 def free_port() -> int:
