@@ -116,8 +116,10 @@ def main() -> None:
     else:
         model = WaveNet.from_preset(args.preset).eval()
     sr = model.sample_rate
-    for precision in args.precisions:  # compile outside the timings
-        generate(model, n=2, num_samples=10, backend="numba", precision=precision)
+    for precision in args.precisions:  # compile outside the timings (one and two streams
+        for n in (1, 2):  # per thread take different products in bf16: ``kernels.widens``)
+            generate(model, n=n, num_samples=10, backend="numba", threads=1,
+                     precision=precision)
     if args.vocoder:
         vocoder = WaveNet.from_preset(args.preset, features=ConditionConfig(kind="mel")).eval()
         generate(vocoder, n=2, num_samples=10, backend="numba",

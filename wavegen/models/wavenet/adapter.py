@@ -63,7 +63,8 @@ class WaveNetFamily(Family):
             return [f"numba loop unavailable ({err})"]
         target = os.environ.get("NUMBA_CPU_NAME") or binding.get_host_cpu_name()
         bf16 = ("native (vdpbf16ps)" if native_bf16()
-                else "widened to fp32 multiply-adds (no AVX512_BF16)")
+                else "no AVX512_BF16: pairs widened for one clip per thread, fp32 products "
+                     "of the rounded values for more")
         int8 = "native (vpdpbusd)" if native_int8() else "widened sums (no AVX512_VNNI)"
         return [f"numba loop compiled for {target}; --precision bf16 products: {bf16}; "
                 f"int8 products: {int8}"]

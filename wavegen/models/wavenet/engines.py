@@ -135,20 +135,14 @@ def numba_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition, th
     (``kernels.PRECISIONS``).
     """
     from .fastcpu import FastCPUEngine
-    from .kernels import native_bf16, native_int8
+    from .kernels import native_int8
 
     if precision == "int8" and not native_int8():
         log.warning("precision int8: this CPU has no AVX-512 VNNI, so the loop emulates its "
-                    "int8 products, slower than fp32 (0.4-0.7x on AVX2 code); bf16 is "
-                    "faster here for one clip per thread")
+                    "int8 products, slower than fp32 (0.2-0.4x on an AVX2 Zen 3); bf16 is "
+                    "faster here for one clip per thread and as fast as fp32 for more")
     engine = FastCPUEngine(model, inputs.shape[0], threads=threads, entries=condition.entries,
                            precision=precision, frames=condition.frames)
-    per_thread = max(hi - lo for lo, hi in engine.groups)
-    if precision == "bf16" and not native_bf16() and per_thread > 1:
-        log.warning("precision bf16: this CPU has no AVX-512 BF16, so the loop widens each "
-                    "bf16 pair into two fp32 multiply-adds: with %d clips per thread that is "
-                    "slower than fp32 (0.9x at two, 0.6x at four on an AVX2 Zen 3); it gains "
-                    "for one clip per thread (1.3-1.5x there)", per_thread)
     x = inputs.cpu().numpy()
     known = x.shape[1] - 1
     if known:

@@ -58,6 +58,7 @@ class Weights:
     kernel_size: int
     taps: int  # k*R + C: the conv products' depth
     gate: int  # G
+    widened: bool = False  # bf16 products as fp32 ones of rounded values (``kernels.widens``)
 
     def args(self) -> tuple:
         """The weights argument of the compiled loops (the conv biases come apart: they
@@ -68,15 +69,18 @@ class Weights:
 
     def scratch(self, batch: int) -> tuple:
         """A group's buffers: h (B, R), taps (B, k*R + C), a (B, G), z (B, G/2),
-        y (B, R + S), s (B, S), hh (B, H), words (B, the largest K / 2) uint32 and
-        scales (B,) (bf16 and int8 products' inputs, ``kernels.matmul``), logits (B, Q)."""
+        y (B, R + S), s (B, S), hh (B, H), words (B, the largest K / 2) uint32 (widened:
+        (B, the largest K) float32) and scales (B,) (bf16 and int8 products' inputs,
+        ``kernels.matmul``), logits (B, Q)."""
         zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
         res, skips, heads = self.embed.shape[1], self.skip_b.shape[0], self.head1_b.shape[0]
         half = self.gate // 2
         depth = max(self.taps, half, skips, heads)
         return (zeros(batch, res), zeros(batch, self.taps), zeros(batch, self.gate),
                 zeros(batch, half), zeros(batch, res + skips), zeros(batch, skips),
-                zeros(batch, heads), np.zeros((batch, (depth + 1) // 2), np.uint32),
+                zeros(batch, heads),
+                zeros(batch, depth) if self.widened else np.zeros((batch, (depth + 1) // 2),
+                                                                  np.uint32),
                 zeros(batch),
                 zeros(batch, self.head2_b.shape[0]))
 
@@ -115,15 +119,15 @@ def at_precision(model: WaveNet, precision: str) -> WaveNet:
     return model
 
 
-def export(model: WaveNet, precision: str = "fp32") -> Weights:
+def export(model: WaveNet, precision: str = "fp32", widened: bool = False) -> Weights:
     """The model's weights for the loop; ``precision`` (``kernels.PRECISIONS``) is that of
-    the product weights."""
+    the product weights, ``widened`` packs bf16 ones for fp32 products (``kernels.widens``)."""
 
     def f32(t: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(t.detach().float().cpu().numpy())
 
     def packed(t: torch.Tensor) -> np.ndarray:
-        return kernels.pack(t, precision)
+        return kernels.pack(t, precision, widened)
 
     layers = model.layers
     lengths = np.array([layer.context for layer in layers], dtype=np.int64)
@@ -145,7 +149,7 @@ def export(model: WaveNet, precision: str = "fp32") -> Weights:
         offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
         lengths=lengths,
         kernel_size=model.config.kernel_size,
-        taps=conv[0].shape[0], gate=conv[0].shape[1],
+        taps=conv[0].shape[0], gate=conv[0].shape[1], widened=widened,
     )
 
 
@@ -374,7 +378,9 @@ class FastCPUEngine:
 
     With ``precision`` "bf16" every step is that of ``model`` with its products' weights
     and inputs rounded to bf16 (``at_precision``), kept as ``self.model`` for states
-    loaded from the torch engine.
+    loaded from the torch engine. A thread's group of streams computes those products as
+    pairs of bf16 values or, where that is slower (``kernels.widens``: several streams on a
+    CPU without AVX512_BF16), as fp32 products of the rounded values.
 
     A vocoder's streams (``frames`` (B, F, n_mels)): torch computes the upsampled features
     of ``LOCAL_STEPS`` samples at a time in bulk; each step copies its sample's features
@@ -389,12 +395,19 @@ class FastCPUEngine:
                  frames: torch.Tensor | None = None):
         self.model = model = at_precision(model, precision)
         model.check_local(frames is not None)
-        self.weights = export(model, precision)
+        self.precision = precision
+        self.groups = stream_groups(batch_size, threads)
+        self.packed = {widened: export(model, precision, widened)
+                       for widened in {kernels.widens(precision, hi - lo)
+                                       for lo, hi in self.groups}}
         self.state = RingState(model, batch_size, entries)
         self.quantization_channels = q = model.quantization_channels
         self.amplitude = mulaw.decode(torch.arange(q), q).double().numpy()
-        self.groups = stream_groups(batch_size, threads)
         self.frames = None if frames is None else frames.detach().float().cpu()
+
+    def weights(self, streams: int) -> Weights:
+        """The weights a group of ``streams`` streams computes with."""
+        return self.packed[kernels.widens(self.precision, streams)]
 
     def load(self, state: streaming.TileState, steps: int) -> None:
         """Continue from a torch stream state that has been fed ``steps`` inputs."""
@@ -435,9 +448,10 @@ class FastCPUEngine:
             t0 = self.state.t
 
             def run(lo, hi, feats, a=a, b=b, t0=t0):
-                _teacher_forced(np.ascontiguousarray(x[lo:hi, a:b]), self.weights.args(),
+                weights = self.weights(hi - lo)
+                _teacher_forced(np.ascontiguousarray(x[lo:hi, a:b]), weights.args(),
                                 self.state.bias[lo:hi], feats, self.state.ring[lo:hi], t0,
-                                self.weights.scratch(hi - lo), out[lo:hi, a:b])
+                                weights.scratch(hi - lo), out[lo:hi, a:b])
 
             self._run(run, self.features(t0, b - a))
             self.state.t += b - a
@@ -458,11 +472,12 @@ class FastCPUEngine:
             pending = first if a == 0 else out[:, a - 1].copy()
 
             def run(lo, hi, feats, a=a, b=b, t0=t0, pending=pending):
+                weights = self.weights(hi - lo)
                 _sample(pending[lo:hi], np.ascontiguousarray(uniforms[lo:hi, a:b]),
                         float(temperature), float(top_p), levels[lo:hi], self.amplitude,
-                        float(alpha), float(quiet), self.weights.args(),
+                        float(alpha), float(quiet), weights.args(),
                         self.state.bias[lo:hi], feats, self.state.ring[lo:hi], t0,
-                        self.weights.scratch(hi - lo), out[lo:hi, a:b])
+                        weights.scratch(hi - lo), out[lo:hi, a:b])
 
             self._run(run, self.features(t0, b - a))
             self.state.t += b - a

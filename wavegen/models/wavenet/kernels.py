@@ -24,7 +24,10 @@ each product; each product of two bf16 values is exact in float32 and the accumu
 float32. Half the weight bytes to stream per product, and on a CPU with AVX512_BF16 one
 instruction (``vdpbf16ps``) does a lane's two multiply-adds of a pair, twice the fp32
 arithmetic rate; elsewhere the loop widens the pair and does them as two multiply-adds,
-with the same products.
+with the same products. Those extra instructions cost more than the halved reads save once a
+call has two or more rows (then arithmetic, not reading the weights, bounds it): there the
+bf16-rounded weights are packed as float32 instead (``widens``) and the rounded inputs
+(``to_bf16``) go through the fp32 loops, the same products summed in the same order.
 
 In int8 each column of W is quantized to 255 levels of its own scale (``quantized``), and
 each input row of x to 255 levels of the row's (``to_quads``), stored as unsigned bytes
@@ -74,13 +77,24 @@ def quantized(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(x / scale).clamp(-127, 127), scale
 
 
-def pack(w: torch.Tensor, precision: str = "fp32") -> np.ndarray:
+def widens(precision: str, rows: int) -> bool:
+    """Whether products at ``precision`` with ``rows`` input rows per call run as fp32
+    products of bf16-rounded values here: bf16 with two or more rows on a CPU without
+    AVX512_BF16, where the widened pairs lose to fp32 (0.9x at two rows, 0.6x at four on an
+    AVX2 Zen 3) and gain only for one (1.5x: it streams half the weight bytes)."""
+    return precision == "bf16" and rows > 1 and not native_bf16()
+
+
+def pack(w: torch.Tensor, precision: str = "fp32", widened: bool = False) -> np.ndarray:
     """w: (..., K, N) -> fp32: (..., NB, K, LANES) float32; bf16: (..., NB, ceil(K/2),
-    2 * LANES) uint16, rows paired (the module docstring), rounded as ``rounded``; int8:
+    2 * LANES) uint16, rows paired (the module docstring), rounded as ``rounded``, or with
+    ``widened`` (``widens``) the rounded values as fp32's float32 layout; int8:
     (..., NB, ceil(K/4) + 2, 4 * LANES) int8, rows in fours (lane j of row i holds
     q[4i..4i+3, j]), each column quantized (``quantized``), then two rows of 4-byte values
     per block: the columns' scales (float32) and the sums of their q (int32). NB = N
     rounded up to a multiple of COLUMNS, over LANES; padded columns and rows are zero."""
+    if widened:
+        return pack(rounded(w.detach().float().cpu(), precision).float())
     n, depth = w.shape[-1], w.shape[-2]
     padded = -(-n // COLUMNS) * COLUMNS
     group = {"fp32": 1, "bf16": 2, "int8": 4}.get(precision, 1)
@@ -201,7 +215,8 @@ def _store(out, b, col, acc):
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _four_rows(x, scales, wp, out, b):
-    """Rows b..b+3 of out, one column block at a time."""
+    """Rows b..b+3 of out, one column block at a time. (The fp32 loops read x's first
+    wp.shape[1] columns: a widened product's scratch may be wider.)"""
     for blk in range(wp.shape[0]):
         r0 = _lanes()
         r1 = _lanes()
@@ -209,7 +224,7 @@ def _four_rows(x, scales, wp, out, b):
         r3 = _lanes()
         for j in range(LANES):
             r0[j] = r1[j] = r2[j] = r3[j] = 0.0
-        for k in range(x.shape[1]):
+        for k in range(wp.shape[1]):
             x0, x1, x2, x3 = x[b, k], x[b + 1, k], x[b + 2, k], x[b + 3, k]
             for j in range(LANES):
                 w = wp[blk, k, j]
@@ -234,7 +249,7 @@ def _two_rows(x, scales, wp, out, b):
         s1 = _lanes()
         for j in range(LANES):
             r0[j] = r1[j] = s0[j] = s1[j] = 0.0
-        for k in range(x.shape[1]):
+        for k in range(wp.shape[1]):
             x0, x1 = x[b, k], x[b + 1, k]
             for j in range(LANES):
                 w = wp[blk, k, j]
@@ -266,7 +281,7 @@ def _one_row(x, scales, wp, out, b):
         r7 = _lanes()
         for j in range(LANES):
             r0[j] = r1[j] = r2[j] = r3[j] = r4[j] = r5[j] = r6[j] = r7[j] = 0.0
-        for k in range(x.shape[1]):
+        for k in range(wp.shape[1]):
             x0 = x[b, k]
             for j in range(LANES):
                 r0[j] += x0 * wp[blk, k, j]
@@ -287,7 +302,7 @@ def _one_row(x, scales, wp, out, b):
         r3 = _lanes()
         for j in range(LANES):
             r0[j] = r1[j] = r2[j] = r3[j] = 0.0
-        for k in range(x.shape[1]):
+        for k in range(wp.shape[1]):
             x0 = x[b, k]
             for j in range(LANES):
                 r0[j] += x0 * wp[blk, k, j]
@@ -330,6 +345,16 @@ def to_pairs(x, pairs):
                            | (_round_bf16(bits[b, 2 * i + 1]) << np.uint32(16)))
         if depth % 2:
             pairs[b, depth // 2] = _round_bf16(bits[b, depth - 1])
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def to_bf16(x, floats):
+    """x (B, K) float32 -> floats[:, :K] (float32): x rounded to bf16 (as ``to_pairs``)."""
+    bits = x.view(np.uint32)
+    out = floats.view(np.uint32)
+    for b in range(x.shape[0]):
+        for k in range(x.shape[1]):
+            out[b, k] = _round_bf16(bits[b, k]) << np.uint32(16)
 
 
 @intrinsic
@@ -643,6 +668,14 @@ def _matmul_fp32(x, wp, out, scales):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def _matmul_widened(x, wp, out, floats, scales):
+    """out = bf16(x) @ W for bf16-rounded weights packed as float32 (``widens``);
+    ``floats`` (B, >= K) float32 is scratch for x rounded (``scales`` unused)."""
+    to_bf16(x, floats)
+    _by_rows(_four_rows, _two_rows, _one_row, floats, scales, wp, out)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def _matmul_bf16(x, wp, out, pairs, scales):
     """out = bf16(x) @ W for bf16 packed weights; ``pairs`` is scratch for x's pairs
     (``scales`` unused)."""
@@ -668,6 +701,8 @@ def _product_for(x, wp, out, words, scales):
         return lambda x, wp, out, words, scales: _matmul_int8(x, wp, out, words, scales)
     if wp.dtype == types.uint16:
         return lambda x, wp, out, words, scales: _matmul_bf16(x, wp, out, words, scales)
+    if words.dtype == types.float32:  # float32 scratch: bf16 products widened (``widens``)
+        return lambda x, wp, out, words, scales: _matmul_widened(x, wp, out, words, scales)
     return lambda x, wp, out, words, scales: _matmul_fp32(x, wp, out, scales)
 
 
@@ -675,7 +710,8 @@ def _product_for(x, wp, out, words, scales):
 def matmul(x, wp, out, words, scales):
     """out (B, N) = x (B, K) @ W, W packed by ``pack`` as wp. The inputs of bf16 and int8
     products are rounded or quantized first into ``words`` (B, >= ceil(K/2)) uint32
-    scratch, with int8's row scales in ``scales`` (B,) float32 (both unused for fp32). A
+    scratch, with int8's row scales in ``scales`` (B,) float32 (both unused for fp32);
+    float32 ``words`` (B, >= K) with float32 wp: a widened bf16 product (``widens``). A
     function of its own, not inlined: the loop calls it four times a step, and compiling
     its unrolled blocks once per weight type (not once per call site) keeps the first
     compilation short."""
