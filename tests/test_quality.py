@@ -35,6 +35,34 @@ def test_real_audio_is_nearer_to_real_audio_than_noise_or_silence_is(music):
     assert real["noise_share"] < 0.05 and real["silent_share"] < 0.05
     assert real["flatness"] < 0.05 < 0.4 < noise["flatness"]
     assert abs(noise["rms_dbfs"] - noise["rms_dbfs_reference"]) < 2.0  # noise at the level
+    assert real["tonal_share"] > 0.8 and noise["tonal_share"] == silence["tonal_share"] == 0
+
+
+def texture(like: np.ndarray, pole: float, seed: int = 0) -> np.ndarray:
+    """Low-passed noise (one pole) at the level of ``like``: a texture of the kind a model
+    that has not learnt notes generates."""
+    from scipy.signal import lfilter
+
+    noise = lfilter([1.0], [1.0, -pole], np.random.default_rng(seed).standard_normal(len(like)))
+    return (noise * np.sqrt(np.mean(like**2) / np.mean(noise**2))).astype(np.float32)
+
+
+@pytest.mark.parametrize("pole", [0.9, 0.99, 0.999])
+def test_coloured_noise_at_the_right_level_is_not_tonal_and_does_not_last(music, pole):
+    """A low-passed noise texture passes the flatness rule (its energy falls with frequency,
+    so its flatness is that of tonal audio, 0.003-0.1) and the level rule: the tonal rule
+    (flatness over the spectral envelope) tells it from music, where notes' harmonics stand
+    above their envelope; a continuation that turns into it has ended."""
+    real = music[0][: 2 * SR]
+    fake = texture(real, pole)
+    ref = quality.Frames.join([quality.frames(c, SR) for c in music])
+    got = quality.figures([fake], ref, SR)
+    assert got["noise_share"] == 0 and got["silent_share"] == 0  # what the old rules saw
+    assert abs(got["rms_dbfs"] - quality.figures([real], ref, SR)["rms_dbfs"]) < 1
+    assert got["tonal_share"] < 0.05
+    assert quality.survival_seconds(fake, real, SR) == 0.0
+    half = np.concatenate([real[:SR], fake[SR:]])  # notes for a second, then the texture
+    assert quality.survival_seconds(half, real, SR) == pytest.approx(1.0, abs=0.25)
 
 
 def test_a_continuation_lasts_until_it_falls_silent_turns_to_noise_or_loses_its_level(music):
@@ -84,7 +112,8 @@ def test_training_logs_sample_figures_and_sends_audio_to_tensorboard(tmp_path, m
     assert len(checked) == 2
     for m in checked:
         for key in ("scratch_mel_frechet", "scratch_silent_share", "scratch_noise_share",
-                    "continuation_lasts_seconds", "continuation_mel_frechet"):
+                    "scratch_tonal_share", "continuation_lasts_seconds",
+                    "continuation_mel_frechet", "continuation_tonal_share"):
             assert f"samples/{key}" in m, key
         assert 0 <= m["samples/continuation_lasts_seconds"] <= 0.5
     assert ("audio", "samples/scratch", (1, 8000), SR) in calls
@@ -109,7 +138,7 @@ def test_quality_command_prints_the_table_and_writes_json_and_clips(tmp_path, mu
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     for row in ("generated from scratch", "generated continuations", "real (other half)",
-                "white noise", "digital silence"):
+                "white noise", "digital silence", "tonal"):
         assert row in done.stdout
     rows = json.loads((tmp_path / "q.json").read_text())
     assert rows["generated continuations"]["lasts_seconds"][0] <= 0.5

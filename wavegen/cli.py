@@ -413,8 +413,9 @@ def quality_main(argv: list[str]) -> int:
                description="Generate N clips from scratch and N continuations of primes cut "
                            "from the reference audio (held-out files of the model's kind), "
                            "and measure them against it: log-mel Fréchet distance (a proxy, "
-                           "not the published FAD), spectral flatness, near-silent and "
-                           "noise-like frames, level, and how long continuations last.")
+                           "not the published FAD), spectral flatness, near-silent, "
+                           "noise-like and tonal frames, level, and how long continuations "
+                           "last.")
     p.add_argument("checkpoint", help="a checkpoint written by wavegen train")
     p.add_argument("reference", nargs="+", metavar="REF",
                    help="held-out audio files or folders the model did not train on")
@@ -471,7 +472,8 @@ def quality_main(argv: list[str]) -> int:
           f"{rows['generated from scratch']['rms_dbfs_reference']:.1f} dBFS; temperature "
           f"{args.temperature:g}, top-p {args.top_p:g}; near-silent: below "
           f"{quality.SILENT_DBFS:.0f} dBFS; "
-          f"noise-like: flatness above {quality.NOISE_FLATNESS}")
+          f"noise-like: flatness above {quality.NOISE_FLATNESS}; tonal: flatness over the "
+          f"spectral envelope at most {quality.TONAL_FLATNESS} (noise of any colour: 0.56)")
     if args.json:
         with open(output_file(args.json, "--json"), "w") as f:
             json.dump(rows, f, indent=2)

@@ -630,10 +630,10 @@ class Trainer:
                                                 t.example_temperature, t.seed,
                                                 t.example_top_p)
         f = figures
-        log.info("step %d: samples from scratch: %.0f%% near-silent, %.0f%% noise-like "
-                 "frames, mel Frechet %.0f%s", self.counters.step,
+        log.info("step %d: samples from scratch: %.0f%% near-silent, %.0f%% noise-like, "
+                 "%.0f%% tonal frames, mel Frechet %.0f%s", self.counters.step,
                  100 * f["samples/scratch_silent_share"], 100 * f["samples/scratch_noise_share"],
-                 f["samples/scratch_mel_frechet"],
+                 100 * f["samples/scratch_tonal_share"], f["samples/scratch_mel_frechet"],
                  f"; continuations last {f['samples/continuation_lasts_seconds']:.2f} s of "
                  f"{t.sample_check_seconds:g} (median)"
                  if "samples/continuation_lasts_seconds" in f else "")
