@@ -82,7 +82,9 @@ def residual_flatness(power: np.ndarray, sample_rate: int) -> np.ndarray:
     from scipy.ndimage import uniform_filter1d
 
     power = power[int(np.ceil(LOWEST_HZ * FRAME / sample_rate)):]
-    envelope = uniform_filter1d(power, ENVELOPE_BINS, axis=0, mode="nearest")
+    # the filter's running sums can leave tiny negative values beside near-zero bins
+    envelope = np.maximum(uniform_filter1d(power, ENVELOPE_BINS, axis=0, mode="nearest"),
+                          1e-20)
     weight = envelope / envelope.sum(axis=0, keepdims=True)
     ratio = power / envelope
     return np.exp((weight * np.log(ratio)).sum(axis=0)) / (weight * ratio).sum(axis=0)
