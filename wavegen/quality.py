@@ -163,9 +163,14 @@ def reference_rows(reference: list[np.ndarray], seconds: float, count: int,
                    sample_rate: int, seed: int = 0) -> dict[str, dict[str, float]]:
     """The points of reference for a table: real audio against itself (one half of the
     reference clips against the other), white noise at the reference's level, and digital
-    silence; each ``count`` clips of ``seconds`` measured like generated ones."""
-    half = max(1, len(reference) // 2)
-    first, second = reference[:half], reference[half:] or reference[:half]
+    silence; each ``count`` clips of ``seconds`` measured like generated ones. A single
+    reference clip is split in time: its first half against its second."""
+    if len(reference) == 1:  # against itself its distance would be 0
+        middle = len(reference[0]) // 2
+        first, second = [reference[0][:middle]], [reference[0][middle:]]
+    else:
+        half = len(reference) // 2
+        first, second = reference[:half], reference[half:]
     ref = Frames.join([frames(c, sample_rate) for c in second])
     rng = np.random.default_rng(seed)
     level = 10 ** (level_db(Frames.join([frames(c, sample_rate) for c in reference])) / 20)
