@@ -131,6 +131,34 @@ def test_training_logs_sample_figures_and_sends_audio_to_tensorboard(tmp_path, m
     assert summary["step"] == 2
 
 
+def test_training_names_the_step_whose_samples_were_most_tonal(tmp_path, monkeypatch):
+    """The best samples often come before the end of the schedule and not at the best
+    validation: the run says which kept checkpoint its sample checks liked most, and a
+    resumed run remembers it."""
+    from wavegen.train import train
+
+    shares, measure = iter([0.2, 0.6, 0.1, 0.3]), quality.training_check
+
+    def check(*args, **kwargs):
+        figures, audio = measure(*args, **kwargs)
+        share = next(shares)
+        return {**figures, "samples/scratch_tonal_share": share,
+                "samples/continuation_tonal_share": share}, audio
+
+    monkeypatch.setattr(quality, "training_check", check)
+    args = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=4",
+            "data.synthetic_val_seconds=2", "data.segment_length=300", "train.batch_size=2",
+            "train.val_every=1", "train.num_examples=0", "train.keep_checkpoints=true",
+            f"out_dir={tmp_path}"]
+    summary = train(compose_config(*args, "train.max_steps=3"))
+    assert summary["most_tonal_step"] == 2
+    log = (tmp_path / "synthetic-tiny" / "train.log").read_text()
+    assert "samples were most tonal at step 2 (60%" in log
+    assert str(tmp_path / "synthetic-tiny" / "checkpoints" / "step_000002.pt") in log
+    summary = train(compose_config(*args, "train.max_steps=4", "train.resume=true"))
+    assert summary["most_tonal_step"] == 2 and summary["step"] == 4
+
+
 def test_quality_command_prints_the_table_and_writes_json_and_clips(tmp_path, music):
     from wavegen.train import train
 

@@ -60,6 +60,8 @@ class Counters:
     last_val_bits: float = math.nan
     nonfinite_total: int = 0
     nonfinite_run: int = 0
+    most_tonal_share: float = -1.0  # the sample check's best tonal share so far
+    most_tonal_step: int = 0
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -544,6 +546,10 @@ class Trainer:
                            **{f"val_bits_per_sample/{k}": v for k, v in per_label.items()},
                            **checked)
         self.val_per_label = per_label
+        tonal = [v for k, v in checked.items() if k.endswith("_tonal_share")]
+        if tonal and np.mean(tonal) > counters.most_tonal_share:
+            counters.most_tonal_share, counters.most_tonal_step = float(np.mean(tonal)), \
+                counters.step
         if bits < counters.best_val_bits:
             counters.best_val_bits = bits
             self.checkpoint(self.best_path)
@@ -568,6 +574,7 @@ class Trainer:
             for label, value in self.val_per_label.items():
                 log.info("  %-16s %.3f bits/sample (validation, given the label)", label,
                          value)
+            self._log_most_tonal()
             if diverged(bits, uniform):
                 log.warning("the run has diverged: validation %.4g bits/sample is far above "
                             "uniform guessing (%.0f); try a lower optim.lr (now %.3g)", bits,
@@ -586,6 +593,21 @@ class Trainer:
                                                            + "\n")
         return summary
 
+    def _log_most_tonal(self) -> None:
+        """Where the sample checks found the most tonal samples: often before the end of
+        the schedule, and not at the best validation."""
+        c, t = self.counters, self.cfg.train
+        if c.most_tonal_share <= 0:
+            return
+        kept = self.folder.kept(c.most_tonal_step)
+        where = (f"its weights: {kept}" if t.keep_checkpoints and kept.exists() else
+                 "train.keep_checkpoints=true keeps each validation's weights")
+        log.info("samples were most tonal at step %d (%.0f%% of the sample check's frames; "
+                 "%s). The check is small (%d clips of %g s of each kind): compare "
+                 "checkpoints with wavegen quality before keeping one", c.most_tonal_step,
+                 100 * c.most_tonal_share, where, t.sample_check_clips,
+                 t.sample_check_seconds)
+
     def _summary(self, interrupted: str | None = None, bits: float | None = None,
                  best: float | None = None, examples: list[Path] = ()) -> dict[str, Any]:
         """What train() returns (and summary.json holds): one shape however the run ended;
@@ -596,6 +618,8 @@ class Trainer:
                 "best_val_bits_per_sample": best if math.isfinite(best) else None,
                 "val_bits_per_sample_by_label": dict(self.val_per_label),
                 "checkpoint": str(self.last_path), "examples": [str(p) for p in examples],
+                "most_tonal_step": self.counters.most_tonal_step
+                if self.counters.most_tonal_share > 0 else None,
                 "nonfinite_steps": self.counters.nonfinite_total, "interrupted": interrupted,
                 "diverged": bits is not None and diverged(bits, self.codec.uniform_bits)}
 
