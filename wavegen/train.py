@@ -547,9 +547,9 @@ class Trainer:
                            **checked)
         self.val_per_label = per_label
         tonal = [v for k, v in checked.items() if k.endswith("_tonal_share")]
-        if tonal and np.mean(tonal) > counters.most_tonal_share:
-            counters.most_tonal_share, counters.most_tonal_step = float(np.mean(tonal)), \
-                counters.step
+        share = float(np.mean(tonal)) if tonal else -1.0
+        if share > counters.most_tonal_share:
+            counters.most_tonal_share, counters.most_tonal_step = share, counters.step
         if bits < counters.best_val_bits:
             counters.best_val_bits = bits
             self.checkpoint(self.best_path)
