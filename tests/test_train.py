@@ -110,6 +110,57 @@ def test_the_ema_forgets_the_initial_weights_from_the_first_step(tmp_path):
         assert torch.allclose(data["ema"][name], expected, atol=1e-6), name
 
 
+def test_a_time_budget_plans_the_steps_that_fit_and_resume_keeps_them(tmp_path, monkeypatch,
+                                                                       caplog):
+    """train.max_minutes: on a clock where a step takes 2 s and a validation 30 s, 10 min
+    leave 600 - 46 (23 steps) - 30 (the timed validation) - 60 (the end) = 464 s for
+    steps of 2 s + 30 s / 10 (validation every 10 steps): 92 more, 115 in all; the cosine
+    schedule ends there."""
+    import functools
+
+    import wavegen.train as train_module
+    from wavegen.budget import Budget
+
+    clock = {"now": 0.0}
+    update, timed = train_module.Trainer._update, train_module.Trainer._timed_validation
+
+    def slow_update(self):
+        clock["now"] += 2.0
+        return update(self)
+
+    def slow_validation(self):
+        timed(self)
+        clock["now"] += 30.0
+
+    monkeypatch.setattr(train_module.Trainer, "_update", slow_update)
+    monkeypatch.setattr(train_module.Trainer, "_timed_validation", slow_validation)
+    monkeypatch.setattr(train_module, "Budget",
+                        functools.partial(Budget, clock=lambda: clock["now"]))
+    budget = ["train.max_minutes=10", "train.val_every=10", "train.checkpoint_every=50"]
+    with pytest.raises(ConfigError, match="give one of them"):
+        train(fast_config(tmp_path, *budget, "train.max_steps=40"),
+              overrides=[*budget, "train.max_steps=40"])
+    assert not (tmp_path / "synthetic-tiny").exists()
+    with caplog.at_level("INFO", logger="wavegen"):
+        summary = train(fast_config(tmp_path, *budget), overrides=budget)
+    assert summary["step"] == 115
+    assert "train.max_minutes=10: 115 steps (planned at step 23: 2 s a step, a validation " \
+        "30 s every 10 steps" in caplog.text
+    saved = read_checkpoint(summary["checkpoint"])
+    assert saved["progress"]["planned_steps"] == saved["config"]["train"]["max_steps"] == 115
+    assert saved["scheduler"]["_last_lr"][0] == pytest.approx(2e-3 * 0.05)  # the decay's end
+
+    resume = ["train.resume=true"]
+    with pytest.raises(ConfigError, match="planned its 115 steps from train.max_minutes=10"):
+        train(fast_config(tmp_path, *budget[1:], *resume, "train.max_minutes=5"),
+              overrides=[*resume, "train.max_minutes=5"])
+    caplog.clear()
+    with caplog.at_level("INFO", logger="wavegen"):
+        longer = train(fast_config(tmp_path, *budget, *resume, "train.max_steps=120"),
+                       overrides=[*resume, "train.max_steps=120"])
+    assert longer["step"] == 120 and "time budget" not in caplog.text
+
+
 def test_sigint_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
     original = CropSampler.build
     calls = {"n": 0}

@@ -126,6 +126,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = setting(600, "optimizer steps")
+    max_minutes: float | None = setting(None, "a time budget instead of train.max_steps: "
+                                        "the run times its first steps and a validation, "
+                                        "then sets train.max_steps to what fits; null = off")
     batch_size: int = setting(8, "crops per process per forward")
     grad_accum: int = setting(1, "forwards per optimizer step")
     precision: str = setting("fp32", "fp32, bf16 or fp16 (autocast for the training forward)")
@@ -366,6 +369,8 @@ def validate(cfg: Config) -> None:
     need(o.ema_decay is None or 0.0 < o.ema_decay < 1.0, "optim.ema_decay", o.ema_decay,
          "null or 0 < x < 1")
     need(t.max_steps >= 1, "train.max_steps", t.max_steps, ">= 1")
+    need(t.max_minutes is None or (math.isfinite(t.max_minutes) and t.max_minutes > 0),
+         "train.max_minutes", t.max_minutes, "null or a finite number > 0")
     need(t.num_examples >= 0, "train.num_examples", t.num_examples, ">= 0")
     need(t.sample_check_clips >= 0, "train.sample_check_clips", t.sample_check_clips, ">= 0")
     need(math.isfinite(t.sample_check_seconds) and t.sample_check_seconds > 0,

@@ -33,6 +33,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import formulation
 from .audio import write_wav
+from .budget import UNPLANNED, Budget
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, ConfigError, OptimConfig, check_keys, typed_model, validate
 from .data import CropSampler, StepBatches, build_datasets
@@ -62,6 +63,7 @@ class Counters:
     nonfinite_run: int = 0
     most_tonal_share: float = -1.0  # the sample check's best tonal share so far
     most_tonal_step: int = 0
+    planned_steps: int = 0  # train.max_steps as a time budget (train.max_minutes) set it
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -101,11 +103,31 @@ def run_config(cfg: Config | DictConfig, run_dir: str | Path | None,
     t = dcfg.train
     folder.check_start(bool(t.resume), bool(t.overwrite))
     taken: list[str] = []
+    explicit = explicit_keys(overrides) if overrides is not None else None
+    planned, budgeted = 0, None
     if t.resume and folder.last.exists():
-        saved = read_checkpoint(folder.last).get("config") or {}
-        explicit = explicit_keys(overrides) if overrides is not None else None
+        ckpt = read_checkpoint(folder.last)
+        saved = ckpt.get("config") or {}
+        planned = (ckpt.get("progress") or {}).get("planned_steps", 0)
+        budgeted = saved.get("train", {}).get("max_minutes")
         taken = inherit_run_config(dcfg, saved, explicit, folder.path)
+    check_budget(dcfg.train.max_minutes, explicit or set(), planned, budgeted)
     return as_config(dcfg), folder, taken
+
+
+def check_budget(minutes: float | None, explicit: set[str], planned: int,
+                 budgeted: float | None) -> None:
+    """A time budget sets train.max_steps once, at the start of a run: it cannot be given
+    with train.max_steps, nor changed once a resumed run has planned its steps."""
+    if minutes is None:
+        return
+    if not planned and "train.max_steps" in explicit:
+        raise ConfigError("train.max_steps and train.max_minutes: give one of them (a time "
+                          "budget sets train.max_steps from the speed the run measures)")
+    if planned and "train.max_minutes" in explicit and minutes != budgeted:
+        raise ConfigError(f"train.max_minutes={minutes:g}: the run planned its {planned:,} "
+                          f"steps from train.max_minutes={budgeted:g} when it started; give "
+                          f"train.max_steps to change its length")
 
 
 @contextmanager
@@ -275,11 +297,14 @@ class Trainer:
                                    world.size, t.label_dropout if model.conditional else 0.0,
                                    noise, self.codec.channels)
         self.effective_batch = t.batch_size * t.grad_accum * world.size
+        self.total_steps = t.max_steps  # the schedule's; UNPLANNED until a budget plans it
+        self.budget: Budget | None = None
         self.lr = scaled_lr(o, self.effective_batch, t.batch_size)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=tuple(o.betas),
                                            weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, o.warmup_steps, t.max_steps, o.min_lr_ratio))
+            self.optimizer, lambda s: lr_factor(s, o.warmup_steps, self.total_steps,
+                                                o.min_lr_ratio))
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
         self.ema = copy.deepcopy(model).requires_grad_(False) if o.ema_decay else None
         self.eval_model = self.ema if self.ema is not None else model  # validated, sampled
@@ -290,6 +315,8 @@ class Trainer:
         self.bf16_note = ""  # an fp32 run on a CPU with native bf16: what bf16 would gain
         if self.resumed:
             self._restore(read_checkpoint(self.last_path, map_location=device))
+        if t.max_minutes is not None and not self.counters.planned_steps:
+            self.total_steps = UNPLANNED
 
         self.net = self.ddp = family.crop_loss(model)
         self.formulation_note = self._formulate(cfg, t)
@@ -422,7 +449,7 @@ class Trainer:
         """Train to train.max_steps (or until a signal), validate, write the examples and
         summary.json; returns the summary (``_summary``'s shape however the run ended)."""
         t, counters = self.cfg.train, self.counters
-        if self.resumed and counters.step >= t.max_steps:  # finished: nothing to add
+        if self.resumed and counters.step >= self.total_steps:  # finished: nothing to add
             if self.world.is_main:
                 log.info("%s is finished (step %d of train.max_steps=%d): nothing to train; "
                          "give a larger train.max_steps to go on", self.run_dir,
@@ -472,14 +499,16 @@ class Trainer:
                             generator=torch.Generator().manual_seed(t.seed))
         autocast = torch.autocast(self.device.type, dtype=PRECISIONS[t.precision],
                                   enabled=t.precision != "fp32")
-        bar = tqdm(total=t.max_steps, initial=counters.step, desc="train", unit="step",
-                   dynamic_ncols=True, disable=not world.is_main)
+        if self.total_steps == UNPLANNED:
+            self.budget = Budget(t.max_minutes, counters.step)
+        bar = tqdm(total=None if self.budget else self.total_steps, initial=counters.step,
+                   desc="train", unit="step", dynamic_ncols=True, disable=not world.is_main)
         window = LogWindow()
         self.model.train()
         try:
             with stop_on_signals() as signals, logging_redirect_tqdm():
                 batches = iter(loader)
-                while counters.step < t.max_steps:
+                while counters.step < self.total_steps:
                     stop = world.sum([float(bool(signals))])[0] if world.size > 1 \
                         else bool(signals)
                     if stop:
@@ -525,20 +554,48 @@ class Trainer:
     def _after_step(self, bar, window: LogWindow) -> None:
         """The cadences: the metrics line, validation (rank 0), last.pt (rank 0)."""
         t, step, main = self.cfg.train, self.counters.step, self.world.is_main
-        if step % t.log_every == 0 or step == t.max_steps:
+        if self.total_steps == UNPLANNED and self.budget.due(step):
+            self._plan(bar)
+        if step % t.log_every == 0 or step == self.total_steps:
             self._log(bar, window)
-        if main and step % t.val_every == 0 and step < t.max_steps:
+        if main and step % t.val_every == 0 and step < self.total_steps:
             bits = self._validate()
             log.info("step %d: validation %s%.3f bits/sample", step, self.at_most, bits)
         if main and step % t.checkpoint_every == 0:
             self.checkpoint(self.last_path)
 
+    def _plan(self, bar) -> None:
+        """Set the run's length from its time budget (rank 0 times a validation, every
+        process takes its plan)."""
+        t = self.cfg.train
+        plan = None
+        if self.world.is_main:
+            plan = self.budget.plan(self.counters.step, self._timed_validation, t.val_every)
+        plan = self.world.broadcast(plan)
+        self.total_steps = self.counters.planned_steps = t.max_steps = plan.steps
+        bar.total = plan.steps
+        bar.refresh()
+        if self.world.is_main:
+            log.info(plan.describe(t.max_minutes, t.val_every))
+            if plan.steps <= self.counters.step:
+                log.warning("train.max_minutes=%g is spent: the run ends at step %d",
+                            t.max_minutes, plan.steps)
+
+    def _timed_validation(self) -> None:
+        """What a validation computes, recorded nowhere: the budget's measure of its cost."""
+        max_val = self._max_val_samples()
+        validation_bits(self.eval_model, self.val_clips, max_val)
+        self._check_samples(self.eval_model, None, max_val)
+
+    def _max_val_samples(self) -> int | None:
+        d = self.cfg.data
+        return int(d.val_max_seconds * d.sample_rate) if d.val_max_seconds else None
+
     def _validate(self) -> float:
         """Rank 0: validation bits/sample and the sample checks of the evaluated weights
         (the EMA's when kept), to metrics.jsonl; best.pt when it is the best so far."""
         cfg, counters = self.cfg, self.counters
-        max_val = int(cfg.data.val_max_seconds * cfg.data.sample_rate) \
-            if cfg.data.val_max_seconds else None
+        max_val = self._max_val_samples()
         bits, per_label = validation_bits(self.eval_model, self.val_clips, max_val)
         counters.last_val_bits = bits
         checked = self._check_samples(self.eval_model, self.metrics, max_val)
@@ -575,6 +632,9 @@ class Trainer:
                 log.info("  %-16s %.3f bits/sample (validation, given the label)", label,
                          value)
             self._log_most_tonal()
+            if self.budget is not None:
+                log.info("time budget: %.1f of %g min used (train.max_minutes), the example "
+                         "clips to come", self.budget.spent_minutes(), t.max_minutes)
             if diverged(bits, uniform):
                 log.warning("the run has diverged: validation %.4g bits/sample is far above "
                             "uniform guessing (%.0f); try a lower optim.lr (now %.3g)", bits,
@@ -623,10 +683,11 @@ class Trainer:
                 "nonfinite_steps": self.counters.nonfinite_total, "interrupted": interrupted,
                 "diverged": bits is not None and diverged(bits, self.codec.uniform_bits)}
 
-    def _check_samples(self, model: nn.Module, metrics: MetricsLog,
+    def _check_samples(self, model: nn.Module, metrics: MetricsLog | None,
                        max_samples: int | None) -> dict[str, float]:
         """Generate a few short clips and measure them against the held-out audio
-        (``quality.training_check``); the first of each kind goes to TensorBoard."""
+        (``quality.training_check``); the figures go to the log and the first clip of each
+        kind to TensorBoard (``metrics``; None: neither)."""
         t = self.cfg.train
         if not t.sample_check_clips:
             return {}
@@ -641,6 +702,8 @@ class Trainer:
                 model, self.reference_audio, [c.frames for c in self.val_clips],
                 t.sample_check_clips, t.sample_check_seconds, t.example_temperature, t.seed,
                 [c.label for c in self.val_clips] if model.conditional else None)
+            if metrics is None:
+                return figures
             log.info("step %d: vocoded held-out clips: log-mel distance %.2f dB, %.0f%% "
                      "near-silent, %.0f%% noise-like frames", self.counters.step,
                      figures["samples/vocoded_mel_distance_db"],
@@ -653,6 +716,8 @@ class Trainer:
                                                 t.sample_check_seconds,
                                                 t.example_temperature, t.seed,
                                                 t.example_top_p)
+        if metrics is None:
+            return figures
         f = figures
         log.info("step %d: samples from scratch: %.0f%% near-silent, %.0f%% noise-like, "
                  "%.0f%% tonal frames, mel Frechet %.0f%s", self.counters.step,
