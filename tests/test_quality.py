@@ -158,6 +158,13 @@ def test_training_names_the_step_whose_samples_were_most_tonal(tmp_path, monkeyp
     summary = train(compose_config(*args, "train.max_steps=4", "train.resume=true"))
     assert summary["most_tonal_step"] == 2 and summary["step"] == 4
 
+    shares = iter([0.001, 0.004])  # 0% as the log rounds them: no step is named
+    summary = train(compose_config(*args, "train.max_steps=2", "name=noise"))
+    assert summary["most_tonal_step"] is None
+    log = (tmp_path / "noise" / "train.log").read_text()
+    assert "the sample checks found no tonal frames (at most 0.4%, at step 2)" in log
+    assert "most tonal" not in log
+
 
 def test_quality_command_prints_the_table_and_writes_json_and_clips(tmp_path, music):
     from wavegen.train import train

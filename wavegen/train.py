@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+TONAL_AT_ALL = 0.005  # a most tonal share below this (0% as the log rounds it) names no step
+
+
 @dataclass
 class Counters:
     """Counters that a checkpoint carries across a resume (its "progress" entry)."""
@@ -657,7 +660,12 @@ class Trainer:
         """Where the sample checks found the most tonal samples: often before the end of
         the schedule, and not at the best validation."""
         c, t = self.counters, self.cfg.train
-        if c.most_tonal_share <= 0:
+        if c.most_tonal_share < 0:  # no sample checks
+            return
+        if c.most_tonal_share < TONAL_AT_ALL:
+            log.info("the sample checks found no tonal frames (at most %.1f%%, at step %d): "
+                     "the samples are noise or silence so far", 100 * c.most_tonal_share,
+                     c.most_tonal_step)
             return
         kept = self.folder.kept(c.most_tonal_step)
         where = (f"its weights: {kept}" if t.keep_checkpoints and kept.exists() else
@@ -679,7 +687,7 @@ class Trainer:
                 "val_bits_per_sample_by_label": dict(self.val_per_label),
                 "checkpoint": str(self.last_path), "examples": [str(p) for p in examples],
                 "most_tonal_step": self.counters.most_tonal_step
-                if self.counters.most_tonal_share > 0 else None,
+                if self.counters.most_tonal_share >= TONAL_AT_ALL else None,
                 "nonfinite_steps": self.counters.nonfinite_total, "interrupted": interrupted,
                 "diverged": bits is not None and diverged(bits, self.codec.uniform_bits)}
 
