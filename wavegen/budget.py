@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .config import ConfigError
+
 SKIPPED = 3  # the first steps of a command are not timed: they warm caches and allocators
 TIMED = 20  # steps timed
 UNPLANNED = 10**9  # the schedule's length until the plan: no decay before it is known
@@ -73,3 +75,18 @@ class Budget:
 
     def spent_minutes(self) -> float:
         return (self.clock() - self.started) / 60
+
+
+def check_budget(minutes: float | None, explicit: set[str], planned: int,
+                 budgeted: float | None) -> None:
+    """A time budget sets train.max_steps once, at the start of a run: it cannot be given
+    with train.max_steps, nor changed once a resumed run has planned its steps."""
+    if minutes is None:
+        return
+    if not planned and "train.max_steps" in explicit:
+        raise ConfigError("train.max_steps and train.max_minutes: give one of them (a time "
+                          "budget sets train.max_steps from the speed the run measures)")
+    if planned and "train.max_minutes" in explicit and minutes != budgeted:
+        raise ConfigError(f"train.max_minutes={minutes:g}: the run planned its {planned:,} "
+                          f"steps from train.max_minutes={budgeted:g} when it started; give "
+                          f"train.max_steps to change its length")

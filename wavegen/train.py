@@ -33,7 +33,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import formulation
 from .audio import write_wav
-from .budget import UNPLANNED, Budget
+from .budget import UNPLANNED, Budget, check_budget
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, ConfigError, OptimConfig, check_keys, typed_model, validate
 from .data import CropSampler, StepBatches, build_datasets
@@ -116,21 +116,6 @@ def run_config(cfg: Config | DictConfig, run_dir: str | Path | None,
         taken = inherit_run_config(dcfg, saved, explicit, folder.path)
     check_budget(dcfg.train.max_minutes, explicit or set(), planned, budgeted)
     return as_config(dcfg), folder, taken
-
-
-def check_budget(minutes: float | None, explicit: set[str], planned: int,
-                 budgeted: float | None) -> None:
-    """A time budget sets train.max_steps once, at the start of a run: it cannot be given
-    with train.max_steps, nor changed once a resumed run has planned its steps."""
-    if minutes is None:
-        return
-    if not planned and "train.max_steps" in explicit:
-        raise ConfigError("train.max_steps and train.max_minutes: give one of them (a time "
-                          "budget sets train.max_steps from the speed the run measures)")
-    if planned and "train.max_minutes" in explicit and minutes != budgeted:
-        raise ConfigError(f"train.max_minutes={minutes:g}: the run planned its {planned:,} "
-                          f"steps from train.max_minutes={budgeted:g} when it started; give "
-                          f"train.max_steps to change its length")
 
 
 @contextmanager
