@@ -33,11 +33,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, world: int, port: int, out_dir: str, overrides: list[str]) -> None:
+def _rank_main(rank: int, world: int, port: int, out_dir: str, overrides: list[str],
+               base: list[str] = FAST) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    trainer = Trainer(compose_config(*FAST, f"out_dir={out_dir}", *overrides))
+    trainer = Trainer(compose_config(*base, f"out_dir={out_dir}", *overrides))
     try:
         trainer.run()
         torch.save(trainer.model.state_dict(), os.path.join(out_dir, f"weights-rank{rank}.pt"))
@@ -95,6 +96,26 @@ def test_two_gloo_processes_match_one_process_with_the_combined_batch(tmp_path):
                                    "train.max_steps=6", "train.resume=true"))
     assert resumed["step"] == 6
     assert read_checkpoint(run / "last.pt")["world_size"] == 1
+
+
+def test_two_gloo_processes_keep_to_the_one_plan_of_a_time_budget(tmp_path):
+    """Rank 0 times the steps and a validation; every process must take its plan, or one
+    would stop while the other waits in its next all-reduce."""
+    base = [o for o in FAST if not o.startswith("train.max_steps")]
+    mp.spawn(_rank_main, args=(2, free_port(), str(tmp_path), [
+        "train.batch_size=2", "train.max_minutes=0.1", "train.val_every=50",
+        "train.log_every=10"], base), nprocs=2, join=True)
+    rank0 = torch.load(tmp_path / "weights-rank0.pt")
+    rank1 = torch.load(tmp_path / "weights-rank1.pt")
+    for name, tensor in rank0.items():  # the same steps, every one synchronised
+        assert torch.equal(tensor, rank1[name]), name
+    run = tmp_path / "synthetic-tiny"
+    ckpt = read_checkpoint(run / "last.pt")
+    planned = ckpt["progress"]["planned_steps"]
+    assert planned > 23 and ckpt["progress"]["step"] == planned
+    assert ckpt["config"]["train"]["max_steps"] == planned
+    log = (run / "train.log").read_text()
+    assert log.count(f"time budget train.max_minutes=0.1: {planned:,} steps") == 1
 
 
 @pytest.mark.slow
