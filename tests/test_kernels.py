@@ -118,7 +118,8 @@ def test_sampling_loop_makes_no_blas_call():
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("preset,overrides", [("tiny", {}), ("small", {}),
-                                              ("tiny", {"kernel_size": 3})])
+                                              ("tiny", {"kernel_size": 3}),
+                                              ("tiny", {"mixtures": 4})])
 def test_reduced_precision_loop_equals_the_forward_of_the_rounded_model(preset, overrides,
                                                                         precision):
     """What ``--precision bf16|int8`` computes is the model with its products' weights and

@@ -15,6 +15,7 @@ from ...family import Chunk, Codec, Condition, Family, Scorer
 from ...info import usable_cpus
 from . import engines, streaming
 from .config import WaveNetConfig
+from .mixture import mixture_log_prob
 from .model import WaveNet
 
 
@@ -99,11 +100,12 @@ class CrossEntropy(nn.Module):
         frames (B, W, n_mels) and places (B, 2) (``Family.crop_loss``) -> scalar nats."""
         model = self.model
         entries = entries if model.conditional else None
-        if frames is None:
-            logits = model.valid_logits(inputs, entries)
-        else:
-            local = model.upsampler.crops(frames, places, inputs.shape[1])
-            logits = model.valid_logits(inputs, entries, local)
+        local = None if frames is None else model.upsampler.crops(frames, places,
+                                                                    inputs.shape[1])
+        logits = model.valid_logits(inputs, entries, local, outputs=bool(model.mixtures))
+        if model.mixtures:  # the targets' log-probabilities alone
+            logp = mixture_log_prob(logits, targets, model.quantization_channels)
+            return -(logp * (targets != IGNORE)).sum()
         with torch.autocast(logits.device.type, enabled=False):  # the loss in fp32
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                    ignore_index=IGNORE, reduction="sum")
@@ -129,7 +131,12 @@ class StreamingScorer(Scorer):
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         inputs = torch.cat((self.previous, x[:, :-1]), dim=1)  # x[t-1] predicts x[t]
-        logits = streaming.step(self.model, self.state, inputs)  # (B, T, Q)
+        model = self.model
+        if model.mixtures:  # (B, T, 3K): the values' probabilities alone, in float64
+            params = streaming.step(model, self.state, inputs, outputs=True)
+            self.previous = x[:, -1:]
+            return mixture_log_prob(params.double(), x, model.quantization_channels)
+        logits = streaming.step(model, self.state, inputs)  # (B, T, Q)
         self.previous = x[:, -1:]
         # log-softmax in float64: the normaliser of 256 terms is where fp32 rounds
         return logits.double().log_softmax(-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)

@@ -23,6 +23,8 @@ class WaveNetConfig(ModelConfig):
     head_channels: int = setting(64, "channels of the output head")
     local_channels: int = setting(64, "vocoders (condition=mel): channels of the upsampled "
                                   "features")
+    mixtures: int = setting(0, "0: a softmax over the classes; K >= 1: a mixture of K "
+                            "logistics discretised on them")
 
     def validate(self) -> None:
         super().validate()
@@ -35,5 +37,6 @@ class WaveNetConfig(ModelConfig):
              ">= 1")
         need(self.gate_channels >= 2 and self.gate_channels % 2 == 0, "model.gate_channels",
              self.gate_channels, "an even number >= 2")
+        need(self.mixtures >= 0, "model.mixtures", self.mixtures, ">= 0")
         for key in ("residual_channels", "skip_channels", "head_channels", "local_channels"):
             need(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), ">= 1")

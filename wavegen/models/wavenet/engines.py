@@ -155,7 +155,7 @@ def numba_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition, th
                 engine.load(state, known)
             else:
                 for lo in range(0, known, TILE):
-                    engine.feed(x[:, lo : min(known, lo + TILE)])
+                    engine.feed(x[:, lo : min(known, lo + TILE)], logits=False)
                     bar.update(min(known, lo + TILE) - lo)
     pending = x[:, -1]
     levels = None  # (B,) float64, made by the first chunk (it brings the rule)

@@ -32,6 +32,7 @@ import torch
 from ... import mulaw
 from . import kernels, streaming
 from .kernels import matmul, prefetch
+from .mixture import LOG_SCALE_MIN
 from .model import WaveNet
 
 
@@ -50,8 +51,8 @@ class Weights:
     skip_b: np.ndarray  # (S,): every layer's skip bias, summed
     head1_w: np.ndarray  # (S, H) packed
     head1_b: np.ndarray  # (H,)
-    head2_w: np.ndarray  # (H, Q) packed
-    head2_b: np.ndarray  # (Q,)
+    head2_w: np.ndarray  # (H, Q) packed, or (H, 3K) for a mixture of K logistics
+    head2_b: np.ndarray  # (Q,) or (3K,)
     dilations: np.ndarray  # (L,) int64
     offsets: np.ndarray  # (L,) int64: where each layer's ring starts in the state
     lengths: np.ndarray  # (L,) int64: (k - 1) * d
@@ -59,30 +60,34 @@ class Weights:
     taps: int  # k*R + C: the conv products' depth
     gate: int  # G
     widened: bool = False  # bf16 products as fp32 ones of rounded values (``kernels.widens``)
+    mixtures: int = 0  # K of a mixture output (``mixture.py``), 0 for a softmax
 
     def args(self) -> tuple:
         """The weights argument of the compiled loops (the conv biases come apart: they
         are per stream, and per step for a vocoder)."""
         return (self.embed, self.conv_w, self.out_w, self.res_b, self.skip_b, self.head1_w,
                 self.head1_b, self.head2_w, self.head2_b, self.dilations, self.offsets,
-                self.lengths, self.kernel_size)
+                self.lengths, self.kernel_size, self.mixtures)
 
     def scratch(self, batch: int) -> tuple:
         """A group's buffers: h (B, R), taps (B, k*R + C), a (B, G), z (B, G/2),
         y (B, R + S), s (B, S), hh (B, H), words (B, the largest K / 2) uint32 (widened:
         (B, the largest K) float32) and scales (B,) (bf16 and int8 products' inputs,
-        ``kernels.matmul``), logits (B, Q)."""
+        ``kernels.matmul``), the head's outputs (B, 3K) and logits (B, Q) (one array for a
+        softmax)."""
         zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
         res, skips, heads = self.embed.shape[1], self.skip_b.shape[0], self.head1_b.shape[0]
         half = self.gate // 2
         depth = max(self.taps, half, skips, heads)
-        return (zeros(batch, res), zeros(batch, self.taps), zeros(batch, self.gate),
+        buffers = (zeros(batch, res), zeros(batch, self.taps), zeros(batch, self.gate),
                 zeros(batch, half), zeros(batch, res + skips), zeros(batch, skips),
                 zeros(batch, heads),
                 zeros(batch, depth) if self.widened else np.zeros((batch, (depth + 1) // 2),
                                                                   np.uint32),
-                zeros(batch),
-                zeros(batch, self.head2_b.shape[0]))
+                zeros(batch))
+        logits = zeros(batch, self.embed.shape[0])
+        outputs = zeros(batch, self.head2_b.shape[0]) if self.mixtures else logits
+        return (*buffers, outputs, logits)
 
 
 def at_precision(model: WaveNet, precision: str) -> WaveNet:
@@ -114,8 +119,9 @@ def at_precision(model: WaveNet, precision: str) -> WaveNet:
         for part in products:
             part.weight.copy_(kernels.rounded(part.weight, precision))
             part.register_forward_pre_hook(lambda _, args: (rounded(args[0]), *args[1:]))
-    head = model.head  # the skip projections run as one product of every layer's output
-    model.head = lambda gated, fused_skip=None: head([rounded(g) for g in gated], fused_skip)
+    head = model.head_outputs  # the skip projections: one product of every layer's output
+    model.head_outputs = lambda gated, fused_skip=None: head([rounded(g) for g in gated],
+                                                             fused_skip)
     return model
 
 
@@ -150,6 +156,7 @@ def export(model: WaveNet, precision: str = "fp32", widened: bool = False) -> We
         lengths=lengths,
         kernel_size=model.config.kernel_size,
         taps=conv[0].shape[0], gate=conv[0].shape[1], widened=widened,
+        mixtures=model.mixtures,
     )
 
 
@@ -202,8 +209,9 @@ def _tanh(x):
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def _step(x, weights, conv_b, feats, ring, t, scratch):
-    """Feed inputs x (B,) at step t; afterwards scratch's logits (B, Q) predict the next
-    samples. ``conv_b`` (B, L, G): each stream's conv biases (its label's share included);
+    """Feed inputs x (B,) at step t; afterwards scratch's head outputs (B, Q) are the
+    logits of the next samples (for a mixture (B, 3K), its parameters: ``_logits``).
+    ``conv_b`` (B, L, G): each stream's conv biases (its label's share included);
     ``feats`` (B, C): a vocoder's features of the sample this step predicts (C = 0 for
     other models), which follow the taps into every layer's conv product.
 
@@ -213,8 +221,8 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
     costs more than the copy.
     """
     (embed, conv_w, out_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
-     dilations, offsets, lengths, k) = weights
-    h, taps, a, z, y, s, hh, words, scales, logits = scratch
+     dilations, offsets, lengths, k, _) = weights
+    h, taps, a, z, y, s, hh, words, scales, outputs, _ = scratch
     batch, res = h.shape
     num_layers = conv_w.shape[0]
     half = z.shape[1]
@@ -262,10 +270,10 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
     for b in range(batch):
         for j in range(hh.shape[1]):
             hh[b, j] = max(hh[b, j] + head1_b[j], 0.0)
-    matmul(hh, head2_w, logits, words, scales)
+    matmul(hh, head2_w, outputs, words, scales)
     for b in range(batch):
-        for j in range(logits.shape[1]):
-            logits[b, j] += head2_b[j]
+        for j in range(outputs.shape[1]):
+            outputs[b, j] += head2_b[j]
     # The next step's older taps were written up to 2^9 steps ago and have left the
     # nearest caches: ask for them now, a step ahead.
     for layer in range(num_layers):
@@ -327,14 +335,99 @@ def _nucleus(weights, total, top_p):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
+def _mixture(params):
+    """(3K,) -> mixture weights, means and inverse scales (K,) float64 each, as
+    ``mixture._split`` (the scales clamped the same way)."""
+    k = params.shape[0] // 3
+    top = params[0]
+    for j in range(k):
+        top = max(top, params[j])
+    weights = np.empty(k)
+    total = 0.0
+    for j in range(k):
+        weights[j] = math.exp(params[j] - top)
+        total += weights[j]
+    means, inv = np.empty(k), np.empty(k)
+    for j in range(k):
+        weights[j] /= total
+        means[j] = params[k + j]
+        inv[j] = math.exp(-max(params[2 * k + j], LOG_SCALE_MIN))
+    return weights, means, inv
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _softplus(x):
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _logits(params, logits):
+    """A mixture's parameters (3K,) -> its log-probabilities of the Q classes in
+    ``logits`` (Q,) (``mixture.mixture_logits``, in float64)."""
+    weights, means, inv = _mixture(params)
+    q = logits.shape[0]
+    top = np.full(q, -np.inf)  # per class: the largest component term so far, and
+    acc = np.zeros(q)  # the sum of every term relative to it (a running log-sum-exp)
+    for j in range(weights.shape[0]):
+        log_w = math.log(weights[j]) if weights[j] > 0.0 else -np.inf
+        width = math.log(math.expm1(inv[j] * 2.0 / q))
+        high = (-1.0 + 2.0 / q - means[j]) * inv[j]
+        soft_high = _softplus(high)
+        for c in range(q):
+            if c == 0:
+                term = high - soft_high
+            else:
+                low, soft_low = high, soft_high
+                if c == q - 1:
+                    term = -soft_low
+                else:
+                    high = (-1.0 + 2.0 * (c + 1) / q - means[j]) * inv[j]
+                    soft_high = _softplus(high)
+                    term = low + width - soft_high - soft_low
+            term += log_w
+            if term > top[c]:
+                acc[c] = acc[c] * math.exp(top[c] - term) + 1.0
+                top[c] = term
+            else:
+                acc[c] += math.exp(term - top[c])
+    for c in range(q):
+        logits[c] = top[c] + math.log(acc[c])
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _mixture_draw(params, u, classes):
+    """Inverse-CDF draw of a class with a uniform u in [0, 1) from a mixture's parameters
+    (3K,): the first class whose upper edge's distribution function exceeds u, by
+    bisection (about log2(Q) x K sigmoids instead of Q x K)."""
+    weights, means, inv = _mixture(params)
+    lo, hi = 0, classes - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        edge = -1.0 + 2.0 * (mid + 1) / classes
+        cdf = 0.0
+        for j in range(weights.shape[0]):
+            cdf += weights[j] / (1.0 + math.exp(-(edge - means[j]) * inv[j]))
+        if cdf > u:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def _teacher_forced(x, weights, conv_b, feats, ring, t0, scratch, out):
-    """Feed x (B, T); out (B, T, Q) gets each step's logits. ``feats`` (T, B, C): a
-    vocoder's features of each step's sample ((1, B, 0) for other models)."""
-    logits = scratch[-1]
+    """Feed x (B, T); out (B, T, Q) gets each step's logits ((B, T, 0): none, a prime's
+    feed). ``feats`` (T, B, C): a vocoder's features of each step's sample ((1, B, 0) for
+    other models)."""
+    outputs, logits = scratch[-2], scratch[-1]
     for i in range(x.shape[1]):
         _step(x[:, i], weights, conv_b, feats[min(i, feats.shape[0] - 1)], ring, t0 + i,
               scratch)
+        if out.shape[2] == 0:
+            continue
         for b in range(x.shape[0]):
+            if weights[-1]:
+                _logits(outputs[b], logits[b])
             for j in range(logits.shape[1]):
                 out[b, i, j] = logits[b, j]
 
@@ -348,15 +441,23 @@ def _sample(first, uniforms, temperature, top_p, levels, amplitude, alpha, quiet
     ``levels`` (B,): each stream's level (an exponential average of its squared
     amplitudes, ``alpha`` per sample; ``amplitude`` (Q,) decodes a class), updated in place;
     a stream draws from its nucleus (``top_p``) while its level is above ``quiet``, and from
-    the whole distribution below it (``engines.level_rule``)."""
-    logits = scratch[-1]
+    the whole distribution below it (``engines.level_rule``). A mixture's streams draw
+    from its own distribution function where the whole distribution is drawn from at
+    temperature 1 (``_mixture_draw``), else from its logits."""
+    outputs, logits = scratch[-2], scratch[-1]
     x = first.copy()
     probs = np.empty(logits.shape[1], dtype=np.float64)
     for i in range(out.shape[1]):
         _step(x, weights, conv_b, feats[min(i, feats.shape[0] - 1)], ring, t0 + i, scratch)
         for b in range(x.shape[0]):
             p = top_p if levels[b] > quiet else 1.0
-            x[b] = _draw(logits[b], uniforms[b, i], temperature, p, probs)
+            if not weights[-1]:
+                x[b] = _draw(logits[b], uniforms[b, i], temperature, p, probs)
+            elif temperature == 1.0 and p == 1.0:
+                x[b] = _mixture_draw(outputs[b], uniforms[b, i], logits.shape[1])
+            else:
+                _logits(outputs[b], logits[b])
+                x[b] = _draw(logits[b], uniforms[b, i], temperature, p, probs)
             a = amplitude[x[b]]
             levels[b] += alpha * (a * a - levels[b])
             out[b, i] = x[b]
@@ -440,10 +541,11 @@ class FastCPUEngine:
             with ThreadPoolExecutor(len(self.groups)) as pool:
                 list(pool.map(call, self.groups))
 
-    def feed(self, x: np.ndarray) -> np.ndarray:
-        """x: (B, T) int64 -> (B, T, Q) float32 logits, [:, t] for the sample after x[:, t]."""
+    def feed(self, x: np.ndarray, logits: bool = True) -> np.ndarray:
+        """x: (B, T) int64 -> (B, T, Q) float32 logits, [:, t] for the sample after x[:, t]
+        (``logits`` False: (B, T, 0), the state advanced alone)."""
         x = np.ascontiguousarray(x, dtype=np.int64)
-        out = np.empty((x.shape[0], x.shape[1], self.quantization_channels), np.float32)
+        out = np.empty((*x.shape, self.quantization_channels if logits else 0), np.float32)
         for a, b in self._spans(x.shape[1]):
             t0 = self.state.t
 

@@ -24,6 +24,7 @@ from ...family import FamilyModel
 from ...features import MelSettings
 from ...mulaw import silence_class
 from .config import WaveNetConfig
+from .mixture import mixture_log_prob, mixture_logits
 from .upsample import Upsampler
 
 
@@ -145,7 +146,8 @@ class WaveNet(FamilyModel):
             for d in self.dilations
         )
         self.head1 = nn.Linear(config.skip_channels, config.head_channels)
-        self.head2 = nn.Linear(config.head_channels, q)
+        self.mixtures = config.mixtures  # 0: softmax over the classes
+        self.head2 = nn.Linear(config.head_channels, 3 * self.mixtures or q)
         if self.labels:
             self.label_embed = nn.Embedding(len(self.labels) + 1, config.label_channels)
             self.label_proj = nn.ModuleList(
@@ -247,25 +249,41 @@ class WaveNet(FamilyModel):
 
     def head(self, gated: list[torch.Tensor],
              fused_skip: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """Every layer's gated output (B, T, G/2) -> logits (B, T, Q).
+        """Every layer's gated output (B, T, G/2) -> logits (B, T, Q) (with ``mixtures``,
+        normalised log-probabilities: ``mixture_logits``).
 
         The skip projections of all layers are one product (``fused_skip``; callers that run
         many small steps pass it precomputed).
         """
+        return self.logits(self.head_outputs(gated, fused_skip))
+
+    def logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        """``head_outputs`` (..., 3K or Q) -> logits (..., Q)."""
+        return mixture_logits(outputs, self.quantization_channels) if self.mixtures \
+            else outputs
+
+    def head_outputs(self, gated: list[torch.Tensor],
+                     fused_skip: tuple[torch.Tensor, torch.Tensor] | None = None
+                     ) -> torch.Tensor:
+        """``head`` before a mixture's log-probabilities: (B, T, 3K) with ``mixtures``
+        (mixture logits, means, log scales), else the logits."""
         weight, bias = fused_skip if fused_skip is not None else self.fused_skip()
         skip = F.linear(torch.cat(gated, dim=-1), weight, bias)
         return self.head2(F.relu(self.head1(F.relu(skip))))
 
     def valid_logits(self, inputs: torch.Tensor, entries: torch.Tensor | None = None,
-                     local: torch.Tensor | None = None) -> torch.Tensor:
+                     local: torch.Tensor | None = None, outputs: bool = False
+                     ) -> torch.Tensor:
         """inputs: (B, T_in) int64 -> (B, T_in - R + 1, Q) logits (no padding).
 
         Output i predicts the sample following inputs[:, i + R - 1] from
         inputs[:, i : i + R]. Training crops use this directly. ``entries``: (B,) label
         entry indices of a conditional model (None = "no label"). ``local`` (a vocoder's):
         (B, T_in, C) upsampled features, local[:, k] those of the sample that follows
-        inputs[:, k] (the sample its position predicts).
+        inputs[:, k] (the sample its position predicts). ``outputs``: ``head_outputs``
+        instead of the logits (a mixture's parameters, (B, T_in - R + 1, 3K)).
         """
+        head = self.head_outputs if outputs else self.head
         num_out = inputs.shape[1] - self.receptive_field + 1
         if num_out < 1:
             raise ValueError(
@@ -282,11 +300,11 @@ class WaveNet(FamilyModel):
             for i, layer in enumerate(self.layers):
                 h, tail = layer.forward_channels(h, num_out, i < last, cond[i])
                 gated.append(tail.transpose(1, 2))
-            return self.head(gated)
+            return head(gated)
         for i, layer in enumerate(self.layers):
             h, tail = layer(h, num_out, need_residual=i < last, cond=cond[i])
             gated.append(tail)
-        return self.head(gated)
+        return head(gated)
 
     def shift_with_silence(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T) -> (B, R + T - 1): R silence classes, then x[:, :-1]."""
@@ -317,7 +335,11 @@ class WaveNet(FamilyModel):
         before t=0; ``entries`` and ``frames`` as in ``forward``."""
         self._check_classes(x)
         local = self.sequence_local(frames, x.shape[1])
-        logits = self.valid_logits(self.shift_with_silence(x), entries, local)  # (B, T, Q)
+        inputs = self.shift_with_silence(x)
+        if self.mixtures:  # (B, T, 3K): the targets' probabilities alone
+            params = self.valid_logits(inputs, entries, local, outputs=True)
+            return mixture_log_prob(params, x, self.quantization_channels)
+        logits = self.valid_logits(inputs, entries, local)  # (B, T, Q)
         return logits.log_softmax(-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
 
     def _check_classes(self, x: torch.Tensor) -> None:
@@ -333,6 +355,7 @@ class WaveNet(FamilyModel):
                 f"{c.kernel_size}, receptive field {self.receptive_field} samples "
                 f"({self.receptive_field_ms:.1f} ms at {self.sample_rate} Hz), "
                 f"{self.num_parameters() / 1e6:.2f} M parameters{self.conditioning()}"
+                + (f", output a mixture of {self.mixtures} logistics" if self.mixtures else "")
                 + (f", a vocoder of {self.features.describe()}" if self.local else ""))
 
 

@@ -94,11 +94,13 @@ def silence_state(model: WaveNet, batch_size: int = 1, entries: torch.Tensor | N
 
 
 @torch.no_grad()
-def step(model: WaveNet, state: TileState, inputs: torch.Tensor) -> torch.Tensor:
+def step(model: WaveNet, state: TileState, inputs: torch.Tensor, outputs: bool = False
+         ) -> torch.Tensor:
     """Feed a tile of inputs to every stream and advance the state in place.
 
     Args:
         inputs: (B, T) int64 classes, B = state.batch_size, T >= 1.
+        outputs: return ``model.head_outputs`` (a mixture's parameters) instead.
 
     Returns:
         (B, T, Q) float logits; [:, t] predicts the sample after inputs[:, t].
@@ -130,7 +132,8 @@ def step(model: WaveNet, state: TileState, inputs: torch.Tensor) -> torch.Tensor
             state.start[i] = 0
             h, tail = layer(full, num_skip=num_new, need_residual=i < last, cond=cond[i])
         gated.append(tail)
-    return model.head(gated, state.fused_skip)
+    out = model.head_outputs(gated, state.fused_skip)
+    return out if outputs else model.logits(out)
 
 
 @torch.no_grad()
@@ -141,9 +144,9 @@ def prime(model: WaveNet, state: TileState, x: torch.Tensor, tile: int = 4096,
     Afterwards the state is where the parallel forward would be after x, and the returned
     logits predict x[T]. ``bar`` (a tqdm bar, optional) advances by each tile's length.
     """
-    logits = None
+    out = None
     for start in range(0, x.shape[1], tile):
-        logits = step(model, state, x[:, start : start + tile])[:, -1]
+        out = step(model, state, x[:, start : start + tile], outputs=True)[:, -1]
         if bar is not None:
             bar.update(min(tile, x.shape[1] - start))
-    return logits
+    return None if out is None else model.logits(out)
