@@ -360,18 +360,34 @@ def _softplus(x):
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _edge(c, classes):
+    """The amplitude where mu-law encoding passes from class c - 1 to c (``bin_edges``)."""
+    mu = classes - 1
+    y = -1.0 + (2.0 * c - 1.0) / mu
+    return math.copysign(math.expm1(abs(y) * math.log1p(mu)) / mu, y)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _log_bin_mass(low, high, soft_low, soft_high):
+    width = high - low
+    return low + width + math.log(-math.expm1(-width)) - soft_high - soft_low
+
+
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _logits(params, logits):
     """A mixture's parameters (3K,) -> its log-probabilities of the Q classes in
     ``logits`` (Q,) (``mixture.mixture_logits``, in float64)."""
     weights, means, inv = _mixture(params)
     q = logits.shape[0]
+    edges = np.empty(q - 1)
+    for c in range(1, q):
+        edges[c - 1] = _edge(c, q)
     top = np.full(q, -np.inf)  # per class: the largest component term so far, and
     acc = np.zeros(q)  # the sum of every term relative to it (a running log-sum-exp)
     for j in range(weights.shape[0]):
         log_w = math.log(weights[j]) if weights[j] > 0.0 else -np.inf
-        width = math.log(math.expm1(inv[j] * 2.0 / q))
-        high = (-1.0 + 2.0 / q - means[j]) * inv[j]
+        high = (edges[0] - means[j]) * inv[j]
         soft_high = _softplus(high)
         for c in range(q):
             if c == 0:
@@ -381,9 +397,9 @@ def _logits(params, logits):
                 if c == q - 1:
                     term = -soft_low
                 else:
-                    high = (-1.0 + 2.0 * (c + 1) / q - means[j]) * inv[j]
+                    high = (edges[c] - means[j]) * inv[j]
                     soft_high = _softplus(high)
-                    term = low + width - soft_high - soft_low
+                    term = _log_bin_mass(low, high, soft_low, soft_high)
             term += log_w
             if term > top[c]:
                 acc[c] = acc[c] * math.exp(top[c] - term) + 1.0
@@ -403,7 +419,7 @@ def _mixture_draw(params, u, classes):
     lo, hi = 0, classes - 1
     while lo < hi:
         mid = (lo + hi) // 2
-        edge = -1.0 + 2.0 * (mid + 1) / classes
+        edge = _edge(mid + 1, classes)
         cdf = 0.0
         for j in range(weights.shape[0]):
             cdf += weights[j] / (1.0 + math.exp(-(edge - means[j]) * inv[j]))

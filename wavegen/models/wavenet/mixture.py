@@ -1,11 +1,15 @@
 """A WaveNet output that is a mixture of K discretised logistics (``model.mixtures``, as in
-PixelCNN++ and Parallel WaveNet) instead of a softmax over the Q mu-law classes: 3K numbers
-a step (mixture logits, means, log scales on the companded scale [-1, 1]) instead of Q, and
-a distribution that is smooth over neighbouring classes by construction.
+PixelCNN++ and r9y9/wavenet_vocoder) instead of a softmax over the Q mu-law classes: 3K
+numbers a step (mixture logits, means, log scales) instead of Q, and a distribution that
+is smooth over neighbouring classes by construction.
 
-The model's distribution is still one over the classes: ``mixture_logits`` gives its
-normalised log-probabilities, which everything downstream (scoring, sampling) takes as
-logits; training needs only the targets' (``mixture_log_prob``).
+The logistics are over the linear amplitude, where a signal's next sample is near a linear
+prediction from its past, and each class gets the mass of its quantization bin: the
+amplitudes that mu-law encoding maps to it (narrow near zero, wide near full scale), the
+first and last classes the tails beyond. So the model's distribution is still one over
+the classes: ``mixture_logits`` gives its normalised log-probabilities, which everything
+downstream (sampling) takes as logits; training and scoring need only the targets'
+(``mixture_log_prob``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOG_SCALE_MIN = -7.0  # a mixture component's narrowest logistic: scale e^-7, 1/4 class at 256
+# The narrowest logistic: scale e^-14 (8e-7), under the narrowest 8-bit bin (8.5e-5, at 0).
+LOG_SCALE_MIN = -14.0
+
+
+def bin_edges(classes: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(Q - 1,) the amplitudes where mu-law encoding (mu = Q - 1, rounding to the nearest
+    class) passes from class q - 1 to class q, q = 1 .. Q - 1."""
+    mu = classes - 1
+    companded = -1 + (2 * torch.arange(1, classes, device=device, dtype=torch.float64) - 1) / mu
+    linear = companded.sign() * torch.expm1(companded.abs() * torch.log1p(
+        torch.tensor(float(mu), dtype=torch.float64))) / mu
+    return linear.to(dtype)
 
 
 def _split(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -24,43 +39,46 @@ def _split(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return weights.log_softmax(-1), means, torch.exp(-log_scales.clamp(min=LOG_SCALE_MIN))
 
 
-def _log_bin_mass(low: torch.Tensor, high: torch.Tensor, inv: torch.Tensor,
-                  classes: int) -> torch.Tensor:
-    """log(sigmoid(high) - sigmoid(low)) of standardised bin edges, high - low = the bin
-    width times ``inv``: low + log(expm1(high - low)) - softplus(high) - softplus(low),
-    exact in floating point at any distance from the mean."""
-    width = torch.log(torch.expm1(inv * (2.0 / classes)))
-    return low + width - F.softplus(high) - F.softplus(low)
+def _log_bin_mass(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """log(sigmoid(high) - sigmoid(low)) of standardised bin edges (high > low):
+    low + log(expm1(high - low)) - softplus(high) - softplus(low), with log(expm1(w)) as
+    w + log(-expm1(-w)); exact in floating point at any distance from the mean and any
+    width."""
+    width = high - low
+    return low + width + torch.log(-torch.expm1(-width)) - F.softplus(high) - F.softplus(low)
 
 
 def mixture_logits(params: torch.Tensor, classes: int) -> torch.Tensor:
-    """(..., 3K) mixture logits, means and log scales -> (..., classes) log-probabilities.
-
-    A mixture of K logistic distributions on [-1, 1], discretised on ``classes`` equal bins
-    (mu-law classes are equal steps of the companded signal): class q gets the mass between
-    its bin's edges, the first and last classes the tails beyond. Computed in float32
-    (under autocast too)."""
+    """(..., 3K) mixture logits, means and log scales -> (..., classes) log-probabilities
+    of the classes, computed in float64 (what sampling draws from: a narrow logistic far
+    from zero puts the bin edges within float32 rounding of its mean) and returned in the
+    parameters' float type."""
     with torch.autocast(params.device.type, enabled=False):
-        log_w, means, inv = _split(params)
-        edges = torch.linspace(-1, 1, classes + 1, device=params.device)[1:-1]  # (Q - 1,)
+        log_w, means, inv = _split(params.double())
+        edges = bin_edges(classes, params.device, means.dtype)
         z = (edges[:, None] - means.unsqueeze(-2)) * inv.unsqueeze(-2)  # (..., Q - 1, K)
         soft = F.softplus(z)
         logp = torch.cat((z[..., :1, :] - soft[..., :1, :],  # log sigmoid
-                          _log_bin_mass(z[..., :-1, :], z[..., 1:, :], inv.unsqueeze(-2),
-                                        classes),
+                          _log_bin_mass(z[..., :-1, :], z[..., 1:, :]),
                           -soft[..., -1:, :]), dim=-2)  # (..., Q, K)
-        return torch.logsumexp(logp + log_w.unsqueeze(-2), dim=-1)
+        return torch.logsumexp(logp + log_w.unsqueeze(-2), dim=-1).to(
+            params.dtype if params.is_floating_point() else torch.float32)
 
 
 def mixture_log_prob(params: torch.Tensor, x: torch.Tensor, classes: int) -> torch.Tensor:
     """(..., 3K) and classes x (...) -> log p(x) (...): ``mixture_logits`` gathered at x,
-    computed for x alone (what training and scoring need: Q times less work)."""
+    computed for x alone (what training and scoring need: Q times less work), in float32
+    (float64 for float64 parameters: the scorer's)."""
     with torch.autocast(params.device.type, enabled=False):
         log_w, means, inv = _split(params)
-        x = x.clamp(0, classes - 1).unsqueeze(-1).to(means.dtype)  # IGNORE targets: any
-        low = (-1 + 2 * x / classes - means) * inv
-        high = (-1 + 2 * (x + 1) / classes - means) * inv
+        edges = bin_edges(classes, params.device, means.dtype)
+        outer = edges.new_tensor([-2.0])  # beyond [-1, 1]: placeholders the ends never use
+        padded = torch.cat((outer, edges, -outer))  # (Q + 1,): class q is [q], [q + 1]
+        x = x.clamp(0, classes - 1)  # IGNORE targets: any class
+        low = (padded[x].unsqueeze(-1) - means) * inv
+        high = (padded[x + 1].unsqueeze(-1) - means) * inv
+        x = x.unsqueeze(-1)
         logp = torch.where(x == 0, high - F.softplus(high),
                            torch.where(x == classes - 1, -F.softplus(low),
-                                       _log_bin_mass(low, high, inv, classes)))
+                                       _log_bin_mass(low, high)))
         return torch.logsumexp(logp + log_w, dim=-1)
