@@ -3,6 +3,7 @@ normalised, training's per-target loss is their cross-entropy, and the numba loo
 sampler and the streaming scorer compute the same distribution as the parallel forward."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -20,8 +21,8 @@ Q, K = 256, 4
 
 
 def mixture_params(rows: int, seed: int = 0) -> torch.Tensor:
-    """(rows, 3K): weights, means in [-1.2, 1.2] (a third near zero, where the bins are
-    narrowest) and scales from e^-15 (clamped) to e^0."""
+    """(rows, 3K): weights, means in [-1.2, 1.2] (a third near zero) and scales from e^-15
+    (clamped) to e^0."""
     gen = torch.Generator().manual_seed(seed)
     weights = torch.randn(rows, K, generator=gen) * 2
     means = (torch.rand(rows, K, generator=gen) - 0.5) * 2.4
@@ -32,16 +33,17 @@ def mixture_params(rows: int, seed: int = 0) -> torch.Tensor:
 
 def brute_force(params: torch.Tensor) -> torch.Tensor:
     """log sum_k w_k (sigmoid((hi - mu_k)/s_k) - sigmoid((lo - mu_k)/s_k)) in float64, the
-    edges those of mu-law encoding (found by bisection of ``mulaw.encode``), the outer
-    ones at -inf and +inf."""
+    edges those of mu-law encoding on its companded scale (found by bisection of
+    ``mulaw.encode`` and companded), the outer ones at -inf and +inf."""
     w, mu, log_s = params.double().split(K, dim=1)
-    s = log_s.clamp(min=-14).exp()
+    s = log_s.clamp(min=-12).exp()
     lo, hi = torch.full((Q - 1,), -1.0, dtype=torch.float64), torch.ones(Q - 1, dtype=torch.float64)
     for _ in range(60):  # the first amplitude of each class 1 .. Q - 1
         mid = (lo + hi) / 2
         above = mulaw.encode(mid, Q) >= torch.arange(1, Q)
         lo, hi = torch.where(above, lo, mid), torch.where(above, mid, hi)
-    edges = torch.cat((torch.tensor([-torch.inf], dtype=torch.float64), hi,
+    companded = hi.sign() * torch.log1p((Q - 1) * hi.abs()) / math.log(Q)
+    edges = torch.cat((torch.tensor([-torch.inf], dtype=torch.float64), companded,
                        torch.tensor([torch.inf], dtype=torch.float64)))
     cdf = torch.sigmoid((edges[:, None] - mu[:, None, :]) / s[:, None, :])  # (N, Q + 1, K)
     return ((cdf[:, 1:] - cdf[:, :-1]) * w.softmax(-1)[:, None, :]).sum(-1).log()

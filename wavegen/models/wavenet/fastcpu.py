@@ -362,10 +362,9 @@ def _softplus(x):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _edge(c, classes):
-    """The amplitude where mu-law encoding passes from class c - 1 to c (``bin_edges``)."""
-    mu = classes - 1
-    y = -1.0 + (2.0 * c - 1.0) / mu
-    return math.copysign(math.expm1(abs(y) * math.log1p(mu)) / mu, y)
+    """The companded value where mu-law encoding passes from class c - 1 to c
+    (``mixture.bin_edges``)."""
+    return -1.0 + (2.0 * c - 1.0) / (classes - 1)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
