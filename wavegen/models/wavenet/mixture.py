@@ -6,7 +6,7 @@ is smooth over neighbouring classes by construction.
 The logistics are over the companded signal (mu-law's scale, [-1, 1]), and each class gets
 the mass of its quantization bin there (equal bins; the first and last classes take the
 tails beyond). Over the linear amplitude instead, with each class's bin of amplitudes, the
-same model learnt more slowly (README, "A mixture of logistics as the output"). The
+same model learnt more slowly (README, "What the sampler produces today, and why"). The
 model's distribution is still one over the classes: ``mixture_logits`` gives its
 normalised log-probabilities, which sampling takes as logits; training and scoring need
 only the targets' (``mixture_log_prob``).
@@ -51,7 +51,7 @@ def mixture_logits(params: torch.Tensor, classes: int) -> torch.Tensor:
     """(..., 3K) mixture logits, means and log scales -> (..., classes) log-probabilities
     of the classes, computed in float64 (what sampling draws from: a narrow logistic far
     from zero puts the bin edges within float32 rounding of its mean) and returned in the
-    parameters' float type."""
+    parameters' float type (float32 for half-precision ones)."""
     with torch.autocast(params.device.type, enabled=False):
         log_w, means, inv = _split(params.double())
         edges = bin_edges(classes, params.device, means.dtype)
@@ -60,8 +60,8 @@ def mixture_logits(params: torch.Tensor, classes: int) -> torch.Tensor:
         logp = torch.cat((z[..., :1, :] - soft[..., :1, :],  # log sigmoid
                           _log_bin_mass(z[..., :-1, :], z[..., 1:, :]),
                           -soft[..., -1:, :]), dim=-2)  # (..., Q, K)
-        return torch.logsumexp(logp + log_w.unsqueeze(-2), dim=-1).to(
-            params.dtype if params.is_floating_point() else torch.float32)
+        logits = torch.logsumexp(logp + log_w.unsqueeze(-2), dim=-1)
+        return logits.to(torch.promote_types(params.dtype, torch.float32))
 
 
 def mixture_log_prob(params: torch.Tensor, x: torch.Tensor, classes: int) -> torch.Tensor:
