@@ -102,10 +102,11 @@ class CrossEntropy(nn.Module):
         entries = entries if model.conditional else None
         local = None if frames is None else model.upsampler.crops(frames, places,
                                                                     inputs.shape[1])
-        logits = model.valid_logits(inputs, entries, local, outputs=bool(model.mixtures))
         if model.mixtures:  # the targets' log-probabilities alone
-            logp = mixture_log_prob(logits, targets, model.quantization_channels)
+            params = model.valid_logits(inputs, entries, local, outputs=True)
+            logp = mixture_log_prob(params, targets, model.quantization_channels)
             return -(logp * (targets != IGNORE)).sum()
+        logits = model.valid_logits(inputs, entries, local)
         with torch.autocast(logits.device.type, enabled=False):  # the loss in fp32
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                    ignore_index=IGNORE, reduction="sum")
