@@ -100,13 +100,14 @@ class CrossEntropy(nn.Module):
         frames (B, W, n_mels) and places (B, 2) (``Family.crop_loss``) -> scalar nats."""
         model = self.model
         entries = entries if model.conditional else None
-        local = None if frames is None else model.upsampler.crops(frames, places,
-                                                                    inputs.shape[1])
+        # a vocoder's upsampled features
+        extra = () if frames is None else (model.upsampler.crops(frames, places,
+                                                                 inputs.shape[1]),)
         if model.mixtures:  # the targets' log-probabilities alone
-            params = model.valid_logits(inputs, entries, local, outputs=True)
+            params = model.valid_logits(inputs, entries, *extra, outputs=True)
             logp = mixture_log_prob(params, targets, model.quantization_channels)
             return -(logp * (targets != IGNORE)).sum()
-        logits = model.valid_logits(inputs, entries, local)
+        logits = model.valid_logits(inputs, entries, *extra)
         with torch.autocast(logits.device.type, enabled=False):  # the loss in fp32
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                    ignore_index=IGNORE, reduction="sum")
