@@ -134,11 +134,10 @@ class StreamingScorer(Scorer):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         inputs = torch.cat((self.previous, x[:, :-1]), dim=1)  # x[t-1] predicts x[t]
         model = self.model
-        if model.mixtures:  # (B, T, 3K): the values' probabilities alone, in float64
-            params = streaming.step(model, self.state, inputs, outputs=True)
-            self.previous = x[:, -1:]
-            return mixture_log_prob(params.double(), x, model.quantization_channels)
-        logits = streaming.step(model, self.state, inputs)  # (B, T, Q)
+        # (B, T, Q) logits, or a mixture's (B, T, 3K) parameters
+        out = streaming.step(model, self.state, inputs, outputs=bool(model.mixtures))
         self.previous = x[:, -1:]
+        if model.mixtures:  # the values' probabilities alone, in float64
+            return mixture_log_prob(out.double(), x, model.quantization_channels)
         # log-softmax in float64: the normaliser of 256 terms is where fp32 rounds
-        return logits.double().log_softmax(-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
+        return out.double().log_softmax(-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)

@@ -335,24 +335,23 @@ def _nucleus(weights, total, top_p):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _mixture(params):
+def _mixture(params, mix):
     """(3K,) -> mixture weights, means and inverse scales (K,) float64 each, as
-    ``mixture._split`` (the scales clamped the same way)."""
+    ``mixture._split`` (the scales clamped the same way): the rows of ``mix`` (3, K)
+    float64, filled in place (no allocation per draw)."""
     k = params.shape[0] // 3
     top = params[0]
     for j in range(k):
         top = max(top, params[j])
-    weights = np.empty(k)
     total = 0.0
     for j in range(k):
-        weights[j] = math.exp(params[j] - top)
-        total += weights[j]
-    means, inv = np.empty(k), np.empty(k)
+        mix[0, j] = math.exp(params[j] - top)
+        total += mix[0, j]
     for j in range(k):
-        weights[j] /= total
-        means[j] = params[k + j]
-        inv[j] = math.exp(-max(params[2 * k + j], LOG_SCALE_MIN))
-    return weights, means, inv
+        mix[0, j] /= total
+        mix[1, j] = params[k + j]
+        mix[2, j] = math.exp(-max(params[2 * k + j], LOG_SCALE_MIN))
+    return mix[0], mix[1], mix[2]
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -377,7 +376,7 @@ def _log_bin_mass(low, high, soft_low, soft_high):
 def _logits(params, logits):
     """A mixture's parameters (3K,) -> its log-probabilities of the Q classes in
     ``logits`` (Q,) (``mixture.mixture_logits``, in float64)."""
-    weights, means, inv = _mixture(params)
+    weights, means, inv = _mixture(params, np.empty((3, params.shape[0] // 3)))
     q = logits.shape[0]
     edges = np.empty(q - 1)
     for c in range(1, q):
@@ -410,11 +409,11 @@ def _logits(params, logits):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _mixture_draw(params, u, classes):
+def _mixture_draw(params, u, classes, mix):
     """Inverse-CDF draw of a class with a uniform u in [0, 1) from a mixture's parameters
     (3K,): the first class whose upper edge's distribution function exceeds u, by
-    bisection (about log2(Q) x K sigmoids instead of Q x K)."""
-    weights, means, inv = _mixture(params)
+    bisection (about log2(Q) x K sigmoids instead of Q x K). ``mix`` (3, K): scratch."""
+    weights, means, inv = _mixture(params, mix)
     lo, hi = 0, classes - 1
     while lo < hi:
         mid = (lo + hi) // 2
@@ -462,6 +461,7 @@ def _sample(first, uniforms, temperature, top_p, levels, amplitude, alpha, quiet
     outputs, logits = scratch[-2], scratch[-1]
     x = first.copy()
     probs = np.empty(logits.shape[1], dtype=np.float64)
+    mix = np.empty((3, outputs.shape[1] // 3))
     for i in range(out.shape[1]):
         _step(x, weights, conv_b, feats[min(i, feats.shape[0] - 1)], ring, t0 + i, scratch)
         for b in range(x.shape[0]):
@@ -469,7 +469,7 @@ def _sample(first, uniforms, temperature, top_p, levels, amplitude, alpha, quiet
             if not weights[-1]:
                 x[b] = _draw(logits[b], uniforms[b, i], temperature, p, probs)
             elif temperature == 1.0 and p == 1.0:
-                x[b] = _mixture_draw(outputs[b], uniforms[b, i], logits.shape[1])
+                x[b] = _mixture_draw(outputs[b], uniforms[b, i], logits.shape[1], mix)
             else:
                 _logits(outputs[b], logits[b])
                 x[b] = _draw(logits[b], uniforms[b, i], temperature, p, probs)
