@@ -129,6 +129,11 @@ def test_unknown_keys_fail_with_or_without_plus_and_leave_nothing(tmp_path):
                    "train.max_steps=many")
     one_line_error(wavegen("train", "model=huge", cwd=tmp_path), "model/huge", "tiny")
     one_line_error(wavegen("train", *FAST, "optim.lr=-1", cwd=tmp_path), "optim.lr")
+    # another family's key: which family has it, not "did you mean" the same key
+    line = one_line_error(wavegen("train", "model=flow_tiny", "model.stacks=2", cwd=tmp_path),
+                          "model.stacks is not a key of the chosen model's family",
+                          "wavenet family's")
+    assert "did you mean" not in line
     assert not (tmp_path / "runs").exists()
     multirun = wavegen("train", "-m", "optim.lr=1e-3,2e-3", "+train.max_step=3", cwd=tmp_path)
     one_line_error(multirun, "unknown config key train.max_step")

@@ -272,7 +272,13 @@ def check_family(model: ModelConfig) -> None:
 
 
 def unknown_key(name: str) -> str:
-    """The message for a key that is not in the schema, with the closest known key."""
+    """The message for a key that is not in the schema, with the closest known key (a
+    model key of another family than the chosen one: which families have it)."""
+    owners = [family for family, cls in family_schemas().items()
+              if name in {f"model.{f.name}" for f in fields(cls)}]
+    if owners:
+        return (f"config key {name} is not a key of the chosen model's family: it is one of "
+                f"the {' and '.join(owners)} family's (model=NAME chooses the family)")
     close = difflib.get_close_matches(name, known_keys(), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown config key {name}{hint}; `wavegen train --help` lists the keys"
