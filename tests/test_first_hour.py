@@ -205,6 +205,7 @@ def test_train_help_describes_the_keys(tmp_path):
 def test_generate_checks_every_option_before_generating(tmp_path, checkpoint):
     (tmp_path / "afile").write_text("keep me")
     for args, fragment in [(["-o", "afile"], "-o/--out-dir afile: is a file"),
+                           (["-o", "take1.wav"], "-o/--out-dir take1.wav: names a folder"),
                            (["--device", "gpu"], "--device='gpu'"),
                            (["--seconds", "inf"], "argument --seconds"),
                            (["--seconds", "nan"], "argument --seconds"),
@@ -214,7 +215,14 @@ def test_generate_checks_every_option_before_generating(tmp_path, checkpoint):
                            (["--label", "piano"], "--label")]:
         one_line_error(wavegen("generate", checkpoint, *args, cwd=tmp_path), fragment)
     assert (tmp_path / "afile").read_text() == "keep me"
-    assert not (tmp_path / "generated").exists()
+    assert not (tmp_path / "generated").exists() and not (tmp_path / "take1.wav").exists()
+
+
+def test_a_folder_made_with_an_audio_files_name_is_used(tmp_path, checkpoint):
+    (tmp_path / "take1.wav").mkdir()
+    done = wavegen("generate", checkpoint, "--samples", "50", "-o", "take1.wav", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "take1.wav" / "sample_000.wav").is_file()
 
 
 def test_generate_never_replaces_earlier_clips_unless_asked(tmp_path, checkpoint):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .audio import AUDIO_EXTENSIONS
 from .errors import OptionError
 
 CLIP_NAME = re.compile(r"sample_(\d+)(?:_.*)?\.wav$")
@@ -28,6 +29,10 @@ def output_folder(path: str | os.PathLike, option: str, create: bool = True) -> 
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise OptionError(f"{option} {path}: is a file, not a folder")
+    if not folder.exists() and folder.suffix.lower() in AUDIO_EXTENSIONS:
+        raise OptionError(f"{option} {path}: names a folder, and the files go inside it "
+                          f"(sample_000.wav, ...); this name ends like an audio file: give a "
+                          f"folder, or make this one first to keep the name")
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
