@@ -12,6 +12,7 @@ from wavegen import load_checkpoint
 from wavegen.checkpoint import CheckpointError, read_checkpoint
 from wavegen.config import ConfigError
 from wavegen.data import CropSampler, DataError
+from wavegen.errors import WavegenError
 from wavegen.train import TrainingError, train
 
 FAST = ["model=tiny", "model.layers_per_stack=5", "data.synthetic_train_seconds=8",
@@ -305,10 +306,13 @@ def test_learning_rate_scaling_with_the_effective_batch():
 @pytest.mark.parametrize("overrides,message", [
     (["data.input_noise=-1"], "data.input_noise=-1.0 is invalid: expected a finite number"),
     (["data.input_noise=nan"], "data.input_noise=nan is invalid"),
+    (["data=folder", "data.root={tmp}", "data.labels=true"],
+     "data.labels=true is not a setting of it: data.labels takes null, folder or the path"),
 ])
-def test_input_noise_is_checked_before_anything_is_written(tmp_path, overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        train(compose_config(*overrides, f"out_dir={tmp_path}"))
+def test_data_values_are_checked_before_anything_is_written(tmp_path, overrides, message):
+    with pytest.raises(WavegenError, match=message):
+        train(compose_config(*(o.format(tmp=tmp_path) for o in overrides),
+                             f"out_dir={tmp_path}"))
     assert not list(tmp_path.iterdir())
 
 

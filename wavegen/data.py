@@ -240,9 +240,11 @@ def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:
     """A CSV of "path,label" rows (a header row "path,label" is allowed; relative paths are
     below ``root``) -> {resolved path: label}. Raises DataError naming the file and row."""
     path = Path(path).expanduser()
+    takes = "data.labels takes null, folder or the path of a CSV file of path,label rows"
+    if not path.is_file() and path.name in ("True", "False"):  # YAML read true as a boolean
+        raise DataError(f"data.labels={path.name.lower()} is not a setting of it: {takes}")
     if not path.is_file():
-        raise DataError(f"label manifest {path} does not exist (data.labels takes null, "
-                        f"'folder' or the path of a CSV file of path,label rows)")
+        raise DataError(f"label manifest {path} does not exist ({takes})")
     out: dict[Path, str] = {}
     missing = 0
     with path.open(newline="") as f:
