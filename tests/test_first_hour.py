@@ -212,10 +212,29 @@ def test_generate_checks_every_option_before_generating(tmp_path, checkpoint):
                            (["--seconds", "0.00001"], "--seconds 1e-05 is shorter than one "
                                                        "sample"),
                            (["--seed", "-5"], "argument --seed: must be an integer >= 0"),
+                           (["--seconds", "1e7"], "-n 1 --seconds 1e+07: 1 x "
+                                                  "160,000,000,000 samples need about 2,980 GiB"),
                            (["--label", "piano"], "--label")]:
         one_line_error(wavegen("generate", checkpoint, *args, cwd=tmp_path), fragment)
     assert (tmp_path / "afile").read_text() == "keep me"
     assert not (tmp_path / "generated").exists() and not (tmp_path / "take1.wav").exists()
+
+
+def test_clips_the_disk_cannot_take_are_refused_before_sampling(tmp_path, checkpoint, capsys):
+    import shutil
+    from collections import namedtuple
+
+    from wavegen.cli import main
+
+    usage = namedtuple("usage", "total used free")
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exit_:
+        patch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 10**5, 10**5))
+        main(["generate", str(checkpoint), "-n", "2", "--samples", "40000",
+              "-o", str(tmp_path / "clips")])
+    assert exit_.value.code == 2
+    assert (f"-o/--out-dir {tmp_path / 'clips'}: 2 clip(s) of 40,000 samples as 16-bit wav "
+            f"need about 156 KiB and its disk has 98 KiB free") in capsys.readouterr().err
+    assert not (tmp_path / "clips").exists()
 
 
 def test_a_folder_made_with_an_audio_files_name_is_used(tmp_path, checkpoint):

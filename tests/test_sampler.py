@@ -149,6 +149,9 @@ def test_output_range_and_bad_arguments():
         generate(model, temperature=-1)
     with pytest.raises(ValueError, match="prime"):
         generate(model, n=2, prime=np.zeros((3, 10), np.float32))
+    with pytest.raises(MemoryError, match=r"2 x 100,000,000,000,000 samples need about "
+                                          r"3,725,290 GiB of memory and [\d.,]+ \w+ is available"):
+        generate(model, n=2, num_samples=10**14)
 
 
 @pytest.mark.parametrize("temperature", [0.5, 0.8, 1.3])

@@ -229,6 +229,9 @@ def trim_silence(audio: np.ndarray, top_db: float) -> np.ndarray:
     return trimmed
 
 
+WAV_HEADER_BYTES = 44  # what write_wav adds to 2 bytes a sample
+
+
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
     """Write (T,) float audio in [-1, 1] as 16-bit PCM wav (parents are created)."""
     path = Path(path)

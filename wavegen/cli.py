@@ -197,6 +197,9 @@ def generate_main(argv: list[str]) -> int:
         raise OptionError(f"--seconds {args.seconds} is shorter than one sample at the "
                           f"model's {model.sample_rate} Hz")
     prime = load_audio(args.prime, model.sample_rate) if args.prime else None
+    written = num_samples + (len(prime) if prime is not None and args.include_prime else 0)
+    length = f"--samples {args.samples}" if args.samples else f"--seconds {args.seconds or 2:g}"
+    _check_room(f"-n {args.n} {length}", args.n, num_samples, out_dir, written)
     names = None if labels is None else [labels] * args.n if isinstance(labels, str) else labels
     output_folder(out_dir, "-o/--out-dir")
     paths = clip_paths(out_dir, args.n, names, overwrite=args.overwrite)
@@ -220,6 +223,23 @@ def generate_main(argv: list[str]) -> int:
           f"real time (all clips together, while sampling: "
           f"{stats['sampling_seconds']:.1f} s); {elapsed:.1f} s in all with set-up{primed}")
     return 0
+
+
+def _check_room(options: str, n: int, num_samples: int, out_dir=None,
+                written: int | None = None) -> None:
+    """Refuse, naming ``options``, n clips of num_samples that memory cannot hold while they
+    are drawn, or that the disk of ``out_dir`` (when given) cannot take as wav files of
+    ``written`` samples each (default num_samples), before any work."""
+    from .audio import WAV_HEADER_BYTES
+    from .outputs import check_disk
+    from .sampler import memory_problem
+
+    if problem := memory_problem(n, num_samples):
+        raise OptionError(f"{options}: {problem}; ask for fewer or shorter clips")
+    if out_dir is not None:
+        written = num_samples if written is None else written
+        check_disk(out_dir, n * (WAV_HEADER_BYTES + 2 * written),
+                   f"{n} clip(s) of {written:,} samples as 16-bit wav", "-o/--out-dir")
 
 
 def _warn_silent(paths: list, clips, sample_rate: int, top_p: float) -> None:
@@ -448,6 +468,8 @@ def quality_main(argv: list[str]) -> int:
     _refuse_vocoder(model, "quality")
     _check_labels(model, args.label, 1)
     _check_sampling(model, args.top_p, None, "auto")
+    _check_room(f"-n {args.n} --seconds {args.seconds:g}", 2 * args.n,
+                round((args.prime_seconds + args.seconds) * model.sample_rate), args.out_dir)
     reference = []
     for path in expand_paths(args.reference):
         try:

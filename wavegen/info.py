@@ -95,6 +95,32 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can have without swapping: Linux's MemAvailable,
+    else the physical memory (None where neither can be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def size_text(nbytes: int) -> str:
+    """A size for a message: "156 KiB", "12 MiB", "2.5 GiB", "1,117 GiB"."""
+    if nbytes < 2**20:
+        return f"{nbytes / 2**10:,.0f} KiB"
+    if nbytes < 2**30:
+        return f"{nbytes / 2**20:,.0f} MiB"
+    size = nbytes / 2**30
+    return f"{size:,.1f} GiB" if size < 10 else f"{size:,.0f} GiB"
+
+
 def report() -> str:
     """The lines `wavegen info` prints."""
     lines = [f"wavegen {__version__}",

@@ -49,6 +49,25 @@ def output_folder(path: str | os.PathLike, option: str, create: bool = True) -> 
     return folder
 
 
+def check_disk(path: str | os.PathLike, nbytes: int, what: str, option: str) -> None:
+    """Raise OptionError naming ``option`` when the disk of the folder ``path`` (or of its
+    nearest existing parent) has less than ``nbytes`` free for ``what``."""
+    import shutil
+
+    from .info import size_text
+
+    existing = Path(path).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return
+    if nbytes > free:
+        raise OptionError(f"{option} {path}: {what} need about {size_text(nbytes)} and its disk "
+                          f"has {size_text(free)} free")
+
+
 def output_file(path: str | os.PathLike, option: str, create: bool = True) -> Path:
     """``path`` as a file that can be written (its folder made when ``create``)."""
     file = Path(path).expanduser()

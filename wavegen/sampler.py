@@ -20,6 +20,20 @@ from . import sampling
 from .family import Chunk, SamplingRule, family_of
 
 CHUNK = 4096  # samples drawn per call into a backend (the noise is made per chunk)
+# Memory a generated sample takes at its peak: its class (int64), and while it is decoded
+# its value (float32) with the decoder's intermediates (measured: 12 bytes).
+BYTES_PER_SAMPLE = 20
+
+
+def memory_problem(n: int, num_samples: int) -> str | None:
+    """Why n streams of num_samples cannot be held in this machine's memory, or None."""
+    from .info import available_memory, size_text
+
+    need, have = n * num_samples * BYTES_PER_SAMPLE, available_memory()
+    if have is None or need <= have:
+        return None
+    return (f"{n:,} x {num_samples:,} samples need about {size_text(need)} of memory and "
+            f"{size_text(have)} is available")
 
 
 def stream_generators(n: int, seed: int | None) -> list[np.random.Generator]:
@@ -104,6 +118,8 @@ def generate(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not math.isfinite(quiet_dbfs):
         raise ValueError(f"quiet_dbfs must be a finite number, got {quiet_dbfs}")
+    if problem := memory_problem(n, num_samples):
+        raise MemoryError(problem)
     device = next(model.parameters()).device
     family = family_of(model)
     offered = family.sampling_precisions(model)
