@@ -3,6 +3,7 @@ import os
 import signal
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import compose_config, tone, write
@@ -207,6 +208,37 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
                         lambda self, x, c=None: original(self, x, c) * float("nan"))
     with pytest.raises(TrainingError, match="3 non-finite losses in a row"):
         train(fast_config(tmp_path, "name=nan", "train.max_steps=4", "train.max_nonfinite=3"))
+
+
+def test_a_step_that_does_not_fit_in_memory_says_what_to_lower_and_keeps_the_steps_made(
+        tmp_path, monkeypatch):
+    from wavegen.train import Trainer
+
+    original = Trainer._accumulate
+    calls = {"n": 0}
+
+    def allocate(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:  # what torch's CPU allocator raises
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. "
+                               "DefaultCPUAllocator: can't allocate memory: you tried to "
+                               "allocate 54464000000 bytes. Error code 12 (Cannot allocate "
+                               "memory)")
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "_accumulate", allocate)
+    with pytest.raises(TrainingError, match=r"a training step needs more memory than the cpu "
+                       r"has \(it asked for 51 GiB more\): lower train.batch_size=4 or "
+                       r"data.segment_length=500; .* double train.grad_accum \(now 1\); "
+                       r"step 2 is saved in .*last.pt"):
+        train(fast_config(tmp_path, "name=oom", "train.max_steps=4", "train.val_every=1000",
+                          "train.checkpoint_every=1000", "train.formulation=linear"))
+    assert read_checkpoint(tmp_path / "oom" / "last.pt")["progress"]["step"] == 2
+
+    monkeypatch.setattr(Trainer, "_accumulate", lambda *a: np.empty(2**62, np.int8))
+    with pytest.raises(TrainingError, match=r"needs more memory than the cpu has \(it asked "
+                       r"for 4.00 EiB more\)"):
+        train(fast_config(tmp_path, "name=numpy", "train.max_steps=4"))
 
 
 def test_config_errors_name_the_key(tmp_path):

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import math
+import re
 import shutil
 import signal
 import time
@@ -41,7 +42,7 @@ from .distributed import setup
 from .errors import writing
 from .family import family_of, get_family
 from .features import MelSettings
-from .info import native_bf16
+from .info import native_bf16, size_text
 from .outputs import clip_paths
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
@@ -493,6 +494,7 @@ class Trainer:
                    desc="train", unit="step", dynamic_ncols=True, disable=not world.is_main)
         window = LogWindow()
         self.model.train()
+        start = counters.step
         try:
             with stop_on_signals() as signals, logging_redirect_tqdm():
                 batches = iter(loader)
@@ -502,9 +504,15 @@ class Trainer:
                     if stop:
                         return signal.Signals(signals[0]).name if signals \
                             else "signal to another process"
-                    inputs, targets, labels, local, total = next(batches)
-                    counters.draws += 1
-                    loss = self._accumulate(inputs, targets, labels, local, total, autocast)
+                    try:
+                        inputs, targets, labels, local, total = next(batches)
+                        counters.draws += 1
+                        loss = self._accumulate(inputs, targets, labels, local, total,
+                                                autocast)
+                    except (MemoryError, RuntimeError) as err:
+                        if not out_of_memory(err):
+                            raise
+                        raise TrainingError(self._memory_advice(err, start)) from None
                     if not self._update():
                         continue
                     window.add(total, loss)
@@ -513,6 +521,24 @@ class Trainer:
         finally:
             bar.close()
         return None
+
+    def _memory_advice(self, err: BaseException, start: int) -> str:
+        """What to change when a training step does not fit in memory; the steps this
+        session made are saved to last.pt first (rank 0), and the message says so."""
+        t, d, step = self.cfg.train, self.cfg.data, self.counters.step
+        in_bytes = re.search(r"allocate (\d+) bytes", str(err))  # torch's CPU allocator
+        in_units = re.search(r"allocate ([\d.]+ [KMGTPE]iB)", str(err))  # numpy's, CUDA's
+        size = (f"it asked for {size_text(int(in_bytes.group(1)))} more" if in_bytes else
+                f"it asked for {in_units.group(1)} more" if in_units else
+                str(err).splitlines()[0].strip()[:200])
+        kept = ""
+        if step > start and self.world.is_main:
+            self.checkpoint(self.last_path)
+            kept = f"; step {step} is saved in {self.last_path} (train.resume=true goes on)"
+        return (f"a training step needs more memory than the {self.device.type} has "
+                f"({size}): lower train.batch_size={t.batch_size} or data.segment_length="
+                f"{d.segment_length}; to keep the step's batch, halve train.batch_size and "
+                f"double train.grad_accum (now {t.grad_accum}){kept}")
 
     def _update(self) -> bool:
         """Clip the gradients and step the optimizer, scheduler and EMA; False (and the
@@ -789,6 +815,13 @@ def validation_bits(model: nn.Module, clips: list, max_samples: int | None
                                    if x == label])["bits_per_sample"]
                  for label in sorted(set(labels) - {None})}
     return aggregate(records)["bits_per_sample"], per_label
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation that failed: numpy's MemoryError, torch's
+    OutOfMemoryError on a GPU, or its CPU allocator's RuntimeError."""
+    return isinstance(err, MemoryError | torch.OutOfMemoryError) or any(
+        text in str(err) for text in ("can't allocate memory", "not enough memory"))
 
 
 def ema_decay(decay: float, step: int) -> float:
