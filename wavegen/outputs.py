@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ from .audio import AUDIO_EXTENSIONS
 from .errors import OptionError
 
 CLIP_NAME = re.compile(r"sample_(\d+)(?:_.*)?\.wav$")
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest parent that exists (what a missing folder would be made in)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def output_folder(path: str | os.PathLike, option: str, create: bool = True) -> Path:
@@ -33,9 +41,7 @@ def output_folder(path: str | os.PathLike, option: str, create: bool = True) -> 
         raise OptionError(f"{option} {path}: names a folder, and the files go inside it "
                           f"(sample_000.wav, ...); this name ends like an audio file: give a "
                           f"folder, or make this one first to keep the name")
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         raise OptionError(f"{option} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -52,15 +58,10 @@ def output_folder(path: str | os.PathLike, option: str, create: bool = True) -> 
 def check_disk(path: str | os.PathLike, nbytes: int, what: str, option: str) -> None:
     """Raise OptionError naming ``option`` when the disk of the folder ``path`` (or of its
     nearest existing parent) has less than ``nbytes`` free for ``what``."""
-    import shutil
-
     from .info import size_text
 
-    existing = Path(path).expanduser().absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
     try:
-        free = shutil.disk_usage(existing).free
+        free = shutil.disk_usage(nearest_existing(Path(path).expanduser().absolute())).free
     except OSError:
         return
     if nbytes > free:
