@@ -512,7 +512,9 @@ class Trainer:
                     except (MemoryError, RuntimeError) as err:
                         if not out_of_memory(err):
                             raise
-                        raise TrainingError(self._memory_advice(err, start)) from None
+                        kept = self._keep_steps(start)
+                        raise TrainingError(memory_advice(err, self.cfg, self.device) + kept) \
+                            from None
                     if not self._update():
                         continue
                     window.add(total, loss)
@@ -522,23 +524,14 @@ class Trainer:
             bar.close()
         return None
 
-    def _memory_advice(self, err: BaseException, start: int) -> str:
-        """What to change when a training step does not fit in memory; the steps this
-        session made are saved to last.pt first (rank 0), and the message says so."""
-        t, d, step = self.cfg.train, self.cfg.data, self.counters.step
-        in_bytes = re.search(r"allocate (\d+) bytes", str(err))  # torch's CPU allocator
-        in_units = re.search(r"allocate ([\d.]+ [KMGTPE]iB)", str(err))  # numpy's, CUDA's
-        size = (f"it asked for {size_text(int(in_bytes.group(1)))} more" if in_bytes else
-                f"it asked for {in_units.group(1)} more" if in_units else
-                str(err).splitlines()[0].strip()[:200])
-        kept = ""
-        if step > start and self.world.is_main:
-            self.checkpoint(self.last_path)
-            kept = f"; step {step} is saved in {self.last_path} (train.resume=true goes on)"
-        return (f"a training step needs more memory than the {self.device.type} has "
-                f"({size}): lower train.batch_size={t.batch_size} or data.segment_length="
-                f"{d.segment_length}; to keep the step's batch, halve train.batch_size and "
-                f"double train.grad_accum (now {t.grad_accum}){kept}")
+    def _keep_steps(self, start: int) -> str:
+        """Save last.pt (rank 0) when this session made steps since ``start``, before the run
+        stops on an error; what to add to the error's message."""
+        step = self.counters.step
+        if step == start or not self.world.is_main:
+            return ""
+        self.checkpoint(self.last_path)
+        return f"; step {step} is saved in {self.last_path} (train.resume=true goes on)"
 
     def _update(self) -> bool:
         """Clip the gradients and step the optimizer, scheduler and EMA; False (and the
@@ -822,6 +815,21 @@ def out_of_memory(err: BaseException) -> bool:
     OutOfMemoryError on a GPU, or its CPU allocator's RuntimeError."""
     return isinstance(err, MemoryError | torch.OutOfMemoryError) or any(
         text in str(err) for text in ("can't allocate memory", "not enough memory"))
+
+
+def memory_advice(err: BaseException, cfg: Config, device: torch.device) -> str:
+    """What to change when a training step does not fit in memory (``err``: the failed
+    allocation, whose size it quotes)."""
+    t, d = cfg.train, cfg.data
+    in_bytes = re.search(r"allocate (\d+) bytes", str(err))  # torch's CPU allocator
+    in_units = re.search(r"allocate ([\d.]+ [KMGTPE]iB)", str(err))  # numpy's, CUDA's
+    size = (f"it asked for {size_text(int(in_bytes.group(1)))} more" if in_bytes else
+            f"it asked for {in_units.group(1)} more" if in_units else
+            str(err).splitlines()[0].strip()[:200])
+    return (f"a training step needs more memory than the {device.type} has ({size}): lower "
+            f"train.batch_size={t.batch_size} or data.segment_length={d.segment_length}; to "
+            f"keep the step's batch, halve train.batch_size and double train.grad_accum (now "
+            f"{t.grad_accum})")
 
 
 def ema_decay(decay: float, step: int) -> float:
