@@ -93,7 +93,8 @@ def main() -> None:
                         "(0: skip)")
     p.add_argument("--seconds", type=float, default=2.0, help="audio per stream, fast backends")
     p.add_argument("--torch-samples", type=int, default=1000, help="per stream, torch backend")
-    p.add_argument("--naive-samples", type=int, default=200)
+    p.add_argument("--naive-samples", type=int, default=200,
+                   help="samples timed for the naive method (0: skip it)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="timings per figure (median)")
     p.add_argument("--flows", nargs="*", default=["flow_tiny", "flow_small"],
@@ -160,15 +161,16 @@ def main() -> None:
             record("flow", batch, clip, timed(lambda f=flow, b=batch, c=clip: generate(
                 f, n=b, num_samples=c, seed=0), args.repeats), preset=name)
     torch.set_num_threads(1)
-    record("naive", 1, args.naive_samples,
-           timed(lambda: naive(model, 1, args.naive_samples), args.repeats))
+    if args.naive_samples > 0:
+        record("naive", 1, args.naive_samples,
+               timed(lambda: naive(model, 1, args.naive_samples), args.repeats))
 
     shifts = [precision_shift(model, args.kl_seconds, p) for p in args.precisions
               if p != "fp32" and args.kl_seconds > 0]
     for shift in shifts:
         emit(shift, args.json)
 
-    naive_rate = rows[-1]["samples_per_s"]
+    naive_rate = rows[-1]["samples_per_s"] if args.naive_samples > 0 else None
     print(f"\n{args.preset} preset (flows: their presets), CPU, {args.threads} threads, "
           f"{sr} Hz, median of {args.repeats}")
     print("| preset | method | batch | samples/s | x real time | vs naive |")
@@ -176,7 +178,7 @@ def main() -> None:
     for row in rows:
         print(f"| {row['preset']} | {row['method']} | {row['batch']} | "
               f"{row['samples_per_s']:,.0f} | {row['real_time_factor']:.2f} | "
-              f"{row['samples_per_s'] / naive_rate:,.0f}x |")
+              + (f"{row['samples_per_s'] / naive_rate:,.0f}x |" if naive_rate else "— |"))
     for shift in shifts:
         print(f"\n{shift['precision']} products: mean KL(fp32 || {shift['precision']}) = "
               f"{shift['kl_nats_per_sample']:.2e} nats/sample over a {shift['samples']}-sample "
