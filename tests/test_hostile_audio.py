@@ -45,6 +45,9 @@ def test_unreadable_files_say_why(tmp_path):
     os.symlink(tmp_path / "nowhere.wav", tmp_path / "dangling.wav")
     with pytest.raises(AudioError, match="a link that dangles or loops"):
         load_audio(tmp_path / "dangling.wav", 16000)
+    (tmp_path / "takes.wav").mkdir()
+    with pytest.raises(AudioError, match="a folder, not an audio file"):
+        load_audio(tmp_path / "takes.wav", 16000)
     if os.geteuid() != 0:  # root reads anything
         locked = write(tmp_path / "locked.wav", tone(0.1))
         locked.chmod(0)

@@ -178,6 +178,8 @@ def open_info(path: Path) -> sf._SoundFileInfo:
     if not path.exists():
         raise AudioError(path, "a link that dangles or loops" if path.is_symlink()
                          else "no such file")
+    if path.is_dir():
+        raise AudioError(path, "a folder, not an audio file")
     if path.is_file() and not os.access(path, os.R_OK):
         raise AudioError(path, "permission denied")
     try:
