@@ -182,6 +182,8 @@ def open_info(path: Path) -> sf._SoundFileInfo:
         raise AudioError(path, "a folder, not an audio file")
     if path.is_file() and not os.access(path, os.R_OK):
         raise AudioError(path, "permission denied")
+    if path.is_file() and path.stat().st_size == 0:
+        raise AudioError(path, "an empty file (0 bytes)")
     try:
         info = sf.info(path)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
