@@ -161,16 +161,17 @@ def main() -> None:
             record("flow", batch, clip, timed(lambda f=flow, b=batch, c=clip: generate(
                 f, n=b, num_samples=c, seed=0), args.repeats), preset=name)
     torch.set_num_threads(1)
+    naive_rate = None
     if args.naive_samples > 0:
         record("naive", 1, args.naive_samples,
                timed(lambda: naive(model, 1, args.naive_samples), args.repeats))
+        naive_rate = rows[-1]["samples_per_s"]
 
     shifts = [precision_shift(model, args.kl_seconds, p) for p in args.precisions
               if p != "fp32" and args.kl_seconds > 0]
     for shift in shifts:
         emit(shift, args.json)
 
-    naive_rate = rows[-1]["samples_per_s"] if args.naive_samples > 0 else None
     print(f"\n{args.preset} preset (flows: their presets), CPU, {args.threads} threads, "
           f"{sr} Hz, median of {args.repeats}")
     print("| preset | method | batch | samples/s | x real time | vs naive |")
