@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import os
+import subprocess
+import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +41,66 @@ def compose_config(*overrides: str):
     register_configs()
     with initialize_config_module("wavegen.conf", version_base="1.3"):
         return compose("train", overrides=list(overrides))
+
+
+HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--info", "--hydra-help", "-cp", "-cn",
+               "--config-path", "--config-name", "--resolve", "--package", "-p")
+
+
+def run_wavegen(*args, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`wavegen ARGS` run from `cwd`: its exit status, stdout and stderr, as a user sees them.
+
+    A new interpreter costs about 3 s (importing torch), so the command runs in this process,
+    through the console script's own `main`, with its output captured and what it changes
+    put back (working folder, threads, logging, warning filters); an exception that escapes
+    `main` becomes the traceback and exit status 1 the interpreter would give. It runs in a
+    subprocess where the environment must differ (`env`) or Hydra's own application runs
+    the command (`-m`, `--cfg`, `hydra.*`), whose global state does not reset."""
+    args = [str(a) for a in args]
+    hydra = args[:1] == ["train"] and any(
+        a in HYDRA_FLAGS or a.lstrip("+~").startswith("hydra.") for a in args)
+    if env is not None or hydra:
+        return subprocess.run([sys.executable, "-m", "wavegen", *args], cwd=cwd,
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, **(env or {})})
+    import numba
+
+    from wavegen.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    saved = (os.getcwd(), torch.get_num_threads(), numba.get_num_threads(),
+             root.handlers[:], root.level, sys.argv[:])
+    code = 0
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, \
+                line=None: err.write(warnings.formatwarning(message, category, filename,
+                                                            lineno, line))
+            try:
+                main(args)
+            except SystemExit as stop:
+                if stop.code is None or isinstance(stop.code, int):
+                    code = stop.code or 0
+                else:
+                    print(stop.code, file=sys.stderr)
+                    code = 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        cwd_before, torch_threads, numba_threads, handlers, level, argv = saved
+        os.chdir(cwd_before)
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        sys.argv[:] = argv
+    return subprocess.CompletedProcess(["wavegen", *args], code, out.getvalue(),
+                                       err.getvalue())
 
 
 def randomize_biases(model: torch.nn.Module, std: float = 0.1, seed: int = 0) -> None:

@@ -4,12 +4,10 @@ wrong, before anything large is allocated and without running code from the file
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, run_wavegen
 
 from wavegen.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from wavegen.train import train
@@ -84,7 +82,6 @@ def test_an_older_checkpoint_without_a_checksum_loads_with_a_note(good, tmp_path
 def test_the_command_line_gives_one_line_for_a_bad_checkpoint(good, tmp_path):
     path = altered(good, tmp_path, flip_a_weight)
     for command in (["generate", path], ["score", path, path]):
-        done = subprocess.run([sys.executable, "-m", "wavegen", *command], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+        done = run_wavegen(*command, cwd=tmp_path)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and "checksum" in done.stderr

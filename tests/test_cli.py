@@ -1,12 +1,11 @@
-"""The real command line, end to end, in a subprocess."""
+"""The real command line, end to end: `main` as the console script runs it (conftest's
+`run_wavegen`), in a subprocess where Hydra's own application runs the command."""
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import tone, write
+from conftest import run_wavegen, tone, write
 
 FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=4",
         "data.synthetic_val_seconds=1", "data.segment_length=300", "train.batch_size=2",
@@ -15,8 +14,7 @@ FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=
 
 
 def wavegen(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "wavegen", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return run_wavegen(*args, cwd=cwd)
 
 
 @pytest.mark.slow

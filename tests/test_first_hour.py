@@ -4,13 +4,10 @@ what is wrong, or do what the user meant; none may train the wrong thing or lose
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import compose_config, tone, write
+from conftest import compose_config, run_wavegen, tone, write
 
 from wavegen.config import ConfigError
 
@@ -21,9 +18,7 @@ FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=
 
 
 def wavegen(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "wavegen", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    return run_wavegen(*args, cwd=cwd, env=env)
 
 
 def one_line_error(done, *fragments):

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, tone, write
+from conftest import compose_config, run_wavegen, tone, write
 
 from wavegen import WaveNet, generate, load_checkpoint, score_file
 from wavegen.models.flow import adapter
@@ -205,15 +205,11 @@ def test_training_lowers_the_bound_and_scores_and_samples_through_the_api(traine
 
 
 def test_the_command_line_marks_a_flow_s_figures_as_bounds(trained, tmp_path):
-    import subprocess
-    import sys
-
     out, summary = trained
     clip = write(tmp_path / "clip.wav", tone(0.5))
 
     def wavegen(*args):
-        return subprocess.run([sys.executable, "-m", "wavegen", *map(str, args)],
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        return run_wavegen(*args, cwd=tmp_path)
 
     done = wavegen("score", summary["checkpoint"], clip, "--csv", tmp_path / "s.csv",
                    "--importance-samples", "3")

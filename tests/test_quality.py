@@ -4,13 +4,12 @@ long a continuation lasts; training logs them; `wavegen quality` prints them."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import types
 
 import numpy as np
 import pytest
-from conftest import compose_config, write
+from conftest import compose_config, run_wavegen, write
 
 from wavegen import quality
 from wavegen.data import synthetic_audio
@@ -176,10 +175,8 @@ def test_quality_command_prints_the_table_and_writes_json_and_clips(tmp_path, mu
                                 "train.sample_check_clips=0", f"out_dir={tmp_path}"))["checkpoint"]
     for i, clip in enumerate(music[:2]):
         write(tmp_path / "held" / f"m{i}.wav", clip)
-    done = subprocess.run([sys.executable, "-m", "wavegen", "quality", ckpt,
-                           str(tmp_path / "held"), "-n", "2", "--seconds", "0.5", "--json",
-                           str(tmp_path / "q.json"), "-o", str(tmp_path / "clips")],
-                          capture_output=True, text=True, timeout=300)
+    done = run_wavegen("quality", ckpt, tmp_path / "held", "-n", "2", "--seconds", "0.5",
+                       "--json", tmp_path / "q.json", "-o", tmp_path / "clips", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     for row in ("generated from scratch", "generated continuations", "real (other half)",
                 "white noise", "digital silence", "tonal"):

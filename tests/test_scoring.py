@@ -4,14 +4,12 @@ for any tiling, any length, and the documented preprocessing."""
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import randomize_biases, tone, write
+from conftest import randomize_biases, run_wavegen, tone, write
 
 from wavegen import WaveNet, mulaw
 from wavegen.audio import load_audio, read_blocks
@@ -118,11 +116,9 @@ def test_cli_outputs_agree_with_score_file(tmp_path, checkpoint):
     (folder / "broken.wav").write_bytes(b"RIFFxxxxWAVE")
     single = write(tmp_path / "single.wav", tone(0.1, seed=3))
     out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "wavegen", "score", str(ckpt), str(single), str(folder),
-         "--json", str(out / "s.jsonl"), "--csv", str(out / "s.csv"), "--per-sample",
-         str(out / "npy"), "--plot", str(out / "png")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = run_wavegen("score", ckpt, single, folder, "--json", out / "s.jsonl", "--csv",
+                       out / "s.csv", "--per-sample", out / "npy", "--plot", out / "png",
+                       cwd=tmp_path)
     assert done.returncode == 1, done.stderr  # one file failed
     assert "broken.wav" in done.stderr and "Traceback" not in done.stderr
     records = [json.loads(line) for line in (out / "s.jsonl").read_text().splitlines()]
@@ -153,8 +149,7 @@ def test_cli_outputs_agree_with_score_file(tmp_path, checkpoint):
 def test_cli_errors(tmp_path, checkpoint):
     ckpt, _ = checkpoint
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "wavegen", "score", *map(str, args)],
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        return run_wavegen("score", *args, cwd=tmp_path)
     missing = run(tmp_path / "nope.pt", tmp_path)
     assert missing.returncode == 2 and "no such checkpoint" in missing.stderr
     (tmp_path / "empty").mkdir()
