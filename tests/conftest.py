@@ -47,13 +47,15 @@ HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--info", "--hydra-help", "-cp
                "--config-path", "--config-name", "--resolve", "--package", "-p")
 
 
-def run_wavegen(*args, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_wavegen(*args, cwd, env: dict | None = None,
+                timeout: float = 300) -> subprocess.CompletedProcess:
     """`wavegen ARGS` run from `cwd`: its exit status, stdout and stderr, as a user sees them.
 
     A new interpreter costs about 3 s (importing torch), so the command runs in this process,
     through the console script's own `main`, with its output captured and what it changes
     put back (working folder, threads, logging, warning filters); an exception that escapes
-    `main` becomes the traceback and exit status 1 the interpreter would give. It runs in a
+    `main` becomes the traceback and exit status 1 the interpreter would give, and a command
+    still running after `timeout` seconds is stopped by one (TimeoutError). It runs in a
     subprocess where the environment must differ (`env`) or Hydra's own application runs
     the command (`-m`, `--cfg`, `hydra.*`), whose global state does not reset."""
     args = [str(a) for a in args]
@@ -61,18 +63,25 @@ def run_wavegen(*args, cwd, env: dict | None = None) -> subprocess.CompletedProc
         a in HYDRA_FLAGS or a.lstrip("+~").startswith("hydra.") for a in args)
     if env is not None or hydra:
         return subprocess.run([sys.executable, "-m", "wavegen", *args], cwd=cwd,
-                              capture_output=True, text=True, timeout=300,
+                              capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **(env or {})})
+    import signal
+
     import numba
 
     from wavegen.cli import main
 
+    def too_long(signum, frame):
+        raise TimeoutError(f"wavegen {' '.join(args)} ran past {timeout} s")
+
     out, err = io.StringIO(), io.StringIO()
     root = logging.getLogger()
     saved = (os.getcwd(), torch.get_num_threads(), numba.get_num_threads(),
-             root.handlers[:], root.level, sys.argv[:])
+             root.handlers[:], root.level, sys.argv[:],
+             signal.signal(signal.SIGALRM, too_long))
     code = 0
     try:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                 warnings.catch_warnings():
@@ -92,7 +101,9 @@ def run_wavegen(*args, cwd, env: dict | None = None) -> subprocess.CompletedProc
                 traceback.print_exc()
                 code = 1
     finally:
-        cwd_before, torch_threads, numba_threads, handlers, level, argv = saved
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        cwd_before, torch_threads, numba_threads, handlers, level, argv, alarm = saved
+        signal.signal(signal.SIGALRM, alarm)
         os.chdir(cwd_before)
         torch.set_num_threads(torch_threads)
         numba.set_num_threads(numba_threads)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import compose_config
+from conftest import compose_config, run_wavegen
 
 from wavegen.config import ConfigError
 from wavegen.train import TrainingError, train
@@ -125,17 +125,14 @@ def test_a_run_folder_has_one_owner_and_a_killed_owner_leaves_no_stale_lock(tmp_
         time.sleep(0.2)
     try:
         for extra in ([], ["train.resume=true"]):
-            second = subprocess.run([sys.executable, "-m", "wavegen", "train", *long, *extra],
-                                    cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            second = run_wavegen("train", *long, *extra, cwd=tmp_path, timeout=120)
             assert second.returncode == 2, second.stderr
             assert f"in use by another wavegen train (pid {owner.pid})" in second.stderr
         assert owner.poll() is None  # the owner trains on, undisturbed
     finally:
         owner.send_signal(signal.SIGKILL)
         owner.wait()
-    after = subprocess.run([sys.executable, "-m", "wavegen", "train", *FAST,
-                            "train.overwrite=true"], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=120)
+    after = run_wavegen("train", *FAST, "train.overwrite=true", cwd=tmp_path)
     assert after.returncode == 0, after.stderr
 
 
