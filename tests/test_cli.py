@@ -102,7 +102,6 @@ def test_folder_training_reports_skipped_files(tmp_path):
     assert "2 files" in out and "1 skipped" in out
 
 
-@pytest.mark.slow
 def test_generate_writes_wavs_and_reports_speed(tmp_path):
     import soundfile as sf
     from conftest import compose_config
@@ -156,7 +155,6 @@ def test_generate_writes_wavs_and_reports_speed(tmp_path):
     assert len(list((tmp_path / "bf16").glob("*.wav"))) == 1
 
 
-@pytest.mark.slow
 def test_conditional_model_end_to_end(tmp_path):
     for label, freq in (("low", 150.0), ("high", 2000.0)):
         for i in range(3):

@@ -79,7 +79,6 @@ def test_info_prints_what_a_bug_report_needs(tmp_path):
 # ---------------------------------------------------------------------------- training
 
 
-@pytest.mark.slow
 def test_resume_trains_on_the_runs_data_and_refuses_another_data_or_shape(tmp_path,
                                                                           audio_folder):
     cache = f"data.cache_dir={tmp_path / 'cache'}"
