@@ -1,13 +1,15 @@
 """A vocoder against Griffin-Lim on held-out speech: copy synthesis from each clip's log-mel
 frames, and Griffin-Lim phase reconstruction (librosa.feature.inverse.mel_to_audio) from the
 same frames, measured against the real clip by wideband PESQ (``pesq``), STOI (``pystoi``)
-and log-mel distance; held-out bits/sample given the frames; and the speed of vocoding at
-batch 1 and batch 8 (x real time).
+and log-mel distance, and by the quality report's tonal and noise-like shares of frames;
+held-out bits/sample given the frames; and the speed of vocoding at batch 1 and batch 8
+(x real time). ``--music`` leaves out the two speech measures (PESQ and STOI).
 
     pip install pesq pystoi
     python scripts/vocoder_report.py runs/voice/best.pt $(cat runs/voice/validation_files.txt)
     python scripts/vocoder_report.py CKPT clips/ --temperatures 1.0 0.9 0.8 --seconds 6 \
         --figure docs/vocoder.png
+    python scripts/vocoder_report.py runs/pianovoc/best.pt held_out/ --seconds 8 --music
 
 PESQ needs 16 kHz (or 8 kHz narrowband) audio: the vocoder's rate must be 16 kHz for it.
 """
@@ -22,29 +24,41 @@ import numpy as np
 import torch
 
 
-def measures(generated: np.ndarray, real: np.ndarray, sample_rate: int) -> dict[str, float]:
-    """Wideband PESQ, STOI and log-mel distance (dB) of ``generated`` against ``real``."""
-    from pesq import pesq
-    from pystoi import stoi
-
-    from wavegen.quality import mel_distance
+def measures(generated: np.ndarray, real: np.ndarray, sample_rate: int,
+             speech: bool = True) -> dict[str, float]:
+    """Log-mel distance (dB) of ``generated`` against ``real``, the shares of its frames that
+    are tonal and noise-like (``wavegen.quality``), and with ``speech`` wideband PESQ and
+    STOI (NaN without)."""
+    from wavegen.quality import frames, mel_distance
 
     n = min(len(generated), len(real))
     generated, real = generated[:n].astype(np.float64), real[:n].astype(np.float64)
-    try:
-        wideband = pesq(sample_rate, real, generated, "wb")
-    except Exception:  # pesq refuses e.g. a silent clip ("no utterances detected")
-        wideband = float("nan")
-    return {"pesq_wb": wideband, "stoi": stoi(real, generated, sample_rate, extended=False),
-            "mel_distance_db": mel_distance(generated, real, sample_rate)}
+    own = frames(generated, sample_rate)
+    out = {"pesq_wb": float("nan"), "stoi": float("nan"),
+           "mel_distance_db": mel_distance(generated, real, sample_rate),
+           "tonal": float(own.tonal.mean()), "noise": float(own.noisy.mean())}
+    if speech:
+        from pesq import pesq
+        from pystoi import stoi
+
+        try:
+            out["pesq_wb"] = pesq(sample_rate, real, generated, "wb")
+        except Exception:  # pesq refuses e.g. a silent clip ("no utterances detected")
+            pass
+        out["stoi"] = stoi(real, generated, sample_rate, extended=False)
+    return out
 
 
 def table(rows: dict[str, list[dict[str, float]]]) -> str:
-    lines = [f"{'':<28} {'PESQ (wb)':>9} {'STOI':>6} {'log-mel dist. dB':>16}"]
+    lines = [f"{'':<34} {'PESQ (wb)':>9} {'STOI':>6} {'log-mel dist. dB':>16} {'tonal':>6} "
+             f"{'noise':>6}"]
     for name, items in rows.items():
-        mean = {k: float(np.nanmean([m[k] for m in items])) for k in items[0]}
-        lines.append(f"{name:<28} {mean['pesq_wb']:>9.2f} {mean['stoi']:>6.3f} "
-                     f"{mean['mel_distance_db']:>16.2f}")
+        mean = {k: float(np.nanmean([m[k] for m in items])) if not all(
+            np.isnan(m[k]) for m in items) else float("nan") for k in items[0]}
+        speech = "".join(f" {'—' if np.isnan(mean[k]) else format(mean[k], f):>{w}}"
+                         for k, f, w in (("pesq_wb", ".2f", 9), ("stoi", ".3f", 6)))
+        lines.append(f"{name:<34}{speech} {mean['mel_distance_db']:>16.2f} "
+                     f"{mean['tonal']:>6.0%} {mean['noise']:>6.0%}")
     return "\n".join(lines)
 
 
@@ -81,6 +95,8 @@ def main() -> None:
     p.add_argument("--speed-seconds", type=float, default=4.0,
                    help="clip length of the speed measurement (batch 1 and 8)")
     p.add_argument("-o", "--out-dir", default=None, help="write the clips here")
+    p.add_argument("--music", action="store_true",
+                   help="leave out PESQ and STOI (speech measures; no pesq/pystoi needed)")
     p.add_argument("--figure", default=None, metavar="PNG",
                    help="log-mel pictures of the first clip's first 4 s: real, vocoded (the "
                         "first temperature), Griffin-Lim")
@@ -113,21 +129,22 @@ def main() -> None:
     print(f"held out: {len(real)} clips, {seconds:.1f} s; {bits:.3f} bits/sample given the "
           f"frames (exact)")
 
-    rows = {}
+    speech = not args.music
+    rows = {"real audio": [measures(r, r, rate, speech) for r in real]}
     codec = family_of(model).codec(model.config)
     rows["real audio on the mu-law grid"] = [  # the ceiling of any model of these values
-        measures(codec.decode(codec.encode(r)).numpy(), r, rate) for r in real]
+        measures(codec.decode(codec.encode(r)).numpy(), r, rate, speech) for r in real]
     gl = [griffin_lim(s.frames, rate, mel, s.num_samples, args.griffin_lim_iterations)
           for s in sources]
     rows[f"Griffin-Lim ({args.griffin_lim_iterations} iterations)"] = [
-        measures(g, r, rate) for g, r in zip(gl, real, strict=True)]
+        measures(g, r, rate, speech) for g, r in zip(gl, real, strict=True)]
     outputs = {"griffin_lim": gl}
     for temperature in args.temperatures:
         made: list[np.ndarray] = []
         vocode(model, sources, batch=8, temperature=temperature, seed=args.seed,
                on_batch=lambda group, clips, made=made: made.extend(clips))
         rows[f"wavegen vocode, T={temperature:g}"] = [
-            measures(g, r, rate) for g, r in zip(made, real, strict=True)]
+            measures(g, r, rate, speech) for g, r in zip(made, real, strict=True)]
         outputs[f"vocoded_T{temperature:g}"] = made
     print(table(rows))
 
