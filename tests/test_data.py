@@ -81,6 +81,13 @@ def test_folder_errors_name_the_folder(tmp_path):
         AudioFolder(bad, PREP, tmp_path / "cache")
     with pytest.raises(DataError, match="missing.*does not exist"):
         AudioFolder(tmp_path / "missing", PREP, tmp_path / "cache")
+    one = write(tmp_path / "one.wav", tone(0.1))
+    with pytest.raises(DataError, match=r"data.root=.*one.wav is a file; data.root takes a "
+                                        r"folder .* put it in a folder of its own"):
+        AudioFolder(one, PREP, tmp_path / "cache")
+    with pytest.raises(DataError, match=r"data.val_root=.*one.wav is a file; data.val_root "
+                                        r"takes a folder of audio files$"):
+        AudioFolder(one, PREP, tmp_path / "cache", key="data.val_root")
 
 
 def test_split_is_deterministic_and_holds_out_at_least_one():

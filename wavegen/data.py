@@ -99,19 +99,25 @@ class AudioFolder:
     A file's cache entry is keyed by its resolved path, size and mtime plus the
     preprocessing, so a re-run with the same settings reuses it and a change of sample rate,
     quantization, trimming or normalisation (or of the file) decodes it again. Unreadable
-    files are skipped with one log line each and counted in ``report``.
+    files are skipped with one log line each and counted in ``report``. ``key`` is the
+    config key that named the folder, for the errors.
 
     Raises:
-        DataError: the folder does not exist or holds no usable audio.
+        DataError: the folder does not exist, is a file, or holds no usable audio.
     """
 
     def __init__(self, root: str | os.PathLike, prep: Preprocessing,
                  cache_dir: str | os.PathLike | None = None, labels: str | None = None,
-                 features: MelSettings | None = None):
+                 features: MelSettings | None = None, key: str = "data.root"):
         self.root = Path(root).expanduser()
         self.prep = prep
         self.features = features
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        if self.root.is_file():
+            hint = (" (to train on this one file, put it in a folder of its own: its last "
+                    "data.val_fraction is then held out)" if key == "data.root" else "")
+            raise DataError(f"{key}={self.root} is a file; {key} takes a folder of audio "
+                            f"files{hint}")
         if not self.root.is_dir():
             raise DataError(f"audio folder {self.root} does not exist or is not a folder")
         self.report = ScanReport(self.root)
@@ -518,7 +524,8 @@ def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None =
     lines = [folder.report.summary()]
     hop = features.hop_length if features is not None else 1
     if cfg.val_root:
-        val_folder = AudioFolder(cfg.val_root, prep, cfg.cache_dir, cfg.labels, features)
+        val_folder = AudioFolder(cfg.val_root, prep, cfg.cache_dir, cfg.labels, features,
+                                 key="data.val_root")
         lines.append(val_folder.report.summary() + " (validation)")
         train, val = folder.clips, val_folder.clips
     elif cfg.labels:  # split each label's clips, so that every label is validated
