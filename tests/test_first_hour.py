@@ -145,7 +145,25 @@ def test_a_refused_start_leaves_the_run_as_it_was(tmp_path):
                            cwd=tmp_path), "contradict")
     one_line_error(wavegen("train", *FAST, "train.resume=true", "data.peak=2",
                            cwd=tmp_path), "data.peak")
+    # a bad value is named first, not the run folder that a new name would get past
+    one_line_error(wavegen("train", *FAST, "optim.lr=-1", cwd=tmp_path), "optim.lr=-1")
     assert [f.read_bytes() for f in files] == before
+
+
+def test_a_run_name_that_leaves_out_dir_is_refused_and_the_runs_stay(tmp_path):
+    """name= (empty) or '.' made out_dir itself the run folder, where an overwrite cleaned
+    what other runs share; '..' or an absolute path wrote outside out_dir."""
+    assert wavegen("train", *FAST, cwd=tmp_path).returncode == 0  # runs/synthetic-tiny
+    last = (tmp_path / "runs" / "synthetic-tiny" / "last.pt").read_bytes()
+    for name in ("", ".", "..", "../elsewhere", "a/../..", str(tmp_path / "absolute")):
+        one_line_error(wavegen("train", *FAST, f"name={name}", "train.overwrite=true",
+                               cwd=tmp_path), "config key name=", "below out_dir")
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["synthetic-tiny"]
+    assert (tmp_path / "runs" / "synthetic-tiny" / "last.pt").read_bytes() == last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    # data.root= (empty) trained on the working folder
+    one_line_error(wavegen("train", *FAST, "data=folder", "data.root=", "name=x",
+                           cwd=tmp_path), "data.root=''", "a folder")
 
 
 def test_overwrite_starts_a_clean_folder(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from dataclasses import MISSING as MISSING_FIELD
 from dataclasses import dataclass, field, fields
@@ -394,6 +395,17 @@ def validate(cfg: Config) -> None:
         need(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), ">= 1")
     need(re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None, "train.device", t.device,
          "auto, cpu, cuda or cuda:N")
+    check_run_name(cfg.name)
+
+
+def check_run_name(name: str | None) -> None:
+    """The run folder out_dir/NAME must lie below out_dir: an empty name or '.' would make
+    out_dir itself the run folder, which other runs share (and an overwrite would clean);
+    '..' or an absolute path would put it elsewhere unasked. Raises ConfigError."""
+    below = os.path.normpath(os.path.join("out_dir", name or ""))
+    need(below.startswith("out_dir" + os.sep), "name", name,
+         "a folder name below out_dir (not empty, '.', '..' or an absolute path; out_dir=PATH "
+         "puts the run folder elsewhere)")
 
 
 def resolve_device(name: str, key: str = "train.device"):

@@ -166,7 +166,7 @@ def normalize_paths(cfg: DictConfig) -> None:
     a leading ~ expanded."""
     for key in PATH_VALUES:
         value = OmegaConf.select(cfg, key, throw_on_missing=False)
-        if isinstance(value, str) and value not in ("folder", "???"):
+        if isinstance(value, str) and value not in ("", "folder", "???"):  # '' stays unset
             OmegaConf.update(cfg, key, _absolute(value))
     if OmegaConf.select(cfg, "out_dir"):
         cfg.out_dir = os.path.expanduser(cfg.out_dir)

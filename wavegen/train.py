@@ -36,7 +36,15 @@ from . import formulation
 from .audio import write_wav
 from .budget import UNPLANNED, Budget, check_budget
 from .checkpoint import read_checkpoint, save_checkpoint
-from .config import Config, ConfigError, OptimConfig, check_keys, typed_model, validate
+from .config import (
+    Config,
+    ConfigError,
+    OptimConfig,
+    check_keys,
+    check_run_name,
+    typed_model,
+    validate,
+)
 from .data import CropSampler, StepBatches, build_datasets
 from .distributed import setup
 from .errors import writing
@@ -103,6 +111,10 @@ def run_config(cfg: Config | DictConfig, run_dir: str | Path | None,
     dcfg = OmegaConf.structured(cfg) if isinstance(cfg, Config) else cfg.copy()
     check_keys(dcfg)
     normalize_paths(dcfg)
+    if run_dir is None:
+        check_run_name(dcfg.name)
+    if not dcfg.train.resume:  # every value checked before the run folder is looked at
+        as_config(dcfg)
     folder = RunFolder(run_dir if run_dir is not None else Path(dcfg.out_dir) / dcfg.name)
     t = dcfg.train
     folder.check_start(bool(t.resume), bool(t.overwrite))
