@@ -302,6 +302,21 @@ def test_score_makes_its_output_folders_before_scoring(tmp_path, checkpoint):
                    "--json a: is a folder")
 
 
+def test_a_records_file_named_like_audio_or_a_checkpoint_is_refused(tmp_path, checkpoint):
+    """`--csv clip.wav` truncated the clip being scored before reading it; `quality --json
+    REF.wav` replaced a reference; `--json best.pt` a checkpoint."""
+    clip = write(tmp_path / "clip.wav", tone(0.2))
+    audio, weights = clip.read_bytes(), open(checkpoint, "rb").read()
+    for command, option, target in (("score", "--csv", clip), ("score", "--json", clip),
+                                    ("score", "--json", checkpoint),
+                                    ("quality", "--json", clip)):
+        one_line_error(wavegen(command, checkpoint, clip, option, target, cwd=tmp_path),
+                       f"{option} {target}: names", "which this would replace")
+    one_line_error(wavegen("score", checkpoint, clip, "--csv", "new.flac", cwd=tmp_path),
+                   "names an audio file", "new.csv")
+    assert clip.read_bytes() == audio and open(checkpoint, "rb").read() == weights
+
+
 def test_a_clip_with_no_samples_at_the_models_rate_is_an_error_not_a_score(tmp_path,
                                                                           checkpoint):
     tiny = write(tmp_path / "one.wav", np.zeros(1, np.float32), 44100)

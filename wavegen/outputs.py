@@ -70,10 +70,16 @@ def check_disk(path: str | os.PathLike, nbytes: int, what: str, option: str) -> 
 
 
 def output_file(path: str | os.PathLike, option: str, create: bool = True) -> Path:
-    """``path`` as a file that can be written (its folder made when ``create``)."""
+    """``path`` as a file of records that can be written (its folder made when ``create``).
+    A name that ends like audio or a checkpoint is refused: such a slip (``--csv
+    clip.wav``, the clip also being scored) would replace the file before it is read."""
     file = Path(path).expanduser()
     if file.is_dir():
         raise OptionError(f"{option} {path}: is a folder; give a file name")
+    if file.suffix.lower() in AUDIO_EXTENSIONS | {".pt"}:
+        kind = "a checkpoint" if file.suffix.lower() == ".pt" else "an audio file"
+        raise OptionError(f"{option} {path}: names {kind}, which this would replace; give "
+                          f"the records a file of their own (e.g. {file.stem}.{option.lstrip('-')})")
     output_folder(file.parent, option, create)
     if file.exists() and not os.access(file, os.W_OK):
         raise OptionError(f"{option} {path}: the file is not writable")
