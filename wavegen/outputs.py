@@ -78,8 +78,9 @@ def output_file(path: str | os.PathLike, option: str, create: bool = True) -> Pa
         raise OptionError(f"{option} {path}: is a folder; give a file name")
     if file.suffix.lower() in AUDIO_EXTENSIONS | {".pt"}:
         kind = "a checkpoint" if file.suffix.lower() == ".pt" else "an audio file"
+        example = f"{file.stem}.{option.lstrip('-')}"
         raise OptionError(f"{option} {path}: names {kind}, which this would replace; give "
-                          f"the records a file of their own (e.g. {file.stem}.{option.lstrip('-')})")
+                          f"the records a file of their own (e.g. {example})")
     output_folder(file.parent, option, create)
     if file.exists() and not os.access(file, os.W_OK):
         raise OptionError(f"{option} {path}: the file is not writable")
