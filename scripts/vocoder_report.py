@@ -49,15 +49,20 @@ def measures(generated: np.ndarray, real: np.ndarray, sample_rate: int,
     return out
 
 
+def _mean(values: list[float]) -> float:
+    """The mean of the values that are not NaN; NaN when none is (a measure not taken)."""
+    kept = [v for v in values if not np.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
 def table(rows: dict[str, list[dict[str, float]]]) -> str:
     lines = [f"{'':<34} {'PESQ (wb)':>9} {'STOI':>6} {'log-mel dist. dB':>16} {'tonal':>6} "
              f"{'noise':>6}"]
     for name, items in rows.items():
-        mean = {k: float(np.nanmean([m[k] for m in items])) if not all(
-            np.isnan(m[k]) for m in items) else float("nan") for k in items[0]}
-        speech = "".join(f" {'—' if np.isnan(mean[k]) else format(mean[k], f):>{w}}"
-                         for k, f, w in (("pesq_wb", ".2f", 9), ("stoi", ".3f", 6)))
-        lines.append(f"{name:<34}{speech} {mean['mel_distance_db']:>16.2f} "
+        mean = {k: _mean([m[k] for m in items]) for k in items[0]}
+        pesq, stoi = (("—" if np.isnan(mean[k]) else format(mean[k], f))
+                      for k, f in (("pesq_wb", ".2f"), ("stoi", ".3f")))
+        lines.append(f"{name:<34} {pesq:>9} {stoi:>6} {mean['mel_distance_db']:>16.2f} "
                      f"{mean['tonal']:>6.0%} {mean['noise']:>6.0%}")
     return "\n".join(lines)
 

@@ -43,10 +43,6 @@ def compose_config(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
-HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "-c", "--info", "--hydra-help", "-cp", "-cn",
-               "--config-path", "--config-name", "--resolve", "--package", "-p")
-
-
 def run_wavegen(*args, cwd, env: dict | None = None,
                 timeout: float = 300) -> subprocess.CompletedProcess:
     """`wavegen ARGS` run from `cwd`: its exit status, stdout and stderr, as a user sees them.
@@ -58,9 +54,12 @@ def run_wavegen(*args, cwd, env: dict | None = None,
     still running after `timeout` seconds is stopped by one (TimeoutError). It runs in a
     subprocess where the environment must differ (`env`) or Hydra's own application runs
     the command (`-m`, `--cfg`, `hydra.*`), whose global state does not reset."""
+    from wavegen.trainconfig import plain_overrides
+
     args = [str(a) for a in args]
-    hydra = args[:1] == ["train"] and any(
-        a in HYDRA_FLAGS or a.lstrip("+~").startswith("hydra.") for a in args)
+    rest = args[1:]
+    hydra = (args[:1] == ["train"] and not {"-h", "--help"} & set(rest)
+             and len(plain_overrides(rest)) < len(rest))
     if env is not None or hydra:
         return subprocess.run([sys.executable, "-m", "wavegen", *args], cwd=cwd,
                               capture_output=True, text=True, timeout=timeout,

@@ -5,16 +5,13 @@ import csv
 import json
 
 import pytest
-from conftest import run_wavegen, tone, write
+from conftest import run_wavegen as wavegen
+from conftest import tone, write
 
 FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=4",
         "data.synthetic_val_seconds=1", "data.segment_length=300", "train.batch_size=2",
         "train.max_steps=4", "train.val_every=2", "train.num_examples=1",
         "train.example_seconds=0.02", "train.sample_check_seconds=0.1"]
-
-
-def wavegen(*args, cwd):
-    return run_wavegen(*args, cwd=cwd)
 
 
 @pytest.mark.slow

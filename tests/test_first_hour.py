@@ -7,7 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import compose_config, run_wavegen, tone, write
+from conftest import compose_config, tone, write
+from conftest import run_wavegen as wavegen
 
 from wavegen.config import ConfigError
 
@@ -15,10 +16,6 @@ FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=
         "data.synthetic_val_seconds=1", "data.segment_length=300", "train.batch_size=2",
         "train.max_steps=4", "train.val_every=2", "train.num_examples=0",
         "train.sample_check_clips=0"]
-
-
-def wavegen(*args, cwd, env=None):
-    return run_wavegen(*args, cwd=cwd, env=env)
 
 
 def one_line_error(done, *fragments):

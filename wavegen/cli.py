@@ -91,8 +91,7 @@ def train_main(args: list[str]) -> int:
         print(trainconfig.help_text())
         return 0
     args = trainconfig.imply_folder([trainconfig.expand_home(a) for a in args])
-    _, overrides = trainconfig.split_flags(args)
-    plain = [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
+    plain = trainconfig.plain_overrides(args)
     cfg = trainconfig.compose(trainconfig.first_combination(plain))
     if len(plain) < len(args):  # Hydra flags or hydra.* settings: Hydra runs it
         trainconfig.check_keys(cfg)

@@ -395,7 +395,6 @@ def validate(cfg: Config) -> None:
         need(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), ">= 1")
     need(re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None, "train.device", t.device,
          "auto, cpu, cuda or cuda:N")
-    check_run_name(cfg.name)
 
 
 def check_run_name(name: str | None) -> None:

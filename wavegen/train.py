@@ -111,7 +111,7 @@ def run_config(cfg: Config | DictConfig, run_dir: str | Path | None,
     dcfg = OmegaConf.structured(cfg) if isinstance(cfg, Config) else cfg.copy()
     check_keys(dcfg)
     normalize_paths(dcfg)
-    if run_dir is None:
+    if run_dir is None:  # out_dir/name: checked here, before the folder is looked at
         check_run_name(dcfg.name)
     if not dcfg.train.resume:  # every value checked before the run folder is looked at
         as_config(dcfg)

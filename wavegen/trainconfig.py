@@ -62,6 +62,13 @@ def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
+def plain_overrides(args: list[str]) -> list[str]:
+    """The KEY=VALUE overrides that this process composes itself: fewer than ``args`` means
+    Hydra's own flags or ``hydra.*`` settings, which Hydra's application runs."""
+    _, overrides = split_flags(args)
+    return [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
+
+
 def first_combination(overrides: list[str]) -> list[str]:
     """A sweep's first job (``key=a,b`` -> ``key=a``), to check a multirun before it starts."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
