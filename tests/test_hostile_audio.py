@@ -53,6 +53,13 @@ def test_unreadable_files_say_why(tmp_path):
         locked.chmod(0)
         with pytest.raises(AudioError, match="permission denied"):
             load_audio(locked, 16000)
+    # libsndfile says "File does not exist or is not a regular file" of text named .mp3
+    (tmp_path / "notes.mp3").write_text("not a song\n" * 20)
+    with pytest.raises(AudioError) as caught:
+        load_audio(tmp_path / "notes.mp3", 16000)
+    assert "does not exist" not in str(caught.value)
+    assert str(caught.value) == (f"{tmp_path / 'notes.mp3'}: cannot read audio (its contents "
+                                 "are in no audio format libsndfile knows)")
 
 
 def test_truncated_and_clipped_files_are_used_with_a_line(tmp_path, caplog):

@@ -171,6 +171,19 @@ def read_blocks(
                                f"{info.samplerate} Hz resample to none")
 
 
+def header_problem(err: Exception) -> str:
+    """libsndfile's reason for refusing an existing, readable, non-empty file, without its
+    "Error opening 'PATH': " prefix (the path leads the message already). It says "File
+    does not exist or is not a regular file (possibly a pipe?)" of a file whose contents
+    match no format it knows (e.g. text named .mp3): said so instead."""
+    text = str(err)
+    if text.startswith("Error opening ") and "': " in text:
+        text = text.split("': ", 1)[1]
+    if "does not exist or is not a regular file" in text:
+        return "its contents are in no audio format libsndfile knows"
+    return text.rstrip(".")
+
+
 def open_info(path: Path) -> sf._SoundFileInfo:
     """The file's header, checked: readable, and a source rate in ``SOURCE_RATES`` (a header
     that claims 1 Hz would make an 8 KB file an hour of audio). Raises AudioError with the
@@ -187,7 +200,7 @@ def open_info(path: Path) -> sf._SoundFileInfo:
     try:
         info = sf.info(path)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
-        raise AudioError(path, f"cannot read audio ({err})") from None
+        raise AudioError(path, f"cannot read audio ({header_problem(err)})") from None
     low, high = SOURCE_RATES
     if not low <= info.samplerate <= high:
         raise AudioError(path, f"its header claims a sample rate of {info.samplerate} Hz, "
