@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import emit, run_child
+from benchlib import add_allocator_option, emit, run_child, set_allocator
 
 LABELS = {"streaming": "streaming scorer (score_file)", "full": "full-sequence model.log_prob"}
 
@@ -30,6 +30,7 @@ def child(args) -> dict:
     from wavegen.audio import load_audio
     from wavegen.scoring import score_file
 
+    set_allocator(args.allocator)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = WaveNet.from_preset(args.preset).eval()
@@ -48,6 +49,7 @@ def child(args) -> dict:
     seconds = time.perf_counter() - tic
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"method": args.method, "preset": args.preset, "threads": args.threads,
+            "allocator": args.allocator,
             "clip_seconds": n / model.sample_rate, "samples_per_s": n / seconds,
             "real_time_factor": n / seconds / model.sample_rate, "wall_s": seconds,
             "peak_rss_mb": peak / 1024, "peak_above_start_mb": (peak - base_rss) / 1024,
@@ -67,6 +69,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--long-minutes", type=float, default=10.0)
     p.add_argument("--json", help="append JSON lines here")
+    add_allocator_option(p)
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--clip", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -81,11 +84,12 @@ def main() -> None:
         write_clip(long, args.long_minutes * 60, 2)
         for method, clip in [("streaming", short), ("full", short), ("streaming", long)]:
             row = run_child(__file__, "--method", method, "--clip", str(clip),
-                            "--preset", args.preset, "--threads", str(args.threads))
+                            "--preset", args.preset, "--threads", str(args.threads),
+                            "--allocator", args.allocator)
             rows.append(row)
             emit(row, args.json)
 
-    print(f"\n{args.preset} preset, CPU, {args.threads} threads")
+    print(f"\n{args.preset} preset, CPU, {args.threads} threads, allocator: {args.allocator}")
     print("| method | clip | samples/s | x real time | peak RSS (MB) | of which after start-up "
           "(MB) | bits/sample |")
     print("|---|---|---|---|---|---|---|")

@@ -27,7 +27,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from benchlib import emit, run_child
+from benchlib import add_allocator_option, emit, run_child, set_allocator
 from torch import nn
 
 from wavegen import WaveNet
@@ -115,6 +115,7 @@ class R9y9StyleWaveNet(ReferenceWaveNet):
 
 
 def run_variant(args) -> dict:
+    set_allocator(args.allocator)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -176,6 +177,7 @@ def run_variant(args) -> dict:
             "formulation": None if reference else model.formulation,
             "device": args.device,
             "batch": args.batch, "segment": args.segment, "threads": args.threads,
+            "allocator": args.allocator,
             "step_s": best, "samples_per_s": args.batch * args.segment / best,
             "peak_memory_mb": peak_mb}
 
@@ -193,6 +195,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default=None, help="default: cpu, and cuda too when present")
     p.add_argument("--json", help="append JSON lines here")
+    add_allocator_option(p)
     p.add_argument("--variant", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.variant:
@@ -211,13 +214,13 @@ def main() -> None:
                             "--preset", args.preset, "--batch", str(args.batch), "--segment",
                             str(args.segment),
                             "--steps", str(args.slow_steps if slow else args.steps),
-                            "--threads", str(args.threads))
+                            "--threads", str(args.threads), "--allocator", args.allocator)
             rows.append(row)
             emit(row, args.json)
 
     print(f"\n{args.preset}, batch {args.batch} x {args.segment} targets, {args.threads} threads"
           f"; CPU: {cpu_name()}, torch {torch.__version__}, capability "
-          f"{torch.backends.cpu.get_cpu_capability()}")
+          f"{torch.backends.cpu.get_cpu_capability()}; allocator: {args.allocator}")
     print("| device | variant | samples/s | step (s) | peak memory (MB) | vs reference | "
           "vs r9y9-style |")
     print("|---|---|---|---|---|---|---|")

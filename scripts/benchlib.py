@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+
+from wavegen.allocator import reuse_freed_memory
 
 
 def run_child(script: str, *args: str) -> dict:
@@ -23,3 +26,16 @@ def emit(row: dict, json_path: str | None) -> None:
     if json_path:
         with open(json_path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def add_allocator_option(parser: argparse.ArgumentParser) -> None:
+    """--allocator: how each child process's C allocator treats freed memory."""
+    parser.add_argument("--allocator", choices=("reuse", "default"), default="reuse",
+                        help="reuse: freed memory kept for reuse, as every wavegen command "
+                        "does (wavegen/allocator.py); default: the C library's own policy")
+
+
+def set_allocator(name: str) -> None:
+    """Apply --allocator in a child process, before its first tensors."""
+    if name == "reuse":
+        reuse_freed_memory()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from . import __version__, sampling
+from .allocator import reuse_freed_memory
 from .errors import OptionError, WavegenError
 
 USAGE = """usage: wavegen COMMAND [ARGS]
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     if problem:
         print(f"wavegen: error: {problem}", file=sys.stderr)
         sys.exit(2)
+    reuse_freed_memory()  # before the first tensors: the kernel need not map them anew
     try:
         code = commands[command](rest)
     except WavegenError as err:
