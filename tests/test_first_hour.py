@@ -69,7 +69,8 @@ def test_info_prints_what_a_bug_report_needs(tmp_path):
     assert done.returncode == 0, done.stderr
     for word in ("wavegen", "python", "torch", "torchaudio", "numba", "numpy", "soundfile",
                  "libsndfile", "hydra-core", "capability", "native bf16", "threads",
-                 "numpy blas", "cuda", "numba loop compiled for", "bf16 products"):
+                 "numpy blas", "cuda", "numba loop compiled for", "bf16 products",
+                 "malloc"):
         assert word in done.stdout, word
 
 

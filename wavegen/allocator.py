@@ -33,20 +33,36 @@ def user_set_malloc() -> bool:
             or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""))
 
 
+def glibc_version() -> str | None:
+    """The running glibc's version ("2.36"), or None on another C library."""
+    try:
+        version = ctypes.CDLL(None).gnu_get_libc_version
+    except (OSError, AttributeError, TypeError):
+        return None
+    version.restype = ctypes.c_char_p
+    return version().decode()
+
+
+def policy() -> str:
+    """What wavegen's commands do with the C allocator here, for `wavegen info`."""
+    version = glibc_version()
+    if version is None:
+        return "not glibc: its own policy, left as it is"
+    if user_set_malloc():
+        return f"glibc {version}; the environment's malloc settings stand"
+    return (f"glibc {version}; commands keep freed memory for reuse (blocks under 1 GiB "
+            "from the heap, up to 2 GiB kept)")
+
+
 def reuse_freed_memory() -> bool:
     """Ask glibc's malloc to serve blocks below 1 GiB from its heap and to keep up to 2 GiB
     of freed memory there for reuse, instead of returning it to the kernel (the module
     docstring). Returns whether it did: not on another C library (macOS, Windows, musl),
     nor where the environment sets malloc's thresholds (``user_set_malloc``). Settings of
     the process: they stay for its life, and every wavegen command calls this."""
-    if user_set_malloc():
+    if user_set_malloc() or glibc_version() is None:
         return False
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 (glibc only)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
+    mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)

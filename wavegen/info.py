@@ -12,7 +12,7 @@ import re
 import sys
 from importlib import metadata
 
-from . import __version__
+from . import __version__, allocator
 
 PACKAGES = ("torch", "torchaudio", "numba", "llvmlite", "numpy", "soundfile", "soxr",
             "librosa", "hydra-core", "omegaconf", "threadpoolctl")
@@ -134,6 +134,7 @@ def report() -> str:
     except Exception as err:
         lines.append(f"{'libsndfile':<14}cannot load soundfile ({err})")
     lines.append(f"{'cpu':<14}{cpu_name()}; {usable_cpus()} usable CPUs")
+    lines.append(f"{'malloc':<14}{allocator.policy()}")
     problem = torch_stack_problem()
     if problem:
         lines.append(f"{'problem':<14}{problem}")
