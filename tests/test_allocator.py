@@ -45,17 +45,18 @@ def test_a_freed_block_is_reused_without_page_faults(monkeypatch):
     pages = (64 << 20) // 4096
     assert min(default["faults"]) > pages // 20, default  # mapped anew every time
     reused = rounds("reuse")
-    assert reused["reused"] is True
+    if reused["reused"] < 64 << 20:
+        pytest.skip(f"this glibc takes an mmap threshold of {reused['reused']} bytes at most")
     assert reused["faults"][0] > pages // 20  # the first time the pages are new
     assert max(reused["faults"][1:]) < pages // 100, reused  # then the heap's own
 
 
 def test_the_environments_own_malloc_settings_stand(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
-    assert reuse_freed_memory() is False
+    assert reuse_freed_memory() == 0
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")
-    assert reuse_freed_memory() is False
+    assert reuse_freed_memory() == 0
     assert "the environment's malloc settings stand" in allocator.policy() or \
         allocator.glibc_version() is None
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F")  # not malloc's
@@ -68,8 +69,31 @@ def test_every_command_sets_it_before_its_work(monkeypatch, tmp_path):
     import wavegen.cli
 
     calls = []
-    monkeypatch.setattr(wavegen.cli, "reuse_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(wavegen.cli, "reuse_freed_memory", lambda: calls.append(1) or 0)
     for command in ("score", "generate", "quality", "vocode", "train"):
         calls.clear()
         run_wavegen(command, "--help", cwd=tmp_path)
         assert calls == [1], command
+
+
+def test_a_glibc_that_refuses_1_gib_gets_32_mb(monkeypatch):
+    class Libc:  # a glibc whose mallopt takes mmap thresholds up to 32 MB only
+        calls: list = []
+
+        @staticmethod
+        def gnu_get_libc_version():
+            return b"2.31"
+
+        @staticmethod
+        def mallopt(param, value):
+            Libc.calls.append((param, value))
+            return int(param != allocator.M_MMAP_THRESHOLD or value <= 32 << 20)
+
+    for key in allocator.USER_SETTINGS + ("GLIBC_TUNABLES",):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: Libc())
+    assert reuse_freed_memory() == 32 << 20
+    assert Libc.calls == [(allocator.M_MMAP_THRESHOLD, 1 << 30),
+                          (allocator.M_MMAP_THRESHOLD, 32 << 20),
+                          (allocator.M_TRIM_THRESHOLD, allocator.TRIM_THRESHOLD)]
+    assert allocator.policy().startswith("glibc 2.31; commands keep freed memory")

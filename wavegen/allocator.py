@@ -20,7 +20,9 @@ import os
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc's malloc.h)
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 1 << 30  # blocks of 1 GiB or more still come from the kernel one by one
+# Blocks from this size up still come from the kernel one by one: 1 GiB, or 32 MB where a
+# glibc refuses more (some versions cap the threshold at half their 64 MB heap size).
+MMAP_THRESHOLDS = (1 << 30, 32 << 20)
 TRIM_THRESHOLD = (1 << 31) - 1  # the heap keeps up to 2 GiB of free memory at its top
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
                  "MALLOC_MMAP_MAX_")
@@ -50,20 +52,23 @@ def policy() -> str:
         return "not glibc: its own policy, left as it is"
     if user_set_malloc():
         return f"glibc {version}; the environment's malloc settings stand"
-    return (f"glibc {version}; commands keep freed memory for reuse (blocks under 1 GiB "
-            "from the heap, up to 2 GiB kept)")
+    return (f"glibc {version}; commands keep freed memory for reuse (malloc's mmap and trim "
+            "thresholds raised)")
 
 
-def reuse_freed_memory() -> bool:
-    """Ask glibc's malloc to serve blocks below 1 GiB from its heap and to keep up to 2 GiB
-    of freed memory there for reuse, instead of returning it to the kernel (the module
-    docstring). Returns whether it did: not on another C library (macOS, Windows, musl),
-    nor where the environment sets malloc's thresholds (``user_set_malloc``). Settings of
-    the process: they stay for its life, and every wavegen command calls this."""
+def reuse_freed_memory() -> int:
+    """Ask glibc's malloc to serve blocks below 1 GiB (or 32 MB, ``MMAP_THRESHOLDS``) from
+    its heap and to keep up to 2 GiB of freed memory there for reuse, instead of returning
+    it to the kernel (the module docstring). Returns the threshold set, in bytes, or 0: not
+    on another C library (macOS, Windows, musl), nor where the environment sets malloc's
+    thresholds (``user_set_malloc``). Settings of the process: they stay for its life, and
+    every wavegen command calls this."""
     if user_set_malloc() or glibc_version() is None:
-        return False
+        return 0
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-                and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    for threshold in MMAP_THRESHOLDS:
+        if mallopt(M_MMAP_THRESHOLD, threshold):
+            return threshold if mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) else 0
+    return 0
