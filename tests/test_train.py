@@ -338,10 +338,13 @@ def test_learning_rate_scaling_with_the_effective_batch():
 @pytest.mark.parametrize("overrides,message", [
     (["data.input_noise=-1"], "data.input_noise=-1.0 is invalid: expected a finite number"),
     (["data.input_noise=nan"], "data.input_noise=nan is invalid"),
+    (["train.seed=-1"], r"train.seed=-1 is invalid: expected an integer in \[0, 2\^64\)"),
+    (["train.seed=18446744073709551616"], "train.seed=18446744073709551616 is invalid"),
+    (["data.synthetic_seed=-5"], "data.synthetic_seed=-5 is invalid"),
     (["data=folder", "data.root={tmp}", "data.labels=true"],
      "data.labels=true is not a setting of it: data.labels takes null, folder or the path"),
 ])
-def test_data_values_are_checked_before_anything_is_written(tmp_path, overrides, message):
+def test_values_are_checked_before_anything_is_written(tmp_path, overrides, message):
     with pytest.raises(WavegenError, match=message):
         train(compose_config(*(o.format(tmp=tmp_path) for o in overrides),
                              f"out_dir={tmp_path}"))

@@ -371,6 +371,8 @@ def validate(cfg: Config) -> None:
     need(math.isfinite(d.input_noise) and d.input_noise >= 0, "data.input_noise",
          d.input_noise, "a finite number >= 0")
     need(0.0 < d.peak <= 1.0, "data.peak", d.peak, "0 < x <= 1")
+    need(0 <= d.synthetic_seed < 2**64, "data.synthetic_seed", d.synthetic_seed,
+         "an integer in [0, 2^64)")
     need(0 < o.lr <= 1, "optim.lr", o.lr, "0 < x <= 1")
     need(len(o.betas) == 2, "optim.betas", o.betas, "two numbers")
     need(o.ema_decay is None or 0.0 < o.ema_decay < 1.0, "optim.ema_decay", o.ema_decay,
@@ -388,6 +390,7 @@ def validate(cfg: Config) -> None:
          "train.example_temperature", t.example_temperature, "a finite number >= 0")
     need(0 < t.example_top_p <= 1, "train.example_top_p", t.example_top_p, "0 < x <= 1")
     need(t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1")
+    need(0 <= t.seed < 2**64, "train.seed", t.seed, "an integer in [0, 2^64)")
     need(o.lr_base_batch is None or o.lr_base_batch >= 1, "optim.lr_base_batch",
          o.lr_base_batch, "null or >= 1")
     need(t.num_workers >= 0, "train.num_workers", t.num_workers, ">= 0")
