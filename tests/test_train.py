@@ -341,6 +341,14 @@ def test_learning_rate_scaling_with_the_effective_batch():
     (["train.seed=-1"], r"train.seed=-1 is invalid: expected an integer in \[0, 2\^64\)"),
     (["train.seed=18446744073709551616"], "train.seed=18446744073709551616 is invalid"),
     (["data.synthetic_seed=-5"], "data.synthetic_seed=-5 is invalid"),
+    (["data.synthetic_train_seconds=0"], "data.synthetic_train_seconds=0.0 is invalid"),
+    (["data.synthetic_val_seconds=nan"], "data.synthetic_val_seconds=nan is invalid"),
+    # a negative clip multiplied the gradients by a negative factor: gradient ascent
+    (["optim.grad_clip=-1"], r"optim.grad_clip=-1.0 is invalid: expected a finite number >= 0"),
+    (["optim.betas=[1.5,0.9]"], r"optim.betas=\[1.5, 0.9\] is invalid: expected two numbers"),
+    (["optim.weight_decay=-1"], "optim.weight_decay=-1.0 is invalid"),
+    (["optim.min_lr_ratio=2"], r"optim.min_lr_ratio=2.0 is invalid: expected 0 <= x <= 1"),
+    (["optim.warmup_steps=-1"], "optim.warmup_steps=-1 is invalid"),
     (["data=folder", "data.root={tmp}", "data.labels=true"],
      "data.labels=true is not a setting of it: data.labels takes null, folder or the path"),
 ])
@@ -349,6 +357,28 @@ def test_values_are_checked_before_anything_is_written(tmp_path, overrides, mess
         train(compose_config(*(o.format(tmp=tmp_path) for o in overrides),
                              f"out_dir={tmp_path}"))
     assert not list(tmp_path.iterdir())
+
+
+def test_memory_that_is_not_there_is_a_line_not_a_traceback(tmp_path, monkeypatch):
+    """numpy's MemoryError building 116 TiB of synthetic audio, and torch's allocator error
+    while timing the formulations (data.segment_length=1000000000), became one line each."""
+    import wavegen.info
+
+    monkeypatch.setattr(wavegen.info, "available_memory", lambda: 2**30)
+    with pytest.raises(ConfigError, match=r"data.synthetic_train_seconds=1e\+06 and "
+                       r"data.synthetic_val_seconds=\d+: the synthetic audio needs about "
+                       r"358 GiB of memory and 1.0 GiB is available"):
+        train(fast_config(tmp_path, "data.synthetic_train_seconds=1e6"))
+    monkeypatch.undo()
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 32000008160 bytes.")
+
+    monkeypatch.setattr("wavegen.formulation.choose", no_memory)
+    with pytest.raises(TrainingError, match="a training step needs more memory than the cpu "
+                       r"has \(it asked for 30 GiB more\): lower train.batch_size"):
+        train(fast_config(tmp_path, "train.formulation=auto", "name=oom"))
 
 
 def test_input_noise_does_not_apply_to_a_flow_and_says_so(tmp_path, caplog):

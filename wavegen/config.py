@@ -373,8 +373,18 @@ def validate(cfg: Config) -> None:
     need(0.0 < d.peak <= 1.0, "data.peak", d.peak, "0 < x <= 1")
     need(0 <= d.synthetic_seed < 2**64, "data.synthetic_seed", d.synthetic_seed,
          "an integer in [0, 2^64)")
+    for key in ("synthetic_train_seconds", "synthetic_val_seconds"):
+        need(math.isfinite(getattr(d, key)) and getattr(d, key) > 0, f"data.{key}",
+             getattr(d, key), "a finite number > 0")
     need(0 < o.lr <= 1, "optim.lr", o.lr, "0 < x <= 1")
-    need(len(o.betas) == 2, "optim.betas", o.betas, "two numbers")
+    need(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), "optim.betas", o.betas,
+         "two numbers, each 0 <= x < 1")
+    need(math.isfinite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay",
+         o.weight_decay, "a finite number >= 0")
+    need(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, ">= 0")
+    need(0.0 <= o.min_lr_ratio <= 1.0, "optim.min_lr_ratio", o.min_lr_ratio, "0 <= x <= 1")
+    need(math.isfinite(o.grad_clip) and o.grad_clip >= 0, "optim.grad_clip", o.grad_clip,
+         "a finite number >= 0 (0 = off)")
     need(o.ema_decay is None or 0.0 < o.ema_decay < 1.0, "optim.ema_decay", o.ema_decay,
          "null or 0 < x < 1")
     need(t.max_steps >= 1, "train.max_steps", t.max_steps, ">= 1")

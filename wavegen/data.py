@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .audio import AudioError, audio_paths, load_audio, open_info
-from .config import DataConfig
+from .config import ConfigError, DataConfig
 from .errors import WavegenError
 from .family import Codec
 from .features import MelSettings, log_mel
@@ -505,11 +505,29 @@ def synthetic_clips(seconds: float, sample_rate: int, codec: Codec, seed: int,
             for i in range(0, len(classes), step)]
 
 
+SYNTHETIC_BYTES_PER_SAMPLE = 24  # float64 synthesis buffers, float32 audio, the classes
+
+
+def check_synthetic_memory(cfg: DataConfig) -> None:
+    """Raise ConfigError naming the keys when the synthetic set would not fit in the memory
+    that is available (rather than numpy's MemoryError after a wait)."""
+    from .info import available_memory, size_text
+
+    seconds = cfg.synthetic_train_seconds + cfg.synthetic_val_seconds
+    need, have = seconds * cfg.sample_rate * SYNTHETIC_BYTES_PER_SAMPLE, available_memory()
+    if have is not None and need > have:
+        raise ConfigError(
+            f"data.synthetic_train_seconds={cfg.synthetic_train_seconds:g} and "
+            f"data.synthetic_val_seconds={cfg.synthetic_val_seconds:g}: the synthetic audio "
+            f"needs about {size_text(int(need))} of memory and {size_text(have)} is available")
+
+
 def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None = None
                    ) -> tuple[list[Clip], list[Clip], str]:
     """(train clips, validation clips, a summary for the log) for a DataConfig; with
     ``features``, every clip carries its log-mel frames."""
     if cfg.kind == "synthetic":
+        check_synthetic_memory(cfg)
         train = synthetic_clips(cfg.synthetic_train_seconds, cfg.sample_rate,
                                 codec, cfg.synthetic_seed, features=features)
         val = synthetic_clips(cfg.synthetic_val_seconds, cfg.sample_rate, codec,

@@ -345,10 +345,15 @@ class Trainer:
             autocast = torch.autocast(self.device.type, dtype=PRECISIONS[t.precision],
                                       enabled=t.precision != "fp32")
             announce = log.info if self.world.is_main else None
-            self.formulation, rates, cached = formulation.choose(
-                family, model, self.net, t.batch_size, family.context(model),
-                cfg.data.segment_length, self.codec.channels, t.precision, autocast, announce,
-                self._measure_local(t.batch_size))
+            try:
+                self.formulation, rates, cached = formulation.choose(
+                    family, model, self.net, t.batch_size, family.context(model),
+                    cfg.data.segment_length, self.codec.channels, t.precision, autocast,
+                    announce, self._measure_local(t.batch_size))
+            except (MemoryError, RuntimeError) as err:  # timing runs a training step
+                if not out_of_memory(err):
+                    raise
+                raise TrainingError(memory_advice(err, cfg, self.device)) from None
             measured = ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
             note = (f"the fastest here: {measured} target samples/s, "
                     f"{f'measured earlier ({cached})' if cached else 'measured now'}")
