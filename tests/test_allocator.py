@@ -10,7 +10,7 @@ import pytest
 from wavegen import allocator
 from wavegen.allocator import reuse_freed_memory
 
-# One process per case: malloc's settings are the process's. Each rounds allocates 64 MB,
+# One process per case: malloc's settings are the process's. Each round allocates 64 MB,
 # writes every page and frees it; the output is the minor page faults of each round.
 ROUNDS = """
 import ctypes, json, resource, sys
@@ -31,9 +31,9 @@ print(json.dumps({"reused": reused, "faults": faults}))
 """
 
 
-def rounds(mode: str, env: dict | None = None) -> dict:
+def rounds(mode: str) -> dict:
     done = subprocess.run([sys.executable, "-c", ROUNDS, mode], capture_output=True,
-                          text=True, timeout=60, env=env, check=True)
+                          text=True, timeout=60, check=True)
     return json.loads(done.stdout)
 
 

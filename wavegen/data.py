@@ -511,15 +511,15 @@ SYNTHETIC_BYTES_PER_SAMPLE = 24  # float64 synthesis buffers, float32 audio, the
 def check_synthetic_memory(cfg: DataConfig) -> None:
     """Raise ConfigError naming the keys when the synthetic set would not fit in the memory
     that is available (rather than numpy's MemoryError after a wait)."""
-    from .info import available_memory, size_text
+    from .info import memory_shortfall
 
     seconds = cfg.synthetic_train_seconds + cfg.synthetic_val_seconds
-    need, have = seconds * cfg.sample_rate * SYNTHETIC_BYTES_PER_SAMPLE, available_memory()
-    if have is not None and need > have:
+    short = memory_shortfall(int(seconds * cfg.sample_rate * SYNTHETIC_BYTES_PER_SAMPLE))
+    if short is not None:
         raise ConfigError(
             f"data.synthetic_train_seconds={cfg.synthetic_train_seconds:g} and "
             f"data.synthetic_val_seconds={cfg.synthetic_val_seconds:g}: the synthetic audio "
-            f"needs about {size_text(int(need))} of memory and {size_text(have)} is available")
+            f"needs {short}")
 
 
 def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None = None

@@ -111,6 +111,15 @@ def available_memory() -> int | None:
         return None
 
 
+def memory_shortfall(need: int) -> str | None:
+    """"about NEED of memory and HAVE is available" when ``need`` bytes exceed the memory
+    available now, else None (also where that cannot be read)."""
+    have = available_memory()
+    if have is None or need <= have:
+        return None
+    return f"about {size_text(need)} of memory and {size_text(have)} is available"
+
+
 def size_text(nbytes: int) -> str:
     """A size for a message: "156 KiB", "12 MiB", "2.5 GiB", "1,117 GiB"."""
     if nbytes < 2**20:

@@ -27,13 +27,10 @@ BYTES_PER_SAMPLE = 20
 
 def memory_problem(n: int, num_samples: int) -> str | None:
     """Why n streams of num_samples cannot be held in this machine's memory, or None."""
-    from .info import available_memory, size_text
+    from .info import memory_shortfall
 
-    need, have = n * num_samples * BYTES_PER_SAMPLE, available_memory()
-    if have is None or need <= have:
-        return None
-    return (f"{n:,} x {num_samples:,} samples need about {size_text(need)} of memory and "
-            f"{size_text(have)} is available")
+    short = memory_shortfall(n * num_samples * BYTES_PER_SAMPLE)
+    return None if short is None else f"{n:,} x {num_samples:,} samples need {short}"
 
 
 def stream_generators(n: int, seed: int | None) -> list[np.random.Generator]:

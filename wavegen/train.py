@@ -345,15 +345,11 @@ class Trainer:
             autocast = torch.autocast(self.device.type, dtype=PRECISIONS[t.precision],
                                       enabled=t.precision != "fp32")
             announce = log.info if self.world.is_main else None
-            try:
+            with memory_advised(cfg, self.device):  # timing runs training steps
                 self.formulation, rates, cached = formulation.choose(
                     family, model, self.net, t.batch_size, family.context(model),
                     cfg.data.segment_length, self.codec.channels, t.precision, autocast,
                     announce, self._measure_local(t.batch_size))
-            except (MemoryError, RuntimeError) as err:  # timing runs a training step
-                if not out_of_memory(err):
-                    raise
-                raise TrainingError(memory_advice(err, cfg, self.device)) from None
             measured = ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
             note = (f"the fastest here: {measured} target samples/s, "
                     f"{f'measured earlier ({cached})' if cached else 'measured now'}")
@@ -521,17 +517,11 @@ class Trainer:
                     if stop:
                         return signal.Signals(signals[0]).name if signals \
                             else "signal to another process"
-                    try:
+                    with memory_advised(self.cfg, self.device, lambda: self._keep_steps(start)):
                         inputs, targets, labels, local, total = next(batches)
                         counters.draws += 1
                         loss = self._accumulate(inputs, targets, labels, local, total,
                                                 autocast)
-                    except (MemoryError, RuntimeError) as err:
-                        if not out_of_memory(err):
-                            raise
-                        kept = self._keep_steps(start)
-                        raise TrainingError(memory_advice(err, self.cfg, self.device) + kept) \
-                            from None
                     if not self._update():
                         continue
                     window.add(total, loss)
@@ -832,6 +822,18 @@ def out_of_memory(err: BaseException) -> bool:
     OutOfMemoryError on a GPU, or its CPU allocator's RuntimeError."""
     return isinstance(err, MemoryError | torch.OutOfMemoryError) or any(
         text in str(err) for text in ("can't allocate memory", "not enough memory"))
+
+
+@contextmanager
+def memory_advised(cfg: Config, device: torch.device, then=lambda: ""):
+    """A failed allocation inside becomes a TrainingError with ``memory_advice`` and what
+    ``then()`` adds (called only then); other errors pass."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        raise TrainingError(memory_advice(err, cfg, device) + then()) from None
 
 
 def memory_advice(err: BaseException, cfg: Config, device: torch.device) -> str:
