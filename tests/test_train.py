@@ -193,7 +193,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     calls = {"n": 0}
 
     def poisoned(self, inputs, labels=None):
-        calls["n"] += 1
+        calls["n"] += inputs.device.type != "meta"  # not the step's memory measurement
         out = original(self, inputs, labels)
         return out * float("nan") if calls["n"] in (2, 3) else out
 

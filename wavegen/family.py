@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, ClassVar
@@ -41,6 +42,15 @@ from torch import nn
 
 from . import mulaw, sampling
 from .errors import WavegenError
+
+
+def full_precision(device: torch.device) -> AbstractContextManager:
+    """A region that computes in the tensors' own precision whatever autocast says (a
+    loss summed in float32); a no-op on devices without autocast (``meta``, where a training
+    step's memory is estimated: ``wavegen.stepmemory``)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return nullcontext()
 
 
 class FamilyModel(nn.Module):

@@ -111,13 +111,14 @@ def available_memory() -> int | None:
         return None
 
 
-def memory_shortfall(need: int) -> str | None:
-    """"about NEED of memory and HAVE is available" when ``need`` bytes exceed the memory
-    available now, else None (also where that cannot be read)."""
-    have = available_memory()
+def memory_shortfall(need: int, have: int | None = None, how: str = "about") -> str | None:
+    """"about NEED of memory and HAVE is available" (``how``: "at least" for a floor) when
+    ``need`` bytes exceed ``have`` (default: the memory available now), else None (also
+    where that cannot be read)."""
+    have = available_memory() if have is None else have
     if have is None or need <= have:
         return None
-    return f"about {size_text(need)} of memory and {size_text(have)} is available"
+    return f"{how} {size_text(need)} of memory and {size_text(have)} is available"
 
 
 def size_text(nbytes: int) -> str:

@@ -14,10 +14,12 @@ import itertools
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,13 +50,14 @@ from .config import (
 from .data import CropSampler, StepBatches, build_datasets
 from .distributed import setup
 from .errors import writing
-from .family import family_of, get_family
+from .family import Family, family_of, get_family
 from .features import MelSettings
-from .info import native_bf16, size_text
+from .info import memory_shortfall, native_bf16, size_text
 from .outputs import clip_paths
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
 from .scoring import LN2, aggregate, clip_records
+from .stepmemory import step_floor
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -280,15 +283,20 @@ class Trainer:
                               "(or a manifest) instead")
         if cfg.data.labels:  # a conditional model over the training labels
             cfg.model.labels = sorted({c.label for c in train_clips})
+        label_ids = {name: i + 1 for i, name in enumerate(cfg.model.labels or [])}
+
+        def crops_for(model: nn.Module) -> CropSampler:
+            return CropSampler(train_clips, family.context(model), cfg.data.segment_length,
+                               self.codec.silence, label_ids, cfg.data.start_share,
+                               self.features, family.frame_margin(model) if self.features else 0)
+
+        check_step_memory(cfg, family, device, lambda m: crops_for(m).local([(0, 0)]) or ())
         torch.manual_seed(t.seed)
         self.model = model = family.build(cfg.model, cfg.data.sample_rate).to(device)
         if model.conditional:  # the prior for classification: training file shares
             model.label_prior = [sum(c.label == name for c in train_clips) / len(train_clips)
                                  for name in model.labels]
-        label_ids = {name: i + 1 for i, name in enumerate(model.labels)}
-        crops = CropSampler(train_clips, family.context(model), cfg.data.segment_length,
-                            self.codec.silence, label_ids, cfg.data.start_share, self.features,
-                            family.frame_margin(model) if self.features else 0)
+        crops = crops_for(model)
         noise = cfg.data.input_noise if family.autoregressive else 0.0
         if noise != cfg.data.input_noise:
             log.info("data.input_noise=%g does not apply to the %s family (it does not "
@@ -839,16 +847,49 @@ def memory_advised(cfg: Config, device: torch.device, then=lambda: ""):
 def memory_advice(err: BaseException, cfg: Config, device: torch.device) -> str:
     """What to change when a training step does not fit in memory (``err``: the failed
     allocation, whose size it quotes)."""
-    t, d = cfg.train, cfg.data
     in_bytes = re.search(r"allocate (\d+) bytes", str(err))  # torch's CPU allocator
     in_units = re.search(r"allocate ([\d.]+ [KMGTPE]iB)", str(err))  # numpy's, CUDA's
     size = (f"it asked for {size_text(int(in_bytes.group(1)))} more" if in_bytes else
             f"it asked for {in_units.group(1)} more" if in_units else
             str(err).splitlines()[0].strip()[:200])
-    return (f"a training step needs more memory than the {device.type} has ({size}): lower "
-            f"train.batch_size={t.batch_size} or data.segment_length={d.segment_length}; to "
-            f"keep the step's batch, halve train.batch_size and double train.grad_accum (now "
-            f"{t.grad_accum})")
+    return (f"a training step needs more memory than the {device.type} has ({size}): "
+            + smaller_steps(cfg))
+
+
+def smaller_steps(cfg: Config) -> str:
+    """The keys that make a training step hold less, with their values."""
+    t, d = cfg.train, cfg.data
+    return (f"lower train.batch_size={t.batch_size} or data.segment_length={d.segment_length}"
+            f"; to keep the step's batch, halve train.batch_size and double train.grad_accum "
+            f"(now {t.grad_accum})")
+
+
+def check_step_memory(cfg: Config, family: Family, device: torch.device,
+                      local: Callable[[nn.Module], tuple] | None = None) -> None:
+    """Raise ConfigError when a training step cannot fit in the memory ``device`` has
+    (``stepmemory.step_floor``; on a CPU, for every process of this machine): before the
+    model is built, rather than the kernel's out-of-memory killer ending the run later
+    without a word. ``local``: a vocoder's frames for one crop of a model."""
+    t, d = cfg.train, cfg.data
+    floor = step_floor(family, cfg.model, d.sample_rate, t.batch_size, d.segment_length,
+                       t.precision != "fp32", bool(cfg.optim.ema_decay), local)
+    if floor is None:
+        return
+    need, weights = floor
+    if device.type == "cuda":
+        have = torch.cuda.mem_get_info(device)[0]
+    else:  # the processes of one machine share its memory
+        have, processes = None, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        need, weights = need * processes, weights * processes
+    short = memory_shortfall(weights, have, "at least")
+    if short is not None:
+        raise ConfigError(f"the model's weights, their gradients and the optimizer's state "
+                          f"need {short} on the {device.type}: choose a smaller model")
+    short = memory_shortfall(need, have, "at least")
+    if short is not None:
+        raise ConfigError(f"a training step of train.batch_size={t.batch_size} crops of "
+                          f"data.segment_length={d.segment_length} samples needs {short} "
+                          f"on the {device.type}: {smaller_steps(cfg)}")
 
 
 def ema_decay(decay: float, step: int) -> float:

@@ -20,7 +20,7 @@ from torch import nn
 
 from ...config import ConfigError
 from ...data import IGNORE
-from ...family import Chunk, Codec, Condition, Family, SamplingRule, Scorer
+from ...family import Chunk, Codec, Condition, Family, SamplingRule, Scorer, full_precision
 from .config import FlowConfig
 from .model import Flow, windowed
 
@@ -111,7 +111,7 @@ class DequantizedNLL(nn.Module):
         x = x[:, :usable]
         frames = model.to_frames(model.dequantize(x, torch.rand(x.shape, device=x.device)))
         ll = model.frame_log_likelihood(frames, entries if model.conditional else None)
-        with torch.autocast(ll.device.type, enabled=False):
+        with full_precision(ll.device):
             per_sample = -(ll.float().sum() / x.numel()) - math.log(model.delta)
             return per_sample * count
 

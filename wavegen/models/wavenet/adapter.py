@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...data import IGNORE
-from ...family import Chunk, Codec, Condition, Family, Scorer
+from ...family import Chunk, Codec, Condition, Family, Scorer, full_precision
 from ...info import usable_cpus
 from . import engines, streaming
 from .config import WaveNetConfig
@@ -108,7 +108,7 @@ class CrossEntropy(nn.Module):
             logp = mixture_log_prob(params, targets, model.quantization_channels)
             return -(logp * (targets != IGNORE)).sum()
         logits = model.valid_logits(inputs, entries, *extra)
-        with torch.autocast(logits.device.type, enabled=False):  # the loss in fp32
+        with full_precision(logits.device):  # the loss in fp32
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                    ignore_index=IGNORE, reduction="sum")
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...family import full_precision
+
 # The narrowest logistic: scale e^-12 (6e-6), a thousandth of a bin at 256 classes and a
 # fifth at 65,536.
 LOG_SCALE_MIN = -12.0
@@ -52,7 +54,7 @@ def mixture_logits(params: torch.Tensor, classes: int) -> torch.Tensor:
     of the classes, computed in float64 (what sampling draws from: a narrow logistic far
     from zero puts the bin edges within float32 rounding of its mean) and returned in the
     parameters' float type (float32 for half-precision ones)."""
-    with torch.autocast(params.device.type, enabled=False):
+    with full_precision(params.device):
         log_w, means, inv = _split(params.double())
         edges = bin_edges(classes, params.device, means.dtype)
         z = (edges[:, None] - means.unsqueeze(-2)) * inv.unsqueeze(-2)  # (..., Q - 1, K)
@@ -68,7 +70,7 @@ def mixture_log_prob(params: torch.Tensor, x: torch.Tensor, classes: int) -> tor
     """(..., 3K) and classes x (...) -> log p(x) (...): ``mixture_logits`` gathered at x,
     computed for x alone (what training and scoring need: Q times less work), in float32
     (float64 for float64 parameters: the scorer's)."""
-    with torch.autocast(params.device.type, enabled=False):
+    with full_precision(params.device):
         log_w, means, inv = _split(params)
         edges = bin_edges(classes, params.device, means.dtype)
         outer = edges.new_tensor([-2.0])  # beyond [-1, 1]: placeholders the ends never use
