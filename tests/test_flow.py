@@ -13,6 +13,7 @@ import torch
 from conftest import compose_config, run_wavegen, tone, write
 
 from wavegen import WaveNet, generate, load_checkpoint, score_file
+from wavegen.errors import WavegenError
 from wavegen.models.flow import adapter
 from wavegen.models.flow.config import FlowConfig
 from wavegen.models.flow.model import Flow
@@ -153,6 +154,41 @@ def test_importance_samples_give_the_importance_weighted_bound(monkeypatch):
     assert tight >= np.mean(totals)  # never looser than the draws' mean
     with pytest.raises(ValueError, match="figures are exact"):
         StreamScorer(WaveNet.from_preset("tiny"), importance_samples=2)
+
+
+def test_many_importance_samples_are_scored_in_groups_in_bounded_memory(monkeypatch):
+    """The layers see at most GROUP streams at once, with the figures of all at once; draws
+    whose buffers cannot fit are refused before scoring (100,000 of them were killed by the
+    out-of-memory killer after 90 s)."""
+    import wavegen.info
+
+    monkeypatch.setattr(adapter, "WINDOW", 16)
+    model = flow(layers=3)
+    classes = np.random.default_rng(0).integers(100, 140, 1000)
+    seen = []
+    original = Flow.frame_log_likelihood
+
+    def spy(self, x, entries=None):
+        seen.append(x.shape[0])
+        return original(self, x, entries)
+
+    def scored(group):
+        monkeypatch.setattr(adapter, "GROUP", group)
+        seen.clear()
+        scorer = StreamScorer(model, tile=300, importance_samples=7, per_sample=True)
+        scorer.add(classes)
+        return scorer.result(), max(seen)
+
+    monkeypatch.setattr(Flow, "frame_log_likelihood", spy)
+    (grouped, most), (at_once, all_streams) = scored(3), scored(16)
+    assert most == 3 and all_streams == 7
+    assert grouped["log_prob_nats"] == pytest.approx(at_once["log_prob_nats"], rel=1e-9)
+    np.testing.assert_allclose(grouped["surprisal"], at_once["surprisal"], rtol=1e-6)
+
+    monkeypatch.setattr(wavegen.info, "available_memory", lambda: 2**10)
+    with pytest.raises(WavegenError, match="7 importance samples .* need about [0-9]+ KiB of "
+                       "memory and 1 KiB is available: use fewer"):
+        StreamScorer(model, importance_samples=7)
 
 
 def test_windowed_sampling_equals_the_whole_clip(monkeypatch):

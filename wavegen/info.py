@@ -111,6 +111,16 @@ def available_memory() -> int | None:
         return None
 
 
+def device_memory(device) -> int | None:
+    """Bytes free on ``device`` (a torch.device): a GPU's free memory, else the machine's
+    ``available_memory()``."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    return available_memory()
+
+
 def memory_shortfall(need: int, have: int | None = None, how: str = "about") -> str | None:
     """"about NEED of memory and HAVE is available" (``how``: "at least" for a floor) when
     ``need`` bytes exceed ``have`` (default: the memory available now), else None (also

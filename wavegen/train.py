@@ -52,7 +52,7 @@ from .distributed import setup
 from .errors import writing
 from .family import Family, family_of, get_family
 from .features import MelSettings
-from .info import memory_shortfall, native_bf16, size_text
+from .info import device_memory, memory_shortfall, native_bf16, size_text
 from .outputs import clip_paths
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
@@ -876,10 +876,9 @@ def check_step_memory(cfg: Config, family: Family, device: torch.device,
     if floor is None:
         return
     need, weights = floor
-    if device.type == "cuda":
-        have = torch.cuda.mem_get_info(device)[0]
-    else:  # the processes of one machine share its memory
-        have, processes = None, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    have = device_memory(device)
+    if device.type != "cuda":  # the processes of one machine share its memory
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         need, weights = need * processes, weights * processes
     short = memory_shortfall(weights, have, "at least")
     if short is not None:

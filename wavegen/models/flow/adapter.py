@@ -20,12 +20,18 @@ from torch import nn
 
 from ...config import ConfigError
 from ...data import IGNORE
+from ...errors import WavegenError
 from ...family import Chunk, Codec, Condition, Family, SamplingRule, Scorer, full_precision
+from ...info import device_memory, memory_shortfall
 from .config import FlowConfig
 from .model import Flow, windowed
 
 WINDOW = 4096  # frames per window of scoring and sampling (plus the reach on each side)
 NOISE_SEED = 0  # the dequantization noise of a score: the same every time
+GROUP = 16  # streams (rows x noise draws) scored at once
+# Memory a scored stream holds: its pending values as float32, in about six copies at once
+# (the values, the frames, the window with its context on both sides, ...; measured)
+STREAM_BYTES_PER_SAMPLE = 24
 
 
 class FlowFamily(Family):
@@ -137,6 +143,12 @@ class WindowScorer(Scorer):
         entries = condition.entries
         self.entries = None if entries is None else entries.repeat_interleave(draws)
         self.device = next(model.parameters()).device
+        held = (WINDOW + 2 * model.reach) * model.squeeze * STREAM_BYTES_PER_SAMPLE
+        short = memory_shortfall(batch_size * draws * held, device_memory(self.device))
+        if short is not None:
+            raise WavegenError(f"{draws:,} importance samples (noise draws scored side by "
+                               f"side{f', for {batch_size} rows' if batch_size > 1 else ''}) "
+                               f"need {short}: use fewer")
         self.reset(None)
 
     def reset(self, row: int | None) -> None:
@@ -178,8 +190,11 @@ class WindowScorer(Scorer):
         context = self.left if self.left is not None else frames[..., :0]
         window = torch.cat((context, frames), dim=-1)
         start = context.shape[-1]
-        ll = windowed(lambda w: model.frame_log_likelihood(w, self.entries),
-                      window, model.reach, WINDOW)[:, start : start + ready]
+        ll = torch.cat([  # a group of streams at a time: the layers' memory is bounded
+            windowed(lambda w, e=None if self.entries is None else self.entries[s : s + GROUP]:
+                     model.frame_log_likelihood(w, e), window[s : s + GROUP], model.reach,
+                     WINDOW)[:, start : start + ready]
+            for s in range(0, window.shape[0], GROUP)])
         seen = window[..., : start + ready]
         self.left = seen[..., max(0, seen.shape[-1] - model.reach):]
         self.pending = self.pending[:, ready * g:]
