@@ -84,6 +84,32 @@ def test_scoring_is_exact_under_each_label_and_no_label_is_entry_zero():
             score_audio(model, audio, 16000, label=label)["log_prob_nats"], rel=1e-6)
 
 
+def test_classification_over_many_labels_holds_one_tile_of_values_per_call(monkeypatch):
+    """Every label is a row of the engine: a call carries ``tile`` values over all the rows,
+    not per row (with 100 labels of `small`, a 8192-value tile per row peaked at 16 GB, and
+    a few hundred speakers' labels met the out-of-memory killer), with the same figures."""
+    import wavegen.scoring
+
+    labels = [f"speaker{i:02d}" for i in range(20)]
+    torch.manual_seed(0)
+    model = WaveNet.from_preset("tiny", labels=labels).eval()
+    x = np.random.default_rng(0).integers(0, 256, 3000)
+    calls = []
+    original = wavegen.scoring.score_tile
+
+    def spy(scorer, rows, *args):
+        calls.append(sum(len(r) for r in rows))
+        return original(scorer, rows, *args)
+
+    monkeypatch.setattr(wavegen.scoring, "score_tile", spy)
+    rows = StreamScorer(model, tile=400, labels=labels)
+    rows.add(x)
+    assert max(calls) <= 400 and len(calls) == 150
+    alone = StreamScorer(model, tile=400, labels=labels[7:8])
+    alone.add(x)
+    assert rows.row_nats[7] == pytest.approx(alone.log_prob_nats, rel=1e-9)
+
+
 def test_batched_file_scoring_with_a_label(tmp_path):
     model = conditional_model()
     paths = [write(tmp_path / f"c{i}.wav", tone(0.1 + 0.05 * i, freq=200 + 100 * i, seed=i))

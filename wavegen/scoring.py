@@ -39,15 +39,17 @@ class StreamScorer:
     the only choice for an unconditional model): the sequence runs as one row per label of
     one streaming state, and ``row_nats`` holds log p(x | c) for each (``log_prob_nats`` is
     the first). A vocoder's sequence comes with its log-mel ``frames`` (F, n_mels): all of
-    them before the first piece, as frames look ahead.
+    them before the first piece, as frames look ahead. An engine call carries ``tile``
+    values over all the rows (tile // rows each, at least one).
     """
 
     def __init__(self, model: nn.Module, tile: int = TILE, per_sample: bool = False,
                  labels: list | tuple = (None,), importance_samples: int = 1,
                  frames: np.ndarray | None = None):
-        self.model, self.tile = model, tile
+        self.model = model
         self.device = next(model.parameters()).device
         self.rows = rows = len(labels)
+        self.tile = max(1, tile // rows)  # a call's memory grows with all its rows' values
         family = family_of(model)
         self.codec = family.codec(model.config)
         self.engine = family_scorer(model, list(labels), rows, importance_samples,
