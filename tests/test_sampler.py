@@ -263,3 +263,39 @@ def test_top_p_one_ignores_the_level_and_the_backends_agree_with_a_nucleus():
         generate(model, top_p=0)
     with pytest.raises(ValueError, match="quiet_dbfs"):
         generate(model, quiet_dbfs=float("nan"))
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_many_streams_are_sampled_group_by_group_with_the_values_of_all_at_once(
+        backend, monkeypatch):
+    """An engine's state grows with its streams (1-1.5 MB each for `small`; 100,000 short
+    clips met the out-of-memory killer): streams are sampled STREAM_GROUP at a time, and a
+    stream's values do not change (its own generator, its own label and prime)."""
+    import wavegen.sampler
+    from wavegen.family import family_of
+
+    torch.manual_seed(0)
+    model = WaveNet.from_preset("tiny", labels=["a", "b"]).eval()
+    prime = np.sin(np.arange(5 * 300) * 0.05).reshape(5, 300).astype(np.float32) * 0.3
+    labels = ["a", "b", None, "b", "a"]
+
+    def sampled(group):
+        monkeypatch.setattr(wavegen.sampler, "STREAM_GROUP", group)
+        stats = {}
+        out = generate(model, n=5, num_samples=400, seed=3, prime=prime, label=labels,
+                       backend=backend, stats=stats)
+        assert stats["samples_per_s"] > 0
+        return out
+
+    seen = []
+    family = family_of(model)
+    original = type(family).sampler
+
+    def spy(self, model, condition, inputs, *args):
+        seen.append(inputs.shape[0])
+        return original(self, model, condition, inputs, *args)
+
+    monkeypatch.setattr(type(family), "sampler", spy)
+    grouped = sampled(2)
+    assert seen == [2, 2, 1]
+    assert torch.equal(grouped, sampled(256))

@@ -23,6 +23,10 @@ CHUNK = 4096  # samples drawn per call into a backend (the noise is made per chu
 # Memory a generated sample takes at its peak: its class (int64), and while it is decoded
 # its value (float32) with the decoder's intermediates (measured: 12 bytes).
 BYTES_PER_SAMPLE = 20
+# Streams sampled at once: an engine's state grows with its streams (measured on `small`:
+# 1.5 MB a stream for numba, 1 MB for torch), so more streams are sampled group by group;
+# a stream's values do not depend on the others (its own generator).
+STREAM_GROUP = 256
 
 
 def memory_problem(n: int, num_samples: int) -> str | None:
@@ -142,12 +146,21 @@ def generate(
     was_training = model.training
     model.eval()
     torch_threads = torch.get_num_threads()  # a sampler may change it while it draws
+    rule = SamplingRule(temperature, top_p, quiet_dbfs, sampling.LEVEL_SECONDS)
+    rngs = stream_generators(n, seed)
+    groups = [(lo, min(n, lo + STREAM_GROUP)) for lo in range(0, n, STREAM_GROUP)]
+    out = np.empty((n, num_samples), dtype=np.int64)
+    size = CHUNK if family.autoregressive else max(1, num_samples)
     try:
-        chunk = family.sampler(model, condition, inputs, threads, backend, progress, precision)
-        rule = SamplingRule(temperature, top_p, quiet_dbfs, sampling.LEVEL_SECONDS)
-        out, seconds = _run_chunks(chunk, n, num_samples, stream_generators(n, seed),
-                                   family.noise, progress, model.sample_rate, rule,
-                                   CHUNK if family.autoregressive else max(1, num_samples))
+        with Progress(num_samples * len(groups), model.sample_rate, progress,
+                      "generate" if len(groups) == 1 else
+                      f"generate {n:,} streams in {len(groups)} groups") as bar:
+            for lo, hi in groups:
+                chunk = family.sampler(model, condition.rows(lo, hi), inputs[lo:hi], threads,
+                                       backend, progress, precision)
+                out[lo:hi] = _run_chunks(chunk, hi - lo, num_samples, rngs[lo:hi],
+                                         family.noise, bar, rule, size)
+        seconds = bar.seconds
     finally:
         torch.set_num_threads(torch_threads)
         model.train(was_training)
@@ -160,22 +173,40 @@ def generate(
     return codec.decode(classes)
 
 
+class Progress:
+    """One bar over every group of streams: it counts each stream's samples, and its
+    samples/s is all streams' samples over the seconds spent drawing them (``seconds``:
+    the engines' set-up and priming left out), the figure that ``stats`` reports."""
+
+    def __init__(self, total: int, sample_rate: int, show: bool, desc: str):
+        self.bar = tqdm(total=total, unit="sample", disable=not show, desc=desc)
+        self.sample_rate, self.samples, self.seconds = sample_rate, 0, 0.0
+
+    def add(self, streams: int, steps: int, seconds: float) -> None:
+        self.samples += streams * steps
+        self.seconds += seconds
+        rate = self.samples / self.seconds if self.seconds > 0 else 0.0
+        self.bar.set_postfix(samples_per_s=f"{rate:,.0f}", rtf=f"{rate / self.sample_rate:.2f}")
+        self.bar.update(steps)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+
 def _run_chunks(chunk: Chunk, n: int, num_samples: int, rngs: list[np.random.Generator],
-                noise: str, progress: bool, sample_rate: int, rule: SamplingRule,
-                size: int = CHUNK) -> tuple[np.ndarray, float]:
-    """(B, num_samples) values drawn chunk by chunk (``size`` values a call) by ``rule``,
-    and the seconds it took.
-    The bar shows samples/s as n * samples so far / seconds so far: the figure that
-    ``stats`` reports at the end."""
+                noise: str, bar: Progress, rule: SamplingRule, size: int = CHUNK
+                ) -> np.ndarray:
+    """(n, num_samples) values of a group of streams, drawn chunk by chunk (``size``
+    values a call) by ``rule``."""
     out = np.empty((n, num_samples), dtype=np.int64)
-    start = time.perf_counter()
-    with tqdm(total=num_samples, unit="sample", disable=not progress, desc="generate") as bar:
-        for lo in range(0, num_samples, size):
-            hi = min(num_samples, lo + size)
-            u = np.stack([rng.random(hi - lo) if noise == "uniform"
-                          else rng.standard_normal(hi - lo) for rng in rngs])
-            out[:, lo:hi] = chunk(u, rule)
-            rate = n * hi / (time.perf_counter() - start)
-            bar.set_postfix(samples_per_s=f"{rate:,.0f}", rtf=f"{rate / sample_rate:.2f}")
-            bar.update(hi - lo)
-    return out, time.perf_counter() - start
+    for lo in range(0, num_samples, size):
+        tic = time.perf_counter()
+        hi = min(num_samples, lo + size)
+        u = np.stack([rng.random(hi - lo) if noise == "uniform"
+                      else rng.standard_normal(hi - lo) for rng in rngs])
+        out[:, lo:hi] = chunk(u, rule)
+        bar.add(n, hi - lo, time.perf_counter() - tic)
+    return out
