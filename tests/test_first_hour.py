@@ -300,6 +300,27 @@ def test_score_makes_its_output_folders_before_scoring(tmp_path, checkpoint):
                    "--json a: is a folder")
 
 
+def test_records_named_dash_go_to_standard_output_and_the_table_to_standard_error(
+        tmp_path, checkpoint):
+    """`--json -` wrote a file named '-' in the working folder; now the records stream to
+    standard output (for a pipe), and the human table moves to standard error."""
+    clip = write(tmp_path / "clip.wav", tone(0.2))
+    done = wavegen("score", checkpoint, clip, clip, "--json", "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["num_samples"] for r in records] == [3200, 3200]
+    assert "all (length-weighted)" in done.stderr
+    done = wavegen("score", checkpoint, clip, "--csv", "-", cwd=tmp_path)
+    assert done.stdout.startswith("path,") and len(done.stdout.splitlines()) == 2
+    done = wavegen("quality", checkpoint, clip, "-n", "1", "--seconds", "0.05",
+                   "--prime-seconds", "0.05", "--json", "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "white noise" in json.loads(done.stdout) and "white noise" in done.stderr
+    assert not (tmp_path / "-").exists()
+    one_line_error(wavegen("score", checkpoint, clip, "--json", "-", "--csv", "-",
+                           cwd=tmp_path), "only one of them can go to standard output")
+
+
 def test_a_records_file_named_like_audio_or_a_checkpoint_is_refused(tmp_path, checkpoint):
     """`--csv clip.wav` truncated the clip being scored before reading it; `quality --json
     REF.wav` replaced a reference; `--json best.pt` a checkpoint."""

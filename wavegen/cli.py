@@ -348,8 +348,10 @@ def score_main(argv: list[str]) -> int:
                     "or normalisation), with silence before its first sample.")
     p.add_argument("checkpoint", help="a checkpoint written by wavegen train")
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders (recursive)")
-    p.add_argument("--json", metavar="FILE", help="write one JSON record per line")
-    p.add_argument("--csv", metavar="FILE", help="write a CSV with a header")
+    p.add_argument("--json", metavar="FILE", help="write one JSON record per line (- for "
+                   "standard output; the table then goes to standard error)")
+    p.add_argument("--csv", metavar="FILE", help="write a CSV with a header (- for standard "
+                   "output)")
     p.add_argument("--per-sample", metavar="DIR",
                    help="write each file's surprisal (-log2 p per sample) as DIR/NNN_name.npy")
     p.add_argument("--plot", metavar="DIR",
@@ -385,13 +387,15 @@ def score_main(argv: list[str]) -> int:
     from .checkpoint import load_checkpoint
     from .config import resolve_device
     from .family import family_of
-    from .outputs import output_file, output_folder
+    from .outputs import STDOUT, output_file, output_folder
     from .scoring import expand_paths
 
     # Every output is checked before the model is loaded or a file read; the folders are
     # made once the work is sure to start.
     outputs = {"--json": args.json, "--csv": args.csv}
     folders = {"--per-sample": args.per_sample, "--plot": args.plot}
+    if args.json == args.csv == STDOUT:
+        raise OptionError("--json - and --csv -: only one of them can go to standard output")
     for option, path in outputs.items():
         if path:
             output_file(path, option, create=False)
@@ -448,7 +452,8 @@ def quality_main(argv: list[str]) -> int:
     sampling_options(p)
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed (default 0)")
     p.add_argument("--label", metavar="NAME", help="conditional models: the label")
-    p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    p.add_argument("--json", metavar="FILE", help="write the figures as JSON (- for standard "
+                   "output; the table then goes to standard error)")
     p.add_argument("-o", "--out-dir", metavar="DIR",
                    help="also write the clips and continuations there as wav files")
     args = p.parse_args(argv)
@@ -458,7 +463,7 @@ def quality_main(argv: list[str]) -> int:
     from . import quality
     from .audio import load_audio, write_wav
     from .checkpoint import load_checkpoint
-    from .outputs import clip_paths, output_file, output_folder
+    from .outputs import clip_paths, output_file, output_folder, table_stream, to_stdout
     from .scoring import expand_paths
 
     if args.json:
@@ -490,14 +495,18 @@ def quality_main(argv: list[str]) -> int:
               f"long: no continuations", file=sys.stderr)
     rows.update(quality.reference_rows(reference, args.seconds, args.n, model.sample_rate,
                                        args.seed))
-    print(quality.table(rows, args.seconds))
+    out = table_stream(args.json)
+    print(quality.table(rows, args.seconds), file=out)
     print(f"reference: {len(reference)} files, level "
           f"{rows['generated from scratch']['rms_dbfs_reference']:.1f} dBFS; temperature "
           f"{args.temperature:g}, top-p {args.top_p:g}; near-silent: below "
           f"{quality.SILENT_DBFS:.0f} dBFS; "
           f"noise-like: flatness above {quality.NOISE_FLATNESS}; tonal: flatness over the "
-          f"spectral envelope at most {quality.TONAL_FLATNESS} (noise of any colour: 0.56)")
-    if args.json:
+          f"spectral envelope at most {quality.TONAL_FLATNESS} (noise of any colour: 0.56)",
+          file=out)
+    if to_stdout(args.json):
+        print(json.dumps(rows, indent=2))
+    elif args.json:
         with open(output_file(args.json, "--json"), "w") as f:
             json.dump(rows, f, indent=2)
     if args.out_dir:

@@ -13,9 +13,10 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .audio import AUDIO_EXTENSIONS
 from .errors import OptionError
@@ -69,10 +70,21 @@ def check_disk(path: str | os.PathLike, nbytes: int, what: str, option: str) -> 
                           f"has {size_text(free)} free")
 
 
+STDOUT = "-"  # a records file's name for standard output
+
+
+def to_stdout(path: str | os.PathLike | None) -> bool:
+    """Whether records named ``path`` go to standard output ("-")."""
+    return path is not None and str(path) == STDOUT
+
+
 def output_file(path: str | os.PathLike, option: str, create: bool = True) -> Path:
-    """``path`` as a file of records that can be written (its folder made when ``create``).
-    A name that ends like audio or a checkpoint is refused: such a slip (``--csv
-    clip.wav``, the clip also being scored) would replace the file before it is read."""
+    """``path`` as a file of records that can be written (its folder made when ``create``);
+    "-" is standard output. A name that ends like audio or a checkpoint is refused: such a
+    slip (``--csv clip.wav``, the clip also being scored) would replace the file before it
+    is read."""
+    if to_stdout(path):
+        return Path(STDOUT)
     file = Path(path).expanduser()
     if file.is_dir():
         raise OptionError(f"{option} {path}: is a folder; give a file name")
@@ -109,8 +121,8 @@ class RecordFiles:
     def __init__(self, json_path: Path | None, csv_path: Path | None, fields: list[str],
                  row: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self.row = row or (lambda record: record)
-        self.json = open(json_path, "w") if json_path else None
-        self.csv_file = open(csv_path, "w", newline="") if csv_path else None
+        self.json = _open(json_path)
+        self.csv_file = _open(csv_path, newline="")
         self.csv = None
         if self.csv_file:
             self.csv = csv.DictWriter(self.csv_file, fieldnames=fields, extrasaction="ignore")
@@ -127,5 +139,17 @@ class RecordFiles:
 
     def close(self) -> None:
         for f in (self.json, self.csv_file):
-            if f:
+            if f and f is not sys.stdout:
                 f.close()
+
+
+def _open(path: Path | None, **options: Any) -> IO[str] | None:
+    """A records file opened for writing: None for no path, standard output for "-"."""
+    if not path:
+        return None
+    return sys.stdout if to_stdout(path) else open(path, "w", **options)
+
+
+def table_stream(*paths: Path | None) -> IO[str]:
+    """Where a command's table goes: standard error when records go to standard output."""
+    return sys.stderr if any(to_stdout(p) for p in paths) else sys.stdout

@@ -16,7 +16,7 @@ from . import classify
 from .audio import read_blocks
 from .errors import WavegenError
 from .family import family_of
-from .outputs import RecordFiles
+from .outputs import RecordFiles, table_stream
 from .scoring import RECORD_FIELDS, aggregate
 from .scoring import score_files as score_records
 
@@ -54,7 +54,7 @@ def score_files(model: nn.Module, paths: list[Path], label: str | None,
                 records.append(record)
     finally:
         files.close()
-    print(score_table(records, model))
+    print(score_table(records, model), file=table_stream(json_path, csv_path))
     return _failed(records)
 
 
@@ -93,10 +93,11 @@ def classify_files(model: nn.Module, arguments: list[str], json_path: Path | Non
     names = model.labels
     prior = classify.prior_weights(model, uniform_prior)
     items = classify.labelled_paths(arguments, names)
+    out = table_stream(json_path, csv_path)
     print("prior p(label): " + ", ".join(f"{n} {p:.3f}" for n, p in zip(names, prior,
                                                                         strict=True))
           + (" (uniform)" if uniform_prior or not model.label_prior
-             else " (training file shares)"))
+             else " (training file shares)"), file=out)
     files = RecordFiles(json_path, csv_path, classify.csv_fields(names), classify.csv_row)
     records = []
     try:
@@ -113,12 +114,12 @@ def classify_files(model: nn.Module, arguments: list[str], json_path: Path | Non
                 records.append(record)
     finally:
         files.close()
-    print(classify_table(records))
+    print(classify_table(records), file=out)
     matrix, known = classify.confusion(records, names)
     if known:
         print(f"accuracy: {np.trace(matrix) / known:.3f} ({int(np.trace(matrix))} of {known} "
-              f"files with a known label)")
-        print(format_confusion(matrix, names))
+              f"files with a known label)", file=out)
+        print(format_confusion(matrix, names), file=out)
     return _failed(records)
 
 
