@@ -70,8 +70,12 @@ def test_info_prints_what_a_bug_report_needs(tmp_path):
     for word in ("wavegen", "python", "torch", "torchaudio", "numba", "numpy", "soundfile",
                  "libsndfile", "hydra-core", "capability", "native bf16", "threads",
                  "numpy blas", "cuda", "numba loop compiled for", "bf16 products",
-                 "malloc"):
+                 "malloc", "memory"):
         assert word in done.stdout, word
+    assert "GiB available of" in done.stdout
+    refused = wavegen("info", "--bogus", cwd=tmp_path)  # was ignored
+    assert refused.returncode == 2 and "takes no arguments, got --bogus" in refused.stderr
+    assert wavegen("info", "--help", cwd=tmp_path).stdout.startswith("usage: wavegen info")
 
 
 # ---------------------------------------------------------------------------- training

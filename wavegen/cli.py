@@ -47,6 +47,15 @@ def main(argv: list[str] | None = None) -> None:
     if command == "info":
         from .info import report, torch_stack_problem
 
+        if rest and rest[0] in ("-h", "--help"):
+            print("usage: wavegen info\n\nPrints versions, CPU, BLAS, threads, memory and "
+                  "GPUs (for a bug report); exit status 1 when torch and torchaudio cannot be "
+                  "loaded together.")
+            return
+        if rest:
+            print(f"wavegen info: error: it takes no arguments, got {' '.join(rest)} (see "
+                  f"wavegen info --help)", file=sys.stderr)
+            sys.exit(2)
         print(report())
         sys.exit(1 if torch_stack_problem() else 0)
     commands = {"train": train_main, "generate": generate_main, "score": score_main,

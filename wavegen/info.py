@@ -141,6 +141,18 @@ def size_text(nbytes: int) -> str:
     return f"{size:,.1f} GiB" if size < 10 else f"{size:,.0f} GiB"
 
 
+def memory_line() -> str:
+    """"A of T available": what the commands' memory checks compare their needs with."""
+    have = available_memory()
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        total = None
+    if have is None:
+        return "unknown"
+    return f"{size_text(have)} available" + (f" of {size_text(total)}" if total else "")
+
+
 def report() -> str:
     """The lines `wavegen info` prints."""
     lines = [f"wavegen {__version__}",
@@ -154,6 +166,7 @@ def report() -> str:
     except Exception as err:
         lines.append(f"{'libsndfile':<14}cannot load soundfile ({err})")
     lines.append(f"{'cpu':<14}{cpu_name()}; {usable_cpus()} usable CPUs")
+    lines.append(f"{'memory':<14}{memory_line()}")
     lines.append(f"{'malloc':<14}{allocator.policy()}")
     problem = torch_stack_problem()
     if problem:
