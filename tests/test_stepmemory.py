@@ -58,8 +58,8 @@ def test_the_floor_is_what_a_real_step_holds(kind):
     assert saved // 2 == floor - held <= in_bf16 < saved
 
 
-def test_a_step_too_large_is_refused_by_its_keys_before_anything_is_written(tmp_path,
-                                                                           monkeypatch):
+def test_a_step_too_large_is_refused_by_its_keys_before_anything_is_written(
+        tmp_path, monkeypatch, caplog):
     """With less memory available than the step holds at least, `wavegen train` names the
     keys that shrink the step (or the model) before the run folder exists."""
     import wavegen.info
@@ -83,7 +83,14 @@ def test_a_step_too_large_is_refused_by_its_keys_before_anything_is_written(tmp_
         check_step_memory(typed, get_family("wavenet"), torch.device("cpu"))
 
     monkeypatch.setattr(wavegen.info, "available_memory", lambda: floor + weights)
-    assert train(cfg)["step"] == 1  # what fits runs
+    with caplog.at_level("WARNING"):
+        assert train(cfg)["step"] == 1  # what fits the floor runs, with a warning
+    assert "a training step may not fit in memory: it holds at least" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(wavegen.info, "available_memory", lambda: 2 * floor)
+    with caplog.at_level("WARNING"):
+        train(compose_config("model=tiny", *FAST, f"out_dir={tmp_path}", "name=fits"))
+    assert "may not fit" not in caplog.text
 
 
 def test_processes_of_one_machine_share_its_memory(monkeypatch):

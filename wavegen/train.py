@@ -57,7 +57,7 @@ from .outputs import clip_paths
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
 from .scoring import LN2, aggregate, clip_records
-from .stepmemory import step_floor
+from .stepmemory import PEAK_RATIO, step_floor
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -889,6 +889,11 @@ def check_step_memory(cfg: Config, family: Family, device: torch.device,
         raise ConfigError(f"a training step of train.batch_size={t.batch_size} crops of "
                           f"data.segment_length={d.segment_length} samples needs {short} "
                           f"on the {device.type}: {smaller_steps(cfg)}")
+    short = memory_shortfall(int((need - weights) * PEAK_RATIO) + weights, have, "up to")
+    if short is not None:
+        log.warning("a training step may not fit in memory: it holds at least %s and may "
+                    "peak at %s (if the run is killed, %s)", size_text(need),
+                    short.replace(" of memory", ""), smaller_steps(cfg))
 
 
 def ema_decay(decay: float, step: int) -> float:
