@@ -105,6 +105,11 @@ def available_memory() -> int | None:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    return physical_memory()
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory (None where it cannot be read)."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
@@ -143,11 +148,7 @@ def size_text(nbytes: int) -> str:
 
 def memory_line() -> str:
     """"A of T available": what the commands' memory checks compare their needs with."""
-    have = available_memory()
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        total = None
+    have, total = available_memory(), physical_memory()
     if have is None:
         return "unknown"
     return f"{size_text(have)} available" + (f" of {size_text(total)}" if total else "")
