@@ -97,3 +97,96 @@ def test_write_wav_is_pcm16_at_the_rate(tmp_path):
     info = sf.info(path)
     assert (info.samplerate, info.subtype, info.frames) == (8000, "PCM_16", 3)
     assert np.allclose(sf.read(path)[0], [0.0, 0.5, -1.0], atol=1e-4)
+
+
+# ---- long files: decoded in memory proportional to the output, with the same values
+
+
+def whole_file_pipeline(path: Path, sample_rate: int, top_db: float | None,
+                        normalize: bool, peak: float = 0.95) -> np.ndarray:
+    """What decoding a file meant before it was streamed: read whole, mix, resample, trim,
+    normalise, clip (the slow reference)."""
+    import librosa
+
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    audio = data.mean(axis=1)
+    if rate != sample_rate:
+        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate,
+                                 res_type="soxr_hq").astype(np.float32)
+    if top_db is not None:
+        audio, _ = librosa.effects.trim(audio, top_db=top_db)
+    if normalize:
+        audio = audio * np.float32(peak / float(np.abs(audio).max()))
+    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+def fading(seconds: float, sample_rate: int, channels: int = 2, seed: int = 0) -> np.ndarray:
+    """(T, C) float32: quiet lead-in and tail around a tone with noise (trimming has work)."""
+    x = np.stack([tone(seconds, sample_rate, 330.0 + 110 * c, seed=seed + c)
+                  for c in range(channels)], axis=1)
+    n, tail = len(x), len(x) // 6
+    x[: n // 5] *= 1e-4
+    x[n - tail :] *= np.geomspace(1e-2, 1e-5, tail)[:, None].astype(np.float32)
+    return x
+
+
+@pytest.mark.parametrize("rate,seconds,top_db,normalize", [
+    (44100, 3.00002, 60.0, False), (48000, 2.5, 40.0, True), (22050, 1.0, None, False),
+    (16000, 2.0, 60.0, True), (11025, 0.0001, None, False), (8000, 40.1, 60.0, False)])
+def test_decoding_in_blocks_gives_the_whole_file_pipelines_values(tmp_path, rate, seconds,
+                                                                  top_db, normalize):
+    """Streamed decoding (blocks, streaming resampler, trimming measured in chunks) returns
+    the values and the length that reading the file whole gave, lengths whose rate ratio
+    leaves a fraction included (librosa's ceiling)."""
+    path = write(tmp_path / "f.wav", fading(seconds, rate), rate, subtype="FLOAT")
+    expected = whole_file_pipeline(path, 16000, top_db, normalize)
+    got = load_audio(path, 16000, top_db=top_db, normalize=normalize)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+
+
+def test_silence_is_trimmed_as_librosa_does_across_measuring_chunks():
+    import librosa
+
+    from wavegen.audio import frame_rms, trim_silence
+
+    rng = np.random.default_rng(3)
+    for n in [1, 511, 512, 2048, 1024 * 512 - 1, 1024 * 512 + 700, 1_300_000]:
+        x = (rng.standard_normal(n) * np.geomspace(1e-6, 1, n)[::-1]
+             * np.geomspace(1e-3, 1, n)).astype(np.float32)
+        assert np.array_equal(frame_rms(x, chunk_frames=3), librosa.feature.rms(y=x)[0])
+        for top_db in (20, 60):
+            assert np.array_equal(trim_silence(x, top_db),
+                                  librosa.effects.trim(x, top_db=top_db)[0]), (n, top_db)
+
+
+def test_encoding_in_blocks_gives_the_values_of_one_call():
+    from wavegen.family import Codec
+
+    x = fading(0.3, 16000, channels=1)[:, 0]
+    for channels in (256, 65536):
+        codec = Codec(channels)
+        whole = codec.encode(x).numpy().astype(codec.dtype)
+        assert np.array_equal(codec.encode_array(x, block=777), whole)
+
+
+def test_a_long_file_is_decoded_in_memory_of_its_output_not_of_the_file(tmp_path):
+    """A file of hours (a recording, an audiobook) was read whole as float32 at its own rate
+    and channels, mixed, resampled and trimmed in copies: about 2.4 GB per hour of 44.1 kHz
+    stereo (an 8-hour file took 19 GB to cache), so a long file met the kernel's
+    out-of-memory killer. Each extra second of a file may now cost only its samples at the
+    model's rate (4 bytes each), whatever the file's rate and channels."""
+    import tracemalloc
+
+    def peak_bytes(seconds: float) -> int:
+        path = write(tmp_path / f"{seconds}.wav", fading(seconds, 48000), 48000)
+        tracemalloc.start()
+        try:
+            load_audio(path, 16000, top_db=60.0, normalize=True)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak_bytes(1.0)  # librosa's first trim allocates its caches once
+    short, long = peak_bytes(95.0), peak_bytes(155.0)  # read in 30 s blocks, 3+ whole
+    per_sample = (long - short) / (60.0 * 16000)
+    assert per_sample < 6.0, f"{per_sample:.1f} bytes per extra output sample"

@@ -74,6 +74,21 @@ def test_truncated_and_clipped_files_are_used_with_a_line(tmp_path, caplog):
     assert "1000 samples outside [-1, 1] (peak 45) are clipped" in caplog.text
 
 
+def test_a_long_clipped_file_says_so_in_one_line_not_one_per_block(tmp_path, caplog):
+    """Streamed reading (scoring, and now every decode) warned once per 30 s block: a
+    clipped recording of an hour gave 120 lines. One line per file, with the totals."""
+    loud = np.full(4800, 0.5, np.float32)
+    loud[::3] = 2.0  # 1600 samples over full scale, in each of the three blocks below
+    loud[4000] = 7.5
+    path = tmp_path / "loud.wav"
+    sf.write(path, loud, 16000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING):
+        blocks = list(read_blocks(path, 16000, block_seconds=0.1))
+    assert len(blocks) == 3
+    lines = [r.getMessage() for r in caplog.records if "clipped" in r.getMessage()]
+    assert lines == [f"{path}: 1601 samples outside [-1, 1] (peak 7.5) are clipped"]
+
+
 def test_a_folder_with_hostile_files_trains_on_the_rest_and_counts_them(tmp_path, caplog):
     root = tmp_path / "audio"
     write(root / "good.wav", tone(0.3))

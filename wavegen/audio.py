@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import librosa
@@ -98,43 +98,56 @@ def load_audio(
     path = Path(path)
     info = open_info(path)
     try:
-        data, file_sr = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
-        raise AudioError(path, f"cannot read audio ({err})") from None
+        audio = gather(read_blocks(path, sample_rate, pad_to_ceil=True),
+                       output_bound(path, info, sample_rate))
     except MemoryError:
         raise AudioError(path, f"too large to read ({info.frames} frames)") from None
-    if data.shape[0] == 0:
-        raise AudioError(path, "file holds no audio samples")
-    promised = max(info.frames, wav_declared_frames(path, info))
-    if data.shape[0] < promised:
-        log.warning("%s: truncated: its header promises %d frames, %d are there; using "
-                    "those", path, promised, data.shape[0])
-    if not np.isfinite(data).all():
-        raise AudioError(path, "file holds NaN or infinite samples")
-    warn_clipped(path, data)
-    audio = resample(to_mono(data), file_sr, sample_rate)
-    if audio.size == 0:
-        raise AudioError(path, f"no samples at {sample_rate} Hz: its {data.shape[0]} frames "
-                               f"at {file_sr} Hz resample to none")
     if top_db is not None:
         audio = trim_silence(audio, top_db)
         if audio.size == 0:
             raise AudioError(path, f"nothing left after trimming silence (top_db={top_db})")
     if normalize:
-        top = float(np.abs(audio).max())
+        top = max(float(audio.max()), -float(audio.min()))
         if top > 0:
-            audio = audio * np.float32(peak / top)
-    return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+            audio *= np.float32(peak / top)
+    return np.clip(audio, -1.0, 1.0, out=audio)
+
+
+def output_bound(path: Path, info: sf._SoundFileInfo, sample_rate: int) -> int:
+    """The samples a file's header promises at ``sample_rate``, for a buffer made once: at
+    most one frame per bit of the file, so that a header claiming more reserves nothing
+    (a file that really holds more, such as compressed silence, grows the buffer)."""
+    frames = min(max(info.frames, wav_declared_frames(path, info)), 8 * path.stat().st_size)
+    return int(np.ceil(frames * sample_rate / info.samplerate)) + 1
+
+
+def gather(blocks: Iterable[np.ndarray], bound: int) -> np.ndarray:
+    """Join (T_i,) float32 blocks into one (sum T_i,) array, written into one buffer of
+    ``bound`` samples (grown if they are more), not into a list and then a copy: a long
+    file costs its samples once."""
+    out = np.empty(max(bound, 0), dtype=np.float32)
+    filled = 0
+    for block in blocks:
+        if filled + block.size > out.size:
+            grown = np.empty(max(filled + block.size, out.size + out.size // 2), np.float32)
+            grown[:filled] = out[:filled]
+            out = grown
+        out[filled : filled + block.size] = block
+        filled += block.size
+    return out[:filled]
 
 
 def read_blocks(
-    path: str | os.PathLike, sample_rate: int, block_seconds: float = 30.0
+    path: str | os.PathLike, sample_rate: int, block_seconds: float = 30.0,
+    pad_to_ceil: bool = False,
 ) -> Iterator[np.ndarray]:
     """Stream a file as float32 mono blocks (T_i,) at ``sample_rate``, in bounded memory.
 
-    Blocks are mixed down, then resampled with a streaming soxr resampler of the same
-    quality as ``load_audio`` (soxr HQ); its output is identical to resampling the whole
-    file at once (tested). No trimming or normalisation: this is the audio as given.
+    Blocks are mixed down, then resampled with a streaming soxr resampler (soxr HQ, as
+    ``librosa.resample(res_type="soxr_hq")``): the same values as resampling the whole file
+    at once (tested), round(T * rate ratio) of them. ``pad_to_ceil`` appends the zero that
+    librosa adds where the ceiling is one more (``load_audio``'s length). No trimming or
+    normalisation: this is the audio as given.
 
     Raises:
         AudioError: unreadable, empty, or holding NaN/infinite samples.
@@ -148,13 +161,17 @@ def read_blocks(
         if info.samplerate != sample_rate:
             stream = soxr.ResampleStream(info.samplerate, sample_rate, 1, dtype="float32",
                                          quality="HQ")
-        total = produced = 0
+        total = produced = clipped = 0
+        top = 0.0
         pending = next(blocks, None)
         while pending is not None:
             block, pending = pending, next(blocks, None)
             if not np.isfinite(block).all():
                 raise AudioError(path, "file holds NaN or infinite samples")
-            warn_clipped(path, block)
+            over = np.abs(block) > 1.0
+            if over.any():
+                clipped += int(over.sum())
+                top = max(top, float(np.abs(block).max()))
             total += block.shape[0]
             mono = to_mono(block)
             if stream is not None:
@@ -166,9 +183,19 @@ def read_blocks(
         raise AudioError(path, f"cannot read audio ({err})") from None
     if total == 0:
         raise AudioError(path, "file holds no audio samples")
+    if pad_to_ceil and produced < (length := -(-total * sample_rate // info.samplerate)):
+        yield np.zeros(length - produced, dtype=np.float32)
+        produced = length
     if produced == 0:
         raise AudioError(path, f"no samples at {sample_rate} Hz: its {total} frames at "
                                f"{info.samplerate} Hz resample to none")
+    promised = max(info.frames, wav_declared_frames(path, info))
+    if total < promised:
+        log.warning("%s: truncated: its header promises %d frames, %d are there; using "
+                    "those", path, promised, total)
+    if clipped:
+        log.warning("%s: %d samples outside [-1, 1] (peak %.3g) are clipped", path, clipped,
+                    top)
 
 
 def header_problem(err: Exception) -> str:
@@ -230,20 +257,43 @@ def wav_declared_frames(path: Path, info: sf._SoundFileInfo) -> int:
     return size // (width * info.channels)
 
 
-def warn_clipped(path: Path, data: np.ndarray) -> None:
-    """A line when samples lie outside [-1, 1] (float files): they are clipped to it."""
-    over = int((np.abs(data) > 1.0).sum())
-    if over:
-        log.warning("%s: %d samples outside [-1, 1] (peak %.3g) are clipped", path, over,
-                    float(np.abs(data).max()))
+# librosa.effects.trim's analysis: RMS over frames of 2048 samples, 512 apart, centred
+# (zero padding), in dB below the loudest frame.
+TRIM_FRAME, TRIM_HOP = 2048, 512
+# Frames measured per librosa call: librosa materialises each frame's squares (4x the
+# samples), so a long file is measured a few MB at a time.
+TRIM_CHUNK_FRAMES = 1024
+
+
+def frame_rms(audio: np.ndarray, chunk_frames: int = TRIM_CHUNK_FRAMES) -> np.ndarray:
+    """(T,) -> (1 + T // 512,) float32: ``librosa.feature.rms`` of the whole signal (frames of
+    2048, hop 512, centred with zeros), value for value, computed ``chunk_frames`` frames at
+    a time."""
+    half = TRIM_FRAME // 2
+    count = 1 + audio.size // TRIM_HOP
+    out = np.empty(count, dtype=np.float32)
+    for first in range(0, count, chunk_frames):
+        last = min(first + chunk_frames, count)
+        # these frames cover the zero-padded signal's [first * hop, (last - 1) * hop + frame)
+        lo, hi = first * TRIM_HOP - half, (last - 1) * TRIM_HOP + TRIM_FRAME - half
+        piece = np.zeros(hi - lo, dtype=np.float32)
+        piece[max(0, -lo) : min(hi, audio.size) - lo] = audio[max(lo, 0) : min(hi, audio.size)]
+        out[first:last] = librosa.feature.rms(y=piece, frame_length=TRIM_FRAME,
+                                              hop_length=TRIM_HOP, center=False)[0]
+    return out
 
 
 def trim_silence(audio: np.ndarray, top_db: float) -> np.ndarray:
-    """(T,) -> (T',) with leading/trailing audio quieter than top_db below peak removed."""
+    """(T,) -> (T',): leading/trailing audio quieter than top_db below the loudest frame
+    removed, as ``librosa.effects.trim`` does (the same samples kept), in memory bounded
+    whatever the length. A view of ``audio``."""
     if not np.any(audio):
         return audio[:0]
-    trimmed, _ = librosa.effects.trim(audio, top_db=top_db)
-    return trimmed
+    db = librosa.amplitude_to_db(frame_rms(audio), ref=np.max, top_db=None)
+    loud = np.flatnonzero(db > -top_db)
+    if loud.size == 0:
+        return audio[:0]
+    return audio[loud[0] * TRIM_HOP : min(audio.size, (loud[-1] + 1) * TRIM_HOP)]
 
 
 WAV_HEADER_BYTES = 44  # what write_wav adds to 2 bytes a sample

@@ -91,6 +91,9 @@ class FamilyError(WavegenError):
     """An unknown model family (a config key or a checkpoint that names one)."""
 
 
+ENCODE_BLOCK = 1 << 20  # values companded at a time by Codec.encode_array
+
+
 @dataclass(frozen=True)
 class Codec:
     """Audio <-> the stored values: mu-law companding to ``channels`` classes."""
@@ -120,9 +123,15 @@ class Codec:
                                             if not torch.is_tensor(audio) else audio),
                             self.channels)
 
-    def encode_array(self, audio: np.ndarray) -> np.ndarray:
-        """(T,) float32 -> (T,) uint8/uint16 classes, as the data cache stores them."""
-        return self.encode(np.ascontiguousarray(audio)).numpy().astype(self.dtype)
+    def encode_array(self, audio: np.ndarray, block: int = ENCODE_BLOCK) -> np.ndarray:
+        """(T,) float32 -> (T,) uint8/uint16 classes, as the data cache stores them; encoded
+        ``block`` values at a time (the companding's float and int64 temporaries are 20
+        bytes a value: a long file pays them for one block, not for all of it)."""
+        out = np.empty(len(audio), dtype=self.dtype)
+        for i in range(0, len(audio), block):
+            part = np.ascontiguousarray(audio[i : i + block])
+            out[i : i + len(part)] = self.encode(part).numpy()
+        return out
 
     def decode(self, values: torch.Tensor) -> torch.Tensor:
         """int classes -> float32 audio in [-1, 1] of the same shape."""
