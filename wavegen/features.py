@@ -24,6 +24,8 @@ import numpy as np
 
 from .config import ConditionConfig, ConfigError
 
+MEL_CHUNK_FRAMES = 4096  # frames of log_mel's spectrogram held at a time
+
 
 @dataclass(frozen=True)
 class MelSettings:
@@ -90,9 +92,12 @@ class MelSettings:
                 f"{'Nyquist' if self.fmax is None else f'{self.fmax:g} Hz'}")
 
 
-def log_mel(audio: np.ndarray, sample_rate: int, settings: MelSettings) -> np.ndarray:
+def log_mel(audio: np.ndarray, sample_rate: int, settings: MelSettings,
+            chunk_frames: int = MEL_CHUNK_FRAMES) -> np.ndarray:
     """(T,) float audio -> (ceil(T / hop), n_mels) float32 log-mel frames, aligned as the
-    module docstring says."""
+    module docstring says; computed ``chunk_frames`` frames at a time (the spectrogram and
+    its temporaries peak at about 85 bytes a sample: a long file pays that for one chunk,
+    not for all of it). Chunks give the frames of one pass to a unit in the last place."""
     s = settings
     s.check(sample_rate)
     audio = np.asarray(audio, dtype=np.float32)
@@ -102,13 +107,20 @@ def log_mel(audio: np.ndarray, sample_rate: int, settings: MelSettings) -> np.nd
     # frame f's FFT window starts at f * hop + hop / 2 - n_fft / 2 (centred on the middle
     # of its hop span): pad silence on the left and enough on the right for the last one
     left = s.n_fft // 2 - s.hop_length // 2
-    right = (frames - 1) * s.hop_length + s.n_fft - left - len(audio)
-    padded = np.pad(audio, (max(left, 0), max(right, 0)))[max(-left, 0):]
-    mel = librosa.feature.melspectrogram(
-        y=padded, sr=sample_rate, n_fft=s.n_fft, hop_length=s.hop_length,
-        win_length=s.win_length, center=False, power=1.0, n_mels=s.n_mels, fmin=s.fmin,
-        fmax=s.fmax)[:, :frames]  # (n_mels, F)
-    return np.log(np.maximum(mel, s.log_floor)).T.astype(np.float32)
+    out = np.empty((frames, s.n_mels), dtype=np.float32)
+    for first in range(0, frames, chunk_frames):
+        last = min(first + chunk_frames, frames)
+        # frames [first, last) read audio [first * hop - left, (last - 1) * hop - left + n_fft)
+        lo = first * s.hop_length - left
+        hi = (last - 1) * s.hop_length - left + s.n_fft
+        piece = np.zeros(hi - lo, dtype=np.float32)  # silence beyond the clip's ends
+        piece[max(0, -lo) : min(hi, len(audio)) - lo] = audio[max(lo, 0) : min(hi, len(audio))]
+        mel = librosa.feature.melspectrogram(
+            y=piece, sr=sample_rate, n_fft=s.n_fft, hop_length=s.hop_length,
+            win_length=s.win_length, center=False, power=1.0, n_mels=s.n_mels, fmin=s.fmin,
+            fmax=s.fmax)  # (n_mels, last - first)
+        out[first:last] = np.log(np.maximum(mel, s.log_floor)).T
+    return out
 
 
 def check_frames(frames: np.ndarray, settings: MelSettings, what: str) -> np.ndarray:
