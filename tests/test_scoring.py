@@ -108,6 +108,28 @@ def checkpoint(tmp_path):
     return path, model
 
 
+def test_a_plot_draws_a_fixed_number_of_bins_whatever_the_length():
+    """`score --plot` smoothed the surprisal with a moving average as wide as 1/2000 of the
+    clip (np.convolve: work growing with the square of the length: 9 s for a 10-minute
+    clip, 35 s for 20 minutes, hours for a long recording) and drew every sample. It now
+    draws 2000 bins: each bin's lowest and highest sample and its mean surprisal."""
+    from wavegen.report import PLOT_POINTS, plot_bins
+
+    rng = np.random.default_rng(0)
+    n = PLOT_POINTS * 500
+    audio = rng.uniform(-1.2, 1.2, n).astype(np.float32)
+    surprisal = rng.uniform(0, 8, n).astype(np.float32)
+    t, low, high, mean = plot_bins(audio, surprisal, 16000)
+    assert len(t) == len(low) == len(high) == len(mean) == PLOT_POINTS
+    by_bin = np.clip(audio, -1, 1).reshape(PLOT_POINTS, 500)
+    assert np.array_equal(low, by_bin.min(axis=1)) and np.array_equal(high, by_bin.max(axis=1))
+    np.testing.assert_allclose(mean, surprisal.reshape(PLOT_POINTS, 500).mean(axis=1),
+                               rtol=1e-6)
+    assert np.allclose(t, np.arange(PLOT_POINTS) * 500 / 16000)
+    t, low, high, mean = plot_bins(audio[:7], surprisal[:7], 16000)  # shorter than the bins
+    assert np.array_equal(low, np.clip(audio[:7], -1, 1)) and np.allclose(mean, surprisal[:7])
+
+
 def test_cli_outputs_agree_with_score_file(tmp_path, checkpoint):
     ckpt, model = checkpoint
     folder = tmp_path / "clips"

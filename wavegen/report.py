@@ -13,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import classify
-from .audio import read_blocks
+from .audio import gather, open_info, output_bound, read_blocks
 from .errors import WavegenError
 from .family import family_of
 from .outputs import RecordFiles, table_stream
@@ -172,22 +172,40 @@ def estimated_samples(paths: list, sample_rate: int) -> int:
     return total
 
 
+PLOT_POINTS = 2000  # bins across a plot's width, whatever the clip's length
+
+
+def plot_bins(audio: np.ndarray, surprisal: np.ndarray, sample_rate: int,
+              points: int = PLOT_POINTS) -> tuple[np.ndarray, ...]:
+    """What a plot of a clip draws, in time linear in its length: (T,) audio and (T,)
+    surprisal -> (P,) bin start times in seconds, the audio's lowest and highest value in
+    each bin (its envelope) and the mean surprisal of each bin, P = min(points, T)."""
+    n = min(len(audio), len(surprisal))
+    starts = np.linspace(0, n, min(points, n), endpoint=False).astype(np.int64)
+    counts = np.diff(np.append(starts, n))
+    audio = np.clip(audio[:n], -1.0, 1.0)
+    return (starts / sample_rate, np.minimum.reduceat(audio, starts),
+            np.maximum.reduceat(audio, starts),
+            np.add.reduceat(surprisal[:n].astype(np.float64), starts) / counts)
+
+
 def plot_surprisal(path: Path, record: dict, surprisal: np.ndarray, model: nn.Module) -> None:
-    """Waveform (decoded from the scored classes) and surprisal over time."""
+    """Waveform envelope (of the file as scored: mono, at the model's rate) and surprisal
+    over time, each in ``PLOT_POINTS`` bins."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    audio = np.concatenate(list(read_blocks(record["path"], model.sample_rate)))
-    t = np.arange(len(surprisal)) / model.sample_rate
-    hop = max(1, len(surprisal) // 2000)  # smooth over ~2000 points for readability
-    smooth = np.convolve(surprisal, np.ones(hop) / hop, mode="same")
+    scored = Path(record["path"])
+    audio = gather(read_blocks(scored, model.sample_rate),
+                   output_bound(scored, open_info(scored), model.sample_rate))
+    t, low, high, mean = plot_bins(audio, surprisal, model.sample_rate)
     fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(10, 5))
-    ax1.plot(t, np.clip(audio[: len(t)], -1, 1), linewidth=0.3)
+    ax1.fill_between(t, low, high, step="post", linewidth=0.3)
     ax1.set_ylabel("amplitude")
     ax1.set_title(f"{record['path']}: {record['bits_per_sample']:.3f} bits/sample")
-    ax2.plot(t, smooth, linewidth=0.6, color="tab:red")
+    ax2.step(t, mean, where="post", linewidth=0.6, color="tab:red")
     ax2.axhline(uniform_bits(model), color="gray", linestyle=":",
                 label="uniform guessing")
     ax2.set_ylabel("surprisal (bits)")
