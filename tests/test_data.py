@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from conftest import randomize_biases, tone, write
 
@@ -55,6 +56,41 @@ def test_cache_is_reused_and_invalidated(tmp_path, caplog):
     os.utime(changed, ns=(1, 1))
     after = AudioFolder(root, PREP, cache)
     assert (after.report.decoded, after.report.reused) == (1, 3)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_a_folder_of_more_files_than_may_be_open_at_once_is_used(tmp_path):
+    """Every clip was a memory map of its own cache entry, and each map holds an open file:
+    a folder of 2000 clips stopped with "OSError: [Errno 24] Too many open files" under
+    the usual limit of 1024 (a speech corpus is tens of thousands of clips), after first
+    calling a cache entry "unreadable". Past PACK_FILES files, the clips are views of one
+    cache entry that holds them all (one open file), written once and then reused."""
+    import resource
+
+    from wavegen.data import PACK_FILES
+
+    root, cache = tmp_path / "corpus", tmp_path / "cache"
+    n = PACK_FILES + 60
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        write(root / f"spk{i % 3}" / f"utt{i:04d}.wav",
+              (rng.standard_normal(160 + i) * 0.1).astype(np.float32), subtype="FLOAT")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = len(os.listdir("/proc/self/fd")) + n // 2  # fewer than one file a clip
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        first = AudioFolder(root, PREP, cache)
+        again = AudioFolder(root, PREP, cache)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (first.report.decoded, again.report.reused) == (n, n) and len(again.clips) == n
+    assert len(list(cache.glob("pack-*.npy"))) == 1  # written once, then reused
+    small = AudioFolder(make_folder(tmp_path / "few"), PREP, cache)  # few files: no pack
+    assert len(list(cache.glob("pack-*.npy"))) == 1 and len(small.clips) == 4
+    for clip in again.clips:  # the values of each file's own cache entry
+        path = root / clip.name
+        assert np.array_equal(clip.classes, np.load(AudioFolder._cache_path(first, path)))
+        assert len(clip) == sf.info(path).frames
 
 
 def test_bad_files_are_skipped_and_counted(tmp_path, caplog):

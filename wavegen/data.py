@@ -2,14 +2,15 @@
 and a built-in synthetic set that needs no files.
 
 Every clip is a 1-D array of mu-law classes (uint8 for Q <= 256, else uint16), memory-mapped
-from the cache for folders. Crops follow the silence convention (README, "Architecture"):
-the context before a
-file's first sample is the silence class.
+from the cache for folders (from one entry holding them all for a folder of many files).
+Crops follow the silence convention (README, "Architecture"): the context before a file's
+first sample is the silence class.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import logging
@@ -32,6 +33,9 @@ from .features import MelSettings, log_mel
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+# A folder of more files than this has its clips' classes packed into one cache entry,
+# memory-mapped once (a memory map holds an open file; systems allow 1024 by default).
+PACK_FILES = 256
 IGNORE = -100  # target value for padded positions (torch cross_entropy's ignore_index)
 
 
@@ -126,6 +130,7 @@ class AudioFolder:
         paths = [p for p in audio_paths(self.root)
                  if p.is_file() or (p.is_symlink() and not p.exists())]
         manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
+        found: list[tuple[Path, str | None, Path, int, np.ndarray | None]] = []
         for path in paths:
             label = None
             if labels == "folder":
@@ -141,7 +146,7 @@ class AudioFolder:
                     self._skip(path, f"not listed in the manifest {labels}")
                     continue
             try:
-                classes, audio = self._load(path)
+                entry, length, audio = self._load(path)
                 frames = self._frames(path, audio) if features is not None else None
             except AudioError as err:
                 self._skip(path, err.cause)
@@ -150,11 +155,16 @@ class AudioFolder:
                 self._skip(path, "too large to decode in memory")
                 continue
             self.report.files.append(path)
-            self.report.seconds += len(classes) / prep.sample_rate
-            self.clips.append(Clip(str(path.relative_to(self.root)), classes, label,
-                                   str(path.resolve()), frames))
-        if not self.clips:
+            self.report.seconds += length / prep.sample_rate
+            found.append((path, label, entry, length, frames))
+        if not found:
             raise DataError(f"no usable audio in {self.root}: {self._why_none(paths, labels)}")
+        arrays = (self._packed(found) if len(found) > PACK_FILES
+                  else [np.load(entry, mmap_mode="r") for _, _, entry, _, _ in found])
+        self.clips = [Clip(str(path.relative_to(self.root)), classes, label,
+                           str(path.resolve()), frames)
+                      for (path, label, _, _, frames), classes in zip(found, arrays,
+                                                                      strict=True)]
 
     def _why_none(self, paths: list[Path], labels: str | None) -> str:
         """Why a scan kept no file, counted by reason."""
@@ -219,17 +229,20 @@ class AudioFolder:
         return load_audio(path, p.sample_rate, top_db=p.top_db, normalize=p.normalize,
                           peak=p.peak)
 
-    def _load(self, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-        """A file's classes from the cache, or decoded and cached; and its audio when it
-        was decoded now (else None)."""
+    def _load(self, path: Path) -> tuple[Path, int, np.ndarray | None]:
+        """A file's cache entry of classes, decoded and stored now if it has none, and its
+        length; and its audio when it was decoded now (else None). No file stays open: a
+        folder of thousands of files would otherwise run out of file descriptors."""
         open_info(path)  # exists, readable, a plausible rate: else AudioError with the reason
         cached = self._cache_path(path)
         if cached.is_file():
             try:
-                classes = np.load(cached, mmap_mode="r")
+                length = len(np.load(cached, mmap_mode="r"))
                 self.report.reused += 1
-                return classes, None
-            except (OSError, ValueError):
+                return cached, length, None
+            except (OSError, ValueError) as err:
+                if getattr(err, "errno", None) == errno.EMFILE:
+                    raise
                 log.warning("cache entry %s is unreadable; decoding %s again", cached, path)
         p = self.prep
         audio = self._decode(path)
@@ -239,7 +252,39 @@ class AudioFolder:
         classes = p.codec.encode_array(audio)
         self._store(cached, classes)
         self.report.decoded += 1
-        return np.load(cached, mmap_mode="r"), audio
+        return cached, len(classes), audio
+
+    def _packed(self, found: list[tuple[Path, str | None, Path, int, np.ndarray | None]]
+                ) -> list[np.ndarray]:
+        """The classes of many files as views of one cache entry that holds them all, end to
+        end, memory-mapped once (one open file however many files the folder holds; each
+        file memory-mapped on its own holds a descriptor, and a folder of a few thousand
+        clips, a speech corpus, met the limit of open files). The pack is keyed by its files'
+        own entries, so a changed file or setting makes a new one; it is written once,
+        entry by entry."""
+        entries = [entry.name for _, _, entry, _, _ in found]
+        digest = hashlib.sha1(json.dumps(entries).encode()).hexdigest()[:20]
+        pack = self.cache_dir / f"pack-{len(entries)}-files-{digest}.npy"
+        lengths = [length for _, _, _, length, _ in found]
+        if not pack.is_file():
+            fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.cache_dir)
+            os.close(fd)
+            try:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.prep.codec.dtype,
+                                                shape=(sum(lengths),))
+                at = 0
+                for (_, _, entry, length, _) in found:
+                    out[at : at + length] = np.load(entry)
+                    at += length
+                out.flush()
+                del out
+                os.replace(tmp, pack)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        classes = np.load(pack, mmap_mode="r")
+        starts = np.cumsum([0, *lengths])
+        return [classes[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:
