@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import randomize_biases, tone, write
+from conftest import randomize_biases, run_wavegen, tone, write
 
 from wavegen import WaveNet
 from wavegen.data import (
@@ -91,6 +91,33 @@ def test_a_folder_of_more_files_than_may_be_open_at_once_is_used(tmp_path):
         path = root / clip.name
         assert np.array_equal(clip.classes, np.load(AudioFolder._cache_path(first, path)))
         assert len(clip) == sf.info(path).frames
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_naming_the_key(tmp_path, monkeypatch):
+    """A cache folder under a file (or read-only, or on a full disk) ended in a traceback
+    (NotADirectoryError, OSError), and a failed write left its temporary file behind."""
+    import errno
+
+    root = make_folder(tmp_path / "audio")
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    done = run_wavegen("train", f"data.root={root}", f"data.cache_dir={blocked / 'cache'}",
+                       "model=tiny", "train.max_steps=1", f"out_dir={tmp_path / 'runs'}",
+                       cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "cannot write" in done.stderr and "set data.cache_dir to a folder" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+    def full_disk(f, array):
+        f.write(b"\x93NUMPY partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(DataError, match="no space left on the device: the decoded audio is "
+                                        f"cached in {cache}; set data.cache_dir"):
+        AudioFolder(root, PREP, cache)
+    assert list(cache.iterdir()) == []  # no temporary file left
 
 
 def test_bad_files_are_skipped_and_counted(tmp_path, caplog):

@@ -17,8 +17,10 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ from torch.utils.data import Dataset
 
 from .audio import AudioError, audio_paths, load_audio, open_info
 from .config import ConfigError, DataConfig
-from .errors import WavegenError
+from .errors import WavegenError, WriteError, writing
 from .family import Codec
 from .features import MelSettings, log_mel
 
@@ -217,11 +219,27 @@ class AudioFolder:
 
     def _store(self, cached: Path, array: np.ndarray) -> None:
         """Write a cache entry atomically."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.cache_dir)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, cached)
+        self._write_entry(cached, lambda f: np.save(f, array))
+
+    def _write_entry(self, target: Path, write: Callable[[BinaryIO], None]) -> None:
+        """Write a cache entry through a temporary file renamed into place (a reader never
+        sees part of one; nothing is left behind when it fails). A folder that cannot be
+        written or a full disk is a DataError naming the cache and the key that moves it."""
+        tmp = None
+        try:
+            with writing(target):
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.cache_dir)
+                with os.fdopen(fd, "wb") as f:
+                    write(f)
+                os.replace(tmp, target)
+        except WriteError as err:
+            raise DataError(f"{err}: the decoded audio is cached in {self.cache_dir}; set "
+                            f"data.cache_dir to a folder that can be written and has "
+                            f"space") from None
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                os.remove(tmp)
 
     def _decode(self, path: Path) -> np.ndarray:
         """The file's audio as the preprocessing makes it (AudioError if unreadable)."""
@@ -267,21 +285,14 @@ class AudioFolder:
         pack = self.cache_dir / f"pack-{len(entries)}-files-{digest}.npy"
         lengths = [length for _, _, _, length, _ in found]
         if not pack.is_file():
-            fd, tmp = tempfile.mkstemp(suffix=".npy", dir=self.cache_dir)
-            os.close(fd)
-            try:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.prep.codec.dtype,
-                                                shape=(sum(lengths),))
-                at = 0
-                for (_, _, entry, length, _) in found:
-                    out[at : at + length] = np.load(entry)
-                    at += length
-                out.flush()
-                del out
-                os.replace(tmp, pack)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            def write(f: BinaryIO) -> None:  # entry by entry: memory of one file at a time
+                np.lib.format.write_array_header_1_0(f, {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(self.prep.codec.dtype)),
+                    "fortran_order": False, "shape": (sum(lengths),)})
+                for _, _, entry, _, _ in found:
+                    f.write(np.load(entry).tobytes())
+
+            self._write_entry(pack, write)
         classes = np.load(pack, mmap_mode="r")
         starts = np.cumsum([0, *lengths])
         return [classes[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]

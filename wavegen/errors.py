@@ -34,17 +34,21 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        if err.errno == errno.ENOSPC:
+        # numpy's array writes report a short write as an OSError without an errno
+        if err.errno == errno.ENOSPC or (err.errno is None and _full(path)):
             raise WriteError(f"{path}: no space left on the device") from None
         raise WriteError(f"{path}: cannot write ({err.strerror or err})") from None
     except RuntimeError as err:  # torch.save reports a failed write as a RuntimeError
         if "write" not in str(err):
             raise
-        folder = Path(path).parent
-        try:
-            full = shutil.disk_usage(folder).free < 1 << 20
-        except OSError:
-            full = False
-        reason = "no space left on the device" if full else \
+        reason = "no space left on the device" if _full(path) else \
             f"cannot write ({str(err).splitlines()[0]})"
         raise WriteError(f"{path}: {reason}") from None
+
+
+def _full(path: str | os.PathLike) -> bool:
+    """Whether the folder of ``path`` has less than 1 MiB free (a failed write's cause)."""
+    try:
+        return shutil.disk_usage(Path(path).parent).free < 1 << 20
+    except OSError:
+        return False
