@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +25,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .audio import AudioError, audio_paths, load_audio, open_info
 from .config import ConfigError, DataConfig
@@ -38,6 +40,7 @@ CACHE_VERSION = 1
 # A folder of more files than this has its clips' classes packed into one cache entry,
 # memory-mapped once (a memory map holds an open file; systems allow 1024 by default).
 PACK_FILES = 256
+SCAN_BAR_DELAY = 2.0  # seconds a folder scan runs before its progress bar appears
 IGNORE = -100  # target value for padded positions (torch cross_entropy's ignore_index)
 
 
@@ -114,7 +117,8 @@ class AudioFolder:
 
     def __init__(self, root: str | os.PathLike, prep: Preprocessing,
                  cache_dir: str | os.PathLike | None = None, labels: str | None = None,
-                 features: MelSettings | None = None, key: str = "data.root"):
+                 features: MelSettings | None = None, key: str = "data.root",
+                 progress: bool = False):
         self.root = Path(root).expanduser()
         self.prep = prep
         self.features = features
@@ -133,6 +137,23 @@ class AudioFolder:
                  if p.is_file() or (p.is_symlink() and not p.exists())]
         manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
         found: list[tuple[Path, str | None, Path, int, np.ndarray | None]] = []
+        # a first scan of a corpus decodes for minutes: a bar, if it takes more than a moment
+        with tqdm(paths, desc=f"scan {key}", unit="file", delay=SCAN_BAR_DELAY,
+                  disable=not progress, dynamic_ncols=True) as bar, logging_redirect_tqdm():
+            self._scan(bar, labels, manifest, found)
+        if not found:
+            raise DataError(f"no usable audio in {self.root}: {self._why_none(paths, labels)}")
+        arrays = (self._packed(found) if len(found) > PACK_FILES
+                  else [np.load(entry, mmap_mode="r") for _, _, entry, _, _ in found])
+        self.clips = [Clip(str(path.relative_to(self.root)), classes, label,
+                           str(path.resolve()), frames)
+                      for (path, label, _, _, frames), classes in zip(found, arrays,
+                                                                      strict=True)]
+
+    def _scan(self, paths: Iterable[Path], labels: str | None,
+              manifest: dict[Path, str] | None, found: list) -> None:
+        """Each file's cache entry (decoded now if it has none), its label and frames, into
+        ``found``; files that cannot be used are skipped with a line each."""
         for path in paths:
             label = None
             if labels == "folder":
@@ -149,7 +170,7 @@ class AudioFolder:
                     continue
             try:
                 entry, length, audio = self._load(path)
-                frames = self._frames(path, audio) if features is not None else None
+                frames = self._frames(path, audio) if self.features is not None else None
             except AudioError as err:
                 self._skip(path, err.cause)
                 continue
@@ -157,16 +178,8 @@ class AudioFolder:
                 self._skip(path, "too large to decode in memory")
                 continue
             self.report.files.append(path)
-            self.report.seconds += length / prep.sample_rate
+            self.report.seconds += length / self.prep.sample_rate
             found.append((path, label, entry, length, frames))
-        if not found:
-            raise DataError(f"no usable audio in {self.root}: {self._why_none(paths, labels)}")
-        arrays = (self._packed(found) if len(found) > PACK_FILES
-                  else [np.load(entry, mmap_mode="r") for _, _, entry, _, _ in found])
-        self.clips = [Clip(str(path.relative_to(self.root)), classes, label,
-                           str(path.resolve()), frames)
-                      for (path, label, _, _, frames), classes in zip(found, arrays,
-                                                                      strict=True)]
 
     def _why_none(self, paths: list[Path], labels: str | None) -> str:
         """Why a scan kept no file, counted by reason."""
@@ -578,10 +591,11 @@ def check_synthetic_memory(cfg: DataConfig) -> None:
             f"needs {short}")
 
 
-def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None = None
-                   ) -> tuple[list[Clip], list[Clip], str]:
+def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None = None,
+                   progress: bool = False) -> tuple[list[Clip], list[Clip], str]:
     """(train clips, validation clips, a summary for the log) for a DataConfig; with
-    ``features``, every clip carries its log-mel frames."""
+    ``features``, every clip carries its log-mel frames; ``progress``: a bar over a folder's
+    files when scanning it takes more than a moment."""
     if cfg.kind == "synthetic":
         check_synthetic_memory(cfg)
         train = synthetic_clips(cfg.synthetic_train_seconds, cfg.sample_rate,
@@ -594,12 +608,13 @@ def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None =
         return train, val, summary
     prep = Preprocessing(cfg.sample_rate, codec, cfg.top_db, cfg.normalize,
                          cfg.peak)
-    folder = AudioFolder(cfg.root, prep, cfg.cache_dir, cfg.labels, features)
+    folder = AudioFolder(cfg.root, prep, cfg.cache_dir, cfg.labels, features,
+                         progress=progress)
     lines = [folder.report.summary()]
     hop = features.hop_length if features is not None else 1
     if cfg.val_root:
         val_folder = AudioFolder(cfg.val_root, prep, cfg.cache_dir, cfg.labels, features,
-                                 key="data.val_root")
+                                 key="data.val_root", progress=progress)
         lines.append(val_folder.report.summary() + " (validation)")
         train, val = folder.clips, val_folder.clips
     elif cfg.labels:  # split each label's clips, so that every label is validated

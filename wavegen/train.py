@@ -276,8 +276,8 @@ class Trainer:
             self.features = MelSettings.from_config(cfg.condition)
             self.features.check(cfg.data.sample_rate)
             cfg.model.features = cfg.condition
-        train_clips, self.val_clips, self.data_summary = build_datasets(cfg.data, self.codec,
-                                                                        self.features)
+        train_clips, self.val_clips, self.data_summary = build_datasets(
+            cfg.data, self.codec, self.features, progress=world.is_main)
         if cfg.model.labels:
             raise ConfigError("model.labels is set from the data: use data.labels=folder "
                               "(or a manifest) instead")
