@@ -116,6 +116,38 @@ def test_each_stream_continues_its_own_prime(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_long_prime_is_fed_as_its_last_receptive_field(backend, shared, monkeypatch):
+    """Every sample of a prime went through the engine, though the state after it depends on
+    its last receptive_field only: a 3-minute song as a prime took a minute and a half to
+    feed before the first new sample. Now only that tail is fed; what follows equals the
+    parallel forward's continuation of the whole prime, and the draws at temperature 1 are
+    those of feeding it all (the level that top-p reads still counts the whole prime)."""
+    from wavegen.models.wavenet import engines
+
+    model = model_with_biases()  # receptive field 256
+    primes = torch.randint(0, 256, (1 if shared else 2, 8 * model.receptive_field))
+    audio = mulaw.decode(primes, 256).numpy()
+    prime = audio[0] if shared else audio
+    fed = []
+    prime_tiles, feed = streaming.prime, FastCPUEngine.feed
+    monkeypatch.setattr(streaming, "prime", lambda m, st, x, **kw: fed.append(x.shape[1])
+                        or prime_tiles(m, st, x, **kw))
+    monkeypatch.setattr(FastCPUEngine, "feed", lambda self, x, **kw: fed.append(x.shape[1])
+                        or feed(self, x, **kw))
+    greedy = generate(model, n=2, num_samples=30, temperature=0, prime=prime, backend=backend)
+    assert 0 < sum(fed) <= model.receptive_field
+    for i in range(2):
+        expected = greedy_by_parallel_forward(model, 30, prime=primes[i % len(primes)][None])
+        assert torch.equal(mulaw.encode(greedy[i : i + 1], 256), expected[:, primes.shape[1]:])
+    drawn = generate(model, n=2, num_samples=300, seed=5, top_p=0.5, prime=prime,
+                     backend=backend)
+    monkeypatch.setattr(engines, "unneeded", lambda *args: 0)  # feed it all
+    assert torch.equal(drawn, generate(model, n=2, num_samples=300, seed=5, top_p=0.5,
+                                       prime=prime, backend=backend))
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
 def test_seeds_reproduce_and_streams_do_not_depend_on_batch_size(backend):
     model = model_with_biases()
     a = generate(model, n=3, num_samples=200, seed=7, backend=backend)

@@ -79,6 +79,16 @@ def draw_torch(logits: torch.Tensor, u: torch.Tensor, temperature: float,
     return idx.squeeze(1).clamp_(max=logits.shape[-1] - 1)
 
 
+def unneeded(model: WaveNet, inputs: torch.Tensor, condition: Condition) -> int:
+    """How many of the first values of ``inputs`` (B, T) cannot change what follows them:
+    all but the last ``receptive_field``, whose state after them is the same whatever came
+    before (so a prime of minutes is fed as its last 128 ms for ``small``). None for a
+    vocoder, whose frames are indexed by each sample's time."""
+    if condition.frames is not None:
+        return 0
+    return max(0, inputs.shape[1] - model.receptive_field)
+
+
 def prime_bar(num_samples: int, progress: bool) -> tqdm:
     """A progress bar for feeding a prime of num_samples (shown from one tile up)."""
     return tqdm(total=num_samples, unit="sample", desc="prime",
@@ -90,9 +100,10 @@ def torch_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition,
     """Prime a torch stream state with ``inputs`` (B, T); return the chunk function."""
     state = streaming.silence_state(model, inputs.shape[0], condition.entries,
                                     condition.frames)
-    with prime_bar(inputs.shape[1], progress) as bar:
+    skip = unneeded(model, inputs, condition)
+    with prime_bar(inputs.shape[1] - skip, progress) as bar:
         # (B, Q): predicts the first new sample
-        logits = streaming.prime(model, state, inputs, bar=bar)
+        logits = streaming.prime(model, state, inputs[:, skip:], bar=bar)
     device = inputs.device
     amplitude = amplitudes(model).to(device)
     levels = None  # (B,) float64, made by the first chunk (it brings the rule)
@@ -145,16 +156,17 @@ def numba_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition, th
                            precision=precision, frames=condition.frames)
     x = inputs.cpu().numpy()
     known = x.shape[1] - 1
-    if known:
+    skip = unneeded(model, inputs, condition)
+    if known > skip:
         shared = bool((x == x[:1]).all()) and condition.all_same()
-        with prime_bar(known, progress) as bar:
+        with prime_bar(known - skip, progress) as bar:
             if shared:
                 first = condition.rows(0, 1)
                 state = streaming.silence_state(engine.model, 1, first.entries, first.frames)
-                streaming.prime(engine.model, state, inputs[:1, :-1].cpu(), bar=bar)
+                streaming.prime(engine.model, state, inputs[:1, skip:-1].cpu(), bar=bar)
                 engine.load(state, known)
             else:
-                for lo in range(0, known, TILE):
+                for lo in range(skip, known, TILE):
                     engine.feed(x[:, lo : min(known, lo + TILE)], logits=False)
                     bar.update(min(known, lo + TILE) - lo)
     pending = x[:, -1]
