@@ -120,19 +120,22 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_the_key(tmp_path, mon
     assert list(cache.iterdir()) == []  # no temporary file left
 
 
-def test_a_scan_that_takes_a_while_shows_a_bar_over_the_files(tmp_path, capsys,
+def test_a_scan_of_many_files_shows_a_bar_over_them(tmp_path, capsys,
                                                              monkeypatch):
     """A first scan of a corpus (13,000 clips) decodes for minutes; it printed nothing until
-    it was done. A bar over the files appears once a scan has run SCAN_BAR_DELAY seconds
-    (here at once), in the main process only."""
+    it was done. A folder of SCAN_BAR_FILES files or more (here 6) is scanned with a bar
+    over its files, in the main process only."""
     import wavegen.data
 
     root = make_folder(tmp_path / "audio", n=6)
-    monkeypatch.setattr(wavegen.data, "SCAN_BAR_DELAY", 0.0)
+    monkeypatch.setattr(wavegen.data, "SCAN_BAR_FILES", 6)
     AudioFolder(root, PREP, tmp_path / "cache", progress=True)
     err = capsys.readouterr().err
     assert "scan data.root: 100%" in err and "6/6" in err
     AudioFolder(root, PREP, tmp_path / "cache")  # progress off (other DDP ranks)
+    assert "scan" not in capsys.readouterr().err
+    monkeypatch.setattr(wavegen.data, "SCAN_BAR_FILES", 7)
+    AudioFolder(root, PREP, tmp_path / "cache", progress=True)  # fewer files: no bar
     assert "scan" not in capsys.readouterr().err
 
 

@@ -40,7 +40,7 @@ CACHE_VERSION = 1
 # A folder of more files than this has its clips' classes packed into one cache entry,
 # memory-mapped once (a memory map holds an open file; systems allow 1024 by default).
 PACK_FILES = 256
-SCAN_BAR_DELAY = 2.0  # seconds a folder scan runs before its progress bar appears
+SCAN_BAR_FILES = 200  # a folder of this many files is scanned with a progress bar
 IGNORE = -100  # target value for padded positions (torch cross_entropy's ignore_index)
 
 
@@ -137,9 +137,10 @@ class AudioFolder:
                  if p.is_file() or (p.is_symlink() and not p.exists())]
         manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
         found: list[tuple[Path, str | None, Path, int, np.ndarray | None]] = []
-        # a first scan of a corpus decodes for minutes: a bar, if it takes more than a moment
-        with tqdm(paths, desc=f"scan {key}", unit="file", delay=SCAN_BAR_DELAY,
-                  disable=not progress, dynamic_ncols=True) as bar, logging_redirect_tqdm():
+        # a first scan of a corpus decodes for minutes: a bar over its files
+        with tqdm(paths, desc=f"scan {key}", unit="file", dynamic_ncols=True,
+                  disable=not progress or len(paths) < SCAN_BAR_FILES) as bar, \
+                logging_redirect_tqdm():
             self._scan(bar, labels, manifest, found)
         if not found:
             raise DataError(f"no usable audio in {self.root}: {self._why_none(paths, labels)}")
