@@ -120,8 +120,7 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_the_key(tmp_path, mon
     assert list(cache.iterdir()) == []  # no temporary file left
 
 
-def test_a_scan_of_many_files_shows_a_bar_over_them(tmp_path, capsys,
-                                                             monkeypatch):
+def test_a_scan_of_many_files_shows_a_bar_over_them(tmp_path, capsys, monkeypatch):
     """A first scan of a corpus (13,000 clips) decodes for minutes; it printed nothing until
     it was done. A folder of SCAN_BAR_FILES files or more (here 6) is scanned with a bar
     over its files, in the main process only."""
