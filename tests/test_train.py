@@ -349,6 +349,9 @@ def test_learning_rate_scaling_with_the_effective_batch():
     (["optim.weight_decay=-1"], "optim.weight_decay=-1.0 is invalid"),
     (["optim.min_lr_ratio=2"], r"optim.min_lr_ratio=2.0 is invalid: expected 0 <= x <= 1"),
     (["optim.warmup_steps=-1"], "optim.warmup_steps=-1 is invalid"),
+    (["data.val_max_total_seconds=0"], r"data.val_max_total_seconds=0(\.0)? is invalid: "
+                                       "expected null or a finite number > 0"),
+    (["data.val_max_seconds=-1"], "data.val_max_seconds=-1(.0)? is invalid"),
     (["data=folder", "data.root={tmp}", "data.labels=true"],
      "data.labels=true is not a setting of it: data.labels takes null, folder or the path"),
 ])
@@ -357,6 +360,57 @@ def test_values_are_checked_before_anything_is_written(tmp_path, overrides, mess
         train(compose_config(*(o.format(tmp=tmp_path) for o in overrides),
                              f"out_dir={tmp_path}"))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_large_held_out_set_is_scored_up_to_a_total_taken_across_labels(tmp_path, caplog):
+    """A tenth of a corpus of a day (LJSpeech: 1,310 clips, 2.4 h) was scored in full at
+    every validation, most of an hour each on a CPU (the streaming scorer's 45,000 samples/s
+    for `small`), every train.val_every=200 steps. Past data.val_max_total_seconds the
+    held-out clips are taken in turn across labels; the rest stay held out, unscored."""
+    import logging
+
+    from wavegen.data import validation_subset
+    from wavegen.train import validation_bits
+
+    root = tmp_path / "audio"
+    for label, count in (("a", 8), ("b", 2)):
+        for i in range(count):
+            write(root / label / f"{i}.wav", tone(0.5, freq=200 + 50 * i, seed=i))
+    with caplog.at_level(logging.INFO):
+        summary = train(fast_config(tmp_path, "data=folder", f"data.root={root}",
+                                    f"data.cache_dir={tmp_path / 'cache'}",
+                                    "data.labels=folder", "data.val_fraction=0.5",
+                                    "data.val_max_total_seconds=1", "train.max_steps=2"))
+    (run,) = [p.parent for p in tmp_path.glob("*/last.pt")]
+    held_out = (run / "validation_files.txt").read_text().split()
+    assert len(held_out) == 5  # 4 of a, 1 of b: all held out, listed
+    assert "validation scores 2 of the 5 held-out clips" in caplog.text
+    model = load_checkpoint(run / "last.pt")
+    cfg = compose_config("data=folder", f"data.root={root}", "data.val_max_total_seconds=1")
+    from wavegen.data import AudioFolder, Preprocessing
+    from wavegen.family import Codec
+
+    folder = AudioFolder(root, Preprocessing(16000, Codec(256), 60.0, False, 0.95),
+                         tmp_path / "cache", labels="folder")
+    clips = [c for c in folder.clips if c.path in held_out]
+    scored = validation_subset(clips, cfg.data)
+    assert scored == [next(c for c in clips if c.label == label) for label in "ab"]
+    assert summary["val_bits_per_sample"] == pytest.approx(
+        validation_bits(model, scored, 160000)[0], rel=1e-6)
+
+
+def test_the_validation_subset_takes_labels_in_turn():
+    from wavegen.data import Clip, validation_subset
+
+    cfg = compose_config("data.val_max_total_seconds=2.5", "data.val_max_seconds=1").data
+    clips = [Clip(f"{label}{i}", np.zeros(16000 * 2, np.uint8), label)
+             for label, n in (("a", 4), ("b", 1), ("c", 2)) for i in range(n)]
+    # a0, b0, c0 count 1 s each (their first data.val_max_seconds) and reach 2.5 s
+    assert [c.name for c in validation_subset(clips, cfg)] == ["a0", "b0", "c0"]
+    cfg.val_max_total_seconds = None
+    assert validation_subset(clips, cfg) == clips
+    cfg.val_max_total_seconds, cfg.val_max_seconds = 100.0, None
+    assert validation_subset(clips, cfg) == clips
 
 
 def test_memory_that_is_not_there_is_a_line_not_a_traceback(tmp_path, monkeypatch):

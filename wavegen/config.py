@@ -104,6 +104,9 @@ class DataConfig:
                                  "0 = off")
     cache_dir: str | None = setting(None, "decoded class arrays; null = ~/.cache/wavegen/classes")
     val_max_seconds: float | None = setting(10.0, "seconds scored per validation file; null = all")
+    val_max_total_seconds: float | None = setting(
+        120.0, "seconds scored per validation in all: past it, held-out files are taken in "
+        "turn across labels until it is reached (the rest stay held out); null = all")
     synthetic_train_seconds: float = setting(120.0, "data=synthetic: seconds of training audio")
     synthetic_val_seconds: float = setting(12.0, "data=synthetic: seconds of validation audio")
     synthetic_seed: int = setting(0, "data=synthetic: the seed of the music")
@@ -366,6 +369,10 @@ def validate(cfg: Config) -> None:
 
         MelSettings.from_config(cfg.condition).check(d.sample_rate)
     need(0.0 < d.val_fraction < 1.0, "data.val_fraction", d.val_fraction, "0 < x < 1")
+    for key in ("val_max_seconds", "val_max_total_seconds"):
+        value = getattr(d, key)
+        need(value is None or (math.isfinite(value) and value > 0), f"data.{key}", value,
+             "null or a finite number > 0")
     need(d.segment_length >= 1, "data.segment_length", d.segment_length, ">= 1")
     need(0.0 <= d.start_share <= 1.0, "data.start_share", d.start_share, "0 <= x <= 1")
     need(math.isfinite(d.input_noise) and d.input_noise >= 0, "data.input_noise",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import errno
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -633,6 +634,29 @@ def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None =
     if cfg.labels:
         lines.append(label_table(train, val, cfg.sample_rate))
     return train, val, "\n".join(lines)
+
+
+def validation_subset(clips: list[Clip], cfg: DataConfig) -> list[Clip]:
+    """The held-out clips a validation scores: all of them, or, when the samples they would
+    score (each clip's first ``data.val_max_seconds``) pass ``data.val_max_total_seconds``,
+    clips taken in turn across labels (every label's first, then every label's second, ...)
+    until that many are reached; in their own order. The rest stay held out, unscored (a
+    tenth of a corpus of a day is hours of audio: most of an hour per validation on a CPU)."""
+    if cfg.val_max_total_seconds is None:
+        return clips
+    budget = cfg.val_max_total_seconds * cfg.sample_rate
+    per_clip = cfg.val_max_seconds * cfg.sample_rate if cfg.val_max_seconds else math.inf
+    by_label: dict[str | None, list[Clip]] = {}
+    for clip in clips:
+        by_label.setdefault(clip.label, []).append(clip)
+    chosen: set[int] = set()
+    total = 0.0
+    for turn in itertools.zip_longest(*by_label.values()):
+        for clip in turn:
+            if clip is not None and total < budget:
+                chosen.add(id(clip))
+                total += min(len(clip), per_clip)
+    return [clip for clip in clips if id(clip) in chosen]
 
 
 def label_table(train: list[Clip], val: list[Clip], sample_rate: int) -> str:

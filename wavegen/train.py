@@ -47,7 +47,7 @@ from .config import (
     typed_model,
     validate,
 )
-from .data import CropSampler, StepBatches, build_datasets
+from .data import CropSampler, StepBatches, build_datasets, validation_subset
 from .distributed import setup
 from .errors import writing
 from .family import Family, family_of, get_family
@@ -276,8 +276,14 @@ class Trainer:
             self.features = MelSettings.from_config(cfg.condition)
             self.features.check(cfg.data.sample_rate)
             cfg.model.features = cfg.condition
-        train_clips, self.val_clips, self.data_summary = build_datasets(
+        train_clips, self.held_out, self.data_summary = build_datasets(
             cfg.data, self.codec, self.features, progress=world.is_main)
+        self.val_clips = validation_subset(self.held_out, cfg.data)
+        if len(self.val_clips) < len(self.held_out):
+            self.data_summary += (
+                f"\nvalidation scores {len(self.val_clips)} of the {len(self.held_out)} "
+                f"held-out clips (their first data.val_max_seconds, in all "
+                f"data.val_max_total_seconds={cfg.data.val_max_total_seconds:g} s)")
         if cfg.model.labels:
             raise ConfigError("model.labels is set from the data: use data.labels=folder "
                               "(or a manifest) instead")
@@ -493,7 +499,7 @@ class Trainer:
                      self.run_dir)
         self.describe()
         self.metrics.truncate_after(counters.step)
-        held_out = [c.path for c in self.val_clips if c.path]
+        held_out = [c.path for c in self.held_out if c.path]
         if held_out:  # e.g. for `wavegen score ... $(cat validation_files.txt)`
             (self.run_dir / "validation_files.txt").write_text("\n".join(held_out) + "\n")
 
