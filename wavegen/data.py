@@ -43,6 +43,8 @@ CACHE_VERSION = 1
 PACK_FILES = 256
 SCAN_BAR_FILES = 200  # a folder of this many files is scanned with a progress bar
 IGNORE = -100  # target value for padded positions (torch cross_entropy's ignore_index)
+# A usable file found by a folder scan: (path, label, its cache entry, length, frames or None)
+Found = tuple[Path, str | None, Path, int, np.ndarray | None]
 
 
 class DataError(WavegenError):
@@ -132,12 +134,11 @@ class AudioFolder:
         if not self.root.is_dir():
             raise DataError(f"audio folder {self.root} does not exist or is not a folder")
         self.report = ScanReport(self.root)
-        self.clips: list[Clip] = []
         # Links that dangle or loop are listed too, so that they are reported and counted.
         paths = [p for p in audio_paths(self.root)
                  if p.is_file() or (p.is_symlink() and not p.exists())]
         manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
-        found: list[tuple[Path, str | None, Path, int, np.ndarray | None]] = []
+        found: list[Found] = []
         # a first scan of a corpus decodes for minutes: a bar over its files
         with tqdm(paths, desc=f"scan {key}", unit="file", dynamic_ncols=True,
                   disable=not progress or len(paths) < SCAN_BAR_FILES) as bar, \
@@ -153,7 +154,7 @@ class AudioFolder:
                                                                       strict=True)]
 
     def _scan(self, paths: Iterable[Path], labels: str | None,
-              manifest: dict[Path, str] | None, found: list) -> None:
+              manifest: dict[Path, str] | None, found: list[Found]) -> None:
         """Each file's cache entry (decoded now if it has none), its label and frames, into
         ``found``; files that cannot be used are skipped with a line each."""
         for path in paths:
@@ -287,8 +288,7 @@ class AudioFolder:
         self.report.decoded += 1
         return cached, len(classes), audio
 
-    def _packed(self, found: list[tuple[Path, str | None, Path, int, np.ndarray | None]]
-                ) -> list[np.ndarray]:
+    def _packed(self, found: list[Found]) -> list[np.ndarray]:
         """The classes of many files as views of one cache entry that holds them all, end to
         end, memory-mapped once (one open file however many files the folder holds; each
         file memory-mapped on its own holds a descriptor, and a folder of a few thousand
