@@ -38,6 +38,7 @@ NOISE_FLATNESS = 0.3
 ENVELOPE_BINS = 31  # about 480 Hz at 16 kHz: wider than most notes' harmonic spacing
 LOWEST_HZ = 100.0  # the tonal measure starts here
 TONAL_FLATNESS = 0.3
+CHUNK_FRAMES = 4096  # frames measured at a time (about 1 M samples)
 WINDOW_SECONDS = 0.25  # continuation windows
 LEVEL_TOLERANCE_DB = 20.0  # a continuation window this far from the real one's level fails
 
@@ -90,13 +91,23 @@ def residual_flatness(power: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.exp((weight * np.log(ratio)).sum(axis=0)) / (weight * ratio).sum(axis=0)
 
 
-def frames(audio: np.ndarray, sample_rate: int) -> Frames:
-    """(T,) float audio -> its Frames (a clip shorter than a frame is zero-padded to one)."""
-    import librosa
-
+def frames(audio: np.ndarray, sample_rate: int, chunk_frames: int = CHUNK_FRAMES) -> Frames:
+    """(T,) float audio -> its Frames (a clip shorter than a frame is zero-padded to one),
+    measured ``chunk_frames`` frames at a time: the spectra and their float64 temporaries
+    take about 30 times the audio's bytes, so an hour of reference audio measured whole took
+    7 GB; a chunk of frames takes a few tens of MB."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.size < FRAME:
         audio = np.pad(audio, (0, FRAME - audio.size))
+    count = 1 + (audio.size - FRAME) // HOP
+    return Frames.join([_frames(audio[a * HOP : (min(count, a + chunk_frames) - 1) * HOP + FRAME],
+                                sample_rate) for a in range(0, count, chunk_frames)])
+
+
+def _frames(audio: np.ndarray, sample_rate: int) -> Frames:
+    """(T,) float32 audio of at least one frame -> its Frames, in one pass."""
+    import librosa
+
     spec = np.abs(librosa.stft(audio, n_fft=FRAME, hop_length=HOP, center=False)) ** 2
     mel = librosa.feature.melspectrogram(S=spec, sr=sample_rate, n_mels=N_MELS)
     logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None).T
