@@ -87,6 +87,12 @@ def test_a_folder_of_more_files_than_may_be_open_at_once_is_used(tmp_path):
     assert len(list(cache.glob("pack-*.npy"))) == 1  # written once, then reused
     small = AudioFolder(make_folder(tmp_path / "few"), PREP, cache)  # few files: no pack
     assert len(list(cache.glob("pack-*.npy"))) == 1 and len(small.clips) == 4
+    other = AudioFolder(root, Preprocessing(8000, Codec(256), None, False, 0.95), cache)
+    assert len(list(cache.glob("pack-*.npy"))) == 2 and len(other.clips) == n  # other rate
+    write(root / "spk0" / "added.wav", tone(0.05))
+    grown = AudioFolder(root, PREP, cache)  # a file added: a new pack replaces the old one
+    assert len(grown.clips) == n + 1 and len(list(cache.glob("pack-*.npy"))) == 2
+    assert np.array_equal(again.clips[-1].classes, grown.clips[-1].classes)  # still readable
     for clip in again.clips:  # the values of each file's own cache entry
         path = root / clip.name
         assert np.array_equal(clip.classes, np.load(AudioFolder._cache_path(first, path)))

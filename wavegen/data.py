@@ -294,10 +294,13 @@ class AudioFolder:
         file memory-mapped on its own holds a descriptor, and a folder of a few thousand
         clips, a speech corpus, met the limit of open files). The pack is keyed by its files'
         own entries, so a changed file or setting makes a new one; it is written once,
-        entry by entry."""
+        entry by entry, and replaces the folder's pack of the same settings (files added
+        one day at a time must not leave a copy of the corpus a day in the cache)."""
         entries = [entry.name for _, _, entry, _, _ in found]
         digest = hashlib.sha1(json.dumps(entries).encode()).hexdigest()[:20]
-        pack = self.cache_dir / f"pack-{len(entries)}-files-{digest}.npy"
+        folder = hashlib.sha1(json.dumps({"root": str(self.root.resolve()),
+                                          **self.prep.key()}).encode()).hexdigest()[:12]
+        pack = self.cache_dir / f"pack-{folder}-{digest}.npy"
         lengths = [length for _, _, _, length, _ in found]
         if not pack.is_file():
             def write(f: BinaryIO) -> None:  # entry by entry: memory of one file at a time
@@ -308,6 +311,9 @@ class AudioFolder:
                     f.write(np.load(entry).tobytes())
 
             self._write_entry(pack, write)
+            for stale in self.cache_dir.glob(f"pack-{folder}-*.npy"):
+                if stale != pack:  # a run still reading it keeps its mapping (POSIX)
+                    stale.unlink(missing_ok=True)
         classes = np.load(pack, mmap_mode="r")
         starts = np.cumsum([0, *lengths])
         return [classes[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
