@@ -125,6 +125,7 @@ class AudioFolder:
         self.root = Path(root).expanduser()
         self.prep = prep
         self.features = features
+        self.labels = labels
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         if self.root.is_file():
             hint = (" (to train on this one file, put it in a folder of its own: its last "
@@ -294,12 +295,12 @@ class AudioFolder:
         file memory-mapped on its own holds a descriptor, and a folder of a few thousand
         clips, a speech corpus, met the limit of open files). The pack is keyed by its files'
         own entries, so a changed file or setting makes a new one; it is written once,
-        entry by entry, and replaces the folder's pack of the same settings (files added
-        one day at a time must not leave a copy of the corpus a day in the cache)."""
+        entry by entry, and replaces the folder's pack of the same settings and labels (files
+        added one day at a time must not leave a copy of the corpus a day in the cache)."""
         entries = [entry.name for _, _, entry, _, _ in found]
         digest = hashlib.sha1(json.dumps(entries).encode()).hexdigest()[:20]
-        folder = hashlib.sha1(json.dumps({"root": str(self.root.resolve()),
-                                          **self.prep.key()}).encode()).hexdigest()[:12]
+        folder = hashlib.sha1(json.dumps({"root": str(self.root.resolve()), **self.prep.key(),
+                                          "labels": self.labels}).encode()).hexdigest()[:12]
         pack = self.cache_dir / f"pack-{folder}-{digest}.npy"
         lengths = [length for _, _, _, length, _ in found]
         if not pack.is_file():
