@@ -82,7 +82,7 @@ def draw_torch(logits: torch.Tensor, u: torch.Tensor, temperature: float,
 def unneeded(model: WaveNet, inputs: torch.Tensor, condition: Condition) -> int:
     """How many of the first values of ``inputs`` (B, T) cannot change what follows them:
     all but the last ``receptive_field``, whose state after them is the same whatever came
-    before (so a prime of minutes is fed as its last 128 ms for ``small``). None for a
+    before (so a prime of minutes is fed as its last 128 ms for ``small``). None of them for a
     vocoder, whose frames are indexed by each sample's time."""
     if condition.frames is not None:
         return 0
