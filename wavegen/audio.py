@@ -265,19 +265,29 @@ TRIM_FRAME, TRIM_HOP = 2048, 512
 TRIM_CHUNK_FRAMES = 1024
 
 
+def frame_chunks(audio: np.ndarray, count: int, frame: int, hop: int, offset: int,
+                 chunk_frames: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The samples of ``count`` frames of (T,) ``audio``, ``chunk_frames`` frames at a time:
+    (first, last, piece) where frame f (first <= f < last) covers samples
+    [f * hop - offset, f * hop - offset + frame), the audio read as silence beyond its
+    ends, and ``piece`` holds exactly the samples of frames first..last - 1 (so a frame
+    analysis with center=False over it gives those frames)."""
+    for first in range(0, count, chunk_frames):
+        last = min(first + chunk_frames, count)
+        lo, hi = first * hop - offset, (last - 1) * hop - offset + frame
+        piece = np.zeros(hi - lo, dtype=np.float32)
+        piece[max(0, -lo) : min(hi, audio.size) - lo] = audio[max(lo, 0) : min(hi, audio.size)]
+        yield first, last, piece
+
+
 def frame_rms(audio: np.ndarray, chunk_frames: int = TRIM_CHUNK_FRAMES) -> np.ndarray:
     """(T,) -> (1 + T // 512,) float32: ``librosa.feature.rms`` of the whole signal (frames of
     2048, hop 512, centred with zeros), value for value, computed ``chunk_frames`` frames at
     a time."""
-    half = TRIM_FRAME // 2
     count = 1 + audio.size // TRIM_HOP
     out = np.empty(count, dtype=np.float32)
-    for first in range(0, count, chunk_frames):
-        last = min(first + chunk_frames, count)
-        # these frames cover the zero-padded signal's [first * hop, (last - 1) * hop + frame)
-        lo, hi = first * TRIM_HOP - half, (last - 1) * TRIM_HOP + TRIM_FRAME - half
-        piece = np.zeros(hi - lo, dtype=np.float32)
-        piece[max(0, -lo) : min(hi, audio.size) - lo] = audio[max(lo, 0) : min(hi, audio.size)]
+    for first, last, piece in frame_chunks(audio, count, TRIM_FRAME, TRIM_HOP,
+                                           TRIM_FRAME // 2, chunk_frames):
         out[first:last] = librosa.feature.rms(y=piece, frame_length=TRIM_FRAME,
                                               hop_length=TRIM_HOP, center=False)[0]
     return out

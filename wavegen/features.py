@@ -22,6 +22,7 @@ from typing import Any
 import librosa
 import numpy as np
 
+from .audio import frame_chunks
 from .config import ConditionConfig, ConfigError
 
 MEL_CHUNK_FRAMES = 4096  # frames of log_mel's spectrogram held at a time
@@ -105,16 +106,10 @@ def log_mel(audio: np.ndarray, sample_rate: int, settings: MelSettings,
     if frames == 0:
         return np.zeros((0, s.n_mels), np.float32)
     # frame f's FFT window starts at f * hop + hop / 2 - n_fft / 2 (centred on the middle
-    # of its hop span): pad silence on the left and enough on the right for the last one
-    left = s.n_fft // 2 - s.hop_length // 2
+    # of its hop span), with silence beyond the clip's ends
     out = np.empty((frames, s.n_mels), dtype=np.float32)
-    for first in range(0, frames, chunk_frames):
-        last = min(first + chunk_frames, frames)
-        # frames [first, last) read audio [first * hop - left, (last - 1) * hop - left + n_fft)
-        lo = first * s.hop_length - left
-        hi = (last - 1) * s.hop_length - left + s.n_fft
-        piece = np.zeros(hi - lo, dtype=np.float32)  # silence beyond the clip's ends
-        piece[max(0, -lo) : min(hi, len(audio)) - lo] = audio[max(lo, 0) : min(hi, len(audio))]
+    for first, last, piece in frame_chunks(audio, frames, s.n_fft, s.hop_length,
+                                           s.n_fft // 2 - s.hop_length // 2, chunk_frames):
         mel = librosa.feature.melspectrogram(
             y=piece, sr=sample_rate, n_fft=s.n_fft, hop_length=s.hop_length,
             win_length=s.win_length, center=False, power=1.0, n_mels=s.n_mels, fmin=s.fmin,

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import classify
-from .audio import gather, open_info, output_bound, read_blocks
+from .audio import load_audio
 from .errors import WavegenError
 from .family import family_of
 from .outputs import RecordFiles, table_stream
@@ -197,9 +197,7 @@ def plot_surprisal(path: Path, record: dict, surprisal: np.ndarray, model: nn.Mo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scored = Path(record["path"])
-    audio = gather(read_blocks(scored, model.sample_rate),
-                   output_bound(scored, open_info(scored), model.sample_rate))
+    audio = load_audio(record["path"], model.sample_rate)
     t, low, high, mean = plot_bins(audio, surprisal, model.sample_rate)
     fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(10, 5))
     ax1.fill_between(t, low, high, step="post", linewidth=0.3)

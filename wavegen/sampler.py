@@ -161,8 +161,7 @@ def generate(
             for lo, hi in groups:
                 chunk = family.sampler(model, condition.rows(lo, hi), inputs[lo:hi], threads,
                                        backend, progress, precision)
-                out[lo:hi] = _run_chunks(chunk, hi - lo, num_samples, rngs[lo:hi],
-                                         family.noise, bar, rule, size)
+                _run_chunks(chunk, out[lo:hi], rngs[lo:hi], family.noise, bar, rule, size)
         seconds = bar.seconds
     finally:
         torch.set_num_threads(torch_threads)
@@ -199,12 +198,11 @@ class Progress:
         self.bar.close()
 
 
-def _run_chunks(chunk: Chunk, n: int, num_samples: int, rngs: list[np.random.Generator],
-                noise: str, bar: Progress, rule: SamplingRule, size: int = CHUNK
-                ) -> np.ndarray:
-    """(n, num_samples) values of a group of streams, drawn chunk by chunk (``size``
-    values a call) by ``rule``."""
-    out = np.empty((n, num_samples), dtype=np.int64)
+def _run_chunks(chunk: Chunk, out: np.ndarray, rngs: list[np.random.Generator], noise: str,
+                bar: Progress, rule: SamplingRule, size: int = CHUNK) -> None:
+    """Fill ``out`` (n, num_samples), the values of a group of n streams, chunk by chunk
+    (``size`` values a call) by ``rule``."""
+    n, num_samples = out.shape
     for lo in range(0, num_samples, size):
         tic = time.perf_counter()
         hi = min(num_samples, lo + size)
@@ -212,4 +210,3 @@ def _run_chunks(chunk: Chunk, n: int, num_samples: int, rngs: list[np.random.Gen
                       else rng.standard_normal(hi - lo) for rng in rngs])
         out[:, lo:hi] = chunk(u, rule)
         bar.add(n, hi - lo, time.perf_counter() - tic)
-    return out
