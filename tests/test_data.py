@@ -144,6 +144,42 @@ def test_a_scan_of_many_files_shows_a_bar_over_them(tmp_path, capsys, monkeypatc
     assert "scan" not in capsys.readouterr().err
 
 
+def test_a_first_scan_decodes_files_side_by_side_within_a_memory_budget(tmp_path,
+                                                                         monkeypatch):
+    """A first scan decoded one file at a time: a corpus of hours of mp3 kept one core busy
+    for minutes while the others idled. Files are decoded on data.decode_workers threads
+    (here two, which must meet), with the same clips, cache and report as one at a time;
+    files whose decoding would not fit in half the free memory together wait their turn."""
+    import threading
+
+    import wavegen.data
+
+    root = make_folder(tmp_path / "audio", n=6)
+    (root / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    one = AudioFolder(root, PREP, tmp_path / "one", workers=1)
+    decode, pair = wavegen.data.load_audio, threading.Barrier(2, timeout=10)
+
+    def meeting(*args, both=pair, **kwargs):
+        both.wait()  # passes only when two files are decoded at once
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(wavegen.data, "load_audio", meeting)
+    two = AudioFolder(root, PREP, tmp_path / "two", workers=2)
+    assert [c.name for c in two.clips] == [c.name for c in one.clips]
+    for a, b in zip(one.clips, two.clips, strict=True):
+        assert np.array_equal(a.classes, b.classes)
+    assert (two.report.decoded, two.report.reused, len(two.report.files)) == (6, 0, 6)
+    assert [p.name for p, _ in two.report.skipped] == ["broken.wav"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) \
+        == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+    monkeypatch.setattr(wavegen.data, "available_memory", lambda: 2)  # room for one at a time
+    alone = threading.Barrier(2, timeout=1)
+    monkeypatch.setattr(wavegen.data, "load_audio", lambda *a, **k: meeting(*a, both=alone, **k))
+    with pytest.raises(threading.BrokenBarrierError):
+        AudioFolder(root, PREP, tmp_path / "three", workers=2)
+
+
 def test_bad_files_are_skipped_and_counted(tmp_path, caplog):
     root = make_folder(tmp_path / "audio", n=2)
     (root / "broken.wav").write_bytes(b"RIFF\x00\x00")

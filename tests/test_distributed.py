@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -132,3 +133,60 @@ def test_torchrun_launches_the_cli(tmp_path):
     run = tmp_path / "runs" / "synthetic-tiny"
     assert (run / "last.pt").exists() and (run / "examples" / "sample_000.wav").exists()
     assert [m["step"] for m in metrics(run) if "loss_bits_per_sample" in m] == [1, 2]
+
+
+def _rank_reads(rank: int, world: int, port: int, out_dir: str, overrides: list[str]) -> None:
+    from wavegen.errors import WavegenError
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    said = os.path.join(out_dir, f"rank{rank}.txt")
+    try:
+        trainer = Trainer(compose_config(*FAST, f"out_dir={out_dir}", *overrides))
+    except WavegenError as err:
+        with open(said, "w") as f:
+            f.write(f"{type(err).__name__}: {err}")
+        return
+    with open(said, "w") as f:
+        f.write(trainer.data_summary)
+    trainer.close()
+
+
+def spawn_readers(out_dir, overrides) -> list[str]:
+    """What each of two gloo processes said after reading the data (within two minutes)."""
+    os.makedirs(out_dir, exist_ok=True)
+    context = mp.spawn(_rank_reads, args=(2, free_port(), str(out_dir), overrides), nprocs=2,
+                       join=False)
+    deadline = time.monotonic() + 120
+    try:  # join returns as each process ends: False until the last
+        while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
+            assert time.monotonic() < deadline, "a process waited for ever"
+    finally:
+        for process in context.processes:
+            process.kill()
+    return [open(os.path.join(out_dir, f"rank{r}.txt")).read() for r in (0, 1)]
+
+
+def test_one_process_a_machine_decodes_a_folder_and_the_others_read_its_cache(tmp_path):
+    """Every process decoded the whole folder at once on a first scan: eight GPUs of a
+    node, eight times the work (and memory) for the same cache entries. The first process
+    of a machine decodes; the others then find its entries. Its failure is every one's."""
+    from conftest import tone, write
+
+    root = tmp_path / "audio"
+    for i in range(4):
+        write(root / f"clip{i}.wav", tone(1.0, freq=200 + 100 * i, seed=i))
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    first, second = spawn_readers(tmp_path / "runs", ["data=folder", f"data.root={root}",
+                                                      cache, "data.val_fraction=0.25"])
+    assert "cache: 0 reused, 4 decoded" in first, first
+    assert "cache: 4 reused, 0 decoded" in second, second
+
+    (tmp_path / "silent").mkdir()
+    (tmp_path / "silent" / "notes.wav").write_text("not audio")
+    first, second = spawn_readers(tmp_path / "runs2", [
+        "data=folder", f"data.root={tmp_path / 'silent'}", cache])
+    assert first.startswith("DataError: no usable audio"), first
+    assert second == "PeerError: reading the data failed on another process (its error is " \
+                     "above)", second

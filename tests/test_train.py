@@ -352,6 +352,7 @@ def test_learning_rate_scaling_with_the_effective_batch():
     (["data.val_max_total_seconds=0"], r"data.val_max_total_seconds=0(\.0)? is invalid: "
                                        "expected null or a finite number > 0"),
     (["data.val_max_seconds=-1"], "data.val_max_seconds=-1(.0)? is invalid"),
+    (["data.decode_workers=0"], "data.decode_workers=0 is invalid: expected null or >= 1"),
     (["data=folder", "data.root={tmp}", "data.labels=true"],
      "data.labels=true is not a setting of it: data.labels takes null, folder or the path"),
 ])

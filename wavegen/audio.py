@@ -25,6 +25,10 @@ SOURCE_RATES = (1000, 768000)
 AUDIO_EXTENSIONS = frozenset(
     ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64".split()
 )
+BLOCK_SECONDS = 30.0  # a file is decoded this much at a time
+# Bytes a decoded output sample holds at the peak of caching a file: the float32 audio
+# (4.1, measured with tracemalloc), its classes (1-2) and a vocoder's frames (1.6).
+DECODE_BYTES_PER_SAMPLE = 8
 
 
 class AudioError(WavegenError):
@@ -121,6 +125,15 @@ def output_bound(path: Path, info: sf._SoundFileInfo, sample_rate: int) -> int:
     return int(np.ceil(frames * sample_rate / info.samplerate)) + 1
 
 
+def decode_bytes(path: Path, info: sf._SoundFileInfo, sample_rate: int) -> int:
+    """About the most memory decoding a file for the data cache holds: its audio as float32
+    and its classes or frames (``DECODE_BYTES_PER_SAMPLE`` an output sample, measured
+    below it), and the source blocks in flight. The budget files decoded side by side
+    share."""
+    source = BLOCK_SECONDS * info.samplerate * info.channels * 4 * 3  # read, mixed, resampled
+    return DECODE_BYTES_PER_SAMPLE * output_bound(path, info, sample_rate) + int(source)
+
+
 def gather(blocks: Iterable[np.ndarray], bound: int) -> np.ndarray:
     """Join (T_i,) float32 blocks into one (sum T_i,) array, written into one buffer of
     ``bound`` samples (grown if they are more), not into a list and then a copy: a long
@@ -138,7 +151,7 @@ def gather(blocks: Iterable[np.ndarray], bound: int) -> np.ndarray:
 
 
 def read_blocks(
-    path: str | os.PathLike, sample_rate: int, block_seconds: float = 30.0,
+    path: str | os.PathLike, sample_rate: int, block_seconds: float = BLOCK_SECONDS,
     pad_to_ceil: bool = False,
 ) -> Iterator[np.ndarray]:
     """Stream a file as float32 mono blocks (T_i,) at ``sample_rate``, in bounded memory.

@@ -103,6 +103,9 @@ class DataConfig:
                                  "from a past with small errors, like the one it generates; "
                                  "0 = off")
     cache_dir: str | None = setting(None, "decoded class arrays; null = ~/.cache/wavegen/classes")
+    decode_workers: int | None = setting(None, "threads decoding the files that are not in the "
+                                         "cache yet (a first scan); null = the CPU cores "
+                                         "this process may use")
     val_max_seconds: float | None = setting(10.0, "seconds scored per validation file; null = all")
     val_max_total_seconds: float | None = setting(
         120.0, "seconds scored per validation in all: past it, held-out files are taken in "
@@ -373,6 +376,8 @@ def validate(cfg: Config) -> None:
         value = getattr(d, key)
         need(value is None or (math.isfinite(value) and value > 0), f"data.{key}", value,
              "null or a finite number > 0")
+    need(d.decode_workers is None or d.decode_workers >= 1, "data.decode_workers",
+         d.decode_workers, "null or >= 1")
     need(d.segment_length >= 1, "data.segment_length", d.segment_length, ">= 1")
     need(0.0 <= d.start_share <= 1.0, "data.start_share", d.start_share, "0 <= x <= 1")
     need(math.isfinite(d.input_noise) and d.input_noise >= 0, "data.input_noise",

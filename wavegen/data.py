@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -29,11 +29,13 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .audio import AudioError, audio_paths, load_audio, open_info
+from .audio import AudioError, audio_paths, decode_bytes, load_audio, open_info
 from .config import ConfigError, DataConfig
 from .errors import WavegenError, WriteError, writing
 from .family import Codec
 from .features import MelSettings, log_mel
+from .info import available_memory, usable_cpus
+from .parallel import MemoryGate, ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ class AudioFolder:
     def __init__(self, root: str | os.PathLike, prep: Preprocessing,
                  cache_dir: str | os.PathLike | None = None, labels: str | None = None,
                  features: MelSettings | None = None, key: str = "data.root",
-                 progress: bool = False):
+                 progress: bool = False, workers: int | None = None):
         self.root = Path(root).expanduser()
         self.prep = prep
         self.features = features
@@ -139,12 +141,16 @@ class AudioFolder:
         paths = [p for p in audio_paths(self.root)
                  if p.is_file() or (p.is_symlink() and not p.exists())]
         manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
+        # files decoded side by side share half the memory that is free now
+        available = available_memory()
+        self.gate = MemoryGate(available // 2 if available else None)
         found: list[Found] = []
         # a first scan of a corpus decodes for minutes: a bar over its files
-        with tqdm(paths, desc=f"scan {key}", unit="file", dynamic_ncols=True,
+        with tqdm(total=len(paths), desc=f"scan {key}", unit="file", dynamic_ncols=True,
                   disable=not progress or len(paths) < SCAN_BAR_FILES) as bar, \
                 logging_redirect_tqdm():
-            self._scan(bar, labels, manifest, found)
+            self._scan(paths, labels, manifest, found, bar,
+                       usable_cpus() if workers is None else workers)
         if not found:
             raise DataError(f"no usable audio in {self.root}: {self._why_none(paths, labels)}")
         arrays = (self._packed(found) if len(found) > PACK_FILES
@@ -154,10 +160,12 @@ class AudioFolder:
                       for (path, label, _, _, frames), classes in zip(found, arrays,
                                                                       strict=True)]
 
-    def _scan(self, paths: Iterable[Path], labels: str | None,
-              manifest: dict[Path, str] | None, found: list[Found]) -> None:
-        """Each file's cache entry (decoded now if it has none), its label and frames, into
-        ``found``; files that cannot be used are skipped with a line each."""
+    def _scan(self, paths: list[Path], labels: str | None, manifest: dict[Path, str] | None,
+              found: list[Found], bar: tqdm, workers: int) -> None:
+        """Each file's cache entry (decoded now if it has none, on ``workers`` threads), its
+        label and frames, into ``found`` in the order of ``paths``; files that cannot be
+        used are skipped with a line each."""
+        labelled: list[tuple[Path, str | None]] = []
         for path in paths:
             label = None
             if labels == "folder":
@@ -165,25 +173,51 @@ class AudioFolder:
                 if len(parts) < 2:
                     self._skip(path, f"not in a sub-folder of {self.root}, so it has no "
                                      f"label (data.labels=folder)")
+                    bar.update()
                     continue
                 label = parts[0]
             elif manifest is not None:
                 label = manifest.get(path.resolve())
                 if label is None:
                     self._skip(path, f"not listed in the manifest {labels}")
+                    bar.update()
                     continue
-            try:
-                entry, length, audio = self._load(path)
-                frames = self._frames(path, audio) if self.features is not None else None
-            except AudioError as err:
-                self._skip(path, err.cause)
+            labelled.append((path, label))
+        used = ordered_map(self._use, [path for path, _ in labelled], workers)
+        for (path, label), result in zip(labelled, used, strict=True):
+            bar.update()
+            if isinstance(result, str):
+                self._skip(path, result)
                 continue
-            except MemoryError:  # one file must never abort a run
-                self._skip(path, "too large to decode in memory")
-                continue
+            entry, length, decoded, frames = result
+            if decoded:
+                self.report.decoded += 1
+            else:
+                self.report.reused += 1
             self.report.files.append(path)
             self.report.seconds += length / self.prep.sample_rate
             found.append((path, label, entry, length, frames))
+
+    def _use(self, path: Path) -> tuple[Path, int, bool, np.ndarray | None] | str:
+        """(its cache entry, its length, whether it was decoded now, its frames or None) of
+        a file, or why it cannot be used. Runs on the scan's threads: a file that must be
+        decoded holds its share of the memory budget meanwhile, and its audio is let go
+        before this returns."""
+        try:
+            info = open_info(path)  # exists, readable, a plausible rate: else the reason
+            cached = [self._cache_path(path)]
+            if self.features is not None:
+                cached.append(self._cache_path(path, features=True))
+            need = (0 if all(entry.is_file() for entry in cached)
+                    else decode_bytes(path, info, self.prep.sample_rate))
+            with self.gate.hold(need):
+                entry, length, audio = self._load(path)
+                frames = self._frames(path, audio) if self.features is not None else None
+            return entry, length, audio is not None, frames
+        except AudioError as err:
+            return err.cause
+        except MemoryError:  # one file must never abort a run
+            return "too large to decode in memory"
 
     def _why_none(self, paths: list[Path], labels: str | None) -> str:
         """Why a scan kept no file, counted by reason."""
@@ -268,12 +302,10 @@ class AudioFolder:
         """A file's cache entry of classes, decoded and stored now if it has none, and its
         length; and its audio when it was decoded now (else None). No file stays open: a
         folder of thousands of files would otherwise run out of file descriptors."""
-        open_info(path)  # exists, readable, a plausible rate: else AudioError with the reason
         cached = self._cache_path(path)
         if cached.is_file():
             try:
                 length = len(np.load(cached, mmap_mode="r"))
-                self.report.reused += 1
                 return cached, length, None
             except (OSError, ValueError) as err:
                 if getattr(err, "errno", None) == errno.EMFILE:
@@ -286,7 +318,6 @@ class AudioFolder:
                                    "used or cached this time")
         classes = p.codec.encode_array(audio)
         self._store(cached, classes)
-        self.report.decoded += 1
         return cached, len(classes), audio
 
     def _packed(self, found: list[Found]) -> list[np.ndarray]:
@@ -618,12 +649,13 @@ def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None =
     prep = Preprocessing(cfg.sample_rate, codec, cfg.top_db, cfg.normalize,
                          cfg.peak)
     folder = AudioFolder(cfg.root, prep, cfg.cache_dir, cfg.labels, features,
-                         progress=progress)
+                         progress=progress, workers=cfg.decode_workers)
     lines = [folder.report.summary()]
     hop = features.hop_length if features is not None else 1
     if cfg.val_root:
         val_folder = AudioFolder(cfg.val_root, prep, cfg.cache_dir, cfg.labels, features,
-                                 key="data.val_root", progress=progress)
+                                 key="data.val_root", progress=progress,
+                                 workers=cfg.decode_workers)
         lines.append(val_folder.report.summary() + " (validation)")
         train, val = folder.clips, val_folder.clips
     elif cfg.labels:  # split each label's clips, so that every label is validated

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from .config import ConfigError, resolve_device
+from .errors import WavegenError
+
+R = TypeVar("R")
 
 # Rank 0 validates and writes checkpoints while the others wait at their next collective.
 TIMEOUT = datetime.timedelta(minutes=60)
+
+
+class PeerError(WavegenError):
+    """Another training process failed at work this one waited for."""
 
 
 @dataclass
@@ -50,6 +58,27 @@ class World:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def leaders_first(self, work: Callable[[], R], what: str) -> R:
+        """``work()`` on every process, the first process of each machine (LOCAL_RANK 0)
+        before the others: they then read what it cached (a folder's decoded audio) rather
+        than each doing the same work at once. When it fails on a first process, every
+        process raises (the others a PeerError naming ``what``), none waits for ever."""
+        if self.size == 1:
+            return work()
+        leader = self.local_rank == 0
+        result: R | None = None
+        failed: BaseException | None = None
+        if leader:
+            try:
+                result = work()
+            except Exception as err:  # raised below, once every process knows
+                failed = err
+        if self.sum([float(failed is not None)])[0]:
+            if failed is not None:
+                raise failed
+            raise PeerError(f"{what} failed on another process (its error is above)")
+        return result if leader else work()
 
     def close(self, wait: bool = True) -> None:
         """Wait for every process (``wait``; not after an error, when some may never come),

@@ -42,7 +42,7 @@ PATH_VALUES = ("data.root", "data.val_root", "data.labels")
 # Settings a resume never takes from the run: its own switches, the labels (they come from
 # the data), and what belongs to the machine rather than the run.
 NOT_INHERITED = ("model.labels", "model.features", "train.resume", "train.overwrite",
-                 "train.device", "train.num_workers")
+                 "train.device", "train.num_workers", "data.decode_workers")
 
 
 class TrainingError(WavegenError):

@@ -276,8 +276,10 @@ class Trainer:
             self.features = MelSettings.from_config(cfg.condition)
             self.features.check(cfg.data.sample_rate)
             cfg.model.features = cfg.condition
-        train_clips, self.held_out, self.data_summary = build_datasets(
-            cfg.data, self.codec, self.features, progress=world.is_main)
+        # one process a machine decodes a folder's new files, the others read its cache
+        train_clips, self.held_out, self.data_summary = world.leaders_first(
+            lambda: build_datasets(cfg.data, self.codec, self.features,
+                                   progress=world.is_main), "reading the data")
         self.val_clips = validation_subset(self.held_out, cfg.data)
         if len(self.val_clips) < len(self.held_out):
             self.data_summary += (
