@@ -150,6 +150,28 @@ def test_a_setting_newer_than_the_run_resumes_as_older_versions_ran(tmp_path, ca
     assert "data.start_share=0.0" in caplog.text  # the schema default, not the group's 0.3
 
 
+def test_the_clips_a_validation_scores_stay_the_runs_on_resume(tmp_path, caplog):
+    """data.val_max_total_seconds chooses the held-out clips a validation scores, but a
+    resume could change it: best.pt's figure was then compared with one over other clips.
+    A run from before the key scored every held-out clip, and resumes so (not with the
+    new default's subset)."""
+    import torch
+
+    train(cfg(tmp_path, "train.checkpoint_every=2"))
+    with pytest.raises(ConfigError, match=r"data.val_max_total_seconds=5.0 \(the run has "
+                                          r"120.0\)"):
+        train(cfg(tmp_path, "train.resume=true", "data.val_max_total_seconds=5"),
+              overrides=["train.resume=true", "data.val_max_total_seconds=5"])
+    last = tmp_path / "synthetic-tiny" / "last.pt"
+    data = torch.load(last, weights_only=True)
+    del data["config"]["data"]["val_max_total_seconds"]  # as a checkpoint from before it
+    torch.save(data, last)
+    with caplog.at_level("INFO"):
+        train(cfg(tmp_path, "train.resume=true", "train.max_steps=6"),
+              overrides=["train.resume=true", "train.max_steps=6"])
+    assert "data.val_max_total_seconds=null" in caplog.text
+
+
 def test_kept_checkpoints_hold_each_validations_weights_and_go_with_an_overwrite(tmp_path):
     import torch
 

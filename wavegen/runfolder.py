@@ -36,9 +36,11 @@ LOCK_FILE = ".lock"  # held by the process training in the folder (never removed
 # validation figures, and (every model key but the labels, which come from the data) the
 # model's shape.
 RESUME_DATA_KEYS = ("kind", "root", "val_root", "labels", "val_fraction", "sample_rate",
-                    "top_db", "normalize", "peak", "val_max_seconds",
+                    "top_db", "normalize", "peak", "val_max_seconds", "val_max_total_seconds",
                     "synthetic_train_seconds", "synthetic_val_seconds", "synthetic_seed")
 PATH_VALUES = ("data.root", "data.val_root", "data.labels")
+# Keys whose default is not how runs from before the key ran: such a run resumes as this.
+BEFORE_THE_KEY = {"data.val_max_total_seconds": None}  # every held-out clip was scored
 # Settings a resume never takes from the run: its own switches, the labels (they come from
 # the data), and what belongs to the machine rather than the run.
 NOT_INHERITED = ("model.labels", "model.features", "train.resume", "train.overwrite",
@@ -210,6 +212,8 @@ def inherit_run_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str
                 continue
             if name in saved.get(group, {}):
                 before = saved[group][name]
+            elif key in BEFORE_THE_KEY:  # a key newer than the run
+                before = BEFORE_THE_KEY[key]
             else:  # a key newer than the run: its schema default is how older versions ran
                 before = schema_default(model_schema(cfg.model) if group == "model"
                                         else GROUPS[group], name)
