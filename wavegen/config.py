@@ -415,7 +415,11 @@ def validate(cfg: Config) -> None:
     need(0 <= t.seed < 2**64, "train.seed", t.seed, "an integer in [0, 2^64)")
     need(o.lr_base_batch is None or o.lr_base_batch >= 1, "optim.lr_base_batch",
          o.lr_base_batch, "null or >= 1")
-    need(t.num_workers >= 0, "train.num_workers", t.num_workers, ">= 0")
+    from .info import usable_cpus
+
+    cores = usable_cpus()  # more loader processes than cores only crowd them (and memory)
+    need(0 <= t.num_workers <= cores, "train.num_workers", t.num_workers,
+         f"0 to {cores}, the CPU cores this process may use")
     for key in ("grad_accum", "log_every", "val_every", "checkpoint_every", "max_nonfinite"):
         need(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), ">= 1")
     need(re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None, "train.device", t.device,
