@@ -11,6 +11,7 @@ import torch
 from conftest import compose_config, randomize_biases, tone, write
 
 from wavegen import mulaw
+from wavegen.audio import load_audio
 from wavegen.cli import main
 from wavegen.config import ConditionConfig
 from wavegen.data import AudioFolder, Clip, CropSampler, Preprocessing
@@ -275,6 +276,34 @@ def test_feature_cache_is_keyed_by_the_settings(tmp_path):
                                              n_fft=512))
     assert other.clips[0].frames.shape == (100, 10)
     assert sum("-mel-" in p.name for p in (tmp_path / "cache").iterdir()) == 2
+
+
+def test_a_folders_frames_are_memory_mapped_and_packed_with_its_classes(tmp_path,
+                                                                       monkeypatch):
+    """A vocoder's training frames were read into memory, file by file: 1.6 bytes a sample
+    (80 mels, hop 200), 2.2 GB for a day of 16 kHz speech, in every process of a DDP run.
+    They are memory-mapped from the cache like the classes (the page cache, shared); a
+    folder of many files maps one pack of frames as well as one of classes."""
+    import wavegen.data
+
+    root, cache = tmp_path / "audio", tmp_path / "cache"
+    for i in range(3):
+        write(root / f"c{i}.wav", tone(0.2 + 0.1 * i, freq=200 + 50 * i))
+    prep = Preprocessing(16000, Codec(256), None, False, 0.95)
+    s = MelSettings(n_mels=20, hop_length=80, win_length=320, n_fft=512)
+    single = AudioFolder(root, prep, cache, features=s)
+    assert not list(cache.glob("pack-*"))
+    monkeypatch.setattr(wavegen.data, "PACK_FILES", 5)  # 3 files, 6 maps: packed
+    packed = AudioFolder(root, prep, cache, features=s)
+    assert len(list(cache.glob("pack-*.npy"))) == 2  # one of classes, one of frames
+    for a, b in zip(single.clips, packed.clips, strict=True):
+        assert isinstance(a.frames, np.memmap) and isinstance(b.frames, np.memmap)
+        assert not a.frames.flags.writeable
+        audio = load_audio(root / a.name, 16000)
+        assert np.array_equal(a.frames, log_mel(audio, 16000, s))
+        assert np.array_equal(b.frames, a.frames) and np.array_equal(b.classes, a.classes)
+    again = AudioFolder(root, prep, cache, features=s)
+    assert again.report.reused == 3 and len(list(cache.glob("pack-*.npy"))) == 2
 
 
 def test_one_file_splits_in_time_with_its_frames():

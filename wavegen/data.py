@@ -45,8 +45,9 @@ CACHE_VERSION = 1
 PACK_FILES = 256
 SCAN_BAR_FILES = 200  # a folder of this many files is scanned with a progress bar
 IGNORE = -100  # target value for padded positions (torch cross_entropy's ignore_index)
-# A usable file found by a folder scan: (path, label, its cache entry, length, frames or None)
-Found = tuple[Path, str | None, Path, int, np.ndarray | None]
+# A usable file found by a folder scan: (path, label, its cache entry, length, and a
+# vocoder's (frames entry, frame count) or None)
+Found = tuple[Path, str | None, Path, int, tuple[Path, int] | None]
 
 
 class DataError(WavegenError):
@@ -153,12 +154,16 @@ class AudioFolder:
                        usable_cpus() if workers is None else workers)
         if not found:
             raise DataError(f"no usable audio in {self.root}: {self._why_none(paths, labels)}")
-        arrays = (self._packed(found) if len(found) > PACK_FILES
-                  else [np.load(entry, mmap_mode="r") for _, _, entry, _, _ in found])
+        # each memory map holds an open file: a folder of many is mapped as one pack
+        pack = len(found) * (1 if self.features is None else 2) > PACK_FILES
+        arrays = self._mapped([(entry, length) for _, _, entry, length, _ in found], pack)
+        frames = ([None] * len(found) if self.features is None else
+                  self._mapped([f for *_, f in found], pack,  # type: ignore[misc]
+                               {"features": self.features.key()}))
         self.clips = [Clip(str(path.relative_to(self.root)), classes, label,
-                           str(path.resolve()), frames)
-                      for (path, label, _, _, frames), classes in zip(found, arrays,
-                                                                      strict=True)]
+                           str(path.resolve()), clip_frames)
+                      for (path, label, *_), classes, clip_frames in zip(found, arrays, frames,
+                                                                         strict=True)]
 
     def _scan(self, paths: list[Path], labels: str | None, manifest: dict[Path, str] | None,
               found: list[Found], bar: tqdm, workers: int) -> None:
@@ -198,11 +203,11 @@ class AudioFolder:
             self.report.seconds += length / self.prep.sample_rate
             found.append((path, label, entry, length, frames))
 
-    def _use(self, path: Path) -> tuple[Path, int, bool, np.ndarray | None] | str:
-        """(its cache entry, its length, whether it was decoded now, its frames or None) of
-        a file, or why it cannot be used. Runs on the scan's threads: a file that must be
-        decoded holds its share of the memory budget meanwhile, and its audio is let go
-        before this returns."""
+    def _use(self, path: Path) -> tuple[Path, int, bool, tuple[Path, int] | None] | str:
+        """(its cache entry, its length, whether it was decoded now, its frames' entry and
+        count or None) of a file, or why it cannot be used. Runs on the scan's threads: a
+        file that must be decoded holds its share of the memory budget meanwhile, and its
+        audio is let go before this returns."""
         try:
             info = open_info(path)  # exists, readable, a plausible rate: else the reason
             cached = [self._cache_path(path)]
@@ -251,22 +256,24 @@ class AudioFolder:
         digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
         return self.cache_dir / f"{path.stem[:40]}-{'mel-' if features else ''}{digest}.npy"
 
-    def _frames(self, path: Path, audio: np.ndarray | None) -> np.ndarray:
-        """A file's log-mel frames (``wavegen.features``) of the audio its classes were
-        made from (``audio`` when ``_load`` just decoded it), from the cache or computed
-        once."""
+    def _frames(self, path: Path, audio: np.ndarray | None) -> tuple[Path, int]:
+        """The cache entry of a file's log-mel frames (``wavegen.features``) of the audio
+        its classes were made from (``audio`` when ``_load`` just decoded it), computed once,
+        and their count."""
         cached = self._cache_path(path, features=True)
         if cached.is_file():
             try:
-                return np.load(cached)
-            except (OSError, ValueError):
+                return cached, len(np.load(cached, mmap_mode="r"))
+            except (OSError, ValueError) as err:
+                if getattr(err, "errno", None) == errno.EMFILE:
+                    raise
                 log.warning("cache entry %s is unreadable; computing %s's features again",
                             cached, path)
         if audio is None:
             audio = self._decode(path)
         frames = log_mel(audio, self.prep.sample_rate, self.features)
         self._store(cached, frames)
-        return frames
+        return cached, len(frames)
 
     def _store(self, cached: Path, array: np.ndarray) -> None:
         """Write a cache entry atomically."""
@@ -320,35 +327,41 @@ class AudioFolder:
         self._store(cached, classes)
         return cached, len(classes), audio
 
-    def _packed(self, found: list[Found]) -> list[np.ndarray]:
-        """The classes of many files as views of one cache entry that holds them all, end to
-        end, memory-mapped once (one open file however many files the folder holds; each
-        file memory-mapped on its own holds a descriptor, and a folder of a few thousand
-        clips, a speech corpus, met the limit of open files). The pack is keyed by its files'
-        own entries, so a changed file or setting makes a new one; it is written once,
-        entry by entry, and replaces the folder's pack of the same settings and labels (files
-        added one day at a time must not leave a copy of the corpus a day in the cache)."""
-        entries = [entry.name for _, _, entry, _, _ in found]
-        digest = hashlib.sha1(json.dumps(entries).encode()).hexdigest()[:20]
+    def _mapped(self, entries: list[tuple[Path, int]], pack: bool,
+                kind: dict | None = None) -> list[np.ndarray]:
+        """The arrays of cache entries, each (length, ...), memory-mapped (read-only, in the
+        page cache: shared by processes, not held in their memory). With ``pack``, views of
+        one cache entry that holds them all, end to end, mapped once: a map holds an open
+        file, and a folder of a few thousand clips, a speech corpus, met the limit of open
+        files. A pack is keyed by its entries, so a changed file or setting makes a new one;
+        it is written once, entry by entry, and replaces the folder's pack of the same
+        settings, labels and ``kind`` (files added one day at a time must not leave a copy
+        of the corpus a day in the cache)."""
+        if not pack:
+            return [np.load(entry, mmap_mode="r") for entry, _ in entries]
+        digest = hashlib.sha1(json.dumps([e.name for e, _ in entries]).encode()).hexdigest()
         folder = hashlib.sha1(json.dumps({"root": str(self.root.resolve()), **self.prep.key(),
-                                          "labels": self.labels}).encode()).hexdigest()[:12]
-        pack = self.cache_dir / f"pack-{folder}-{digest}.npy"
-        lengths = [length for _, _, _, length, _ in found]
-        if not pack.is_file():
-            def write(f: BinaryIO) -> None:  # entry by entry: memory of one file at a time
-                np.lib.format.write_array_header_1_0(f, {
-                    "descr": np.lib.format.dtype_to_descr(np.dtype(self.prep.codec.dtype)),
-                    "fortran_order": False, "shape": (sum(lengths),)})
-                for _, _, entry, _, _ in found:
-                    f.write(np.load(entry).tobytes())
+                                          "labels": self.labels, **(kind or {})}).encode())
+        pack_path = self.cache_dir / f"pack-{folder.hexdigest()[:12]}-{digest[:20]}.npy"
+        lengths = [length for _, length in entries]
+        if not pack_path.is_file():
+            first = np.load(entries[0][0], mmap_mode="r")  # the dtype and a row's shape
+            header = {"descr": np.lib.format.dtype_to_descr(first.dtype),
+                      "fortran_order": False, "shape": (sum(lengths), *first.shape[1:])}
+            del first
 
-            self._write_entry(pack, write)
-            for stale in self.cache_dir.glob(f"pack-{folder}-*.npy"):
-                if stale != pack:  # a run still reading it keeps its mapping (POSIX)
+            def write(f: BinaryIO) -> None:  # entry by entry: memory of one file at a time
+                np.lib.format.write_array_header_1_0(f, header)
+                for entry, _ in entries:
+                    f.write(np.ascontiguousarray(np.load(entry)).tobytes())
+
+            self._write_entry(pack_path, write)
+            for stale in self.cache_dir.glob(f"pack-{folder.hexdigest()[:12]}-*.npy"):
+                if stale != pack_path:  # a run still reading it keeps its mapping (POSIX)
                     stale.unlink(missing_ok=True)
-        classes = np.load(pack, mmap_mode="r")
+        arrays = np.load(pack_path, mmap_mode="r")
         starts = np.cumsum([0, *lengths])
-        return [classes[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        return [arrays[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:
