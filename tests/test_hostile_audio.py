@@ -74,6 +74,47 @@ def test_truncated_and_clipped_files_are_used_with_a_line(tmp_path, caplog):
     assert "1000 samples outside [-1, 1] (peak 45) are clipped" in caplog.text
 
 
+def unsized_wav(path, data: bytes, rate: int = 16000, channels: int = 1):
+    """A 16-bit WAV whose size fields say 0xFFFFFFFF, as libsndfile and ffmpeg write one
+    past 4 GiB, and ffmpeg one to a pipe."""
+    header = b"RIFF\xff\xff\xff\xffWAVE" + b"fmt " + struct.pack(
+        "<IHHIIHH", 16, 1, channels, rate, rate * 2 * channels, 2 * channels, 16)
+    path.write_bytes(header + b"data\xff\xff\xff\xff" + data)
+    return path
+
+
+def test_a_wav_whose_header_cannot_count_its_data_is_read_to_its_end(tmp_path, caplog):
+    """A WAV written past 4 GiB says 0xFFFFFFFF for its sizes, and libsndfile stops reading
+    it at 4 GiB: an 8-hour 44.1 kHz stereo recording was trained on as 405.8 minutes, the
+    rest dropped without a word. A small one (ffmpeg to a pipe) was read whole but said to
+    be truncated ("its header promises 2147483647 frames"). Both are read to the end of the
+    file, without a warning."""
+    values = (np.sin(np.arange(16000) / 5) * 8000).astype("<i2")
+    small = unsized_wav(tmp_path / "piped.wav", values.tobytes())
+    with caplog.at_level(logging.WARNING):
+        audio = load_audio(small, 16000)
+    assert np.array_equal(audio, values / np.float32(32768)) and not caplog.text
+
+    # past 4 GiB (a sparse file: its disk use is the two ends): the frames to the end
+    big = unsized_wav(tmp_path / "long.wav", b"", rate=44100, channels=2)
+    frames = (1 << 32) // 4 + 44100  # one second more than libsndfile would read
+    with open(big, "r+b") as f:
+        f.truncate(44 + 4 * frames)
+        f.seek(44 + 4 * (frames - 3))
+        f.write(np.array([[1000, -1000], [2000, -2000], [3000, -3000]], "<i2").tobytes())
+    from pathlib import Path
+
+    from wavegen.audio import open_frames, open_info
+
+    info = open_info(Path(big))
+    assert info.frames == frames and sf.info(big).frames < frames - 44100
+    with open_frames(Path(big), info) as snd:
+        assert snd.frames == frames
+        snd.seek(frames - 4)
+        assert snd.read(dtype="int16").tolist() == [[0, 0], [1000, -1000], [2000, -2000],
+                                                    [3000, -3000]]
+
+
 def test_a_long_clipped_file_says_so_in_one_line_not_one_per_block(tmp_path, caplog):
     """Streamed reading (scoring, and now every decode) warned once per 30 s block: a
     clipped recording of an hour gave 120 lines. One line per file, with the totals."""

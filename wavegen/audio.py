@@ -6,10 +6,13 @@ Every failure to produce usable audio raises ``AudioError`` naming the file and 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import librosa
 import numpy as np
@@ -168,30 +171,31 @@ def read_blocks(
     path = Path(path)
     info = open_info(path)
     try:
-        blocks = sf.blocks(path, blocksize=max(1, int(block_seconds * info.samplerate)),
-                           dtype="float32", always_2d=True)
-        stream = None
-        if info.samplerate != sample_rate:
-            stream = soxr.ResampleStream(info.samplerate, sample_rate, 1, dtype="float32",
-                                         quality="HQ")
-        total = produced = clipped = 0
-        top = 0.0
-        pending = next(blocks, None)
-        while pending is not None:
-            block, pending = pending, next(blocks, None)
-            if not np.isfinite(block).all():
-                raise AudioError(path, "file holds NaN or infinite samples")
-            over = np.abs(block) > 1.0
-            if over.any():
-                clipped += int(over.sum())
-                top = max(top, float(np.abs(block).max()))
-            total += block.shape[0]
-            mono = to_mono(block)
-            if stream is not None:
-                mono = stream.resample_chunk(mono, last=pending is None)
-            if mono.size:
-                produced += mono.size
-                yield mono
+        with open_frames(path, info) as snd:
+            blocks = snd.blocks(blocksize=max(1, int(block_seconds * info.samplerate)),
+                                dtype="float32", always_2d=True)
+            stream = None
+            if info.samplerate != sample_rate:
+                stream = soxr.ResampleStream(info.samplerate, sample_rate, 1, dtype="float32",
+                                             quality="HQ")
+            total = produced = clipped = 0
+            top = 0.0
+            pending = next(blocks, None)
+            while pending is not None:
+                block, pending = pending, next(blocks, None)
+                if not np.isfinite(block).all():
+                    raise AudioError(path, "file holds NaN or infinite samples")
+                over = np.abs(block) > 1.0
+                if over.any():
+                    clipped += int(over.sum())
+                    top = max(top, float(np.abs(block).max()))
+                total += block.shape[0]
+                mono = to_mono(block)
+                if stream is not None:
+                    mono = stream.resample_chunk(mono, last=pending is None)
+                if mono.size:
+                    produced += mono.size
+                    yield mono
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
         raise AudioError(path, f"cannot read audio ({err})") from None
     if total == 0:
@@ -245,6 +249,9 @@ def open_info(path: Path) -> sf._SoundFileInfo:
     if not low <= info.samplerate <= high:
         raise AudioError(path, f"its header claims a sample rate of {info.samplerate} Hz, "
                                f"outside {low}-{high} Hz: a damaged or hostile header")
+    chunk = wav_data_chunk(path, info)
+    if chunk is not None and chunk[1] is None:  # UNSIZED: what open_frames reads
+        info.frames = wav_declared_frames(path, info)
     return info
 
 
@@ -252,22 +259,81 @@ SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
                 "DOUBLE": 8}
 
 
-def wav_declared_frames(path: Path, info: sf._SoundFileInfo) -> int:
-    """The frames a WAV header's data chunk promises (libsndfile reports what is there, so a
-    truncated file looks whole); 0 for other formats or an unreadable header."""
-    width = SAMPLE_BYTES.get(info.subtype)
-    if info.format != "WAV" or not width:
-        return 0
+# A WAV size field that could not count its data: a file written past 4 GiB (libsndfile,
+# ffmpeg) or to a pipe (ffmpeg -f wav -). Its data runs to the end of the file.
+UNSIZED = 0xFFFFFFFF
+
+
+def wav_data_chunk(path: Path, info: sf._SoundFileInfo) -> tuple[int, int | None] | None:
+    """(offset of its first byte, its size in bytes or None when ``UNSIZED``) of a PCM or
+    float WAV file's data chunk as its header gives it; None for other formats or an
+    unreadable header."""
+    if info.format != "WAV" or info.subtype not in SAMPLE_BYTES:
+        return None
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16)
     except OSError:
-        return 0
+        return None
     at = head.find(b"data", 12)
     if at < 0 or at + 8 > len(head):
-        return 0
+        return None
     size = int.from_bytes(head[at + 4 : at + 8], "little")
-    return size // (width * info.channels)
+    return at + 8, None if size == UNSIZED else size
+
+
+def wav_declared_frames(path: Path, info: sf._SoundFileInfo) -> int:
+    """The frames a WAV header's data chunk promises (libsndfile reports what is there, so a
+    truncated file looks whole), to the end of the file where it could not say; 0 for
+    other formats or an unreadable header."""
+    chunk = wav_data_chunk(path, info)
+    if chunk is None:
+        return 0
+    offset, size = chunk
+    if size is None:
+        size = max(path.stat().st_size - offset, 0)
+    return size // (SAMPLE_BYTES[info.subtype] * info.channels)
+
+
+class _FromOffset(io.RawIOBase):
+    """A file seen from its byte ``offset`` on (its data chunk, for libsndfile's RAW
+    reader)."""
+
+    def __init__(self, f: BinaryIO, offset: int):
+        self.f, self.offset = f, offset
+        f.seek(offset)  # libsndfile starts where the file stands
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self.f.readinto(buffer)
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        return self.f.seek(pos + self.offset if whence == io.SEEK_SET else pos,
+                           whence) - self.offset
+
+    def tell(self) -> int:
+        return self.f.tell() - self.offset
+
+
+@contextlib.contextmanager
+def open_frames(path: Path, info: sf._SoundFileInfo) -> Iterator[sf.SoundFile]:
+    """The file opened for reading its frames. An ``UNSIZED`` WAV is read from its data
+    chunk to the end of the file (libsndfile stops at 4 GiB: an 8-hour recording lost its
+    last 74 minutes without a word)."""
+    chunk = wav_data_chunk(path, info)
+    if chunk is None or chunk[1] is not None:
+        with sf.SoundFile(path) as snd:
+            yield snd
+        return
+    with open(path, "rb") as f, sf.SoundFile(
+            _FromOffset(f, chunk[0]), format="RAW", subtype=info.subtype,
+            samplerate=info.samplerate, channels=info.channels, endian="LITTLE") as snd:
+        yield snd
 
 
 # librosa.effects.trim's analysis: RMS over frames of 2048 samples, 512 apart, centred

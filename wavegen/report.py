@@ -13,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import classify
-from .audio import load_audio
+from .audio import load_audio, open_info
 from .errors import WavegenError
 from .family import family_of
 from .outputs import RecordFiles, table_stream
@@ -160,12 +160,10 @@ def classify_table(records: list[dict[str, Any]]) -> str:
 
 def estimated_samples(paths: list, sample_rate: int) -> int:
     """Total length at the model's rate, from the files' headers (for the progress bar)."""
-    import soundfile as sf
-
     total = 0
     for path in paths:
         try:
-            info = sf.info(path)
+            info = open_info(Path(path))  # an unsized WAV's frames to its end, as it is read
             total += int(info.frames * sample_rate / info.samplerate)
         except Exception:  # an unreadable file is reported when it is scored
             pass
