@@ -20,6 +20,7 @@ import soundfile as sf
 import soxr
 
 from .errors import WavegenError, WriteError, writing
+from .parallel import check_stop
 
 log = logging.getLogger(__name__)
 # Source sample rates a file may claim: below or above these a header is damaged or hostile.
@@ -182,6 +183,7 @@ def read_blocks(
             top = 0.0
             pending = next(blocks, None)
             while pending is not None:
+                check_stop()  # decoding side by side was stopped: a file of hours ends here
                 block, pending = pending, next(blocks, None)
                 if not np.isfinite(block).all():
                     raise AudioError(path, "file holds NaN or infinite samples")

@@ -24,6 +24,7 @@ import numpy as np
 
 from .audio import frame_chunks
 from .config import ConditionConfig, ConfigError
+from .parallel import check_stop
 
 MEL_CHUNK_FRAMES = 4096  # frames of log_mel's spectrogram held at a time
 
@@ -110,6 +111,7 @@ def log_mel(audio: np.ndarray, sample_rate: int, settings: MelSettings,
     out = np.empty((frames, s.n_mels), dtype=np.float32)
     for first, last, piece in frame_chunks(audio, frames, s.n_fft, s.hop_length,
                                            s.n_fft // 2 - s.hop_length // 2, chunk_frames):
+        check_stop()  # computed on a folder scan's threads, which were stopped
         mel = librosa.feature.melspectrogram(
             y=piece, sr=sample_rate, n_fft=s.n_fft, hop_length=s.hop_length,
             win_length=s.win_length, center=False, power=1.0, n_mels=s.n_mels, fmin=s.fmin,
