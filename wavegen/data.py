@@ -158,7 +158,7 @@ class AudioFolder:
         pack = len(found) * (1 if self.features is None else 2) > PACK_FILES
         arrays = self._mapped([(entry, length) for _, _, entry, length, _ in found], pack)
         frames = ([None] * len(found) if self.features is None else
-                  self._mapped([f for *_, f in found], pack,  # type: ignore[misc]
+                  self._mapped([f for *_, f in found], pack,
                                {"features": self.features.key()}))
         self.clips = [Clip(str(path.relative_to(self.root)), classes, label,
                            str(path.resolve()), clip_frames)
