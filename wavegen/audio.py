@@ -131,9 +131,9 @@ def output_bound(path: Path, info: sf._SoundFileInfo, sample_rate: int) -> int:
 
 def decode_bytes(path: Path, info: sf._SoundFileInfo, sample_rate: int) -> int:
     """About the most memory decoding a file for the data cache holds: its audio as float32
-    and its classes or frames (``DECODE_BYTES_PER_SAMPLE`` an output sample, measured
-    below it), and the source blocks in flight. The budget files decoded side by side
-    share."""
+    and its classes or frames (``DECODE_BYTES_PER_SAMPLE`` an output sample, a little above
+    what was measured), and the source blocks in flight; what it takes of the budget that
+    files decoded side by side share."""
     source = BLOCK_SECONDS * info.samplerate * info.channels * 4 * 3  # read, mixed, resampled
     return DECODE_BYTES_PER_SAMPLE * output_bound(path, info, sample_rate) + int(source)
 

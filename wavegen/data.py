@@ -145,13 +145,12 @@ class AudioFolder:
         # files decoded side by side share half the memory that is free now
         available = available_memory()
         self.gate = MemoryGate(available // 2 if available else None)
-        found: list[Found] = []
         # a first scan of a corpus decodes for minutes: a bar over its files
         with tqdm(total=len(paths), desc=f"scan {key}", unit="file", dynamic_ncols=True,
                   disable=not progress or len(paths) < SCAN_BAR_FILES) as bar, \
                 logging_redirect_tqdm():
-            self._scan(paths, labels, manifest, found, bar,
-                       usable_cpus() if workers is None else workers)
+            found = self._scan(paths, labels, manifest, bar,
+                               usable_cpus() if workers is None else workers)
         if not found:
             raise DataError(f"no usable audio in {self.root}: {self._why_none(paths, labels)}")
         # each memory map holds an open file: a folder of many is mapped as one pack
@@ -166,10 +165,10 @@ class AudioFolder:
                                                                          strict=True)]
 
     def _scan(self, paths: list[Path], labels: str | None, manifest: dict[Path, str] | None,
-              found: list[Found], bar: tqdm, workers: int) -> None:
-        """Each file's cache entry (decoded now if it has none, on ``workers`` threads), its
-        label and frames, into ``found`` in the order of ``paths``; files that cannot be
-        used are skipped with a line each."""
+              bar: tqdm, workers: int) -> list[Found]:
+        """Each usable file's cache entry (decoded now if it has none, on ``workers``
+        threads), label and frames, in the order of ``paths``; files that cannot be used are
+        skipped with a line each."""
         labelled: list[tuple[Path, str | None]] = []
         for path in paths:
             label = None
@@ -188,6 +187,7 @@ class AudioFolder:
                     bar.update()
                     continue
             labelled.append((path, label))
+        found: list[Found] = []
         used = ordered_map(self._use, [path for path, _ in labelled], workers)
         for (path, label), result in zip(labelled, used, strict=True):
             bar.update()
@@ -202,6 +202,7 @@ class AudioFolder:
             self.report.files.append(path)
             self.report.seconds += length / self.prep.sample_rate
             found.append((path, label, entry, length, frames))
+        return found
 
     def _use(self, path: Path) -> tuple[Path, int, bool, tuple[Path, int] | None] | str:
         """(its cache entry, its length, whether it was decoded now, its frames' entry and
@@ -210,15 +211,14 @@ class AudioFolder:
         audio is let go before this returns."""
         try:
             info = open_info(path)  # exists, readable, a plausible rate: else the reason
-            cached = [self._cache_path(path)]
-            if self.features is not None:
-                cached.append(self._cache_path(path, features=True))
-            need = (0 if all(entry.is_file() for entry in cached)
+            cached = self._cache_path(path)
+            mel = self._cache_path(path, features=True) if self.features is not None else None
+            need = (0 if cached.is_file() and (mel is None or mel.is_file())
                     else decode_bytes(path, info, self.prep.sample_rate))
             with self.gate.hold(need):
-                entry, length, audio = self._load(path)
-                frames = self._frames(path, audio) if self.features is not None else None
-            return entry, length, audio is not None, frames
+                length, audio = self._load(path, cached)
+                frames = None if mel is None else (mel, self._frames(path, audio, mel))
+            return cached, length, audio is not None, frames
         except AudioError as err:
             return err.cause
         except MemoryError:  # one file must never abort a run
@@ -256,24 +256,32 @@ class AudioFolder:
         digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
         return self.cache_dir / f"{path.stem[:40]}-{'mel-' if features else ''}{digest}.npy"
 
-    def _frames(self, path: Path, audio: np.ndarray | None) -> tuple[Path, int]:
-        """The cache entry of a file's log-mel frames (``wavegen.features``) of the audio
-        its classes were made from (``audio`` when ``_load`` just decoded it), computed once,
-        and their count."""
-        cached = self._cache_path(path, features=True)
-        if cached.is_file():
-            try:
-                return cached, len(np.load(cached, mmap_mode="r"))
-            except (OSError, ValueError) as err:
-                if getattr(err, "errno", None) == errno.EMFILE:
-                    raise
-                log.warning("cache entry %s is unreadable; computing %s's features again",
-                            cached, path)
+    def _frames(self, path: Path, audio: np.ndarray | None, cached: Path) -> int:
+        """The count of a file's log-mel frames (``wavegen.features``) of the audio its
+        classes were made from (``audio`` when ``_load`` just decoded it), in the cache
+        entry ``cached``: computed and stored now if it has none."""
+        count = self._entry_length(cached, f"computing {path}'s features again")
+        if count is not None:
+            return count
         if audio is None:
             audio = self._decode(path)
         frames = log_mel(audio, self.prep.sample_rate, self.features)
         self._store(cached, frames)
-        return cached, len(frames)
+        return len(frames)
+
+    @staticmethod
+    def _entry_length(cached: Path, otherwise: str) -> int | None:
+        """The length of a readable cache entry, without keeping it open; None when there
+        is none, or (with a line saying it will be ``otherwise``) it cannot be read."""
+        if not cached.is_file():
+            return None
+        try:
+            return len(np.load(cached, mmap_mode="r"))
+        except (OSError, ValueError) as err:
+            if getattr(err, "errno", None) == errno.EMFILE:
+                raise
+            log.warning("cache entry %s is unreadable; %s", cached, otherwise)
+            return None
 
     def _store(self, cached: Path, array: np.ndarray) -> None:
         """Write a cache entry atomically."""
@@ -305,19 +313,13 @@ class AudioFolder:
         return load_audio(path, p.sample_rate, top_db=p.top_db, normalize=p.normalize,
                           peak=p.peak)
 
-    def _load(self, path: Path) -> tuple[Path, int, np.ndarray | None]:
-        """A file's cache entry of classes, decoded and stored now if it has none, and its
-        length; and its audio when it was decoded now (else None). No file stays open: a
-        folder of thousands of files would otherwise run out of file descriptors."""
-        cached = self._cache_path(path)
-        if cached.is_file():
-            try:
-                length = len(np.load(cached, mmap_mode="r"))
-                return cached, length, None
-            except (OSError, ValueError) as err:
-                if getattr(err, "errno", None) == errno.EMFILE:
-                    raise
-                log.warning("cache entry %s is unreadable; decoding %s again", cached, path)
+    def _load(self, path: Path, cached: Path) -> tuple[int, np.ndarray | None]:
+        """The length of a file's classes in the cache entry ``cached``, decoded and stored
+        now if it has none; and its audio when it was decoded now (else None). No file stays
+        open: a folder of thousands of files would otherwise run out of file descriptors."""
+        length = self._entry_length(cached, f"decoding {path} again")
+        if length is not None:
+            return length, None
         p = self.prep
         audio = self._decode(path)
         if self._cache_path(path) != cached:  # size or mtime moved while it was decoded
@@ -325,7 +327,7 @@ class AudioFolder:
                                    "used or cached this time")
         classes = p.codec.encode_array(audio)
         self._store(cached, classes)
-        return cached, len(classes), audio
+        return len(classes), audio
 
     def _mapped(self, entries: list[tuple[Path, int]], pack: bool,
                 kind: dict | None = None) -> list[np.ndarray]:
@@ -341,8 +343,9 @@ class AudioFolder:
             return [np.load(entry, mmap_mode="r") for entry, _ in entries]
         digest = hashlib.sha1(json.dumps([e.name for e, _ in entries]).encode()).hexdigest()
         folder = hashlib.sha1(json.dumps({"root": str(self.root.resolve()), **self.prep.key(),
-                                          "labels": self.labels, **(kind or {})}).encode())
-        pack_path = self.cache_dir / f"pack-{folder.hexdigest()[:12]}-{digest[:20]}.npy"
+                                          "labels": self.labels, **(kind or {})}).encode()
+                              ).hexdigest()[:12]
+        pack_path = self.cache_dir / f"pack-{folder}-{digest[:20]}.npy"
         lengths = [length for _, length in entries]
         if not pack_path.is_file():
             first = np.load(entries[0][0], mmap_mode="r")  # the dtype and a row's shape
@@ -356,7 +359,7 @@ class AudioFolder:
                     f.write(np.ascontiguousarray(np.load(entry)).tobytes())
 
             self._write_entry(pack_path, write)
-            for stale in self.cache_dir.glob(f"pack-{folder.hexdigest()[:12]}-*.npy"):
+            for stale in self.cache_dir.glob(f"pack-{folder}-*.npy"):
                 if stale != pack_path:  # a run still reading it keeps its mapping (POSIX)
                     stale.unlink(missing_ok=True)
         arrays = np.load(pack_path, mmap_mode="r")
