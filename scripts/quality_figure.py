@@ -16,7 +16,8 @@ import numpy as np
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")
-    p.add_argument("reference", nargs="+", help="held-out audio files")
+    p.add_argument("reference", nargs="+", help="held-out audio files or folders, or "
+                   "@runs/NAME/validation_files.txt (the paths it lists)")
     p.add_argument("-o", "--out", required=True, help="the PNG to write")
     p.add_argument("--rule", nargs="+", default=["1.0:0.98"], metavar="T:P",
                    help="temperature:top-p pairs (default 1.0:0.98)")
@@ -31,10 +32,11 @@ def main() -> None:
 
     from wavegen import generate, load_checkpoint, quality
     from wavegen.audio import load_audio
+    from wavegen.paths import expand_paths
 
     model = load_checkpoint(args.checkpoint)
     sr = model.sample_rate
-    reference = [load_audio(path, sr) for path in args.reference]
+    reference = [load_audio(path, sr) for path in expand_paths(args.reference)]
     primes, reals = quality.prime_windows(reference, 1, 1.0, args.seconds, sr, args.seed)
     rows = [("held-out prime + real continuation", np.concatenate([primes[0], reals[0]]))]
     for rule in args.rule:

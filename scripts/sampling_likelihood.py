@@ -29,7 +29,7 @@ def main() -> None:
 
     from wavegen import load_checkpoint, mulaw
     from wavegen.audio import load_audio
-    from wavegen.scoring import expand_paths
+    from wavegen.paths import expand_paths
 
     model = load_checkpoint(args.checkpoint)
     sr, q = model.sample_rate, model.quantization_channels

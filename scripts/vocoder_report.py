@@ -6,7 +6,7 @@ held-out bits/sample given the frames; and the speed of vocoding at batch 1 and 
 (x real time). ``--music`` leaves out the two speech measures (PESQ and STOI).
 
     pip install pesq pystoi
-    python scripts/vocoder_report.py runs/voice/best.pt $(cat runs/voice/validation_files.txt)
+    python scripts/vocoder_report.py runs/voice/best.pt @runs/voice/validation_files.txt
     python scripts/vocoder_report.py CKPT clips/ --temperatures 1.0 0.9 0.8 --seconds 6 \
         --figure docs/vocoder.png
     python scripts/vocoder_report.py runs/pianovoc/best.pt held_out/ --seconds 8 --music
@@ -111,7 +111,8 @@ def main() -> None:
     from wavegen.checkpoint import load_checkpoint
     from wavegen.family import family_of
     from wavegen.features import log_mel
-    from wavegen.scoring import expand_paths, score_audio
+    from wavegen.paths import expand_paths
+    from wavegen.scoring import score_audio
     from wavegen.vocode import Source, griffin_lim, settings, vocode
 
     model = load_checkpoint(args.checkpoint)

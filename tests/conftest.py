@@ -62,7 +62,8 @@ def run_wavegen(*args, cwd, env: dict | None = None,
              and len(plain_overrides(rest)) < len(rest))
     if env is not None or hydra:
         return subprocess.run([sys.executable, "-m", "wavegen", *args], cwd=cwd,
-                              capture_output=True, text=True, timeout=timeout,
+                              capture_output=True, text=True, errors="surrogateescape",
+                              timeout=timeout,
                               env={**os.environ, **(env or {})})
     import signal
 

@@ -171,7 +171,7 @@ def test_a_folder_of_links_to_folders_is_searched_and_a_link_loop_ends(tmp_path)
     """A training folder made of links to the user's folders (``ln -s ~/music/piano``) is
     searched through them, labels come from the link's name, and a link back up the tree is
     followed once."""
-    from wavegen.scoring import expand_paths
+    from wavegen.paths import expand_paths
 
     store = tmp_path / "store"
     write(store / "p" / "a.wav", tone(0.3))

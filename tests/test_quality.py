@@ -189,7 +189,7 @@ def test_quality_command_prints_the_table_and_writes_json_and_clips(tmp_path, mu
 
 
 def test_long_reference_audio_is_measured_in_chunks_of_frames(music):
-    """An hour of reference audio (`wavegen quality CKPT $(cat validation_files.txt)` on a
+    """An hour of reference audio (`wavegen quality CKPT @validation_files.txt` on a
     corpus) was measured in one pass: spectra and their float64 temporaries of about 90
     bytes a sample, 7 GB for the hour. Chunks of frames give the same figures (the
     log-mel values to a unit in the last place of the mel product) in memory that grows

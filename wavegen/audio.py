@@ -44,6 +44,14 @@ class AudioError(WavegenError):
         super().__init__(f"{self.path}: {cause}")
 
 
+def sf_name(path: str | os.PathLike) -> str | bytes:
+    """``path`` as libsndfile should get it: its bytes on POSIX, where soundfile encodes a
+    name strictly and so cannot open one that is not valid UTF-8 (a Latin-1 name from an old
+    archive, seen by Python as lone surrogates); as text on Windows (soundfile's wide
+    open)."""
+    return str(path) if os.name == "nt" else os.fsencode(path)
+
+
 def is_audio_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
@@ -244,7 +252,7 @@ def open_info(path: Path) -> sf._SoundFileInfo:
     if path.is_file() and path.stat().st_size == 0:
         raise AudioError(path, "an empty file (0 bytes)")
     try:
-        info = sf.info(path)
+        info = sf.info(sf_name(path))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
         raise AudioError(path, f"cannot read audio ({header_problem(err)})") from None
     low, high = SOURCE_RATES
@@ -329,7 +337,7 @@ def open_frames(path: Path, info: sf._SoundFileInfo) -> Iterator[sf.SoundFile]:
     last 74 minutes without a word)."""
     chunk = wav_data_chunk(path, info)
     if chunk is None or chunk[1] is not None:
-        with sf.SoundFile(path) as snd:
+        with sf.SoundFile(sf_name(path)) as snd:
             yield snd
         return
     with open(path, "rb") as f, sf.SoundFile(
@@ -396,7 +404,7 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> N
     try:
         with writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, np.clip(np.asarray(audio, dtype=np.float32), -1, 1), sample_rate,
-                     subtype="PCM_16")
+            sf.write(sf_name(path), np.clip(np.asarray(audio, dtype=np.float32), -1, 1),
+                     sample_rate, subtype="PCM_16")
     except sf.LibsndfileError as err:  # libsndfile's own report of a failed write
         raise WriteError(f"{path}: cannot write ({err})") from None

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from .scoring import TILE, StreamScorer, _record, expand_paths
+from .paths import expand_lists, expand_paths
+from .scoring import TILE, StreamScorer, _record
 
 
 def prior_weights(model: nn.Module, uniform: bool = False) -> np.ndarray:
@@ -72,7 +73,7 @@ def labelled_paths(arguments: list[str], known: list[str]) -> list[tuple[Path, s
     own name; a file argument by the name of the folder it is in; when that name is one
     of ``known``."""
     out = []
-    for argument in arguments:
+    for argument in expand_lists(arguments):
         root = Path(argument)
         for path in expand_paths([root]):
             truth = None

@@ -5,6 +5,7 @@ modules. Every user error is one line, ``wavegen COMMAND: error: ...``, and exit
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import math
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from . import __version__, sampling
 from .allocator import reuse_freed_memory
 from .errors import OptionError, WavegenError
+from .paths import LIST_HELP, expand_paths
 
 USAGE = """usage: wavegen COMMAND [ARGS]
 
@@ -37,6 +39,10 @@ commands:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # A file name that is not valid UTF-8 (Python holds its bytes as lone surrogates) is
+    # printed as its bytes, as `ls` prints it, where a strict stream would raise.
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="surrogateescape")
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
@@ -356,7 +362,8 @@ def score_main(argv: list[str]) -> int:
                     "to mono, resampled to the model's rate and mu-law encoded (no trimming "
                     "or normalisation), with silence before its first sample.")
     p.add_argument("checkpoint", help="a checkpoint written by wavegen train")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders (recursive)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help=f"audio files or folders (recursive); {LIST_HELP}")
     p.add_argument("--json", metavar="FILE", help="write one JSON record per line (- for "
                    "standard output; the table then goes to standard error)")
     p.add_argument("--csv", metavar="FILE", help="write a CSV with a header (- for standard "
@@ -397,7 +404,6 @@ def score_main(argv: list[str]) -> int:
     from .config import resolve_device
     from .family import family_of
     from .outputs import STDOUT, output_file, output_folder
-    from .scoring import expand_paths
 
     # Every output is checked before the model is loaded or a file read; the folders are
     # made once the work is sure to start.
@@ -452,7 +458,8 @@ def quality_main(argv: list[str]) -> int:
                            "last.")
     p.add_argument("checkpoint", help="a checkpoint written by wavegen train")
     p.add_argument("reference", nargs="+", metavar="REF",
-                   help="held-out audio files or folders the model did not train on")
+                   help=f"held-out audio files or folders the model did not train on; "
+                        f"{LIST_HELP}")
     p.add_argument("-n", type=positive_int, default=4, help="clips of each kind (default 4)")
     p.add_argument("--seconds", type=positive_float, default=3.0,
                    help="length of each clip and continuation (default 3)")
@@ -473,7 +480,6 @@ def quality_main(argv: list[str]) -> int:
     from .audio import load_audio, write_wav
     from .checkpoint import load_checkpoint
     from .outputs import clip_paths, output_file, output_folder, table_stream, to_stdout
-    from .scoring import expand_paths
 
     if args.json:
         output_file(args.json, "--json", create=False)
@@ -538,7 +544,8 @@ def vocode_main(argv: list[str]) -> int:
                            "condition=mel): the log-mel frames of each clip, or of --mel "
                            "files made elsewhere, turned back into audio.")
     p.add_argument("checkpoint", help="a vocoder checkpoint (wavegen train condition=mel)")
-    p.add_argument("paths", nargs="*", metavar="PATH", help="audio files or folders")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help=f"audio files or folders; {LIST_HELP}")
     p.add_argument("--mel", action="append", default=[], metavar="FILE.npy",
                    help="frames made elsewhere: an array (frames, n_mels) of log mel "
                         "magnitudes with the checkpoint's settings (README, 'Vocoder'); "
@@ -572,7 +579,6 @@ def vocode_main(argv: list[str]) -> int:
     from .checkpoint import load_checkpoint
     from .config import resolve_device
     from .outputs import output_folder
-    from .scoring import expand_paths
 
     device = resolve_device(args.device, key="--device")
     out_dir = output_folder(args.out_dir, "-o/--out-dir", create=False)
@@ -623,13 +629,14 @@ def vocode_main(argv: list[str]) -> int:
 
 
 def _vocode_paths(folder: Path, sources: list, overwrite: bool) -> dict[int, Path]:
-    """OUT/<name>.wav for each source (keyed by id), <name>_2.wav ... for repeated names;
-    OptionError for a file already there unless ``overwrite``."""
-    out, seen = {}, {}
-    for source in sources:
-        seen[source.name] = seen.get(source.name, 0) + 1
-        suffix = "" if seen[source.name] == 1 else f"_{seen[source.name]}"
-        path = folder / f"{source.name}{suffix}.wav"
+    """OUT/<name>.wav for each source (keyed by id), distinct (``unique_names``: <name>_2.wav
+    ... for repeated names); OptionError for a file already there unless ``overwrite``."""
+    from .outputs import unique_names
+
+    out = {}
+    for source, name in zip(sources, unique_names([s.name for s in sources], ".wav"),
+                            strict=True):
+        path = folder / name
         if path.exists() and not overwrite:
             raise OptionError(f"{path} exists (from {source.path}); give --overwrite to "
                               f"replace it, or another -o/--out-dir")

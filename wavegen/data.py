@@ -418,7 +418,8 @@ def split_clips(clips: list[Clip], val_fraction: float, hop: int = 1
                       frames=frames[0])],
                 [Clip(clip.name + "[val]", clip.classes[cut:], clip.label,
                       frames=frames[1])])
-    ranked = sorted(clips, key=lambda c: hashlib.sha1(c.name.encode()).hexdigest())
+    ranked = sorted(clips, key=lambda c: hashlib.sha1(c.name.encode("utf-8", "surrogateescape"))
+                    .hexdigest())
     num_val = min(len(clips) - 1, max(1, math.ceil(val_fraction * len(clips))))
     val = {c.name for c in ranked[:num_val]}
     return [c for c in clips if c.name not in val], [c for c in clips if c.name in val]

@@ -24,6 +24,37 @@ from .errors import OptionError
 CLIP_NAME = re.compile(r"sample_(\d+)(?:_.*)?\.wav$")
 
 
+# The longest file name that ext4, XFS, APFS and NTFS take (bytes, or UTF-16 units on NTFS:
+# never more than the UTF-8 bytes counted here).
+NAME_BYTES = 255
+
+
+def fitted_name(stem: str, suffix: str) -> str:
+    """``stem + suffix``, the stem shortened by whole characters until the name fits in
+    ``NAME_BYTES`` bytes (a file named after a long input, plus an index or a suffix, would
+    fail to be written once the work it holds is done)."""
+    room = NAME_BYTES - len(os.fsencode(suffix))
+    while len(os.fsencode(stem)) > room:
+        stem = stem[: -max(1, (len(os.fsencode(stem)) - room) // 4)]
+    return stem + suffix
+
+
+def unique_names(stems: list[str], suffix: str) -> list[str]:
+    """A file name for each stem (``fitted_name``), in order: a name taken already, also in
+    another case (one file on macOS and Windows), gets _2, _3, ... (so ``a/x``, ``b/x`` and
+    ``c/x_2`` give x, x_2 and x_2_2, three files)."""
+    taken: set[str] = set()
+    out = []
+    for stem in stems:
+        name, k = fitted_name(stem, suffix), 1
+        while name.casefold() in taken:
+            k += 1
+            name = fitted_name(stem, f"_{k}{suffix}")
+        taken.add(name.casefold())
+        out.append(name)
+    return out
+
+
 def nearest_existing(path: Path) -> Path:
     """``path`` or its nearest parent that exists (what a missing folder would be made in)."""
     while not path.exists() and path != path.parent:
@@ -107,8 +138,8 @@ def clip_paths(folder: Path, count: int, labels: list[str] | None = None,
     if not overwrite and folder.is_dir():
         taken = [int(m.group(1)) for p in folder.iterdir() if (m := CLIP_NAME.match(p.name))]
         start = max(taken) + 1 if taken else 0
-    return [folder / (f"sample_{start + i:03d}" + (f"_{labels[i]}" if labels else "") + ".wav")
-            for i in range(count)]
+    return [folder / fitted_name(f"sample_{start + i:03d}" + (f"_{labels[i]}" if labels else ""),
+                                 ".wav") for i in range(count)]
 
 
 class RecordFiles:
@@ -147,7 +178,9 @@ def _open(path: Path | None, **options: Any) -> IO[str] | None:
     """A records file opened for writing: None for no path, standard output for "-"."""
     if not path:
         return None
-    return sys.stdout if to_stdout(path) else open(path, "w", **options)
+    # A file name that is not valid UTF-8 is written as its bytes, as `ls` shows it.
+    return sys.stdout if to_stdout(path) else open(path, "w", errors="surrogateescape",
+                                                   **options)
 
 
 def table_stream(*paths: Path | None) -> IO[str]:

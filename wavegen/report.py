@@ -14,9 +14,10 @@ from tqdm.auto import tqdm
 
 from . import classify
 from .audio import load_audio, open_info
-from .errors import WavegenError
+from .errors import WavegenError, WriteError, writing
 from .family import family_of
-from .outputs import RecordFiles, table_stream
+from .outputs import RecordFiles, fitted_name, table_stream
+from .paths import shown
 from .scoring import RECORD_FIELDS, aggregate
 from .scoring import score_files as score_records
 
@@ -32,6 +33,7 @@ def score_files(model: nn.Module, paths: list[Path], label: str | None,
     files = RecordFiles(json_path, csv_path, fields)
     keep = bool(per_sample or plot)
     records = []
+    unwritten = 0
     try:
         with tqdm(total=estimated_samples(paths, model.sample_rate), unit="sample",
                   unit_scale=True, desc=f"score {len(paths)} files") as bar:
@@ -43,19 +45,42 @@ def score_files(model: nn.Module, paths: list[Path], label: str | None,
                 if "error" in record:
                     tqdm.write(f"wavegen score: {record['path']}: {record['error']}",
                                file=sys.stderr)
-                elif keep:
-                    surprisal = record.pop("surprisal")
-                    stem = f"{i:03d}_{Path(record['path']).stem}"
-                    if per_sample:
-                        np.save(per_sample / f"{stem}.npy", surprisal)
-                    if plot:
-                        plot_surprisal(plot / f"{stem}.png", record, surprisal, model)
+                surprisal = record.pop("surprisal", None)
                 files.write(record)
                 records.append(record)
+                if surprisal is not None:
+                    unwritten += write_surprisal(i, record, surprisal, per_sample, plot, model)
     finally:
         files.close()
     print(score_table(records, model), file=table_stream(json_path, csv_path))
-    return _failed(records)
+    if unwritten:
+        print(f"wavegen score: {unwritten} --per-sample/--plot files could not be written",
+              file=sys.stderr)
+    return max(_failed(records), int(unwritten > 0))
+
+
+def write_surprisal(index: int, record: dict[str, Any], surprisal: np.ndarray,
+                    per_sample: Path | None, plot: Path | None, model: nn.Module) -> int:
+    """Write a scored file's ``--per-sample`` array and ``--plot`` picture (NNN_name.npy,
+    .png; the name shortened to fit). A file that cannot be written (a full disk) is a line
+    and is removed; the file's score is kept and the others go on. Returns how many could
+    not be written."""
+    stem = f"{index:03d}_{Path(record['path']).stem}"
+    writers = [(per_sample, ".npy", lambda path: np.save(path, surprisal)),
+               (plot, ".png", lambda path: plot_surprisal(path, record, surprisal, model))]
+    failed = 0
+    for folder, suffix, write in writers:
+        if folder is None:
+            continue
+        path = folder / fitted_name(stem, suffix)
+        try:
+            with writing(path):
+                write(path)
+        except WriteError as err:
+            path.unlink(missing_ok=True)
+            tqdm.write(f"wavegen score: {record['path']}: scored, but {err}", file=sys.stderr)
+            failed += 1
+    return failed
 
 
 def uniform_bits(model: nn.Module) -> float:
@@ -200,7 +225,7 @@ def plot_surprisal(path: Path, record: dict, surprisal: np.ndarray, model: nn.Mo
     fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(10, 5))
     ax1.fill_between(t, low, high, step="post", linewidth=0.3)
     ax1.set_ylabel("amplitude")
-    ax1.set_title(f"{record['path']}: {record['bits_per_sample']:.3f} bits/sample")
+    ax1.set_title(f"{shown(record['path'])}: {record['bits_per_sample']:.3f} bits/sample")
     ax2.step(t, mean, where="post", linewidth=0.6, color="tab:red")
     ax2.axhline(uniform_bits(model), color="gray", linestyle=":",
                 label="uniform guessing")

@@ -125,7 +125,8 @@ class RunFolder:
         hydra.mkdir(exist_ok=True)
         OmegaConf.save(config, hydra / "config.yaml")
         OmegaConf.save(OmegaConf.create(list(overrides or [])), hydra / "overrides.yaml")
-        handler = logging.FileHandler(self.path / "train.log", mode="w" if fresh else "a")
+        handler = logging.FileHandler(self.path / "train.log", mode="w" if fresh else "a",
+                                      errors="surrogateescape")  # names as their bytes
         handler.setFormatter(logging.Formatter("%(message)s"))
         logging.getLogger().addHandler(handler)
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == 0:

@@ -15,14 +15,13 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .audio import AudioError, audio_paths, load_audio, read_blocks, resample, to_mono
+from .audio import AudioError, load_audio, read_blocks, resample, to_mono
 from .family import Codec, Scorer, family_of
 
 LN2 = math.log(2)
@@ -289,17 +288,6 @@ def encoded_blocks(path: str | os.PathLike, sample_rate: int, codec: Codec,
     ``sample_rate`` (``audio.read_blocks``: mono, resampled; AudioError if unreadable)."""
     for block in read_blocks(path, sample_rate, block_seconds):
         yield codec.encode(block).numpy()
-
-
-def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders replaced by their audio files (recursive, sorted)."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(f for f in audio_paths(p) if f.is_file())
-        else:
-            out.append(p)
-    return out
 
 
 def score_files(model: nn.Module, paths: Iterable[str | os.PathLike], per_sample: bool = False,

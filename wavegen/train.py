@@ -54,6 +54,7 @@ from .family import Family, family_of, get_family
 from .features import MelSettings
 from .info import device_memory, memory_shortfall, native_bf16, size_text
 from .outputs import clip_paths
+from .paths import write_list
 from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_config, normalize_paths
 from .sampler import generate
 from .scoring import LN2, aggregate, clip_records
@@ -502,8 +503,8 @@ class Trainer:
         self.describe()
         self.metrics.truncate_after(counters.step)
         held_out = [c.path for c in self.held_out if c.path]
-        if held_out:  # e.g. for `wavegen score ... $(cat validation_files.txt)`
-            (self.run_dir / "validation_files.txt").write_text("\n".join(held_out) + "\n")
+        if held_out:  # e.g. for `wavegen score CKPT @runs/NAME/validation_files.txt`
+            write_list(self.run_dir / "validation_files.txt", held_out)
 
     def _loop(self) -> str | None:
         """Optimizer steps until train.max_steps; the name of the signal that stopped it
