@@ -374,3 +374,31 @@ def test_hydras_own_flags_still_work(tmp_path):
     assert "preset: small" in done.stdout and not (tmp_path / "runs").exists()
     one_line_error(wavegen("train", "--cfg", "job", "model.kernal=3", cwd=tmp_path),
                    "did you mean model.kernel_size?")
+
+
+def test_a_folder_named_as_people_name_them_is_used_as_typed(tmp_path):
+    """`data.root=/music/Bach, J.S.` trained on /music/Bach (Hydra reads the comma as a
+    sweep, and a run of one training took its first value) when that folder existed, and
+    said that it did not exist otherwise; a ' = [ ] in a folder or run name was Hydra's
+    grammar error. A path key's value is now taken as typed."""
+    other = tmp_path / "music" / "Bach"
+    for i in range(2):
+        write(other / f"other{i}.wav", tone(0.6, freq=550, seed=i))
+    for name in ("Bach, J.S.", "it's [live] a=b"):
+        folder = tmp_path / "music" / name
+        for i in range(3):
+            write(folder / f"c{i}.wav", tone(0.6, freq=220 * (i + 1), seed=i))
+        done = wavegen("train", *FAST, f"data.root={folder}", f"name=run {name}",
+                       f"data.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert f"data: {folder}: 3 files" in done.stdout
+        assert (tmp_path / "runs" / f"run {name}" / "last.pt").is_file()
+
+
+def test_several_values_without_a_sweep_are_refused(tmp_path):
+    """`optim.lr=1e-3,3e-3` without -m trained once, with 1e-3, without a word."""
+    one_line_error(wavegen("train", *FAST, "optim.lr=1e-3,3e-3", cwd=tmp_path),
+                   "optim.lr=1e-3,3e-3: several values are a sweep: add -m")
+    one_line_error(wavegen("train", *FAST, "model=tiny,small", cwd=tmp_path),
+                   "model=tiny,small: several values are a sweep")
+    assert not (tmp_path / "runs").exists()

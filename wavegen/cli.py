@@ -108,8 +108,11 @@ def train_main(args: list[str]) -> int:
         print(trainconfig.help_text())
         return 0
     args = trainconfig.imply_folder([trainconfig.expand_home(a) for a in args])
+    sweep = trainconfig.is_multirun(args)
+    if not sweep:
+        args = trainconfig.quote_paths(args)
     plain = trainconfig.plain_overrides(args)
-    cfg = trainconfig.compose(trainconfig.first_combination(plain))
+    cfg = trainconfig.compose(trainconfig.first_combination(plain, sweep))
     if len(plain) < len(args):  # Hydra flags or hydra.* settings: Hydra runs it
         trainconfig.check_keys(cfg)
         sys.argv = ["wavegen train", *args]

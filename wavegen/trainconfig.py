@@ -17,7 +17,7 @@ from .config import help_text as key_help
 from .family import known_families
 
 __all__ = ["check_keys", "compose", "expand_home", "first_combination", "help_text",
-           "imply_folder"]
+           "imply_folder", "is_multirun", "quote_paths"]
 
 
 def expand_home(arg: str) -> str:
@@ -27,6 +27,36 @@ def expand_home(arg: str) -> str:
     if not match or arg.startswith("-"):
         return arg
     return match.group(1) + os.path.expanduser(match.group(2)) + (match.group(3) or "")
+
+
+# Keys whose value is a file or folder name: in a run of one training it is taken as typed.
+PATH_KEYS = ("data.root", "data.val_root", "data.labels", "data.cache_dir", "name", "out_dir")
+
+
+def quote_paths(args: list[str]) -> list[str]:
+    """``data.root=/music/Bach, J.S.`` -> ``data.root='/music/Bach, J.S.'``: a path key's
+    value quoted for Hydra's grammar, which reads a comma as a sweep (and took the first
+    folder, ``/music/Bach``) and refuses ' = [ ] ( ) { }. For a run of one training, where
+    a path cannot be a sweep; a value already quoted, ``null`` or empty stays as typed."""
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if (not eq or arg.startswith("-") or key.lstrip("+~") not in PATH_KEYS
+                or value in ("", "null") or value[:1] in ("'", '"')):
+            out.append(arg)
+            continue
+        # In a quoted value a backslash escapes only a quote or backslashes before one (the
+        # closing quote included): double those, as Hydra's grammar undoes.
+        escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2)
+                                                                      else ""), value)
+        out.append(f"{key}='{escaped}'")
+    return out
+
+
+def is_multirun(args: list[str]) -> bool:
+    """Whether the command asks for a sweep (-m / --multirun)."""
+    flags, _ = split_flags(args)
+    return "-m" in flags or "--multirun" in flags
 
 
 def imply_folder(args: list[str]) -> list[str]:
@@ -69,8 +99,10 @@ def plain_overrides(args: list[str]) -> list[str]:
     return [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
 
 
-def first_combination(overrides: list[str]) -> list[str]:
-    """A sweep's first job (``key=a,b`` -> ``key=a``), to check a multirun before it starts."""
+def first_combination(overrides: list[str], sweep: bool = True) -> list[str]:
+    """A sweep's first job (``key=a,b`` -> ``key=a``), to check a multirun before it starts.
+    Without ``sweep`` (no -m), a value that lists several is refused: a run of one training
+    used the first without a word (``optim.lr=1e-3,3e-3`` trained with 1e-3 only)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
@@ -79,6 +111,9 @@ def first_combination(overrides: list[str]) -> list[str]:
         raise ConfigError(one_line(err)) from None
     out = []
     for item, text in zip(parsed, overrides, strict=True):
+        if item.is_sweep_override() and not sweep:
+            raise ConfigError(f"{text}: several values are a sweep: add -m for one training "
+                              f"per value (wavegen train -m {text} ...), or give one value")
         if item.is_sweep_override():
             first = next(iter(item.sweep_string_iterator()))
             out.append(f"{item.get_key_element()}={first}")
