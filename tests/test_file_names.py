@@ -180,3 +180,35 @@ def test_a_surprisal_file_that_cannot_be_written_keeps_the_scores(tmp_path, chec
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
     assert [r["path"] for r in rows] == [str(p) for p in clips]
     assert all(r["bits_per_sample"] and not r["error"] for r in rows)
+
+
+def test_clips_numbered_by_two_commands_at_once_do_not_replace_each_other(tmp_path, checkpoint,
+                                                                           monkeypatch):
+    """Two `wavegen generate -o same/` at once (a loop over temperatures with &) both
+    numbered their clips from sample_000, and the later wrote over the earlier's. Here
+    the other command writes sample_000.wav while this one samples."""
+    import soundfile as sf
+
+    import wavegen.sampler
+
+    ckpt, _ = checkpoint
+    out = tmp_path / "out"
+    other = tone(0.1, freq=1000)
+    real_generate = wavegen.sampler.generate
+
+    def meanwhile(*args, **kwargs):
+        write(out / "sample_000.wav", other)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(wavegen.sampler, "generate", meanwhile)
+    done = run_wavegen("generate", ckpt, "-n", "2", "--samples", "300", "--seed", "0", "-o",
+                       out, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["sample_000.wav", "sample_001.wav",
+                                                     "sample_002.wav"]
+    assert np.allclose(sf.read(out / "sample_000.wav")[0], other, atol=1e-4)  # untouched
+    assert f"{out / 'sample_001.wav'}\n{out / 'sample_002.wav'}" in done.stdout
+    again = run_wavegen("generate", ckpt, "--samples", "300", "-o", out, "--overwrite",
+                        cwd=tmp_path)
+    assert again.returncode == 0 and f"{out / 'sample_000.wav'}" in again.stdout
+    assert sf.info(out / "sample_000.wav").frames == 300  # --overwrite replaces, as asked

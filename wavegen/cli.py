@@ -195,10 +195,10 @@ def generate_main(argv: list[str]) -> int:
                    help="number the clips from sample_000 again, replacing earlier clips")
     args = p.parse_args(argv)
 
-    from .audio import load_audio, write_wav
+    from .audio import load_audio
     from .checkpoint import load_checkpoint
     from .config import resolve_device
-    from .outputs import clip_paths, output_folder
+    from .outputs import clip_paths, output_folder, write_clip
     from .sampler import generate
 
     device = resolve_device(args.device, key="--device")
@@ -230,9 +230,9 @@ def generate_main(argv: list[str]) -> int:
                      threads=args.threads, precision=args.precision, progress=True,
                      label=labels, stats=stats)
     elapsed = time.perf_counter() - tic
-    for path, clip in zip(paths, audio.numpy(), strict=True):
-        write_wav(path, clip, model.sample_rate)
-        print(path)
+    for i, clip in enumerate(audio.numpy()):
+        paths[i] = write_clip(paths[i], clip, model.sample_rate, args.overwrite)
+        print(paths[i])
     _warn_silent(paths, audio.numpy()[:, -num_samples:], model.sample_rate, args.top_p)
     rate = stats["samples_per_s"]
     primed = f", feeding a {len(prime) / model.sample_rate:.2f} s prime" if prime is not None \
@@ -480,9 +480,9 @@ def quality_main(argv: list[str]) -> int:
     import json
 
     from . import quality
-    from .audio import load_audio, write_wav
+    from .audio import load_audio
     from .checkpoint import load_checkpoint
-    from .outputs import clip_paths, output_file, output_folder, table_stream, to_stdout
+    from .outputs import clip_paths, output_file, output_folder, table_stream, to_stdout, write_clip
 
     if args.json:
         output_file(args.json, "--json", create=False)
@@ -533,7 +533,7 @@ def quality_main(argv: list[str]) -> int:
         names = ["scratch"] * len(result["clips"]) + ["continuation"] * (len(clips)
                                                                          - len(result["clips"]))
         for path, clip in zip(clip_paths(folder, len(clips), names), clips, strict=True):
-            write_wav(path, clip, model.sample_rate)
+            write_clip(path, clip, model.sample_rate)
     return 0
 
 

@@ -22,6 +22,7 @@ from .audio import AUDIO_EXTENSIONS
 from .errors import OptionError
 
 CLIP_NAME = re.compile(r"sample_(\d+)(?:_.*)?\.wav$")
+CLIP_NAME_PARTS = re.compile(r"sample_(\d+)(.*)$")  # (number, what follows it)
 
 
 # The longest file name that ext4, XFS, APFS and NTFS take (bytes, or UTF-16 units on NTFS:
@@ -140,6 +141,36 @@ def clip_paths(folder: Path, count: int, labels: list[str] | None = None,
         start = max(taken) + 1 if taken else 0
     return [folder / fitted_name(f"sample_{start + i:03d}" + (f"_{labels[i]}" if labels else ""),
                                  ".wav") for i in range(count)]
+
+
+def write_clip(path: Path, audio: Any, sample_rate: int, overwrite: bool = False) -> Path:
+    """Write a numbered clip (``clip_paths``) at ``path``, or, where another process has
+    written one there since the names were chosen, at the next free number: two
+    ``wavegen generate -o same/`` at once numbered their clips alike, and the later replaced
+    the earlier's. The clip is written under a temporary name and then linked to its own,
+    which fails where a file exists. ``overwrite``: written in place. Returns the path."""
+    from .audio import write_wav
+
+    if overwrite:
+        write_wav(path, audio, sample_rate)
+        return path
+    tmp = path.with_name(f".{os.getpid()}.{path.name}")  # not a clip name: see CLIP_NAME
+    try:
+        write_wav(tmp, audio, sample_rate)
+        while True:
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links (FAT): a small window
+                if not path.exists():
+                    os.replace(tmp, path)
+                    return path
+            number, rest = CLIP_NAME_PARTS.match(path.name).groups()
+            path = path.with_name(f"sample_{int(number) + 1:03d}{rest}")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class RecordFiles:
