@@ -113,7 +113,7 @@ def test_generate_writes_wavs_and_reports_speed(tmp_path):
                    "--prime", str(prime), "--backend", "numba", "--threads", "1",
                    "-o", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    paths = sorted((tmp_path / "out").iterdir())
+    paths = sorted((tmp_path / "out").glob("*.wav"))
     assert [p.name for p in paths] == ["sample_000.wav", "sample_001.wav"]
     info = sf.info(paths[0])
     assert (info.samplerate, info.frames, info.subtype) == (8000, 500, "PCM_16")
@@ -169,7 +169,7 @@ def test_conditional_model_end_to_end(tmp_path):
     gen = wavegen("generate", ckpt, "-n", "2", "--samples", "200", "--label", "low,high",
                   "-o", str(tmp_path / "gen"), cwd=tmp_path)
     assert gen.returncode == 0, gen.stderr
-    assert len(list((tmp_path / "gen").iterdir())) == 2
+    assert len(list((tmp_path / "gen").glob("*.wav"))) == 2
     unlabelled = wavegen("generate", ckpt, "--samples", "50", "-o", str(tmp_path / "g2"),
                          cwd=tmp_path)
     assert unlabelled.returncode == 0 and "'no label' entry" in unlabelled.stderr

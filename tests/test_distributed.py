@@ -76,7 +76,8 @@ def test_two_gloo_processes_match_one_process_with_the_combined_batch(tmp_path):
     assert [m["step"] for m in lines if "loss_bits_per_sample" in m] == [1, 2, 3, 4]
     assert [m["step"] for m in lines if "val_bits_per_sample" in m] == [2, 4]
     assert sorted(p.name for p in run.iterdir()) == [
-        ".hydra", ".lock", "best.pt", "last.pt", "metrics.jsonl", "summary.json", "train.log"]
+        ".hydra", ".lock", ".wavegen-output", "best.pt", "last.pt", "metrics.jsonl",
+        "summary.json", "train.log"]
     assert (run / "train.log").read_text().count("run folder:") == 1
 
     torch.set_num_threads(1)

@@ -204,7 +204,7 @@ def test_clips_numbered_by_two_commands_at_once_do_not_replace_each_other(tmp_pa
     done = run_wavegen("generate", ckpt, "-n", "2", "--samples", "300", "--seed", "0", "-o",
                        out, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["sample_000.wav", "sample_001.wav",
+    assert sorted(p.name for p in out.glob("*.wav")) == ["sample_000.wav", "sample_001.wav",
                                                      "sample_002.wav"]
     assert np.allclose(sf.read(out / "sample_000.wav")[0], other, atol=1e-4)  # untouched
     assert f"{out / 'sample_001.wav'}\n{out / 'sample_002.wav'}" in done.stdout

@@ -268,12 +268,12 @@ def test_generate_never_replaces_earlier_clips_unless_asked(tmp_path, checkpoint
     run()
     first = (tmp_path / "generated" / "sample_000.wav").read_bytes()
     second = run()
-    names = sorted(p.name for p in (tmp_path / "generated").iterdir())
+    names = sorted(p.name for p in (tmp_path / "generated").glob("*.wav"))
     assert names == [f"sample_00{i}.wav" for i in range(4)]
     assert "sample_002.wav" in second.stdout
     assert (tmp_path / "generated" / "sample_000.wav").read_bytes() == first
     run("--overwrite", "--seed", "2")
-    assert len(list((tmp_path / "generated").iterdir())) == 4
+    assert len(list((tmp_path / "generated").glob("*.wav"))) == 4
     assert (tmp_path / "generated" / "sample_000.wav").read_bytes() != first
 
 
@@ -402,3 +402,30 @@ def test_several_values_without_a_sweep_are_refused(tmp_path):
     one_line_error(wavegen("train", *FAST, "model=tiny,small", cwd=tmp_path),
                    "model=tiny,small: several values are a sweep")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_in_its_data_folder_leaves_its_own_output_out(tmp_path, audio_folder):
+    """`cd music && wavegen train data.root=.`: the run folder (runs/NAME and its examples)
+    and `wavegen generate`'s ./generated/ lie below the data root, and the resume trained
+    on those generated clips and validated on one of them, without a word."""
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    first = wavegen("train", *FAST, "data.root=.", "name=a", "train.num_examples=2",
+                    "train.example_seconds=0.02", cache, cwd=audio_folder)
+    assert first.returncode == 0, first.stderr
+    made = wavegen("generate", "runs/a/last.pt", "-n", "2", "--samples", "300",
+                   cwd=audio_folder)
+    assert made.returncode == 0, made.stderr
+    again = wavegen("train", *FAST, "data.root=.", "name=a", "train.resume=true",
+                    "train.max_steps=6", cache, cwd=audio_folder)
+    assert again.returncode == 0, again.stderr
+    assert (f"{audio_folder}: 3 files (0.0 min) used, 0 skipped, 4 of wavegen's output left "
+            f"out") in again.stdout
+    assert f"leaving out {audio_folder / 'generated'}: 2 audio files" in again.stdout
+    assert f"leaving out {audio_folder / 'runs' / 'a'}: 2 audio files" in again.stdout
+    split = next(line for line in again.stdout.splitlines() if line.startswith("split:"))
+    assert "runs/" not in split and "generated" not in split
+    for folder in ("runs/a", "generated"):
+        assert (audio_folder / folder / ".wavegen-output").is_file()
+    alone = wavegen("train", *FAST, f"data.root={audio_folder / 'generated'}", "name=g",
+                    cache, cwd=tmp_path)  # named as the root, its own output is trained on
+    assert alone.returncode == 0 and "2 files" in alone.stdout, alone.stderr

@@ -183,7 +183,7 @@ def test_quality_command_prints_the_table_and_writes_json_and_clips(tmp_path, mu
         assert row in done.stdout
     rows = json.loads((tmp_path / "q.json").read_text())
     assert rows["generated continuations"]["lasts_seconds"][0] <= 0.5
-    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "clips").glob("*.wav")) == [
         "sample_000_scratch.wav", "sample_001_scratch.wav", "sample_002_continuation.wav",
         "sample_003_continuation.wav"]
 

@@ -368,7 +368,7 @@ def test_checkpoint_keeps_the_features_that_vocode_and_score_recompute(tmp_path,
         main(["vocode", summary["checkpoint"], str(root), "--mel", str(tmp_path / "made.npy"),
               "-o", str(out), "--seed", "1"])
     assert done.value.code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["clip0.wav", "clip1.wav", "clip2.wav",
+    assert sorted(p.name for p in out.glob("*.wav")) == ["clip0.wav", "clip1.wav", "clip2.wav",
                                                        "made.wav"]
     assert "x real time" in capsys.readouterr().out
     import soundfile as sf

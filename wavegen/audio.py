@@ -56,10 +56,24 @@ def is_audio_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
-def audio_paths(root: str | os.PathLike) -> list[Path]:
+# A folder that wavegen writes audio into (`generate`/`quality`/`vocode -o`, a run folder
+# with its examples) holds this file, so that training on a folder above it leaves it out.
+OUTPUT_MARK = ".wavegen-output"
+
+
+def is_output_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds audio wavegen wrote: it has ``OUTPUT_MARK``, or it is a run
+    folder (one from before the mark: its .hydra/ and metrics.jsonl)."""
+    return (folder / OUTPUT_MARK).exists() or (
+        (folder / ".hydra").is_dir() and (folder / "metrics.jsonl").is_file())
+
+
+def audio_paths(root: str | os.PathLike, outputs: list[Path] | None = None) -> list[Path]:
     """The entries under a folder whose names are audio files, sorted: searched recursively,
     through links to folders too (each real folder once, so a link loop ends), the paths
-    spelled under ``root``. Links that dangle are listed, for the caller to report."""
+    spelled under ``root``. Links that dangle are listed, for the caller to report. With
+    ``outputs`` (a training scan), a folder below ``root`` that holds wavegen's own output
+    (``is_output_folder``) is left out and appended there."""
     out: list[Path] = []
     seen: set[str] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
@@ -68,6 +82,10 @@ def audio_paths(root: str | os.PathLike) -> list[Path]:
             dirs.clear()
             continue
         seen.add(real)
+        if outputs is not None and len(seen) > 1 and is_output_folder(Path(folder)):
+            outputs.append(Path(folder))
+            dirs.clear()
+            continue
         # A link that dangles cannot be followed, so os.walk lists it among the files.
         out.extend(Path(folder, name) for name in files if is_audio_file(name))
     return sorted(out)

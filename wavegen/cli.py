@@ -220,7 +220,7 @@ def generate_main(argv: list[str]) -> int:
     length = f"--samples {args.samples}" if args.samples else f"--seconds {args.seconds or 2:g}"
     _check_room(f"-n {args.n} {length}", args.n, num_samples, out_dir, written)
     names = None if labels is None else [labels] * args.n if isinstance(labels, str) else labels
-    output_folder(out_dir, "-o/--out-dir")
+    output_folder(out_dir, "-o/--out-dir", audio=True)
     paths = clip_paths(out_dir, args.n, names, overwrite=args.overwrite)
     stats: dict = {}
     tic = time.perf_counter()
@@ -528,7 +528,7 @@ def quality_main(argv: list[str]) -> int:
         with open(output_file(args.json, "--json"), "w") as f:
             json.dump(rows, f, indent=2)
     if args.out_dir:
-        folder = output_folder(args.out_dir, "-o/--out-dir")
+        folder = output_folder(args.out_dir, "-o/--out-dir", audio=True)
         clips = [*result["clips"], *result.get("continuations", [])]
         names = ["scratch"] * len(result["clips"]) + ["continuation"] * (len(clips)
                                                                          - len(result["clips"]))
@@ -609,7 +609,7 @@ def vocode_main(argv: list[str]) -> int:
             raise OptionError(str(err)) from None
     _check_labels(model, args.label, 1)
     targets = _vocode_paths(out_dir, sources, args.overwrite)
-    output_folder(out_dir, "-o/--out-dir")
+    output_folder(out_dir, "-o/--out-dir", audio=True)
     seconds = sum(s.num_samples for s in sources) / model.sample_rate
     print(f"vocoding {len(sources)} clip(s), {seconds:.1f} s of audio, in batches of "
           f"{args.batch}", file=sys.stderr)

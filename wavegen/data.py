@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .audio import AudioError, audio_paths, decode_bytes, load_audio, open_info
+from .audio import OUTPUT_MARK, AudioError, audio_paths, decode_bytes, load_audio, open_info
 from .config import ConfigError, DataConfig
 from .errors import WavegenError, WriteError, writing
 from .family import Codec
@@ -98,13 +98,15 @@ class ScanReport:
     root: Path
     files: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)  # audio files wavegen wrote, left out
     reused: int = 0
     decoded: int = 0
     seconds: float = 0.0
 
     def summary(self) -> str:
+        outputs = f", {len(self.outputs)} of wavegen's output left out" if self.outputs else ""
         return (f"{self.root}: {len(self.files)} files ({self.seconds / 60:.1f} min) used, "
-                f"{len(self.skipped)} skipped; cache: {self.reused} reused, "
+                f"{len(self.skipped)} skipped{outputs}; cache: {self.reused} reused, "
                 f"{self.decoded} decoded")
 
 
@@ -139,8 +141,10 @@ class AudioFolder:
             raise DataError(f"audio folder {self.root} does not exist or is not a folder")
         self.report = ScanReport(self.root)
         # Links that dangle or loop are listed too, so that they are reported and counted.
-        paths = [p for p in audio_paths(self.root)
+        outputs: list[Path] = []
+        paths = [p for p in audio_paths(self.root, outputs)
                  if p.is_file() or (p.is_symlink() and not p.exists())]
+        self._leave_out(outputs)
         manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
         # files decoded side by side share half the memory that is free now
         available = available_memory()
@@ -224,8 +228,25 @@ class AudioFolder:
         except MemoryError:  # one file must never abort a run
             return "too large to decode in memory"
 
+    def _leave_out(self, folders: list[Path]) -> None:
+        """A line for each folder of wavegen's own output below the root (generated clips,
+        a run's examples), whose audio is not trained on: a run started in its data folder
+        trained on its own examples when resumed, and validated on one."""
+        for folder in folders:
+            files = audio_paths(folder)
+            self.report.outputs.extend(files)
+            if files:
+                log.warning("leaving out %s: %d audio files wavegen wrote (generated clips or "
+                            "a run folder; it holds %s); move them out of %s to train on "
+                            "them", folder, len(files),
+                            OUTPUT_MARK if (folder / OUTPUT_MARK).exists() else ".hydra/",
+                            self.root)
+
     def _why_none(self, paths: list[Path], labels: str | None) -> str:
         """Why a scan kept no file, counted by reason."""
+        if not paths and self.report.outputs:
+            return (f"its {len(self.report.outputs)} audio files are wavegen's own output "
+                    f"(lines above say where)")
         if not paths:
             return "no audio files (.wav, .flac, .ogg, .mp3, .aiff ...)"
         unlabelled = sum("so it has no label" in why or "not listed in the manifest" in why

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .audio import AUDIO_EXTENSIONS
-from .errors import OptionError
+from .audio import AUDIO_EXTENSIONS, OUTPUT_MARK
+from .errors import OptionError, writing
 
 CLIP_NAME = re.compile(r"sample_(\d+)(?:_.*)?\.wav$")
 CLIP_NAME_PARTS = re.compile(r"sample_(\d+)(.*)$")  # (number, what follows it)
@@ -63,10 +63,12 @@ def nearest_existing(path: Path) -> Path:
     return path
 
 
-def output_folder(path: str | os.PathLike, option: str, create: bool = True) -> Path:
+def output_folder(path: str | os.PathLike, option: str, create: bool = True,
+                  audio: bool = False) -> Path:
     """``path`` as a folder that can be written; made (with its parents) when ``create``,
-    else only checked, so that a later error leaves nothing behind. Raises OptionError
-    naming ``option``."""
+    else only checked, so that a later error leaves nothing behind; with ``audio`` (and
+    ``create``), marked as holding audio wavegen writes (``mark_output``). Raises
+    OptionError naming ``option``."""
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise OptionError(f"{option} {path}: is a file, not a folder")
@@ -85,6 +87,8 @@ def output_folder(path: str | os.PathLike, option: str, create: bool = True) -> 
         except OSError as err:
             raise OptionError(f"{option} {path}: cannot make the folder "
                               f"({err.strerror})") from None
+        if audio:
+            mark_output(folder)
     return folder
 
 
@@ -141,6 +145,17 @@ def clip_paths(folder: Path, count: int, labels: list[str] | None = None,
         start = max(taken) + 1 if taken else 0
     return [folder / fitted_name(f"sample_{start + i:03d}" + (f"_{labels[i]}" if labels else ""),
                                  ".wav") for i in range(count)]
+
+
+def mark_output(folder: Path) -> None:
+    """Mark ``folder`` as holding audio wavegen wrote (``OUTPUT_MARK``): training on a
+    folder above it leaves it out, rather than learn from its own samples."""
+    mark = folder / OUTPUT_MARK
+    if not mark.exists():
+        with writing(mark):
+            mark.write_text("Audio written by wavegen (generated clips, or a training run's "
+                            "folder). `wavegen train` leaves this folder out when it lies "
+                            "below data.root; delete this file to train on its audio.\n")
 
 
 def write_clip(path: Path, audio: Any, sample_rate: int, overwrite: bool = False) -> Path:

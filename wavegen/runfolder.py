@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import GROUPS, ConfigError, model_schema, typed_model
 from .errors import WavegenError, writing
 from .family import DEFAULT_FAMILY
+from .outputs import mark_output
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
             self.lock()
             self._open(fresh, config, overrides)
+            mark_output(self.path)  # its examples are not data for a run on a folder above
 
     def lock(self) -> None:
         """Become the folder's one owner: an advisory lock on ``.lock`` held until
