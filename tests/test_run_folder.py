@@ -203,3 +203,62 @@ def test_kept_checkpoints_hold_each_validations_weights_and_go_with_an_overwrite
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [*kept, "step_000008.pt"]
     train(cfg(tmp_path, "train.overwrite=true"))
     assert not (run / "checkpoints").exists()
+
+
+def test_a_resumed_run_keeps_its_held_out_files_when_the_folder_grows(tmp_path, caplog):
+    """Resumed on a folder that had grown, the split was made afresh by the hash of the
+    names, and it held out files the run had trained on (4 files, 1 held out; 4 added:
+    2 held out, one of them trained on for the run's first steps), so validation scored
+    audio the model had learnt. The run's held-out files now stay held out, every other
+    file trains; a run that cut its one file in time cuts it again."""
+    import hashlib
+    import re
+
+    import numpy as np
+    from conftest import tone, write
+
+    from wavegen.checkpoint import read_checkpoint
+
+    # names whose hashes rank so that a fresh split of all eight holds out a trained file
+    names = sorted((f"c{i:02d}.wav" for i in range(40)),
+                   key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+    first, added = [names[1], *names[3:6]], names[20:24]  # first held out: names[1]
+    root = tmp_path / "audio"
+    for i, name in enumerate(first):
+        write(root / name, tone(0.6, freq=200.0 + 50 * i, seed=i))
+    run = ["data=folder", f"data.root={root}", "data.val_fraction=0.25",
+           f"data.cache_dir={tmp_path / 'cache'}"]
+    with caplog.at_level("INFO"):
+        train(cfg(tmp_path, *run))
+    assert re.search(rf"1 validation clips \(\d s\): {names[1]}\n", caplog.text)
+    for i, name in enumerate(added):
+        write(root / name, tone(0.6, freq=700.0 + 50 * i, seed=9 + i))
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        train(cfg(tmp_path, *run, "train.resume=true", "train.max_steps=6"),
+              overrides=["train.resume=true", "train.max_steps=6"])
+    assert re.search(rf"split: 7 training clips \(\d s\), 1 validation clips \(\d s\): "
+                     rf"{names[1]}\n", caplog.text)
+    assert "its held-out files stay held out, the others train" in caplog.text
+    assert (tmp_path / "folder-tiny" / "validation_files.txt").read_text() \
+        == f"{(root / names[1]).resolve()}\n"
+    assert read_checkpoint(tmp_path / "folder-tiny" / "last.pt")["split"] == {
+        "held_out": [names[1]]}
+
+    # a vocoder-less run on one file held out its end; grown to two files, it still does
+    one = tmp_path / "one"
+    write(one / "a.wav", tone(1.0, freq=300))
+    solo = ["data=folder", f"data.root={one}", f"data.cache_dir={tmp_path / 'cache'}",
+            "name=solo"]
+    train(cfg(tmp_path, *solo))
+    write(one / "b.wav", tone(0.5, freq=500))
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        train(cfg(tmp_path, *solo, "train.resume=true", "train.max_steps=6"),
+              overrides=["train.resume=true", "train.max_steps=6"])
+    assert re.search(r"split: 2 training clips \(\d s\), 1 validation clips \(\d s\): "
+                     r"a.wav\[val\]\n", caplog.text)
+    assert np.isfinite([json.loads(x)["val_bits_per_sample"] for x in lines(tmp_path / "solo")
+                        if "val_bits_per_sample" in x]).all()
+    assert read_checkpoint(tmp_path / "solo" / "last.pt")["split"] == {
+        "held_out": ["a.wav[val]"]}

@@ -670,10 +670,12 @@ def check_synthetic_memory(cfg: DataConfig) -> None:
 
 
 def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None = None,
-                   progress: bool = False) -> tuple[list[Clip], list[Clip], str]:
+                   progress: bool = False, held_out: list[str] | None = None
+                   ) -> tuple[list[Clip], list[Clip], str]:
     """(train clips, validation clips, a summary for the log) for a DataConfig; with
     ``features``, every clip carries its log-mel frames; ``progress``: a bar over a folder's
-    files when scanning it takes more than a moment."""
+    files when scanning it takes more than a moment. ``held_out``: the clip names a resumed
+    run held out at its start, which stay its validation clips (``keep_split``)."""
     if cfg.kind == "synthetic":
         check_synthetic_memory(cfg)
         train = synthetic_clips(cfg.synthetic_train_seconds, cfg.sample_rate,
@@ -705,12 +707,46 @@ def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None =
             val += v
     else:
         train, val = split_clips(folder.clips, cfg.val_fraction, hop)
+    if held_out and not cfg.val_root and {c.name for c in val} != set(held_out):
+        kept = keep_split(folder.clips, held_out, cfg.val_fraction, hop)
+        if kept is not None:
+            train, val, note = kept
+            lines.append(note)
     seconds = [sum(len(c) for c in clips) / cfg.sample_rate for clips in (train, val)]
     lines.append(f"split: {len(train)} training clips ({seconds[0]:.0f} s), {len(val)} "
                  f"validation clips ({seconds[1]:.0f} s): {', '.join(c.name for c in val)}")
     if cfg.labels:
         lines.append(label_table(train, val, cfg.sample_rate))
     return train, val, "\n".join(lines)
+
+
+def keep_split(clips: list[Clip], held_out: list[str], val_fraction: float, hop: int = 1
+               ) -> tuple[list[Clip], list[Clip], str] | None:
+    """(train, validation, a line for the log) of a resumed run: the clips it held out at
+    its start (``held_out``, their names) stay held out, every other clip trains, files
+    added since included. Split afresh, the hash of the names held out other files from a
+    folder that had grown, among them files the run had trained on: its validation then
+    scored audio it had learnt. A run that cut its one file in time (NAME[val]) cuts it
+    again. None when none of them is there any more."""
+    names = set(held_out)
+    cut = {name[: -len("[val]")] for name in names if name.endswith("[val]")}
+    train, val = [], []
+    for clip in clips:
+        if clip.name in cut:
+            t, v = split_clips([clip], val_fraction, hop)
+            train += t
+            val += v
+        else:
+            (val if clip.name in names else train).append(clip)
+    if not val:
+        log.warning("none of the %d clips this run held out is in the folder any more: "
+                    "held out afresh (validation figures before and after differ)", len(names))
+        return None
+    gone = len(names) - len(val)
+    return train, val, ("the folder has changed since the run started: its held-out files "
+                        "stay held out, the others train" + (
+                            f" ({gone} held-out files are gone: validation figures before "
+                            f"and after differ)" if gone else ""))
 
 
 def validation_subset(clips: list[Clip], cfg: DataConfig) -> list[Clip]:

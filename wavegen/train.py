@@ -277,10 +277,14 @@ class Trainer:
             self.features = MelSettings.from_config(cfg.condition)
             self.features.check(cfg.data.sample_rate)
             cfg.model.features = cfg.condition
+        self.resumed = bool(t.resume and self.last_path.exists())
+        resumed = read_checkpoint(self.last_path, map_location=device) if self.resumed else None
+        # a resumed run validates on the clips it held out at its start ("split")
+        kept = (resumed.get("split") or {}).get("held_out") if resumed else None
         # one process a machine decodes a folder's new files, the others read its cache
         train_clips, self.held_out, self.data_summary = world.leaders_first(
             lambda: build_datasets(cfg.data, self.codec, self.features,
-                                   progress=world.is_main), "reading the data")
+                                   progress=world.is_main, held_out=kept), "reading the data")
         self.val_clips = validation_subset(self.held_out, cfg.data)
         if len(self.val_clips) < len(self.held_out):
             self.data_summary += (
@@ -328,11 +332,11 @@ class Trainer:
         self.eval_model = self.ema if self.ema is not None else model  # validated, sampled
         self.metrics: MetricsLog | None = None  # rank 0, once the run starts
         self.counters = Counters()
-        self.resumed = bool(t.resume and self.last_path.exists())
         self.formulation: str | None = None  # the training step's, where the family has a choice
         self.bf16_note = ""  # an fp32 run on a CPU with native bf16: what bf16 would gain
-        if self.resumed:
-            self._restore(read_checkpoint(self.last_path, map_location=device))
+        if resumed is not None:
+            self._restore(resumed)
+            del resumed
         if t.max_minutes is not None and not self.counters.planned_steps:
             self.total_steps = UNPLANNED
 
@@ -436,6 +440,7 @@ class Trainer:
             "world_size": self.world.size,
             "label_prior": self.model.label_prior,
             "formulation": self.formulation,
+            "split": {"held_out": [c.name for c in self.held_out]},
         })
 
     def describe(self) -> None:
