@@ -331,3 +331,51 @@ def test_many_streams_are_sampled_group_by_group_with_the_values_of_all_at_once(
     grouped = sampled(2)
     assert seen == [2, 2, 1]
     assert torch.equal(grouped, sampled(256))
+
+
+def test_ctrl_c_keeps_what_each_stream_drew(tmp_path, monkeypatch):
+    """Ctrl-C during `wavegen generate -n 3 --seconds 60` ended in a traceback, and the
+    minutes of audio drawn so far were lost. `generate` now raises ``Interrupted`` holding
+    each stream's audio as far as it was drawn (the same samples as an uninterrupted run's
+    start), and the command writes those clips and exits 130."""
+    from dataclasses import asdict
+
+    from conftest import run_wavegen
+
+    import wavegen.sampler as sampler
+    from wavegen.checkpoint import save_checkpoint
+
+    model = WaveNet.from_preset("tiny", layers_per_stack=4).eval()
+    randomize_biases(model)
+    whole = generate(model, n=3, num_samples=10_000, seed=5, backend="numba").numpy()
+    calls = []
+    real_add = sampler.Progress.add
+
+    def ctrl_c_after_the_first_chunk(self, streams, steps, seconds):
+        real_add(self, streams, steps, seconds)
+        calls.append(steps)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sampler.Progress, "add", ctrl_c_after_the_first_chunk)
+    with pytest.raises(sampler.Interrupted) as stop:
+        generate(model, n=3, num_samples=10_000, seed=5, backend="numba")
+    assert stop.value.drawn == [sampler.CHUNK] * 3
+    for drawn, full in zip(stop.value.audio, whole, strict=True):
+        assert np.array_equal(drawn, full[: sampler.CHUNK])
+
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, {"model_config": asdict(model.config), "sample_rate": 16000,
+                           "model": model.state_dict()})
+    calls.clear()
+    done = run_wavegen("generate", path, "-n", "3", "--samples", "10000", "--seed", "5",
+                       "-o", tmp_path / "out", cwd=tmp_path)
+    assert done.returncode == 130, done.stderr
+    assert "interrupted: wrote 3 of 3 clips as far as they were drawn (0.26 s of 0.62 s)" \
+        in done.stderr and "Traceback" not in done.stderr
+    import soundfile as sf
+
+    for i in range(3):
+        clip, _ = sf.read(tmp_path / "out" / f"sample_00{i}.wav", dtype="float32")
+        assert len(clip) == sampler.CHUNK
+        assert np.allclose(clip, whole[i, : sampler.CHUNK], atol=1 / 32767)

@@ -218,3 +218,30 @@ def test_batched_files_equal_one_at_a_time(tmp_path):
         assert r["num_samples"] == e["num_samples"]
         assert r["log_prob_nats"] == pytest.approx(e["log_prob_nats"], rel=1e-6)
         assert np.allclose(r["surprisal"], e["surprisal"], atol=1e-4)
+
+
+def test_ctrl_c_prints_the_files_scored_so_far(tmp_path, checkpoint, monkeypatch):
+    """Ctrl-C during `wavegen score` of a folder ended in a traceback, with no table of
+    the files already scored. Now their table is printed (their records are in --csv as
+    each was scored) and the command exits 130."""
+    import wavegen.report as report
+
+    ckpt, _ = checkpoint
+    clips = [write(tmp_path / "clips" / f"{n}.wav", tone(0.2, freq=f))
+             for n, f in [("a", 220), ("b", 330), ("c", 440)]]
+    real = report.score_records
+
+    def ctrl_c_after_one(*args, **kwargs):
+        records = real(*args, **kwargs)
+        yield next(records)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "score_records", ctrl_c_after_one)
+    done = run_wavegen("score", ckpt, tmp_path / "clips", "--csv", tmp_path / "s.csv",
+                       cwd=tmp_path)
+    assert done.returncode == 130, done.stderr
+    assert "interrupted after 1 of 3 files" in done.stderr and "Traceback" not in done.stderr
+    assert str(clips[0]) in done.stdout and "(1 file;" in done.stdout
+    assert str(clips[1]) not in done.stdout
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert [r["path"] for r in rows] == [str(clips[0])]

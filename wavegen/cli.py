@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     except WavegenError as err:
         print(f"wavegen {command}: error: {err}", file=sys.stderr)
         code = 2
+    except KeyboardInterrupt:  # Ctrl-C: what was written stays (records as they were made)
+        print(f"\nwavegen {command}: interrupted", file=sys.stderr)
+        code = 130
     sys.exit(code)
 
 
@@ -199,7 +202,7 @@ def generate_main(argv: list[str]) -> int:
     from .checkpoint import load_checkpoint
     from .config import resolve_device
     from .outputs import clip_paths, output_folder, write_clip
-    from .sampler import generate
+    from .sampler import Interrupted, generate
 
     device = resolve_device(args.device, key="--device")
     out_dir = output_folder(args.out_dir, "-o/--out-dir", create=False)
@@ -224,11 +227,21 @@ def generate_main(argv: list[str]) -> int:
     paths = clip_paths(out_dir, args.n, names, overwrite=args.overwrite)
     stats: dict = {}
     tic = time.perf_counter()
-    audio = generate(model, n=args.n, num_samples=num_samples, temperature=args.temperature,
-                     top_p=args.top_p, seed=args.seed, prime=prime,
-                     include_prime=args.include_prime, backend=args.backend,
-                     threads=args.threads, precision=args.precision, progress=True,
-                     label=labels, stats=stats)
+    try:
+        audio = generate(model, n=args.n, num_samples=num_samples, temperature=args.temperature,
+                         top_p=args.top_p, seed=args.seed, prime=prime,
+                         include_prime=args.include_prime, backend=args.backend,
+                         threads=args.threads, precision=args.precision, progress=True,
+                         label=labels, stats=stats)
+    except Interrupted as stop:  # Ctrl-C: the clips as far as they were drawn
+        kept = [i for i, count in enumerate(stop.drawn) if count]
+        for i in kept:
+            print(write_clip(paths[i], stop.audio[i], model.sample_rate, args.overwrite))
+        longest = max(stop.drawn) / model.sample_rate
+        print(f"wavegen generate: interrupted: wrote {len(kept)} of {args.n} clips as far as "
+              f"they were drawn ({longest:.2f} s of {num_samples / model.sample_rate:.2f} s)",
+              file=sys.stderr)
+        return 130
     elapsed = time.perf_counter() - tic
     for i, clip in enumerate(audio.numpy()):
         paths[i] = write_clip(paths[i], clip, model.sample_rate, args.overwrite)

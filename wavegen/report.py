@@ -34,6 +34,7 @@ def score_files(model: nn.Module, paths: list[Path], label: str | None,
     keep = bool(per_sample or plot)
     records = []
     unwritten = 0
+    interrupted = False
     try:
         with tqdm(total=estimated_samples(paths, model.sample_rate), unit="sample",
                   unit_scale=True, desc=f"score {len(paths)} files") as bar:
@@ -50,12 +51,18 @@ def score_files(model: nn.Module, paths: list[Path], label: str | None,
                 records.append(record)
                 if surprisal is not None:
                     unwritten += write_surprisal(i, record, surprisal, per_sample, plot, model)
+    except KeyboardInterrupt:  # Ctrl-C: the files scored so far, in the table as in the files
+        interrupted = True
     finally:
         files.close()
     print(score_table(records, model), file=table_stream(json_path, csv_path))
     if unwritten:
         print(f"wavegen score: {unwritten} --per-sample/--plot files could not be written",
               file=sys.stderr)
+    if interrupted:
+        print(f"wavegen score: interrupted after {len(records)} of {len(paths)} files",
+              file=sys.stderr)
+        return 130
     return max(_failed(records), int(unwritten > 0))
 
 

@@ -153,6 +153,7 @@ def generate(
     group = STREAM_GROUP if device.type == "cpu" else GPU_STREAM_GROUP
     groups = [(lo, min(n, lo + group)) for lo in range(0, n, group)]
     out = np.empty((n, num_samples), dtype=np.int64)
+    drawn = np.zeros(n, dtype=np.int64)  # values each stream has drawn
     size = CHUNK if family.autoregressive else max(1, num_samples)
     try:
         with Progress(num_samples * len(groups), model.sample_rate, progress,
@@ -161,8 +162,16 @@ def generate(
             for lo, hi in groups:
                 chunk = family.sampler(model, condition.rows(lo, hi), inputs[lo:hi], threads,
                                        backend, progress, precision)
-                _run_chunks(chunk, out[lo:hi], rngs[lo:hi], family.noise, bar, rule, size)
+                _run_chunks(chunk, out[lo:hi], rngs[lo:hi], family.noise, bar, rule, size,
+                            drawn[lo:hi])
         seconds = bar.seconds
+    except KeyboardInterrupt:
+        drawn_classes = [torch.from_numpy(out[i, : drawn[i]]) for i in range(n)]
+        if include_prime:
+            drawn_classes = [torch.cat((p, c)) for p, c in zip(prime_classes.cpu(),
+                                                               drawn_classes, strict=True)]
+        raise Interrupted([codec.decode(c[None])[0].numpy() for c in drawn_classes],
+                          drawn.tolist()) from None
     finally:
         torch.set_num_threads(torch_threads)
         model.train(was_training)
@@ -173,6 +182,16 @@ def generate(
     if include_prime:
         classes = torch.cat((prime_classes.cpu(), classes), dim=1)
     return codec.decode(classes)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while ``generate`` drew: ``audio`` holds each stream's audio up to where it
+    stopped (n float32 arrays, the prime first with include_prime) and ``drawn`` how many
+    values each had drawn (0 for streams of a group not started)."""
+
+    def __init__(self, audio: list[np.ndarray], drawn: list[int]):
+        super().__init__(f"interrupted after {max(drawn, default=0)} samples")
+        self.audio, self.drawn = audio, drawn
 
 
 class Progress:
@@ -199,9 +218,9 @@ class Progress:
 
 
 def _run_chunks(chunk: Chunk, out: np.ndarray, rngs: list[np.random.Generator], noise: str,
-                bar: Progress, rule: SamplingRule, size: int = CHUNK) -> None:
+                bar: Progress, rule: SamplingRule, size: int, drawn: np.ndarray) -> None:
     """Fill ``out`` (n, num_samples), the values of a group of n streams, chunk by chunk
-    (``size`` values a call) by ``rule``."""
+    (``size`` values a call) by ``rule``; ``drawn`` (n,) counts the values filled."""
     n, num_samples = out.shape
     for lo in range(0, num_samples, size):
         tic = time.perf_counter()
@@ -209,4 +228,5 @@ def _run_chunks(chunk: Chunk, out: np.ndarray, rngs: list[np.random.Generator], 
         u = np.stack([rng.random(hi - lo) if noise == "uniform"
                       else rng.standard_normal(hi - lo) for rng in rngs])
         out[:, lo:hi] = chunk(u, rule)
+        drawn[:] = hi
         bar.add(n, hi - lo, time.perf_counter() - tic)
