@@ -156,8 +156,9 @@ def test_labels_from_sub_folders_and_from_a_manifest(tmp_path):
     root = tmp_path / "audio"
     for label in ("low", "high"):
         for i in range(2):
-            write(root / label / "take" / f"{label}{i}.wav", tone(0.2, seed=i))
-    write(root / "loose.wav", tone(0.2))
+            write(root / label / "take" / f"{label}{i}.wav",
+                  tone(0.2, seed=i + (10 if label == "high" else 0)))  # not copies
+    write(root / "loose.wav", tone(0.2, seed=99))
     prep = Preprocessing(16000, Codec(256), None, False, 0.95)
     folder = AudioFolder(root, prep, tmp_path / "cache", labels="folder")
     assert sorted((c.name, c.label) for c in folder.clips)[0] == ("high/take/high0.wav", "high")

@@ -193,6 +193,30 @@ def test_bad_files_are_skipped_and_counted(tmp_path, caplog):
     assert sum("broken.wav" in r.message for r in caplog.records) == 1
 
 
+def test_copies_of_a_file_are_used_once(tmp_path, caplog):
+    """A folder holding one recording twice ("clip0.wav" and "clip0 (1).wav", a copy in
+    another folder, a link to it) trained on it twice, and the split could hold one copy
+    out while training on the other: validation then scored audio the model had learnt.
+    A file of the same size with other bytes is not a copy."""
+    import shutil
+
+    root = make_folder(tmp_path / "audio", n=3)
+    shutil.copy(root / "sub0" / "clip0.wav", root / "sub0" / "clip0 (1).wav")
+    shutil.copy(root / "sub1" / "clip1.wav", root / "elsewhere.wav")
+    (root / "sub1" / "link.wav").symlink_to(root / "sub0" / "clip2.wav")
+    same_size = write(root / "other.wav", tone(0.3, freq=900, seed=7))
+    assert same_size.stat().st_size == (root / "sub0" / "clip0.wav").stat().st_size
+    with caplog.at_level(logging.WARNING):
+        folder = AudioFolder(root, PREP, tmp_path / "cache")
+    assert sorted(c.name for c in folder.clips) == [
+        "elsewhere.wav", "other.wav", "sub0/clip0 (1).wav", "sub0/clip2.wav"]
+    copied = {p.name: why for p, why in folder.report.skipped}
+    assert sorted(copied) == ["clip0.wav", "clip1.wav", "link.wav"]
+    assert copied["clip1.wav"].startswith(f"the same bytes as {root / 'elsewhere.wav'}")
+    assert "3 skipped" in folder.report.summary()
+    assert sum("link.wav" in r.message for r in caplog.records) == 1
+
+
 def test_folder_errors_name_the_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no usable audio in .*empty: no audio files"):

@@ -36,6 +36,7 @@ from .family import Codec
 from .features import MelSettings, log_mel
 from .info import available_memory, usable_cpus
 from .parallel import MemoryGate, ordered_map
+from .paths import copies
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ class AudioFolder:
         paths = [p for p in audio_paths(self.root, outputs)
                  if p.is_file() or (p.is_symlink() and not p.exists())]
         self._leave_out(outputs)
+        self.copies = copies([p for p in paths if p.is_file()])  # used once, as the first
         manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
         # files decoded side by side share half the memory that is free now
         available = available_memory()
@@ -176,6 +178,12 @@ class AudioFolder:
         labelled: list[tuple[Path, str | None]] = []
         for path in paths:
             label = None
+            if path in self.copies:
+                self._skip(path, f"the same bytes as {self.copies[path]}, read in its stead "
+                                 f"(a copy would be trained on twice, or held out and "
+                                 f"trained on)")
+                bar.update()
+                continue
             if labels == "folder":
                 parts = path.relative_to(self.root).parts
                 if len(parts) < 2:

@@ -1,4 +1,5 @@
-"""Lists of audio paths: the files a command's PATH arguments name, and ``@LIST`` files.
+"""Lists of audio paths: the files a command's PATH arguments name, ``@LIST`` files, and
+the copies among a folder's files.
 
 A run writes its held-out files to ``validation_files.txt``, one path per line, as their
 bytes (a name that is not valid UTF-8 comes back as it was). ``@FILE`` among a command's
@@ -8,6 +9,7 @@ paths stands for the paths such a list holds, so that names with spaces survive,
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -70,3 +72,37 @@ def expand_paths(arguments: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def copies(paths: list[Path]) -> dict[Path, Path]:
+    """{copy: the first file with its bytes} among ``paths`` (in their order): the same file
+    twice (a link to it, "song.wav" and "song (1).wav"). Files are compared by size, and
+    only those that share a size by a SHA-1 of their bytes, so a folder of distinct files
+    costs a stat each. Unreadable files are left to the caller."""
+    by_size: dict[int, list[Path]] = {}
+    for path in paths:
+        try:
+            by_size.setdefault(path.stat().st_size, []).append(path)
+        except OSError:
+            continue
+    out: dict[Path, Path] = {}
+    for group in by_size.values():
+        first: dict[str, Path] = {}
+        for path in group if len(group) > 1 else ():
+            try:
+                key = _digest(path)
+            except OSError:
+                continue
+            if key in first:
+                out[path] = first[key]
+            else:
+                first[key] = path
+    return out
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
