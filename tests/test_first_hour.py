@@ -429,3 +429,17 @@ def test_a_run_in_its_data_folder_leaves_its_own_output_out(tmp_path, audio_fold
     alone = wavegen("train", *FAST, f"data.root={audio_folder / 'generated'}", "name=g",
                     cache, cwd=tmp_path)  # named as the root, its own output is trained on
     assert alone.returncode == 0 and "2 files" in alone.stdout, alone.stderr
+
+
+def test_generating_into_a_folder_of_recordings_does_not_mark_them(tmp_path, audio_folder):
+    """`wavegen generate CKPT -o .` run in a folder of recordings: the folder is not marked
+    as wavegen's output, so a training on a folder above it still uses the recordings."""
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    first = wavegen("train", *FAST, f"data.root={audio_folder}", "name=a", cache,
+                    cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    made = wavegen("generate", tmp_path / "runs" / "a" / "last.pt", "--samples", "300",
+                   "-o", ".", cwd=audio_folder)
+    assert made.returncode == 0, made.stderr
+    assert not (audio_folder / ".wavegen-output").exists()
+    assert (audio_folder / "sample_000.wav").is_file()

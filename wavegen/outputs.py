@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .audio import AUDIO_EXTENSIONS, OUTPUT_MARK
+from .audio import AUDIO_EXTENSIONS, OUTPUT_MARK, is_audio_file
 from .errors import OptionError, writing
 
 CLIP_NAME = re.compile(r"sample_(\d+)(?:_.*)?\.wav$")
@@ -87,9 +87,17 @@ def output_folder(path: str | os.PathLike, option: str, create: bool = True,
         except OSError as err:
             raise OptionError(f"{option} {path}: cannot make the folder "
                               f"({err.strerror})") from None
-        if audio:
+        if audio and not holds_other_audio(folder):
             mark_output(folder)
     return folder
+
+
+def holds_other_audio(folder: Path) -> bool:
+    """Whether ``folder`` holds audio files of its own (not numbered clips, and not marked
+    as wavegen's): ``-o .`` in a folder of recordings must not mark them as generated."""
+    if (folder / OUTPUT_MARK).exists():
+        return False
+    return any(is_audio_file(p) and not CLIP_NAME.match(p.name) for p in folder.iterdir())
 
 
 def check_disk(path: str | os.PathLike, nbytes: int, what: str, option: str) -> None:
