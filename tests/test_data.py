@@ -336,3 +336,29 @@ def test_input_noise_spares_only_the_padding_and_is_the_same_for_any_world():
     assert torch.equal(torch.cat(halves, dim=1), jittered)  # rank r: rows 4r .. 4r+3
     assert torch.equal(noisy[n][0], jittered)  # the same batch again: the same noise
     assert torch.equal(StepBatches(crops, 5, 8, input_noise=0.0)[n][0], inputs)
+
+
+def test_a_validation_folder_is_never_trained_on(tmp_path):
+    """`data.root=music data.val_root=music/held_out`: the training scan took the held-out
+    files too, so validation scored audio the model trained on. The validation folder is
+    now left out of training, with a training file that is a copy of a held-out one; a
+    validation folder that holds the training folder is refused."""
+    import shutil
+
+    from wavegen.config import DataConfig
+    from wavegen.data import build_datasets
+
+    root = make_folder(tmp_path / "music", n=4)
+    held = root / "held_out"
+    write(held / "h0.wav", tone(0.3, freq=1200, seed=20))
+    shutil.copy(root / "sub1" / "clip1.wav", held / "h1.wav")
+    cfg = DataConfig(kind="folder", root=str(root), val_root=str(held), top_db=None,
+                     cache_dir=str(tmp_path / "cache"))
+    train, val, summary = build_datasets(cfg, Codec(256))
+    assert sorted(c.name for c in val) == ["h0.wav", "h1.wav"]
+    assert sorted(c.name for c in train) == ["sub0/clip0.wav", "sub0/clip2.wav",
+                                             "sub1/clip3.wav"]
+    for bad in (root, tmp_path):
+        cfg.val_root = str(bad)
+        with pytest.raises(DataError, match=f"data.val_root={bad} (is|holds) data.root"):
+            build_datasets(cfg, Codec(256))

@@ -68,21 +68,23 @@ def is_output_folder(folder: Path) -> bool:
         (folder / ".hydra").is_dir() and (folder / "metrics.jsonl").is_file())
 
 
-def audio_paths(root: str | os.PathLike, outputs: list[Path] | None = None) -> list[Path]:
+def audio_paths(root: str | os.PathLike, outputs: list[Path] | None = None,
+                exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
     """The entries under a folder whose names are audio files, sorted: searched recursively,
     through links to folders too (each real folder once, so a link loop ends), the paths
     spelled under ``root``. Links that dangle are listed, for the caller to report. With
     ``outputs`` (a training scan), a folder below ``root`` that holds wavegen's own output
-    (``is_output_folder``) is left out and appended there."""
+    (``is_output_folder``) is left out and appended there. Folders in ``exclude`` are left
+    out."""
     out: list[Path] = []
-    seen: set[str] = set()
+    seen: set[str] = {os.path.realpath(e) for e in exclude}
     for folder, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
             dirs.clear()
             continue
         seen.add(real)
-        if outputs is not None and len(seen) > 1 and is_output_folder(Path(folder)):
+        if outputs is not None and folder != os.fspath(root) and is_output_folder(Path(folder)):
             outputs.append(Path(folder))
             dirs.clear()
             continue

@@ -127,7 +127,8 @@ class AudioFolder:
     def __init__(self, root: str | os.PathLike, prep: Preprocessing,
                  cache_dir: str | os.PathLike | None = None, labels: str | None = None,
                  features: MelSettings | None = None, key: str = "data.root",
-                 progress: bool = False, workers: int | None = None):
+                 progress: bool = False, workers: int | None = None,
+                 held_out: AudioFolder | None = None):
         self.root = Path(root).expanduser()
         self.prep = prep
         self.features = features
@@ -143,10 +144,18 @@ class AudioFolder:
         self.report = ScanReport(self.root)
         # Links that dangle or loop are listed too, so that they are reported and counted.
         outputs: list[Path] = []
-        paths = [p for p in audio_paths(self.root, outputs)
+        exclude = [held_out.root] if held_out is not None else []
+        paths = [p for p in audio_paths(self.root, outputs, exclude)
                  if p.is_file() or (p.is_symlink() and not p.exists())]
         self._leave_out(outputs)
-        self.copies = copies([p for p in paths if p.is_file()])  # used once, as the first
+        if held_out is not None and held_out.root.resolve().is_relative_to(self.root.resolve()):
+            log.warning("leaving out %s: data.val_root, the validation folder", held_out.root)
+        # each file used once, as the first with its bytes, and none that is held out
+        others = held_out.report.files if held_out is not None else []
+        self.held_out_files = set(others)
+        self.copies = {copy: first for copy, first in
+                       copies([*others, *(p for p in paths if p.is_file())]).items()
+                       if copy not in self.held_out_files}
         manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
         # files decoded side by side share half the memory that is free now
         available = available_memory()
@@ -179,9 +188,11 @@ class AudioFolder:
         for path in paths:
             label = None
             if path in self.copies:
-                self._skip(path, f"the same bytes as {self.copies[path]}, read in its stead "
-                                 f"(a copy would be trained on twice, or held out and "
-                                 f"trained on)")
+                first = self.copies[path]
+                where = ("in data.val_root: held out" if first in self.held_out_files
+                         else "read in its stead")
+                self._skip(path, f"the same bytes as {first}, {where} (a copy would be "
+                                 f"trained on twice, or held out and trained on)")
                 bar.update()
                 continue
             if labels == "folder":
@@ -696,15 +707,19 @@ def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None =
         return train, val, summary
     prep = Preprocessing(cfg.sample_rate, codec, cfg.top_db, cfg.normalize,
                          cfg.peak)
-    folder = AudioFolder(cfg.root, prep, cfg.cache_dir, cfg.labels, features,
-                         progress=progress, workers=cfg.decode_workers)
-    lines = [folder.report.summary()]
-    hop = features.hop_length if features is not None else 1
-    if cfg.val_root:
+    val_folder = None
+    if cfg.val_root:  # first: the training scan leaves its files out
+        check_apart(cfg.root, cfg.val_root)
         val_folder = AudioFolder(cfg.val_root, prep, cfg.cache_dir, cfg.labels, features,
                                  key="data.val_root", progress=progress,
                                  workers=cfg.decode_workers)
+    folder = AudioFolder(cfg.root, prep, cfg.cache_dir, cfg.labels, features,
+                         progress=progress, workers=cfg.decode_workers, held_out=val_folder)
+    lines = [folder.report.summary()]
+    if val_folder is not None:
         lines.append(val_folder.report.summary() + " (validation)")
+    hop = features.hop_length if features is not None else 1
+    if cfg.val_root:
         train, val = folder.clips, val_folder.clips
     elif cfg.labels:  # split each label's clips, so that every label is validated
         train, val = [], []
@@ -726,6 +741,17 @@ def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None =
     if cfg.labels:
         lines.append(label_table(train, val, cfg.sample_rate))
     return train, val, "\n".join(lines)
+
+
+def check_apart(root: str, val_root: str) -> None:
+    """Refuse a validation folder that holds the training folder (or is it): validation
+    would score the audio the model trains on. One inside the training folder is left out
+    of training (``AudioFolder``'s ``held_out``)."""
+    train, val = Path(root).expanduser().resolve(), Path(val_root).expanduser().resolve()
+    if train.is_relative_to(val):
+        raise DataError(f"data.val_root={val_root} {'is' if train == val else 'holds'} "
+                        f"data.root={root}: validation would score the audio it trains on; "
+                        f"give a folder of held-out files apart from (or inside) data.root")
 
 
 def keep_split(clips: list[Clip], held_out: list[str], val_fraction: float, hop: int = 1
