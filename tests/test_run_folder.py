@@ -228,36 +228,37 @@ def test_a_resumed_run_keeps_its_held_out_files_when_the_folder_grows(tmp_path, 
         write(root / name, tone(0.6, freq=200.0 + 50 * i, seed=i))
     run = ["data=folder", f"data.root={root}", "data.val_fraction=0.25",
            f"data.cache_dir={tmp_path / 'cache'}"]
+
+    def resumed(*settings: str) -> str:
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            train(cfg(tmp_path, *settings, "train.resume=true", "train.max_steps=6"),
+                  overrides=["train.resume=true", "train.max_steps=6"])
+        return caplog.text
+
     with caplog.at_level("INFO"):
         train(cfg(tmp_path, *run))
     assert re.search(rf"1 validation clips \(\d s\): {names[1]}\n", caplog.text)
     for i, name in enumerate(added):
         write(root / name, tone(0.6, freq=700.0 + 50 * i, seed=9 + i))
-    caplog.clear()
-    with caplog.at_level("INFO"):
-        train(cfg(tmp_path, *run, "train.resume=true", "train.max_steps=6"),
-              overrides=["train.resume=true", "train.max_steps=6"])
+    text = resumed(*run)
     assert re.search(rf"split: 7 training clips \(\d s\), 1 validation clips \(\d s\): "
-                     rf"{names[1]}\n", caplog.text)
-    assert "its held-out files stay held out, the others train" in caplog.text
+                     rf"{names[1]}\n", text)
+    assert "its held-out files stay held out, the others train" in text
     assert (tmp_path / "folder-tiny" / "validation_files.txt").read_text() \
         == f"{(root / names[1]).resolve()}\n"
     assert read_checkpoint(tmp_path / "folder-tiny" / "last.pt")["split"] == {
         "held_out": [names[1]]}
 
-    # a vocoder-less run on one file held out its end; grown to two files, it still does
+    # a run on one file held out its end; grown to two files, it still does
     one = tmp_path / "one"
     write(one / "a.wav", tone(1.0, freq=300))
     solo = ["data=folder", f"data.root={one}", f"data.cache_dir={tmp_path / 'cache'}",
             "name=solo"]
     train(cfg(tmp_path, *solo))
     write(one / "b.wav", tone(0.5, freq=500))
-    caplog.clear()
-    with caplog.at_level("INFO"):
-        train(cfg(tmp_path, *solo, "train.resume=true", "train.max_steps=6"),
-              overrides=["train.resume=true", "train.max_steps=6"])
     assert re.search(r"split: 2 training clips \(\d s\), 1 validation clips \(\d s\): "
-                     r"a.wav\[val\]\n", caplog.text)
+                     r"a.wav\[val\]\n", resumed(*solo))
     assert np.isfinite([json.loads(x)["val_bits_per_sample"] for x in lines(tmp_path / "solo")
                         if "val_bits_per_sample" in x]).all()
     assert read_checkpoint(tmp_path / "solo" / "last.pt")["split"] == {
