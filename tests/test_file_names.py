@@ -81,6 +81,10 @@ def test_names_are_fitted_to_the_file_system_and_kept_apart(tmp_path):
     labelled = clip_paths(tmp_path, 2, ["l" * 300, "m"])
     assert len(os.fsencode(labelled[0].name)) <= NAME_BYTES
     assert labelled[1].name == "sample_001_m.wav"
+    # a manifest's label "rock/pop" made a folder sample_000_rock holding pop.wav
+    odd = clip_paths(tmp_path, 2, ["rock/pop", 'jazz: "live"?'])
+    assert [p.name for p in odd] == ["sample_000_rock_pop.wav", "sample_001_jazz_ _live__.wav"]
+    assert all(p.parent == tmp_path for p in odd)
 
 
 def test_vocoded_clips_of_repeated_names_go_to_distinct_files(tmp_path):

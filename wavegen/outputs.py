@@ -23,6 +23,7 @@ from .errors import OptionError, writing
 
 CLIP_NAME = re.compile(r"sample_(\d+)(?:_.*)?\.wav$")
 CLIP_NAME_PARTS = re.compile(r"sample_(\d+)(.*)$")  # (number, what follows it)
+UNSAFE_IN_NAMES = re.compile(r'[/\\:*?"<>|\x00-\x1f]')
 
 
 # The longest file name that ext4, XFS, APFS and NTFS take (bytes, or UTF-16 units on NTFS:
@@ -151,8 +152,16 @@ def clip_paths(folder: Path, count: int, labels: list[str] | None = None,
     if not overwrite and folder.is_dir():
         taken = [int(m.group(1)) for p in folder.iterdir() if (m := CLIP_NAME.match(p.name))]
         start = max(taken) + 1 if taken else 0
-    return [folder / fitted_name(f"sample_{start + i:03d}" + (f"_{labels[i]}" if labels else ""),
-                                 ".wav") for i in range(count)]
+    return [folder / fitted_name(f"sample_{start + i:03d}"
+                                 + (f"_{name_part(labels[i])}" if labels else ""), ".wav")
+            for i in range(count)]
+
+
+def name_part(text: str) -> str:
+    """``text`` (a label) as part of a file name: the characters that a path or Windows
+    does not take in a name (/ \\ : * ? " < > | and control characters) as _ ("rock/pop"
+    made a folder sample_000_rock holding pop.wav)."""
+    return UNSAFE_IN_NAMES.sub("_", text)
 
 
 def mark_output(folder: Path) -> None:
