@@ -136,9 +136,25 @@ def test_torchrun_launches_the_cli(tmp_path):
     assert [m["step"] for m in metrics(run) if "loss_bits_per_sample" in m] == [1, 2]
 
 
-def _rank_reads(rank: int, world: int, port: int, out_dir: str, overrides: list[str]) -> None:
+def _rank_reads(rank: int, world: int, port: int, out_dir: str, overrides: list[str],
+                slow: float = 0.0) -> None:
     from wavegen.errors import WavegenError
 
+    if slow:  # a first scan longer than the collectives' timeout, shortened to 2 s here
+        import datetime
+
+        import wavegen.distributed
+        import wavegen.train
+
+        wavegen.distributed.TIMEOUT = datetime.timedelta(seconds=2)
+        build = wavegen.train.build_datasets
+
+        def slow_build(*args, **kwargs):
+            if rank == 0:
+                time.sleep(slow)
+            return build(*args, **kwargs)
+
+        wavegen.train.build_datasets = slow_build
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -154,11 +170,12 @@ def _rank_reads(rank: int, world: int, port: int, out_dir: str, overrides: list[
     trainer.close()
 
 
-def spawn_readers(out_dir, overrides) -> list[str]:
-    """What each of two gloo processes said after reading the data (within two minutes)."""
+def spawn_readers(out_dir, overrides, slow: float = 0.0) -> list[str]:
+    """What each of two gloo processes said after reading the data (within two minutes);
+    ``slow``: rank 0's scan takes that many seconds more, under a timeout of 2 s."""
     os.makedirs(out_dir, exist_ok=True)
-    context = mp.spawn(_rank_reads, args=(2, free_port(), str(out_dir), overrides), nprocs=2,
-                       join=False)
+    context = mp.spawn(_rank_reads, args=(2, free_port(), str(out_dir), overrides, slow),
+                       nprocs=2, join=False)
     deadline = time.monotonic() + 120
     try:  # join returns as each process ends: False until the last
         while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
@@ -191,3 +208,9 @@ def test_one_process_a_machine_decodes_a_folder_and_the_others_read_its_cache(tm
     assert first.startswith("DataError: no usable audio"), first
     assert second == "PeerError: reading the data failed on another process (its error is " \
                      "above)", second
+
+    # a first scan that outlasts the collectives' timeout (an hour; 2 s here) timed the
+    # others out; they wait for it as long as it takes
+    first, second = spawn_readers(tmp_path / "runs3", ["data=folder", f"data.root={root}",
+                                                       cache, "data.val_fraction=0.25"], slow=5)
+    assert "cache: 4 reused, 0 decoded" in first and "cache: 4 reused, 0 decoded" in second

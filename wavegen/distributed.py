@@ -24,6 +24,9 @@ R = TypeVar("R")
 
 # Rank 0 validates and writes checkpoints while the others wait at their next collective.
 TIMEOUT = datetime.timedelta(minutes=60)
+# The others wait this long for a machine's first process to scan a corpus (hours of
+# decoding for thousands of hours of audio); its failure ends the wait at once.
+LEADER_TIMEOUT = datetime.timedelta(days=7)
 
 
 class PeerError(WavegenError):
@@ -66,6 +69,9 @@ class World:
         process raises (the others a PeerError naming ``what``), none waits for ever."""
         if self.size == 1:
             return work()
+        # The wait has a group of its own: under the process group's TIMEOUT, a scan of more
+        # than an hour timed the others out.
+        waiting = dist.new_group(backend="gloo", timeout=LEADER_TIMEOUT)
         leader = self.local_rank == 0
         result: R | None = None
         failed: BaseException | None = None
@@ -74,7 +80,10 @@ class World:
                 result = work()
             except Exception as err:  # raised below, once every process knows
                 failed = err
-        if self.sum([float(failed is not None)])[0]:
+        flag = torch.tensor([float(failed is not None)], dtype=torch.float64)
+        dist.all_reduce(flag, group=waiting)
+        dist.destroy_process_group(waiting)
+        if flag.item():
             if failed is not None:
                 raise failed
             raise PeerError(f"{what} failed on another process (its error is above)")
