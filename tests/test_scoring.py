@@ -245,3 +245,23 @@ def test_ctrl_c_prints_the_files_scored_so_far(tmp_path, checkpoint, monkeypatch
     assert str(clips[1]) not in done.stdout
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
     assert [r["path"] for r in rows] == [str(clips[0])]
+
+
+def test_records_piped_to_a_reader_that_stops_end_quietly(tmp_path, checkpoint):
+    """`wavegen score CKPT clips/ --json - | head -1` ended in a BrokenPipeError traceback;
+    like any filter whose reader has gone, it now stops without a word (status 141, as a
+    shell reports SIGPIPE)."""
+    import subprocess
+    import sys
+
+    ckpt, _ = checkpoint
+    for n, f in [("a", 220), ("b", 330)]:
+        write(tmp_path / "clips" / f"{n}.wav", tone(0.2, freq=f))
+    reader_gone = subprocess.Popen(
+        [sys.executable, "-m", "wavegen", "score", str(ckpt), str(tmp_path / "clips"),
+         "--json", "-"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    reader_gone.stdout.close()  # before the first record is written
+    err = reader_gone.stderr.read()
+    assert reader_gone.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -8,6 +8,7 @@ import argparse
 import io
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -84,6 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:  # Ctrl-C: what was written stays (records as they were made)
         print(f"\nwavegen {command}: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # `wavegen score ... --json - | head`: the reader has gone
+        try:  # nothing more reaches it, not even Python's flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+        code = 141  # as a shell reports a process ended by SIGPIPE
     sys.exit(code)
 
 
