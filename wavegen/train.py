@@ -278,9 +278,9 @@ class Trainer:
             self.features.check(cfg.data.sample_rate)
             cfg.model.features = cfg.condition
         self.resumed = bool(t.resume and self.last_path.exists())
-        resumed = read_checkpoint(self.last_path, map_location=device) if self.resumed else None
+        saved = read_checkpoint(self.last_path, map_location=device) if self.resumed else None
         # a resumed run validates on the clips it held out at its start ("split")
-        kept = (resumed.get("split") or {}).get("held_out") if resumed else None
+        kept = (saved.get("split") or {}).get("held_out") if saved is not None else None
         # one process a machine decodes a folder's new files, the others read its cache
         train_clips, self.held_out, self.data_summary = world.leaders_first(
             lambda: build_datasets(cfg.data, self.codec, self.features,
@@ -334,9 +334,9 @@ class Trainer:
         self.counters = Counters()
         self.formulation: str | None = None  # the training step's, where the family has a choice
         self.bf16_note = ""  # an fp32 run on a CPU with native bf16: what bf16 would gain
-        if resumed is not None:
-            self._restore(resumed)
-            del resumed
+        if saved is not None:
+            self._restore(saved)
+            del saved
         if t.max_minutes is not None and not self.counters.planned_steps:
             self.total_steps = UNPLANNED
 
