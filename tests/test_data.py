@@ -217,6 +217,22 @@ def test_copies_of_a_file_are_used_once(tmp_path, caplog):
     assert sum("link.wav" in r.message for r in caplog.records) == 1
 
 
+def test_macos_metadata_files_are_not_audio(tmp_path, caplog):
+    """A folder copied by macOS to a FAT or network drive holds "._NAME.wav" beside every
+    NAME.wav (AppleDouble metadata, 4 KB): each was a line saying it cannot be read, and
+    counted as skipped (a folder of 5000 songs: 5000 lines that hide the real problems)."""
+    from wavegen.paths import expand_paths
+
+    root = make_folder(tmp_path / "audio", n=2)
+    for clip in sorted(root.rglob("clip*.wav")):
+        (clip.parent / f"._{clip.name}").write_bytes(b"\x00\x05\x16\x07" + bytes(4092))
+    with caplog.at_level(logging.WARNING):
+        folder = AudioFolder(root, PREP, tmp_path / "cache")
+    assert len(folder.clips) == 2 and folder.report.skipped == []
+    assert "._clip" not in caplog.text
+    assert [p.name for p in expand_paths([root])] == ["clip0.wav", "clip1.wav"]
+
+
 def test_folder_errors_name_the_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no usable audio in .*empty: no audio files"):

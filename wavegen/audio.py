@@ -56,6 +56,8 @@ def is_audio_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
+APPLE_DOUBLE = "._"  # the prefix of macOS's metadata files on drives that cannot hold it
+
 # A folder that wavegen writes audio into (`generate`/`quality`/`vocode -o`, a run folder
 # with its examples) holds this file, so that training on a folder above it leaves it out.
 OUTPUT_MARK = ".wavegen-output"
@@ -89,7 +91,10 @@ def audio_paths(root: str | os.PathLike, outputs: list[Path] | None = None,
             dirs.clear()
             continue
         # A link that dangles cannot be followed, so os.walk lists it among the files.
-        out.extend(Path(folder, name) for name in files if is_audio_file(name))
+        # "._NAME.wav" is macOS's metadata for NAME.wav on a FAT or network drive (AppleDouble),
+        # not audio: one beside every file, each a line saying it cannot be read.
+        out.extend(Path(folder, name) for name in files
+                   if is_audio_file(name) and not name.startswith(APPLE_DOUBLE))
     return sorted(out)
 
 
