@@ -187,6 +187,16 @@ def test_quality_command_prints_the_table_and_writes_json_and_clips(tmp_path, mu
         "sample_000_scratch.wav", "sample_001_scratch.wav", "sample_002_continuation.wav",
         "sample_003_continuation.wav"]
 
+    # clips written below the reference folder were measured as real audio the next time
+    for _ in range(2):
+        again = run_wavegen("quality", ckpt, tmp_path / "held", "-n", "2", "--seconds", "0.5",
+                            "--json", tmp_path / "q2.json", "-o", tmp_path / "held" / "q",
+                            cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "q2.json").read_text())["real (other half)"] \
+        == rows["real (other half)"]
+    assert f"leaving out {tmp_path / 'held' / 'q'}: wavegen's own output" in again.stderr
+
 
 def test_long_reference_audio_is_measured_in_chunks_of_frames(music):
     """An hour of reference audio (`wavegen quality CKPT @validation_files.txt` on a

@@ -514,8 +514,12 @@ def quality_main(argv: list[str]) -> int:
     _check_sampling(model, args.top_p, None, "auto")
     _check_room(f"-n {args.n} --seconds {args.seconds:g}", 2 * args.n,
                 round((args.prime_seconds + args.seconds) * model.sample_rate), args.out_dir)
-    reference = []
-    for path in expand_paths(args.reference):
+    reference, generated = [], []
+    paths = expand_paths(args.reference, generated)  # real audio: not clips made earlier
+    for folder in generated:
+        print(f"wavegen quality: leaving out {folder}: wavegen's own output, not reference "
+              f"audio", file=sys.stderr)
+    for path in paths:
         try:
             reference.append(load_audio(path, model.sample_rate))
         except WavegenError as err:

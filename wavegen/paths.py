@@ -60,15 +60,17 @@ def expand_lists(arguments: Iterable[str | os.PathLike]) -> list[str]:
     return out
 
 
-def expand_paths(arguments: Iterable[str | os.PathLike]) -> list[Path]:
+def expand_paths(arguments: Iterable[str | os.PathLike],
+                 outputs: list[Path] | None = None) -> list[Path]:
     """Files as given; folders replaced by their audio files (recursive, sorted); ``@FILE``
-    by the paths it lists (each of them a file or a folder)."""
+    by the paths it lists (each of them a file or a folder). With ``outputs``, folders of
+    wavegen's own output below a folder given are left out and appended there."""
     from .audio import audio_paths  # librosa and soundfile: not for `wavegen --help`
 
     out: list[Path] = []
     for p in map(Path, expand_lists(arguments)):
         if p.is_dir():
-            out.extend(f for f in audio_paths(p) if f.is_file())
+            out.extend(f for f in audio_paths(p, outputs) if f.is_file())
         else:
             out.append(p)
     return out
