@@ -195,7 +195,7 @@ def test_quality_command_prints_the_table_and_writes_json_and_clips(tmp_path, mu
         assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "q2.json").read_text())["real (other half)"] \
         == rows["real (other half)"]
-    assert f"leaving out {tmp_path / 'held' / 'q'}: wavegen's own output" in again.stderr
+    assert f"leaving out {tmp_path / 'held' / 'q'}: audio wavegen wrote" in again.stderr
 
 
 def test_long_reference_audio_is_measured_in_chunks_of_frames(music):

@@ -265,3 +265,21 @@ def test_records_piped_to_a_reader_that_stops_end_quietly(tmp_path, checkpoint):
     err = reader_gone.stderr.read()
     assert reader_gone.wait(timeout=300) == 141, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_clips_wavegen_wrote_below_a_scored_folder_are_named_not_scored(tmp_path, checkpoint):
+    """`wavegen score CKPT music/` after `wavegen generate -o music/generated`: the
+    generated clips entered the aggregate of the recordings. They are left out with a
+    line; the folder given by name is scored."""
+    from wavegen.outputs import mark_output
+
+    ckpt, _ = checkpoint
+    write(tmp_path / "music" / "a.wav", tone(0.2, freq=220))
+    made = write(tmp_path / "music" / "generated" / "sample_000.wav", tone(0.2, freq=990))
+    mark_output(made.parent)
+    done = run_wavegen("score", ckpt, tmp_path / "music", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "(1 file;" in done.stdout and "sample_000" not in done.stdout
+    assert f"leaving out {made.parent}: audio wavegen wrote" in done.stderr
+    named = run_wavegen("score", ckpt, made.parent, cwd=tmp_path)
+    assert named.returncode == 0 and "sample_000.wav" in named.stdout

@@ -441,7 +441,7 @@ def score_main(argv: list[str]) -> int:
         if path:
             output_folder(path, option, create=False)
     model = load_checkpoint(args.checkpoint, device=resolve_device(args.device, key="--device"))
-    paths = expand_paths(args.paths)
+    paths = recordings(args.paths, "score")
     if not paths:
         raise OptionError(f"no audio files in {' '.join(args.paths)}")
     if args.classify and not model.conditional:
@@ -514,12 +514,8 @@ def quality_main(argv: list[str]) -> int:
     _check_sampling(model, args.top_p, None, "auto")
     _check_room(f"-n {args.n} --seconds {args.seconds:g}", 2 * args.n,
                 round((args.prime_seconds + args.seconds) * model.sample_rate), args.out_dir)
-    reference, generated = [], []
-    paths = expand_paths(args.reference, generated)  # real audio: not clips made earlier
-    for folder in generated:
-        print(f"wavegen quality: leaving out {folder}: wavegen's own output, not reference "
-              f"audio", file=sys.stderr)
-    for path in paths:
+    reference = []
+    for path in recordings(args.reference, "quality"):
         try:
             reference.append(load_audio(path, model.sample_rate))
         except WavegenError as err:
@@ -669,6 +665,19 @@ def _vocode_paths(folder: Path, sources: list, overwrite: bool) -> dict[int, Pat
                               f"replace it, or another -o/--out-dir")
         out[id(source)] = path
     return out
+
+
+def recordings(arguments: list[str], command: str) -> list[Path]:
+    """The audio files that ``arguments`` name (``expand_paths``), without the folders of
+    wavegen's own output below a folder given (a line each): scored or measured as
+    recordings, clips generated into ``held_out/q`` entered the aggregate or the reference
+    the next time. A folder of clips given by name is taken."""
+    generated: list[Path] = []
+    paths = expand_paths(arguments, generated)
+    for folder in generated:
+        print(f"wavegen {command}: leaving out {folder}: audio wavegen wrote (name the folder "
+              f"itself to take it)", file=sys.stderr)
+    return paths
 
 
 # ---------------------------------------------------------------------------- option types
