@@ -212,6 +212,16 @@ def test_clips_numbered_by_two_commands_at_once_do_not_replace_each_other(tmp_pa
                                                      "sample_002.wav"]
     assert np.allclose(sf.read(out / "sample_000.wav")[0], other, atol=1e-4)  # untouched
     assert f"{out / 'sample_001.wav'}\n{out / 'sample_002.wav'}" in done.stdout
+    # a file system without hard links (FAT, some network shares): renamed into place
+    import wavegen.outputs
+
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(wavegen.outputs.os, "link", no_links)
+    assert wavegen.outputs.write_clip(out / "sample_001.wav", other, 16000) \
+        == out / "sample_003.wav"
+    assert not list(out.glob(".*.wav"))  # no temporary left
     again = run_wavegen("generate", ckpt, "--samples", "300", "-o", out, "--overwrite",
                         cwd=tmp_path)
     assert again.returncode == 0 and f"{out / 'sample_000.wav'}" in again.stdout
