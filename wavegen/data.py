@@ -774,7 +774,9 @@ def keep_split(clips: list[Clip], held_out: list[str], val_fraction: float, hop:
             (val if clip.name in names else train).append(clip)
     if not val:
         log.warning("none of the %d clips this run held out is in the folder any more: "
-                    "held out afresh (validation figures before and after differ)", len(names))
+                    "held out afresh, from files the run may have trained on, so validation "
+                    "can score audio the model has learnt; for held-out figures, start a new "
+                    "run (train.overwrite=true) or give a data.val_root", len(names))
         return None
     gone = len(names) - len(val)
     return train, val, ("the folder has changed since the run started: its held-out files "
