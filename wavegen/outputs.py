@@ -21,8 +21,7 @@ from typing import IO, Any
 from .audio import AUDIO_EXTENSIONS, OUTPUT_MARK, is_audio_file
 from .errors import OptionError, writing
 
-CLIP_NAME = re.compile(r"sample_(\d+)(?:_.*)?\.wav$")
-CLIP_NAME_PARTS = re.compile(r"sample_(\d+)(.*)$")  # (number, what follows it)
+CLIP_NAME = re.compile(r"sample_(\d+)((?:_.*)?\.wav)$")  # (number, what follows it)
 UNSAFE_IN_NAMES = re.compile(r'[/\\:*?"<>|\x00-\x1f]')
 
 
@@ -199,7 +198,7 @@ def write_clip(path: Path, audio: Any, sample_rate: int, overwrite: bool = False
                 if not path.exists():
                     os.replace(tmp, path)
                     return path
-            number, rest = CLIP_NAME_PARTS.match(path.name).groups()
+            number, rest = CLIP_NAME.match(path.name).groups()
             path = path.with_name(f"sample_{int(number) + 1:03d}{rest}")
     finally:
         tmp.unlink(missing_ok=True)
