@@ -183,6 +183,25 @@ def test_labels_from_sub_folders_and_from_a_manifest(tmp_path):
     assert labelled_paths([str(root / "low/take/low1.wav")], ["take"])[0][1] == "take"
 
 
+def test_classify_leaves_out_clips_wavegen_wrote_below_a_folder(tmp_path):
+    """`wavegen generate -o audio/low/generated --label low`, then `wavegen score --classify
+    audio/`: `score` said it left the clips out, but classified them as recordings of
+    "low" (accuracy over the model's own clips). They are left out; named, classified."""
+    from wavegen.outputs import mark_output
+
+    write(tmp_path / "audio" / "low" / "a.wav", tone(0.1, freq=150))
+    made = write(tmp_path / "audio" / "low" / "generated" / "sample_000_low.wav",
+                 tone(0.1, freq=150))
+    mark_output(made.parent)
+    found = labelled_paths([str(tmp_path / "audio")], ["low", "high"])
+    assert [(p.name, t) for p, t in found] == [("a.wav", "low")]
+    left_out = []
+    labelled_paths([str(tmp_path / "audio")], ["low", "high"], left_out)
+    assert left_out == [made.parent]
+    assert [p.name for p, _ in labelled_paths([str(made.parent)], ["low"])] \
+        == ["sample_000_low.wav"]
+
+
 def _classes(model, audio):
     from wavegen import mulaw
 

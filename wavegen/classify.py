@@ -67,15 +67,18 @@ def classify_file(model: nn.Module, path: str | os.PathLike, prior: np.ndarray |
             "log_likelihood_ratio": float(nats[best] - nats[second])}
 
 
-def labelled_paths(arguments: list[str], known: list[str]) -> list[tuple[Path, str | None]]:
+def labelled_paths(arguments: list[str], known: list[str],
+                   outputs: list[Path] | None = None) -> list[tuple[Path, str | None]]:
     """Files to classify, each with its true label when the layout says it: a file found
     below a folder argument is labelled by its first sub-folder there, or by the folder's
     own name; a file argument by the name of the folder it is in; when that name is one
-    of ``known``."""
+    of ``known``. Folders of wavegen's own output below a folder argument are left out
+    (as ``expand_paths`` does; appended to ``outputs`` when given)."""
     out = []
+    left_out = [] if outputs is None else outputs
     for argument in expand_lists(arguments):
         root = Path(argument)
-        for path in expand_paths([root]):
+        for path in expand_paths([root], left_out):
             truth = None
             if not root.is_dir():
                 parent = path.resolve().parent.name
