@@ -197,6 +197,20 @@ def test_quality_command_prints_the_table_and_writes_json_and_clips(tmp_path, mu
         == rows["real (other half)"]
     assert f"leaving out {tmp_path / 'held' / 'q'}: audio wavegen wrote" in again.stderr
 
+    # a reference of digital silence gave a table measured against silence (its "white
+    # noise" at -inf dBFS, every distance 0): refused before anything is generated
+    write(tmp_path / "quiet" / "q.wav", np.zeros(16000, np.float32))
+    quiet = run_wavegen("quality", ckpt, tmp_path / "quiet", "-n", "1", "--seconds", "0.1",
+                        "-o", tmp_path / "quiet_clips", cwd=tmp_path)
+    assert quiet.returncode == 2 and "near-silent throughout" in quiet.stderr, quiet.stderr
+    assert not (tmp_path / "quiet_clips").exists()
+    # too short for a prime and its continuation: said before the work, with the options
+    short = run_wavegen("quality", ckpt, tmp_path / "held", "-n", "1", "--seconds", "9",
+                        cwd=tmp_path)
+    assert short.returncode == 0, short.stderr
+    said = short.stderr.index("no reference clip is 10 s (--prime-seconds 1 + --seconds 9)")
+    assert said < short.stderr.index("generate")  # before the first progress bar
+
 
 def test_long_reference_audio_is_measured_in_chunks_of_frames(music):
     """An hour of reference audio (`wavegen quality CKPT @validation_files.txt` on a

@@ -502,6 +502,7 @@ def quality_main(argv: list[str]) -> int:
     from . import quality
     from .audio import load_audio
     from .checkpoint import load_checkpoint
+    from .family import family_of
     from .outputs import clip_paths, output_file, output_folder, table_stream, to_stdout, write_clip
 
     if args.json:
@@ -522,15 +523,20 @@ def quality_main(argv: list[str]) -> int:
             print(f"wavegen quality: skipping {err}", file=sys.stderr)
     if not reference:
         raise OptionError(f"no readable reference audio in {' '.join(args.reference)}")
+    error, warning = quality.reference_problem(reference, args.n, args.prime_seconds,
+                                               args.seconds, model.sample_rate, args.seed)
+    if error:
+        raise OptionError(error)
+    if not family_of(model).autoregressive:
+        warning = f"a {family_of(model).name} model generates whole clips: no continuations"
+    if warning:
+        print(f"wavegen quality: {warning}", file=sys.stderr)
     result = quality.evaluate(model, reference, args.n, args.seconds, args.prime_seconds,
                               args.temperature, args.seed, args.label, progress=True,
                               top_p=args.top_p)
     rows = {"generated from scratch": result["unconditional"]}
     if "continuation" in result:
         rows["generated continuations"] = result["continuation"]
-    else:
-        print(f"wavegen quality: no reference clip is {args.prime_seconds + args.seconds:g} s "
-              f"long: no continuations", file=sys.stderr)
     rows.update(quality.reference_rows(reference, args.seconds, args.n, model.sample_rate,
                                        args.seed))
     out = table_stream(args.json)

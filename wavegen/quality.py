@@ -216,6 +216,31 @@ def prime_windows(reference: list[np.ndarray], count: int, prime_seconds: float,
     return primes, reals
 
 
+def reference_problem(reference: list[np.ndarray], count: int, prime_seconds: float,
+                      seconds: float, sample_rate: int, seed: int = 0) -> tuple[str, str]:
+    """What keeps the reference from being measured against, before anything is generated:
+    (an error, a warning), each "" when there is none. The error: the reference is
+    near-silent throughout (every figure would be measured against silence). The warning:
+    no (prime, continuation) pair can be cut from it, and why."""
+    squares = sum(float(np.dot(c.astype(np.float64), c)) for c in reference)
+    samples = sum(len(c) for c in reference)
+    level = 10 * np.log10(squares / max(samples, 1) + 1e-20)
+    if level < SILENT_DBFS:
+        return (f"the reference audio is near-silent throughout (RMS {level:.0f} dBFS, below "
+                f"{SILENT_DBFS:.0f}): there is nothing to measure the clips against; give "
+                f"recordings of the model's kind", "")
+    if prime_windows(reference, count, prime_seconds, seconds, sample_rate, seed)[0]:
+        return "", ""
+    total = f"{prime_seconds + seconds:g} s (--prime-seconds {prime_seconds:g} + --seconds " \
+            f"{seconds:g})"
+    if all(len(c) < int(prime_seconds * sample_rate) + int(seconds * sample_rate)
+           for c in reference):
+        return "", (f"no reference clip is {total} long: no continuations (longer clips, or "
+                    f"a shorter --seconds or --prime-seconds, give them)")
+    return "", (f"every prime cut from the reference clips long enough ({total}) ended "
+                f"near-silent: no continuations")
+
+
 def evaluate(model, reference: list[np.ndarray], count: int = 4, seconds: float = 3.0,
              prime_seconds: float = 1.0, temperature: float = 1.0, seed: int = 0,
              label=None, progress: bool = False, top_p: float = sampling.TOP_P) -> dict:
