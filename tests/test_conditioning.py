@@ -11,7 +11,7 @@ from conftest import compose_config, randomize_biases, tone, write
 
 from wavegen import WaveNet, generate, load_checkpoint, score_file
 from wavegen.classify import classify_file, confusion, labelled_paths
-from wavegen.data import AudioFolder, DataError, Preprocessing
+from wavegen.data import AudioFolder, DataError, Preprocessing, read_manifest
 from wavegen.family import Codec
 from wavegen.models.wavenet import streaming
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
@@ -181,6 +181,59 @@ def test_labels_from_sub_folders_and_from_a_manifest(tmp_path):
         "high", "high", None, "low", "low"]
     assert [t for _, t in labelled_paths([str(root / "low")], ["low"])] == ["low", "low"]
     assert labelled_paths([str(root / "low/take/low1.wav")], ["take"])[0][1] == "take"
+
+
+@pytest.mark.parametrize("written_as", ["excel utf-8", "excel windows", "semicolons",
+                                        "tabs", "windows paths", "old archive"])
+def test_a_manifest_as_spreadsheets_write_it_is_read_as_meant(tmp_path, written_as):
+    """Each of these lost files or stopped the run: a byte-order mark made the first row's
+    file "not exist" (dropped with a line naming a path that does exist); Windows-1252 text
+    raised UnicodeDecodeError with a traceback; semicolons or tabs between the columns and
+    backslashes in the paths were "expected 'path,label'" or named no existing file. An old
+    archive: the manifest and the file's name on disk both in Latin-1 bytes."""
+    root = tmp_path / "audio"
+    cafe = os.fsdecode("café.wav".encode("latin-1")) if written_as == "old archive" \
+        else "café.wav"
+    for name in ("a.wav", cafe):  # soundfile takes no name that is not UTF-8: renamed
+        os.rename(write(root / "piano" / "new.wav", tone(0.05)), root / "piano" / name)
+    sep, slash = {"semicolons": ";", "tabs": "\t"}.get(written_as, ","), \
+        "\\" if written_as == "windows paths" else "/"
+    text = "".join(f"piano{slash}{name}{sep}{label}\r\n"
+                   for name, label in (("a.wav", "rag"), ("café.wav", "polonaise")))
+    data = {"excel utf-8": b"\xef\xbb\xbf" + text.encode(),
+            "excel windows": ("path,label\r\n" + text).encode("cp1252"),
+            "old archive": text.encode("latin-1")}.get(written_as, text.encode())
+    (tmp_path / "labels.csv").write_bytes(data)
+    assert {p.name: label for p, label in read_manifest(tmp_path / "labels.csv", root).items()} \
+        == {"a.wav": "rag", cafe: "polonaise"}
+
+
+def test_a_file_given_two_labels_by_a_manifest_is_an_error(tmp_path):
+    """The later row's label won without a word: training taught the model a label the
+    user had also given to other files."""
+    write(tmp_path / "a.wav", tone(0.05))
+    (tmp_path / "labels.csv").write_text("path,label\na.wav,piano\n./a.wav,organ\n")
+    with pytest.raises(DataError, match=r"labels.csv, rows 2 and 3: .*a.wav is labelled "
+                                        r"'piano' and 'organ'"):
+        read_manifest(tmp_path / "labels.csv", tmp_path)
+
+
+def test_a_labelled_file_is_used_when_an_unlabelled_copy_comes_first(tmp_path):
+    """The copy check ran before the labels: `song.wav` outside the manifest (or outside
+    any sub-folder) came first, so the listed `piano/song.wav` was skipped as its copy and
+    then `song.wav` as unlabelled: the file was lost, and a folder of such files was
+    "unreadable"."""
+    root = tmp_path / "audio"
+    write(root / "piano" / "song.wav", tone(0.2, seed=1))
+    write(root / "0song.wav", tone(0.2, seed=1))  # sorts first: the same bytes
+    write(root / "piano" / "other.wav", tone(0.2, seed=2))
+    prep = Preprocessing(16000, Codec(256), None, False, 0.95)
+    (tmp_path / "labels.csv").write_text("piano/song.wav,piano\npiano/other.wav,piano\n")
+    for labels in ("folder", str(tmp_path / "labels.csv")):
+        folder = AudioFolder(root, prep, tmp_path / "cache", labels=labels)
+        assert sorted((c.name, c.label) for c in folder.clips) == [
+            ("piano/other.wav", "piano"), ("piano/song.wav", "piano")], labels
+        assert [p.name for p, _ in folder.report.skipped] == ["0song.wav"]
 
 
 def test_classify_leaves_out_clips_wavegen_wrote_below_a_folder(tmp_path):

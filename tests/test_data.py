@@ -240,7 +240,7 @@ def test_folder_errors_name_the_folder(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.wav").write_text("nope")
-    with pytest.raises(DataError, match="bad: 1 of 1 audio files are unreadable"):
+    with pytest.raises(DataError, match="bad: 1 of 1 audio files cannot be used"):
         AudioFolder(bad, PREP, tmp_path / "cache")
     with pytest.raises(DataError, match="missing.*does not exist"):
         AudioFolder(tmp_path / "missing", PREP, tmp_path / "cache")

@@ -9,7 +9,6 @@ first sample is the silence class.
 
 from __future__ import annotations
 
-import csv
 import errno
 import hashlib
 import itertools
@@ -31,10 +30,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .audio import OUTPUT_MARK, AudioError, audio_paths, decode_bytes, load_audio, open_info
 from .config import ConfigError, DataConfig
-from .errors import WavegenError, WriteError, writing
+from .errors import DataError, WriteError, writing
 from .family import Codec
 from .features import MelSettings, log_mel
 from .info import available_memory, usable_cpus
+from .manifest import read_manifest
 from .parallel import MemoryGate, ordered_map
 from .paths import copies
 
@@ -49,10 +49,6 @@ IGNORE = -100  # target value for padded positions (torch cross_entropy's ignore
 # A usable file found by a folder scan: (path, label, its cache entry, length, and a
 # vocoder's (frames entry, frame count) or None)
 Found = tuple[Path, str | None, Path, int, tuple[Path, int] | None]
-
-
-class DataError(WavegenError):
-    """No usable audio where some was expected; the message names the folder."""
 
 
 @dataclass
@@ -150,13 +146,14 @@ class AudioFolder:
         self._leave_out(outputs)
         if held_out is not None and held_out.root.resolve().is_relative_to(self.root.resolve()):
             log.warning("leaving out %s: data.val_root, the validation folder", held_out.root)
-        # each file used once, as the first with its bytes, and none that is held out
+        manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
+        # each file used once, as the first with its bytes among those it would be used with
+        # (a file without a label is not), and none that is held out
         others = held_out.report.files if held_out is not None else []
         self.held_out_files = set(others)
-        self.copies = {copy: first for copy, first in
-                       copies([*others, *(p for p in paths if p.is_file())]).items()
+        usable = [p for p in paths if p.is_file() and self._label(p, labels, manifest)[1] is None]
+        self.copies = {copy: first for copy, first in copies([*others, *usable]).items()
                        if copy not in self.held_out_files}
-        manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
         # files decoded side by side share half the memory that is free now
         available = available_memory()
         self.gate = MemoryGate(available // 2 if available else None)
@@ -186,29 +183,17 @@ class AudioFolder:
         skipped with a line each."""
         labelled: list[tuple[Path, str | None]] = []
         for path in paths:
-            label = None
-            if path in self.copies:
+            label, why = self._label(path, labels, manifest)
+            if why is None and path in self.copies:
                 first = self.copies[path]
                 where = ("in data.val_root: held out" if first in self.held_out_files
                          else "read in its stead")
-                self._skip(path, f"the same bytes as {first}, {where} (a copy would be "
-                                 f"trained on twice, or held out and trained on)")
+                why = (f"the same bytes as {first}, {where} (a copy would be trained on "
+                       f"twice, or held out and trained on)")
+            if why is not None:
+                self._skip(path, why)
                 bar.update()
                 continue
-            if labels == "folder":
-                parts = path.relative_to(self.root).parts
-                if len(parts) < 2:
-                    self._skip(path, f"not in a sub-folder of {self.root}, so it has no "
-                                     f"label (data.labels=folder)")
-                    bar.update()
-                    continue
-                label = parts[0]
-            elif manifest is not None:
-                label = manifest.get(path.resolve())
-                if label is None:
-                    self._skip(path, f"not listed in the manifest {labels}")
-                    bar.update()
-                    continue
             labelled.append((path, label))
         found: list[Found] = []
         used = ordered_map(self._use, [path for path, _ in labelled], workers)
@@ -226,6 +211,21 @@ class AudioFolder:
             self.report.seconds += length / self.prep.sample_rate
             found.append((path, label, entry, length, frames))
         return found
+
+    def _label(self, path: Path, labels: str | None, manifest: dict[Path, str] | None
+               ) -> tuple[str | None, str | None]:
+        """(the file's label, None), or (None, why it has none) where labels are asked for."""
+        if labels == "folder":
+            parts = path.relative_to(self.root).parts
+            if len(parts) < 2:
+                return None, (f"not in a sub-folder of {self.root}, so it has no label "
+                              f"(data.labels=folder)")
+            return parts[0], None
+        if manifest is not None:
+            label = manifest.get(path.resolve())
+            return (label, None) if label is not None else \
+                (None, f"not listed in the manifest {labels}")
+        return None, None
 
     def _use(self, path: Path) -> tuple[Path, int, bool, tuple[Path, int] | None] | str:
         """(its cache entry, its length, whether it was decoded now, its frames' entry and
@@ -275,9 +275,13 @@ class AudioFolder:
             how = ("none is in a sub-folder naming its label (data.labels=folder)"
                    if labels == "folder" else f"none is listed in the manifest {labels}")
             parts.append(f"{unlabelled} of {len(paths)} audio files have no label: {how}")
-        unreadable = len(self.report.skipped) - unlabelled
+        copied = sum(why.startswith("the same bytes as ") for _, why in self.report.skipped)
+        if copied:
+            parts.append(f"{copied} of {len(paths)} audio files are copies of others (lines "
+                         f"above say of which)")
+        unreadable = len(self.report.skipped) - unlabelled - copied
         if unreadable:
-            parts.append(f"{unreadable} of {len(paths)} audio files are unreadable "
+            parts.append(f"{unreadable} of {len(paths)} audio files cannot be used "
                          f"(lines above say why)")
         return "; ".join(parts)
 
@@ -405,38 +409,6 @@ class AudioFolder:
         arrays = np.load(pack_path, mmap_mode="r")
         starts = np.cumsum([0, *lengths])
         return [arrays[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
-
-
-def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:
-    """A CSV of "path,label" rows (a header row "path,label" is allowed; relative paths are
-    below ``root``) -> {resolved path: label}. Raises DataError naming the file and row."""
-    path = Path(path).expanduser()
-    takes = "data.labels takes null, folder or the path of a CSV file of path,label rows"
-    if not path.is_file() and path.name in ("True", "False"):  # YAML read true as a boolean
-        raise DataError(f"data.labels={path.name.lower()} is not a setting of it: {takes}")
-    if not path.is_file():
-        raise DataError(f"label manifest {path} does not exist ({takes})")
-    out: dict[Path, str] = {}
-    missing = 0
-    with path.open(newline="") as f:
-        for number, row in enumerate(csv.reader(f), start=1):
-            if not row or (number == 1 and [c.strip().lower() for c in row] == ["path",
-                                                                                 "label"]):
-                continue
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise DataError(f"{path}, row {number}: expected 'path,label', got {row}")
-            file = Path(row[0].strip()).expanduser()
-            file = (file if file.is_absolute() else root / file).resolve()
-            if not file.is_file():
-                log.warning("label manifest %s, row %d: %s does not exist (row ignored)",
-                            path, number, file)
-                missing += 1
-                continue
-            out[file] = row[1].strip()
-    if not out:
-        raise DataError(f"label manifest {path} lists no existing files"
-                        + (f" ({missing} rows name files that do not exist)" if missing else ""))
-    return out
 
 
 def split_clips(clips: list[Clip], val_fraction: float, hop: int = 1

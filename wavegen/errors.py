@@ -22,6 +22,10 @@ class OptionError(WavegenError):
     """A command-line option is invalid or its path unusable; the message names the option."""
 
 
+class DataError(WavegenError):
+    """No usable audio where some was expected; the message names the folder or file."""
+
+
 class WriteError(WavegenError):
     """A file could not be written (a full disk, a read-only folder); names the path."""
 
