@@ -42,6 +42,9 @@ def test_a_list_file_stands_for_the_paths_it_holds(tmp_path):
     assert expand_paths([f"@{listed}", plain]) == [spaced, odd, inner, plain]
     listed.write_bytes(os.fsencode(spaced) + b"\r\n\n" + os.fsencode(plain) + b"\r\n")  # by hand
     assert expand_paths([f"@{listed}"]) == [spaced, plain]
+    # saved by Notepad as UTF-8: a byte-order mark made the first path "no such file"
+    listed.write_bytes(b"\xef\xbb\xbf" + os.fsencode(spaced) + b"\r\n")
+    assert expand_paths([f"@{listed}"]) == [spaced]
     real = write(tmp_path / "@home.wav", tone(0.2))  # a file whose name begins with @
     assert expand_lists([str(real)]) == [str(real)]
     with pytest.raises(OptionError, match=r"@.*nope.txt: cannot read the list .*nope.txt"):

@@ -9,6 +9,7 @@ paths stands for the paths such a list holds, so that names with spaces survive,
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 from collections.abc import Iterable
@@ -34,9 +35,9 @@ def write_list(path: Path, paths: Iterable[str | os.PathLike]) -> None:
 
 def read_list(path: Path) -> list[str]:
     """The paths of a list written by ``write_list`` (or by hand: one a line, blank lines
-    skipped, a Windows line end taken off)."""
-    return [os.fsdecode(line.rstrip(b"\r")) for line in path.read_bytes().split(b"\n")
-            if line.strip()]
+    skipped, a Windows line end and a UTF-8 byte-order mark taken off)."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    return [os.fsdecode(line.rstrip(b"\r")) for line in data.split(b"\n") if line.strip()]
 
 
 def expand_lists(arguments: Iterable[str | os.PathLike]) -> list[str]:
