@@ -202,3 +202,20 @@ def test_conditional_model_end_to_end(tmp_path):
     unknown = wavegen("score", ckpt, str(tmp_path / "audio"), "--label", "drums", cwd=tmp_path)
     assert unknown.returncode == 2 and "unknown label 'drums'" in unknown.stderr
     assert "high, low" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_a_label_with_a_comma_is_one_label():
+    """`data.labels=folder` on folders named "Bach, J.S." and "Chopin, F.": `--label
+    "Bach, J.S."` was read as two labels, "Bach" and "J.S.", so no clip of either could be
+    generated. One of the model's labels is taken whole; in a list of one per clip it is
+    quoted as in a CSV row."""
+    from wavegen.cli import _stream_labels
+    from wavegen.errors import OptionError
+
+    known = ["Bach, J.S.", "Chopin, F."]
+    assert _stream_labels("Bach, J.S.", 1, known) == "Bach, J.S."
+    assert _stream_labels(" Chopin, F. ", 3, known) == "Chopin, F."
+    assert _stream_labels('"Bach, J.S.", "Chopin, F."', 2, known) == known
+    assert _stream_labels("low,high", 2, ["low", "high"]) == ["low", "high"]
+    with pytest.raises(OptionError, match="lists 3 labels for -n 2 clips"):
+        _stream_labels("Bach, J.S.,Chopin", 2, known)

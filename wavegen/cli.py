@@ -215,7 +215,7 @@ def generate_main(argv: list[str]) -> int:
     out_dir = output_folder(args.out_dir, "-o/--out-dir", create=False)
     model = load_checkpoint(args.checkpoint, device=device)
     _refuse_vocoder(model, "generate")
-    labels = _stream_labels(args.label, args.n)
+    labels = _stream_labels(args.label, args.n, model.labels)
     _check_labels(model, labels, args.n)
     _check_sampling(model, args.top_p, args.prime, args.backend, args.precision)
     if model.conditional and labels is None:
@@ -361,11 +361,17 @@ def _check_sampling(model, top_p: float, prime: str | None, backend: str,
         raise OptionError("--backend numba is WaveNet's loop; a flow samples with torch")
 
 
-def _stream_labels(text: str | None, n: int) -> str | list[str] | None:
-    """--label NAME or NAME,NAME,... (one per clip) -> generate()'s label argument."""
+def _stream_labels(text: str | None, n: int, known: list[str]) -> str | list[str] | None:
+    """--label NAME or NAME,NAME,... (one per clip) -> generate()'s label argument. A
+    label of the model's that holds a comma (a folder named "Bach, J.S.") is one label;
+    in a list of one per clip it is quoted as in a CSV row ('"Bach, J.S.",Chopin')."""
+    import csv
+
     if text is None:
         return None
-    names = [t.strip() for t in text.split(",")]
+    if text in known or text.strip() in known:
+        return text if text in known else text.strip()
+    names = [t.strip() for t in next(csv.reader([text], skipinitialspace=True), [""])]
     if len(names) == 1:
         return names[0]
     if len(names) != n:
