@@ -387,6 +387,14 @@ def test_checkpoint_keeps_the_features_that_vocode_and_score_recompute(tmp_path,
         assert done.value.code == 2
         assert message in capsys.readouterr().err.replace("\n", " ")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+    # frames in decibels (a TTS model's output) were vocoded into noise without a word
+    decibels = 20 * np.log10(np.exp(cached.clips[0].frames))
+    np.save(tmp_path / "db.npy", decibels)
+    with pytest.raises(SystemExit) as done:
+        main(["vocode", summary["checkpoint"], "--mel", str(tmp_path / "db.npy"), "-o",
+              str(tmp_path / "o4")])
+    assert done.value.code == 2 and "frames lie in [-11.51, " in capsys.readouterr().err
+    assert not (tmp_path / "o4").exists()
 
 
 def test_labels_and_frames_combine(tmp_path, capsys, monkeypatch):
@@ -493,3 +501,28 @@ def test_a_short_training_learns_to_follow_the_pitch_contour(tmp_path):
     scorer.add(mulaw.encode(torch.from_numpy(held_out), 256).numpy())
     zeroed = scorer.result()["bits_per_sample"]
     assert given < zeroed - 0.3, (given, zeroed)
+
+
+def test_frames_on_another_scale_are_refused_and_every_real_frame_is_taken():
+    """The bound is exact: log_mel of any audio in [-1, 1] lies within it (full-scale
+    tones, a square wave, noise, silence), and frames on the scales other tools use
+    (decibels, power, a range normalised to [-4, 4]) do not. (A log10 inside the range
+    cannot be told from this model's scale by its values.)"""
+    from wavegen.features import check_scale, log_mel, log_mel_range
+
+    for settings in (MelSettings(), MelSettings(n_mels=20, hop_length=80, win_length=320,
+                                                n_fft=512, fmin=50, fmax=7000)):
+        t = np.arange(16000) / 16000
+        clips = [np.sin(2 * np.pi * f * t) for f in (60, 440, 3000, 7900)]
+        clips += [np.sign(np.sin(2 * np.pi * 50 * t)), np.zeros(16000),
+                  np.clip(np.random.default_rng(0).standard_normal(16000), -1, 1)]
+        frames = np.concatenate([log_mel(c.astype(np.float32), 16000, settings)
+                                 for c in clips])
+        low, high = log_mel_range(settings, 16000)
+        assert frames.min() == pytest.approx(low) and high - 1.5 < frames.max() < high
+        check_scale(frames, settings, 16000, "real")
+        for name, other in [("decibels", 20 * frames / np.log(10)),
+                            ("power", np.exp(2 * frames)),
+                            ("normalised", 8 * (frames - low) / (high - low) - 4)]:
+            with pytest.raises(ValueError, match=f"{name}: values from"):
+                check_scale(other, settings, 16000, name)

@@ -120,6 +120,31 @@ def log_mel(audio: np.ndarray, sample_rate: int, settings: MelSettings,
     return out
 
 
+def log_mel_range(settings: MelSettings, sample_rate: int) -> tuple[float, float]:
+    """The values ``log_mel`` can give for audio in [-1, 1]: from log(log_floor) up to the
+    log of a bound on any band's magnitude, the window's sum (a bin's largest magnitude)
+    times the largest sum of a band's filter weights."""
+    window = librosa.filters.get_window("hann", settings.win_length, fftbins=True)
+    bands = librosa.filters.mel(sr=sample_rate, n_fft=settings.n_fft, n_mels=settings.n_mels,
+                                fmin=settings.fmin, fmax=settings.fmax)
+    return settings.silence, math.log(float(np.abs(window).sum() * bands.sum(1).max()))
+
+
+def check_scale(frames: np.ndarray, settings: MelSettings, sample_rate: int,
+                what: str) -> None:
+    """Frames made elsewhere on another scale (decibels, power, log10, a normalised range)
+    give noise without a word: ValueError naming ``what`` where a value lies outside what
+    ``log_mel`` can give for audio in [-1, 1] (``log_mel_range``)."""
+    low, high = log_mel_range(settings, sample_rate)
+    least, most = float(frames.min(initial=low)), float(frames.max(initial=low))
+    if least < low - 1e-3 or most > high + 1e-3:
+        raise ValueError(f"{what}: values from {least:.3g} to {most:.3g}, where this model's "
+                         f"frames lie in [{low:.2f}, {high:.2f}]: the natural log of the mel "
+                         f"magnitude (power 1) floored at {settings.log_floor:g}, as "
+                         f"wavegen.features.log_mel makes them (decibels, power, log10 or a "
+                         f"normalised range are other scales)")
+
+
 def check_frames(frames: np.ndarray, settings: MelSettings, what: str) -> np.ndarray:
     """Features made elsewhere: (F, n_mels) float, finite -> float32; ValueError naming
     ``what`` (a file) and the mismatch."""

@@ -19,7 +19,7 @@ import numpy as np
 from torch import nn
 
 from .audio import load_audio
-from .features import MelSettings, check_frames, log_mel
+from .features import MelSettings, check_frames, check_scale, log_mel
 from .sampler import generate
 
 
@@ -64,6 +64,7 @@ def from_npy(model: nn.Module, path: str | os.PathLike) -> Source:
     frames = check_frames(array, mel, f"--mel {path}")
     if len(frames) == 0:
         raise ValueError(f"--mel {path}: holds no frames")
+    check_scale(frames, mel, model.sample_rate, f"--mel {path}")
     return Source(Path(path).stem, frames, len(frames) * mel.hop_length, str(path))
 
 
