@@ -186,6 +186,31 @@ def test_output_range_and_bad_arguments():
         generate(model, n=2, num_samples=10**14)
 
 
+def test_a_prime_or_setting_the_api_cannot_use_is_refused():
+    """Through the Python API: an int16 prime (the PCM as read by many tools) was taken as
+    amplitudes, every sample clipped to +-1, without a word; a NaN in the prime raised
+    IndexError from deep in the embedding; a NaN temperature generated; n=2.5 raised a
+    TypeError about multiplying sequences. score_audio refuses the same audio."""
+    model = model_with_biases()
+    pcm = (np.sin(np.arange(400) / 5) * 12000).astype(np.int16)
+    with pytest.raises(ValueError, match=r"prime expects float audio in \[-1, 1\], got int16 "
+                                         r"samples \(for int16 PCM divide by 32768\)"):
+        generate(model, num_samples=10, prime=pcm)
+    with pytest.raises(ValueError, match="prime: the audio holds 1 NaN or infinite samples"):
+        generate(model, num_samples=10, prime=np.r_[np.zeros(9, np.float32), np.nan])
+    with pytest.warns(UserWarning, match=r"prime: 378 samples lie outside \[-1, 1\]") as said:
+        generate(model, num_samples=10, prime=pcm / 1000.0)
+    assert said[0].filename == __file__  # it points at the caller's line
+    for bad in ({"temperature": float("nan")}, {"temperature": float("inf")}):
+        with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+            generate(model, num_samples=10, **bad)
+    for bad in ({"n": 2.5}, {"num_samples": 10.0}, {"n": True}):
+        with pytest.raises(ValueError, match="must be an integer"):
+            generate(model, **{"n": 1, "num_samples": 10, **bad})
+    assert generate(model, n=np.int64(2), num_samples=np.int32(5),
+                    prime=torch.zeros(50)).shape == (2, 5)
+
+
 @pytest.mark.parametrize("temperature", [0.5, 0.8, 1.3])
 def test_both_draws_sample_from_the_tempered_softmax(temperature):
     """Histograms of many draws from fixed logits match softmax(logits / T), for the torch

@@ -98,6 +98,31 @@ def audio_paths(root: str | os.PathLike, outputs: list[Path] | None = None,
     return sorted(out)
 
 
+def float_audio(audio, what: str, hint: str = "", stacklevel: int = 3) -> np.ndarray:
+    """Audio given in memory (a numpy array or a tensor of samples), checked: ValueError
+    naming ``what`` for samples that are not floats in [-1, 1] (int16 PCM; ``hint`` says
+    what else to do) or are not finite; a warning for samples outside [-1, 1], which are
+    clipped where they are used (the warning points ``stacklevel`` frames up: the caller's
+    caller by default). Returns it as a numpy array."""
+    import warnings
+
+    if hasattr(audio, "detach"):  # a torch tensor, on any device
+        audio = audio.detach().cpu().numpy()
+    audio = np.asarray(audio)
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise ValueError(f"{what} expects float audio in [-1, 1], got {audio.dtype} samples "
+                         f"(for int16 PCM divide by 32768{hint})")
+    bad = int((~np.isfinite(audio)).sum())
+    if bad:
+        raise ValueError(f"{what}: the audio holds {bad} NaN or infinite samples")
+    over = int((np.abs(audio) > 1.0).sum())
+    if over:
+        warnings.warn(f"{what}: {over} samples lie outside [-1, 1] (peak "
+                      f"{float(np.abs(audio).max()):.3g}); they are clipped before mu-law",
+                      stacklevel=stacklevel)
+    return audio
+
+
 def to_mono(audio: np.ndarray) -> np.ndarray:
     """(T, C) or (T,) float -> (T,) float32, the mean over channels."""
     audio = np.asarray(audio, dtype=np.float32)

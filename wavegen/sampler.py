@@ -9,6 +9,7 @@ audio, and stream i does not depend on how many streams run beside it.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 
 import numpy as np
@@ -17,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import sampling
+from .audio import float_audio
 from .family import Chunk, SamplingRule, family_of
 
 CHUNK = 4096  # samples drawn per call into a backend (the noise is made per chunk)
@@ -113,10 +115,13 @@ def generate(
         >>> audio.shape
         torch.Size([2, 100])
     """
+    for name, value in (("n", n), ("num_samples", num_samples)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
     if n < 1 or num_samples < 0:
         raise ValueError(f"need n >= 1 and num_samples >= 0, got n={n}, num_samples={num_samples}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not math.isfinite(quiet_dbfs):
@@ -137,7 +142,8 @@ def generate(
     inputs = torch.full((n, 1), codec.silence, dtype=torch.long, device=device)
     prime_classes = inputs[:, :0]
     if prime is not None:
-        prime_t = torch.as_tensor(np.asarray(prime, dtype=np.float32), device=device)
+        prime = float_audio(prime, "generate: prime", stacklevel=4)  # past torch.no_grad
+        prime_t = torch.as_tensor(prime.astype(np.float32, copy=False), device=device)
         if prime_t.dim() == 1:
             prime_t = prime_t.expand(n, -1)
         if prime_t.dim() != 2 or prime_t.shape[0] != n:

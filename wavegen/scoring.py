@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import AudioError, load_audio, read_blocks, resample, to_mono
+from .audio import AudioError, float_audio, load_audio, read_blocks, resample, to_mono
 from .family import Codec, Scorer, family_of
 
 LN2 = math.log(2)
@@ -211,21 +210,10 @@ def score_audio(model: nn.Module, audio: np.ndarray, sample_rate: int, per_sampl
     Returns the record of ``score_file`` without ``path`` (``surprisal`` (T',) float32 in
     bits with ``per_sample``).
     """
-    audio = np.asarray(audio)
-    if not np.issubdtype(audio.dtype, np.floating):
-        raise ValueError(f"score_audio expects float audio in [-1, 1], got {audio.dtype} "
-                         f"samples (for int16 PCM divide by 32768, or use score_file)")
+    audio = float_audio(audio, "score_audio", ", or use score_file")
     if audio.ndim not in (1, 2):
         raise ValueError(f"score_audio expects (T,) mono or (T, C) channels-last audio, got "
                          f"shape {audio.shape}")
-    if not np.isfinite(audio).all():
-        raise ValueError(f"score_audio: the audio holds "
-                         f"{int((~np.isfinite(audio)).sum())} NaN or infinite samples")
-    over = int((np.abs(audio) > 1.0).sum())
-    if over:
-        warnings.warn(f"score_audio: {over} samples lie outside [-1, 1] (peak "
-                      f"{float(np.abs(audio).max()):.3g}); they are clipped before mu-law",
-                      stacklevel=2)
     mono = to_mono(audio.astype(np.float32, copy=False))
     if sample_rate < 1:
         raise ValueError(f"score_audio: sample_rate must be >= 1, got {sample_rate}")
