@@ -228,7 +228,12 @@ def test_generate_checks_every_option_before_generating(tmp_path, checkpoint):
                            (["--seed", "-5"], "argument --seed: must be an integer >= 0"),
                            (["--seconds", "1e7"], "-n 1 --seconds 1e+07: 1 x "
                                                   "160,000,000,000 samples need about 2,980 GiB"),
-                           (["--label", "piano"], "--label")]:
+                           (["--label", "piano"], "--label"),
+                           # ignored without a word: the prime forgotten, torch's threads
+                           (["--include-prime"], "--include-prime writes the prime before "
+                                                 "each clip: it needs --prime CLIP"),
+                           (["--backend", "torch", "--threads", "2"],
+                            "--threads 2 sets the numba loop's CPU threads; --backend torch")]:
         one_line_error(wavegen("generate", checkpoint, *args, cwd=tmp_path), fragment)
     assert (tmp_path / "afile").read_text() == "keep me"
     assert not (tmp_path / "generated").exists() and not (tmp_path / "take1.wav").exists()

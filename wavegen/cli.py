@@ -217,7 +217,10 @@ def generate_main(argv: list[str]) -> int:
     _refuse_vocoder(model, "generate")
     labels = _stream_labels(args.label, args.n, model.labels)
     _check_labels(model, labels, args.n)
-    _check_sampling(model, args.top_p, args.prime, args.backend, args.precision)
+    _check_sampling(model, args.top_p, args.prime, args.backend, args.precision, args.threads)
+    if args.include_prime and not args.prime:
+        raise OptionError("--include-prime writes the prime before each clip: it needs "
+                          "--prime CLIP")
     if model.conditional and labels is None:
         print(f"wavegen generate: a conditional model and no --label: generating with the "
               f"'no label' entry (labels: {', '.join(model.labels)})", file=sys.stderr)
@@ -333,12 +336,17 @@ def _check_labels(model, labels, n: int) -> None:
 
 
 def _check_sampling(model, top_p: float, prime: str | None, backend: str,
-                    precision: str = "fp32") -> None:
+                    precision: str = "fp32", threads: int | None = None) -> None:
     """Options that only an autoregressive family's sampler has (OptionError for a
-    flow's checkpoint), and a precision the family and backend offer."""
+    flow's checkpoint), a precision the family and backend offer, and --threads only
+    where the numba loop runs (the torch backend ignored it)."""
     from .family import family_of
 
     family = family_of(model)
+    if threads is not None and (backend == "torch" or not family.autoregressive):
+        raise OptionError(f"--threads {threads} sets the numba loop's CPU threads; "
+                          f"{'--backend torch' if backend == 'torch' else 'a flow'} samples "
+                          f"with torch's own (leave --threads out, or use --backend numba)")
     offered = family.sampling_precisions(model)
     if precision not in offered:
         raise OptionError(f"--precision {precision}: this {family.name} model samples in "
@@ -622,7 +630,7 @@ def vocode_main(argv: list[str]) -> int:
         vocode.settings(model)
     except ValueError as err:
         raise OptionError(str(err)) from None
-    _check_sampling(model, 1.0, None, args.backend, args.precision)
+    _check_sampling(model, 1.0, None, args.backend, args.precision, args.threads)
     files = expand_paths(args.paths)
     if args.paths and not files:
         raise OptionError(f"no audio files in {', '.join(args.paths)}")
