@@ -459,6 +459,23 @@ def test_feature_settings_are_checked_before_anything_is_written(tmp_path, overr
     cfg = compose_config("condition=mel", override, f"out_dir={tmp_path}/runs")
     with pytest.raises(ConfigError, match=message):
         train(cfg)
+
+
+def test_a_feature_setting_without_condition_mel_is_refused(tmp_path):
+    """`wavegen train data.root=speech condition.n_mels=40` (condition=mel forgotten)
+    trained an unconditional model, not a vocoder, without a word."""
+    from wavegen.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["train", "condition.n_mels=40", f"out_dir={tmp_path}"])
+    assert done.value.code == 2
+    assert not any(tmp_path.iterdir())
+    from wavegen.config import ConfigError
+    from wavegen.trainconfig import compose
+
+    with pytest.raises(ConfigError, match="condition.hop_length is a setting of condition=mel"):
+        compose(["condition.hop_length=100"])
+    assert compose(["condition=mel", "condition.n_mels=40"]).condition.n_mels == 40
     assert not (tmp_path / "runs").exists()
 
 

@@ -134,7 +134,21 @@ def compose(overrides: list[str]):
     except Exception as err:  # Hydra's and OmegaConf's composition errors
         raise ConfigError(one_line(err)) from None
     check_keys(cfg)
+    check_settings_apply(cfg, overrides)
     return cfg
+
+
+def check_settings_apply(cfg, overrides: list[str]) -> None:
+    """A vocoder's feature setting (``condition.n_mels=40``) given without condition=mel
+    trained an unconditional model without a word: a ConfigError naming it. (Settings of
+    the other choices that act on nothing, such as ``data.synthetic_*`` beside a data.root,
+    change nothing and are left alone.)"""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith("condition.") and key != "condition.kind" \
+                and cfg.condition.kind == "none":
+            raise ConfigError(f"{key} is a setting of condition=mel (a vocoder), and this run "
+                              f"has no conditioning: add condition=mel to train a vocoder")
 
 
 def one_line(err: BaseException) -> str:
