@@ -132,9 +132,10 @@ def log_mel_range(settings: MelSettings, sample_rate: int) -> tuple[float, float
 
 def check_scale(frames: np.ndarray, settings: MelSettings, sample_rate: int,
                 what: str) -> None:
-    """Frames made elsewhere on another scale (decibels, power, log10, a normalised range)
-    give noise without a word: ValueError naming ``what`` where a value lies outside what
-    ``log_mel`` can give for audio in [-1, 1] (``log_mel_range``)."""
+    """Frames made elsewhere on another scale (decibels, power, a normalised range) give
+    noise without a word: ValueError naming ``what`` where a value lies outside what
+    ``log_mel`` can give for audio in [-1, 1] (``log_mel_range``). A scale whose values
+    stay inside (a log10) cannot be told apart."""
     low, high = log_mel_range(settings, sample_rate)
     least, most = float(frames.min(initial=low)), float(frames.max(initial=low))
     if least < low - 1e-3 or most > high + 1e-3:
