@@ -50,6 +50,16 @@ def test_multirun_sweep_writes_one_folder_per_run_and_a_summary(tmp_path):
         assert row["step"] == "4"
     assert "optim.lr=0.005" in done.stdout and "final" in done.stdout
 
+    # the table again; the folder above the sweeps wrote an empty summary.csv there, and a
+    # folder that does not exist raised FileNotFoundError with a traceback
+    from wavegen.sweep import main as sweep_main
+
+    (sweep / "summary.csv").unlink()
+    assert sweep_main([str(sweep)]) == 0 and (sweep / "summary.csv").is_file()
+    assert sweep_main([str(sweep.parent)]) == 2
+    assert not (sweep.parent / "summary.csv").exists()
+    assert sweep_main([str(tmp_path / "nope")]) == 2
+
 
 def test_generate_warns_of_near_silent_clips(capsys):
     """A clip that is mostly below -60 dBFS gets one line naming it and the likely cause

@@ -80,7 +80,29 @@ class SweepSummary(Callback):
             write_summary(sweep_dir)
 
 
+def main(argv: list[str]) -> int:
+    """`python -m wavegen.sweep SWEEP_DIR`: the summary again; a folder that is not a sweep's
+    is one line naming it (and the sweeps below it, for runs/multirun), and nothing is
+    written."""
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print("usage: python -m wavegen.sweep SWEEP_DIR  (a sweep's folder, "
+              "runs/multirun/DATE_TIME: writes SWEEP_DIR/summary.csv and prints the table)",
+              file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    folder = Path(argv[0])
+    if not folder.is_dir():
+        print(f"wavegen.sweep: error: {folder} is not a folder", file=sys.stderr)
+        return 2
+    if not collect(folder):
+        below = sorted(p for p in folder.iterdir() if p.is_dir() and collect(p))
+        hint = (f"; the sweeps below it: {', '.join(map(str, below[-3:]))}"
+                if below else " (a sweep's folder is runs/multirun/DATE_TIME)")
+        print(f"wavegen.sweep: error: {folder} holds no runs of a sweep (folders with "
+              f".hydra/){hint}", file=sys.stderr)
+        return 2
+    write_summary(folder)
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m wavegen.sweep SWEEP_DIR")
-    write_summary(sys.argv[1])
+    sys.exit(main(sys.argv[1:]))
