@@ -151,7 +151,8 @@ class AudioFolder:
         # (a file without a label is not), and none that is held out
         others = held_out.report.files if held_out is not None else []
         self.held_out_files = set(others)
-        usable = [p for p in paths if p.is_file() and self._label(p, labels, manifest)[1] is None]
+        named = {p: self._label(p, labels, manifest) for p in paths}  # (label, why not)
+        usable = [p for p in paths if p.is_file() and named[p][1] is None]
         self.copies = {copy: first for copy, first in copies([*others, *usable]).items()
                        if copy not in self.held_out_files}
         # files decoded side by side share half the memory that is free now
@@ -161,7 +162,7 @@ class AudioFolder:
         with tqdm(total=len(paths), desc=f"scan {key}", unit="file", dynamic_ncols=True,
                   disable=not progress or len(paths) < SCAN_BAR_FILES) as bar, \
                 logging_redirect_tqdm():
-            found = self._scan(paths, labels, manifest, bar,
+            found = self._scan(paths, named, bar,
                                usable_cpus() if workers is None else workers)
         if not found:
             raise DataError(f"no usable audio in {self.root}: {self._why_none(paths, labels)}")
@@ -176,14 +177,14 @@ class AudioFolder:
                       for (path, label, *_), classes, clip_frames in zip(found, arrays, frames,
                                                                          strict=True)]
 
-    def _scan(self, paths: list[Path], labels: str | None, manifest: dict[Path, str] | None,
+    def _scan(self, paths: list[Path], named: dict[Path, tuple[str | None, str | None]],
               bar: tqdm, workers: int) -> list[Found]:
         """Each usable file's cache entry (decoded now if it has none, on ``workers``
-        threads), label and frames, in the order of ``paths``; files that cannot be used are
-        skipped with a line each."""
+        threads), label (``named``: ``_label``'s answer for each path) and frames, in the
+        order of ``paths``; files that cannot be used are skipped with a line each."""
         labelled: list[tuple[Path, str | None]] = []
         for path in paths:
-            label, why = self._label(path, labels, manifest)
+            label, why = named[path]
             if why is None and path in self.copies:
                 first = self.copies[path]
                 where = ("in data.val_root: held out" if first in self.held_out_files

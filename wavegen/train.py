@@ -375,29 +375,28 @@ class Trainer:
             note = (f"the fastest here: {measured} target samples/s, "
                     f"{f'measured earlier ({cached})' if cached else 'measured now'}")
             native, why = native_bf16()
-            if native and self.device.type == "cpu" and t.precision == "fp32":
-                _, in_bf16, _ = formulation.choose(
+            # the other precision, timed where it decides a CPU run's speed: what bf16 would
+            # gain on a CPU with it natively; what it costs on one without (a recipe copied)
+            other = {(True, "fp32"): "bf16", (False, "bf16"): "fp32"}.get(
+                (native, t.precision)) if self.device.type == "cpu" else None
+            if other is not None:
+                _, in_other, _ = formulation.choose(
                     family, model, self.net, t.batch_size, family.context(model),
-                    cfg.data.segment_length, self.codec.channels, "bf16",
-                    torch.autocast("cpu", dtype=torch.bfloat16), announce,
-                    self._measure_local(t.batch_size))
-                fast, slow = max(in_bf16.values()), max(rates.values())
-                self.bf16_note = (f"this CPU computes bf16 natively ({why}): "
-                                  f"train.precision=bf16 ran this step {fast / slow:.1f}x as "
-                                  f"fast here ({fast:,.0f} vs {slow:,.0f} target samples/s)")
-            elif not native and self.device.type == "cpu" and t.precision == "bf16":
-                # a recipe for a CPU with native bf16, copied to one without: say what it costs
-                _, in_fp32, _ = formulation.choose(
-                    family, model, self.net, t.batch_size, family.context(model),
-                    cfg.data.segment_length, self.codec.channels, "fp32",
-                    torch.autocast("cpu", enabled=False), announce,
-                    self._measure_local(t.batch_size))
-                fast, slow = max(in_fp32.values()), max(rates.values())
-                if fast > slow:
+                    cfg.data.segment_length, self.codec.channels, other,
+                    torch.autocast("cpu", dtype=torch.bfloat16, enabled=other == "bf16"),
+                    announce, self._measure_local(t.batch_size))
+                bf16, fp32 = ((max(in_other.values()), max(rates.values())) if native
+                              else (max(rates.values()), max(in_other.values())))
+                if native:
+                    self.bf16_note = (f"this CPU computes bf16 natively ({why}): "
+                                      f"train.precision=bf16 ran this step {bf16 / fp32:.1f}x "
+                                      f"as fast here ({bf16:,.0f} vs {fp32:,.0f} target "
+                                      f"samples/s)")
+                elif fp32 > bf16:
                     self.bf16_note = (f"warning: this CPU has no native bf16 ({why}): "
                                       f"train.precision=bf16 runs this step at "
-                                      f"{slow / fast:.2f}x the speed of fp32 here ({slow:,.0f} "
-                                      f"vs {fast:,.0f} target samples/s); leave "
+                                      f"{bf16 / fp32:.2f}x the speed of fp32 here ({bf16:,.0f} "
+                                      f"vs {fp32:,.0f} target samples/s); leave "
                                       f"train.precision out to train in fp32")
         self.formulation = self.world.broadcast(self.formulation)
         family.set_formulation(model, self.formulation)
