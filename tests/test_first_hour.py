@@ -423,7 +423,7 @@ def test_a_run_in_its_data_folder_leaves_its_own_output_out(tmp_path, audio_fold
     again = wavegen("train", *FAST, "data.root=.", "name=a", "train.resume=true",
                     "train.max_steps=6", cache, cwd=audio_folder)
     assert again.returncode == 0, again.stderr
-    assert (f"{audio_folder}: 3 files (0.0 min) used, 0 skipped, 4 of wavegen's output left "
+    assert (f"{audio_folder}: 3 files (0.90 s) used, 0 skipped, 4 of wavegen's output left "
             f"out") in again.stdout
     assert f"leaving out {audio_folder / 'generated'}: 2 audio files" in again.stdout
     assert f"leaving out {audio_folder / 'runs' / 'a'}: 2 audio files" in again.stdout

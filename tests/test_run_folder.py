@@ -238,11 +238,11 @@ def test_a_resumed_run_keeps_its_held_out_files_when_the_folder_grows(tmp_path, 
 
     with caplog.at_level("INFO"):
         train(cfg(tmp_path, *run))
-    assert re.search(rf"1 validation clips \(\d s\): {names[1]}\n", caplog.text)
+    assert re.search(rf"1 validation clips \([\d.]+ s\): {names[1]}\n", caplog.text)
     for i, name in enumerate(added):
         write(root / name, tone(0.6, freq=700.0 + 50 * i, seed=9 + i))
     text = resumed(*run)
-    assert re.search(rf"split: 7 training clips \(\d s\), 1 validation clips \(\d s\): "
+    assert re.search(rf"split: 7 training clips \([\d.]+ s\), 1 validation clips \([\d.]+ s\): "
                      rf"{names[1]}\n", text)
     assert "its held-out files stay held out, the others train" in text
     assert (tmp_path / "folder-tiny" / "validation_files.txt").read_text() \
@@ -257,7 +257,7 @@ def test_a_resumed_run_keeps_its_held_out_files_when_the_folder_grows(tmp_path, 
             "name=solo"]
     train(cfg(tmp_path, *solo))
     write(one / "b.wav", tone(0.5, freq=500))
-    assert re.search(r"split: 2 training clips \(\d s\), 1 validation clips \(\d s\): "
+    assert re.search(r"split: 2 training clips \([\d.]+ s\), 1 validation clips \([\d.]+ s\): "
                      r"a.wav\[val\]\n", resumed(*solo))
     assert np.isfinite([json.loads(x)["val_bits_per_sample"] for x in lines(tmp_path / "solo")
                         if "val_bits_per_sample" in x]).all()

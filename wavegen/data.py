@@ -102,9 +102,17 @@ class ScanReport:
 
     def summary(self) -> str:
         outputs = f", {len(self.outputs)} of wavegen's output left out" if self.outputs else ""
-        return (f"{self.root}: {len(self.files)} files ({self.seconds / 60:.1f} min) used, "
+        return (f"{self.root}: {len(self.files)} files ({span(self.seconds)}) used, "
                 f"{len(self.skipped)} skipped{outputs}; cache: {self.reused} reused, "
                 f"{self.decoded} decoded")
+
+
+def span(seconds: float) -> str:
+    """A length of audio for the log: "0.35 s", "4.2 s", "73 s", "12.5 min" (never "0 s"
+    or "0.0 min" for audio that is there)."""
+    if seconds >= 600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.{2 if seconds < 1 else 1 if seconds < 10 else 0}f} s"
 
 
 class AudioFolder:
@@ -709,8 +717,8 @@ def build_datasets(cfg: DataConfig, codec: Codec, features: MelSettings | None =
             train, val, note = kept
             lines.append(note)
     seconds = [sum(len(c) for c in clips) / cfg.sample_rate for clips in (train, val)]
-    lines.append(f"split: {len(train)} training clips ({seconds[0]:.0f} s), {len(val)} "
-                 f"validation clips ({seconds[1]:.0f} s): {', '.join(c.name for c in val)}")
+    lines.append(f"split: {len(train)} training clips ({span(seconds[0])}), {len(val)} "
+                 f"validation clips ({span(seconds[1])}): {', '.join(c.name for c in val)}")
     if cfg.labels:
         lines.append(label_table(train, val, cfg.sample_rate))
     return train, val, "\n".join(lines)
