@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import compose_config, tone, write
 from conftest import run_wavegen as wavegen
 
@@ -371,6 +372,12 @@ def test_score_audio_refuses_what_it_cannot_score(checkpoint):
         score_audio(model, np.zeros((10, 2, 2), np.float32), 16000)
     with pytest.warns(UserWarning, match="outside"):
         score_audio(model, np.full(100, 3.0, np.float32), 16000)
+    # torchaudio.load's (C, T) was scored as C samples of T channels, without a word
+    stereo = np.stack([tone(0.5, freq=440), tone(0.5, freq=660)])  # (2, 8000)
+    for first in (stereo, stereo[:1], torch.from_numpy(stereo)):
+        with pytest.raises(ValueError, match=r"channels-first.*torchaudio.load.*transpose"):
+            score_audio(model, first, 16000)
+    assert score_audio(model, stereo.T, 16000)["num_samples"] == 8000
 
 
 def test_hydras_own_flags_still_work(tmp_path):

@@ -4,6 +4,7 @@ compute the parallel forward's p(x | frames); a frame reaches only the samples i
 the features a checkpoint was trained on are the ones vocoding and scoring recompute."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -60,6 +61,10 @@ def test_frames_align_with_samples_by_the_documented_rule():
     assert int(frames.max(axis=1).argmax()) == 5 == s.frame_of(550)
     assert np.allclose(frames[0], np.log(1e-5)) and np.allclose(frames[10], np.log(1e-5))
     assert frames[4].max() > np.log(1e-5) + 1 and frames[6].max() > np.log(1e-5) + 1
+    # audio with channels (torchaudio.load's (C, T) among them) was a numpy broadcast error
+    for shape in ((2, 1050), (1, 1050), (1050, 2)):
+        with pytest.raises(ValueError, match=rf"\(T,\) mono.*{re.escape(str(shape))}.*mix"):
+            log_mel(np.zeros(shape, np.float32), 16000, s)
 
 
 def test_frames_of_a_long_file_are_computed_in_chunks_in_bounded_memory():

@@ -103,6 +103,10 @@ def log_mel(audio: np.ndarray, sample_rate: int, settings: MelSettings,
     s = settings
     s.check(sample_rate)
     audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"log_mel expects (T,) mono audio, got shape {audio.shape}: mix the "
+                         f"channels first (the mean over the channel axis: axis 0 of (C, T) "
+                         f"audio as torchaudio.load returns it, axis 1 of (T, C))")
     frames = s.num_frames(len(audio))
     if frames == 0:
         return np.zeros((0, s.n_mels), np.float32)

@@ -214,6 +214,10 @@ def score_audio(model: nn.Module, audio: np.ndarray, sample_rate: int, per_sampl
     if audio.ndim not in (1, 2):
         raise ValueError(f"score_audio expects (T,) mono or (T, C) channels-last audio, got "
                          f"shape {audio.shape}")
+    if audio.ndim == 2 and audio.shape[1] > audio.shape[0]:
+        raise ValueError(f"score_audio expects (T,) mono or (T, C) channels-last audio; shape "
+                         f"{audio.shape} has more channels than samples: channels-first (C, "
+                         f"T) audio, as torchaudio.load returns it? Pass its transpose")
     mono = to_mono(audio.astype(np.float32, copy=False))
     if sample_rate < 1:
         raise ValueError(f"score_audio: sample_rate must be >= 1, got {sample_rate}")
