@@ -113,6 +113,12 @@ def test_each_stream_continues_its_own_prime(backend):
     for i in range(2):
         expected = greedy_by_parallel_forward(model, 30, prime=primes[i : i + 1])[:, 300:]
         assert torch.equal(mulaw.encode(audio[i : i + 1], 256), expected)
+    # one row, (1, T) as torchaudio.load gives mono audio, primes every stream as (T,) does
+    # (it was "prime must be (T,) or (n=2, T)")
+    one = mulaw.decode(primes[:1], 256)
+    assert torch.equal(generate(model, n=2, num_samples=30, seed=0, backend=backend, prime=one),
+                       generate(model, n=2, num_samples=30, seed=0, backend=backend,
+                                prime=one[0].numpy()))
 
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])

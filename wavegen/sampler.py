@@ -80,8 +80,8 @@ def generate(
             ~32 ms, a prime counting) is above this; a quieter stream draws from the whole
             distribution, so that it can start a sound (the nucleus of silence is silence).
         seed: makes the output reproducible for a backend; None draws fresh randomness.
-        prime: float audio in [-1, 1] at the model's rate, (T,) for every stream or (n, T);
-            generation continues it.
+        prime: float audio in [-1, 1] at the model's rate, (T,) or (1, T) for every stream,
+            or (n, T); generation continues it.
         include_prime: return the prime followed by the continuation.
         backend: "auto", or one of the family's backends (WaveNet: "torch", or "numba" on
             the CPU).
@@ -144,8 +144,8 @@ def generate(
     if prime is not None:
         prime = float_audio(prime, "generate: prime", stacklevel=4)  # past torch.no_grad
         prime_t = torch.as_tensor(prime.astype(np.float32, copy=False), device=device)
-        if prime_t.dim() == 1:
-            prime_t = prime_t.expand(n, -1)
+        if prime_t.dim() == 1 or (prime_t.dim() == 2 and prime_t.shape[0] == 1):
+            prime_t = prime_t.expand(n, -1)  # (1, T), torchaudio.load's mono, alike
         if prime_t.dim() != 2 or prime_t.shape[0] != n:
             raise ValueError(f"prime must be (T,) or (n={n}, T), got {tuple(prime_t.shape)}")
         prime_classes = codec.encode(prime_t)
