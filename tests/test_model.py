@@ -105,6 +105,13 @@ def test_bad_inputs_and_presets():
         model(torch.zeros(1, 10))
     with pytest.raises(ValueError, match="T=0"):
         model.log_prob(torch.zeros(1, 0, dtype=torch.long))
+    # int16 samples or -1 as classes were the embedding's "index out of range in self"
+    for low, high in ((-32768, 32767), (0, 256), (-1, 3)):
+        x = torch.tensor([[low, 0, high]])
+        for fn in (model, model.log_prob):
+            with pytest.raises(ValueError, match=rf"classes in \[0, 256\).*{low} .. {high}"
+                                                 r".*mulaw.encode"):
+                fn(x)
     with pytest.raises(ValueError, match="unknown model preset 'huge'.*tiny"):
         WaveNet.from_preset("huge")
     with pytest.raises(ValueError, match="kernel_size"):

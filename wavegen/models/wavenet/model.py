@@ -348,6 +348,12 @@ class WaveNet(FamilyModel):
                              f"{tuple(x.shape)}")
         if x.shape[1] == 0:
             raise ValueError("expected at least one sample, got T=0")
+        q = self.quantization_channels
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high >= q:  # (the embedding's IndexError; on a GPU a device assert)
+            raise ValueError(f"expected classes in [0, {q}), got values {low} .. {high}: "
+                             f"encode float audio in [-1, 1] with wavegen.mulaw.encode(audio, "
+                             f"{q})")
 
     def describe(self) -> str:
         c = self.config
