@@ -4,6 +4,7 @@ wrong, before anything large is allocated and without running code from the file
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,3 +86,14 @@ def test_the_command_line_gives_one_line_for_a_bad_checkpoint(good, tmp_path):
         done = run_wavegen(*command, cwd=tmp_path)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and "checksum" in done.stderr
+
+
+def test_a_run_folder_given_as_the_checkpoint_names_the_files_in_it(good, tmp_path):
+    """`wavegen generate runs/piano` said "no such checkpoint file" of a folder that exists."""
+    run = Path(good).parent
+    with pytest.raises(CheckpointError, match=r"is a folder; give a checkpoint in it: "
+                                              r".*best\.pt or .*last\.pt"):
+        load_checkpoint(run)
+    done = run_wavegen("generate", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "is a folder; a checkpoint is a .pt file" in done.stderr

@@ -66,6 +66,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     before wavegen stored one load with a note) and that they are finite. Raises
     CheckpointError naming the path and what is wrong."""
     path = Path(path)
+    if path.is_dir():
+        found = [p.name for p in (path / "best.pt", path / "last.pt") if p.is_file()]
+        hint = (f"give a checkpoint in it: {' or '.join(str(path / n) for n in found)} (best: "
+                f"the best validation; last: the latest step)") if found else \
+            "a checkpoint is a .pt file (a run folder holds best.pt and last.pt)"
+        raise CheckpointError(f"{path} is a folder; {hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
