@@ -53,24 +53,27 @@ def test_measuring_leaves_no_gradient_and_no_draw_behind():
     assert model.formulation == "linear"
 
 
-def test_bf16_on_a_cpu_without_it_says_what_it_costs(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_a_reduced_precision_on_a_cpu_without_it_says_what_it_costs(tmp_path, monkeypatch,
+                                                                    caplog, precision):
     """The bf16 recipe of a Zen 4 copied to a CPU without native bf16 trained at a tenth of
-    fp32's speed (tiny, 2-core AVX2 Zen 4) without a word. The step is timed in fp32 too,
-    and a warning gives the ratio when fp32 is faster."""
+    fp32's speed (tiny, 2-core AVX2 Zen 4) without a word; fp16 (a GPU recipe) at a
+    eleventh. The step is timed in fp32 too, and a warning gives the ratio when fp32 is
+    faster."""
     import wavegen.train
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(wavegen.train, "native_bf16", lambda: (False, "no avx512_bf16"))
     caplog.set_level(logging.INFO, logger="wavegen")
-    train(fast_config(tmp_path, "train.max_steps=1", "train.precision=bf16"))
+    train(fast_config(tmp_path, "train.max_steps=1", f"train.precision={precision}"))
     table = json.loads((tmp_path / "cache" / "wavegen" / "formulations.json").read_text())
     rates = {json.loads(key)["precision"]: max(entry["rates"].values())
              for key, entry in table.items()}
-    assert set(rates) == {"bf16", "fp32"}
-    said = "train.precision=bf16 runs this step at" in caplog.text
-    assert said == (rates["fp32"] > rates["bf16"])
+    assert set(rates) == {precision, "fp32"}
+    said = f"train.precision={precision} runs this step at" in caplog.text
+    assert said == (rates["fp32"] > rates[precision])
     if said:
-        assert f"{rates['bf16'] / rates['fp32']:.2f}x the speed of fp32" in caplog.text
+        assert f"{rates[precision] / rates['fp32']:.2f}x the speed of fp32" in caplog.text
 
 
 def test_auto_measures_once_caches_and_a_resumed_run_keeps_its_own(tmp_path, monkeypatch,

@@ -333,7 +333,9 @@ class Trainer:
         self.metrics: MetricsLog | None = None  # rank 0, once the run starts
         self.counters = Counters()
         self.formulation: str | None = None  # the training step's, where the family has a choice
-        self.bf16_note = ""  # an fp32 run on a CPU with native bf16: what bf16 would gain
+        # on a CPU: what bf16 would gain an fp32 run (native bf16), or what a reduced
+        # precision without native support costs
+        self.precision_note = ""
         if saved is not None:
             self._restore(saved)
             del saved
@@ -376,28 +378,32 @@ class Trainer:
                     f"{f'measured earlier ({cached})' if cached else 'measured now'}")
             native, why = native_bf16()
             # the other precision, timed where it decides a CPU run's speed: what bf16 would
-            # gain on a CPU with it natively; what it costs on one without (a recipe copied)
-            other = {(True, "fp32"): "bf16", (False, "bf16"): "fp32"}.get(
-                (native, t.precision)) if self.device.type == "cpu" else None
+            # gain on a CPU with it natively; what bf16 without it, or fp16, costs (a recipe
+            # copied from another machine)
+            other = {"fp32": "bf16" if native else None, "bf16": None if native else "fp32",
+                     "fp16": "fp32"}[t.precision] if self.device.type == "cpu" else None
             if other is not None:
                 _, in_other, _ = formulation.choose(
                     family, model, self.net, t.batch_size, family.context(model),
                     cfg.data.segment_length, self.codec.channels, other,
-                    torch.autocast("cpu", dtype=torch.bfloat16, enabled=other == "bf16"),
+                    torch.autocast("cpu", dtype=PRECISIONS[other], enabled=other != "fp32"),
                     announce, self._measure_local(t.batch_size))
-                bf16, fp32 = ((max(in_other.values()), max(rates.values())) if native
-                              else (max(rates.values()), max(in_other.values())))
-                if native:
-                    self.bf16_note = (f"this CPU computes bf16 natively ({why}): "
-                                      f"train.precision=bf16 ran this step {bf16 / fp32:.1f}x "
-                                      f"as fast here ({bf16:,.0f} vs {fp32:,.0f} target "
-                                      f"samples/s)")
-                elif fp32 > bf16:
-                    self.bf16_note = (f"warning: this CPU has no native bf16 ({why}): "
-                                      f"train.precision=bf16 runs this step at "
-                                      f"{bf16 / fp32:.2f}x the speed of fp32 here ({bf16:,.0f} "
-                                      f"vs {fp32:,.0f} target samples/s); leave "
-                                      f"train.precision out to train in fp32")
+                reduced, fp32 = ((max(in_other.values()), max(rates.values()))
+                                 if other != "fp32" else
+                                 (max(rates.values()), max(in_other.values())))
+                if other != "fp32":
+                    self.precision_note = (f"this CPU computes bf16 natively ({why}): "
+                                           f"train.precision=bf16 ran this step "
+                                           f"{reduced / fp32:.1f}x as fast here ({reduced:,.0f} "
+                                           f"vs {fp32:,.0f} target samples/s)")
+                elif fp32 > reduced:
+                    lacks = (f"this CPU has no native bf16 ({why})" if t.precision == "bf16"
+                             else "fp16 autocast is meant for GPUs")
+                    self.precision_note = (f"warning: {lacks}: train.precision={t.precision} "
+                                           f"runs this step at {reduced / fp32:.2f}x the speed "
+                                           f"of fp32 here ({reduced:,.0f} vs {fp32:,.0f} target "
+                                           f"samples/s); leave train.precision out to train in "
+                                           f"fp32")
         self.formulation = self.world.broadcast(self.formulation)
         family.set_formulation(model, self.formulation)
         return f"{self.formulation} ({note})"
@@ -479,9 +485,9 @@ class Trainer:
                      "in %s", t.checkpoint_every, self.folder.kept(0).parent)
         if self.formulation_note:
             log.info("training step formulation: %s", self.formulation_note)
-        if self.bf16_note:
-            (log.warning if self.bf16_note.startswith("warning") else log.info)(
-                self.bf16_note.removeprefix("warning: "))
+        if self.precision_note:
+            (log.warning if self.precision_note.startswith("warning") else log.info)(
+                self.precision_note.removeprefix("warning: "))
 
     def run(self) -> dict[str, Any]:
         """Train to train.max_steps (or until a signal), validate, write the examples and
