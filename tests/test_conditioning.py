@@ -2,6 +2,7 @@
 the parallel forward with mixed labels in one batch; labels come from sub-folders or a
 manifest; the "no label" entry is the unconditional score; classification by likelihood."""
 
+import logging
 import os
 
 import numpy as np
@@ -216,6 +217,18 @@ def test_a_file_given_two_labels_by_a_manifest_is_an_error(tmp_path):
     with pytest.raises(DataError, match=r"labels.csv, rows 2 and 3: .*a.wav is labelled "
                                         r"'piano' and 'organ'"):
         read_manifest(tmp_path / "labels.csv", tmp_path)
+
+
+def test_rows_naming_missing_files_are_counted_past_the_first_few(tmp_path, caplog):
+    """A manifest of 2,000 rows whose paths were relative to another folder logged 2,000
+    lines, one per row, burying the rest of the start-up log."""
+    write(tmp_path / "a.wav", tone(0.05))
+    rows = "".join(f"elsewhere/{i}.wav,piano\n" for i in range(2000))
+    (tmp_path / "labels.csv").write_text(f"path,label\na.wav,piano\n{rows}")
+    caplog.set_level(logging.INFO, logger="wavegen")
+    assert len(read_manifest(tmp_path / "labels.csv", tmp_path)) == 1
+    assert caplog.text.count("does not exist (row ignored)") == 3
+    assert "1997 more rows name files that do not exist (2000 in all, ignored)" in caplog.text
 
 
 def test_a_labelled_file_is_used_when_an_unlabelled_copy_comes_first(tmp_path):

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 TAKES = "data.labels takes null, folder or the path of a CSV file of path,label rows"
 DELIMITERS = (",", ";", "\t")  # the comma first where several would do
+SAID_MISSING = 3  # rows naming a missing file that get a line each; the rest are counted
 
 
 def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:
@@ -39,8 +40,9 @@ def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:
             raise DataError(f"{path}, row {number}: expected 'path,label', got {row}")
         file, label = listed_file(row[0].strip(), root, encoding), row[1].strip()
         if not file.is_file():
-            log.warning("label manifest %s, row %d: %s does not exist (row ignored)",
-                        path, number, file)
+            if missing < SAID_MISSING:
+                log.warning("label manifest %s, row %d: %s does not exist (row ignored)",
+                            path, number, file)
             missing += 1
             continue
         if file in out and out[file] != label:
@@ -51,6 +53,9 @@ def read_manifest(path: str | os.PathLike, root: Path) -> dict[Path, str]:
     if not out:
         raise DataError(f"label manifest {path} lists no existing files"
                         + (f" ({missing} rows name files that do not exist)" if missing else ""))
+    if missing > SAID_MISSING:
+        log.warning("label manifest %s: %d more rows name files that do not exist (%d in all, "
+                    "ignored)", path, missing - SAID_MISSING, missing)
     return out
 
 
