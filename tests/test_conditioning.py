@@ -231,6 +231,26 @@ def test_rows_naming_missing_files_are_counted_past_the_first_few(tmp_path, capl
     assert "1997 more rows name files that do not exist (2000 in all, ignored)" in caplog.text
 
 
+def test_files_without_a_label_are_counted_past_the_first_few(tmp_path, caplog):
+    """A manifest labelling a few of a folder's files (or data.labels=folder over files
+    outside sub-folders) logged a "skipping" line for every other file: thousands of lines
+    for a large folder. The first few are named, the rest counted; the files are still
+    skipped, and a file that cannot be read still gets its own line."""
+    root = tmp_path / "audio"
+    write(root / "piano" / "a.wav", tone(0.05))
+    for i in range(10):
+        write(root / f"loose{i}.wav", tone(0.05, seed=i + 1))
+    (root / "piano" / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")
+    prep = Preprocessing(16000, Codec(256), None, False, 0.95)
+    caplog.set_level(logging.INFO, logger="wavegen")
+    folder = AudioFolder(root, prep, tmp_path / "cache", labels="folder")
+    assert [c.name for c in folder.clips] == ["piano/a.wav"]
+    assert len(folder.report.skipped) == 11
+    assert caplog.text.count("so it has no label") == 3
+    assert "skipping 7 more files without a label (10 in all)" in caplog.text
+    assert "skipping " + str(root / "piano" / "broken.wav") in caplog.text
+
+
 def test_a_labelled_file_is_used_when_an_unlabelled_copy_comes_first(tmp_path):
     """The copy check ran before the labels: `song.wav` outside the manifest (or outside
     any sub-folder) came first, so the listed `piano/song.wav` was skipped as its copy and

@@ -45,6 +45,7 @@ CACHE_VERSION = 1
 # memory-mapped once (a memory map holds an open file; systems allow 1024 by default).
 PACK_FILES = 256
 SCAN_BAR_FILES = 200  # a folder of this many files is scanned with a progress bar
+SAID_UNLABELLED = 3  # files without a label that get a line each; the rest are counted
 IGNORE = -100  # target value for padded positions (torch cross_entropy's ignore_index)
 # A usable file found by a folder scan: (path, label, its cache entry, length, and a
 # vocoder's (frames entry, frame count) or None)
@@ -191,19 +192,26 @@ class AudioFolder:
         threads), label (``named``: ``_label``'s answer for each path) and frames, in the
         order of ``paths``; files that cannot be used are skipped with a line each."""
         labelled: list[tuple[Path, str | None]] = []
+        unlabelled = 0
         for path in paths:
             label, why = named[path]
-            if why is None and path in self.copies:
+            if why is not None:  # no label: a line for each of the first few, then a count
+                unlabelled += 1
+                self._skip(path, why, said=unlabelled <= SAID_UNLABELLED)
+                bar.update()
+                continue
+            if path in self.copies:
                 first = self.copies[path]
                 where = ("in data.val_root: held out" if first in self.held_out_files
                          else "read in its stead")
-                why = (f"the same bytes as {first}, {where} (a copy would be trained on "
-                       f"twice, or held out and trained on)")
-            if why is not None:
-                self._skip(path, why)
+                self._skip(path, f"the same bytes as {first}, {where} (a copy would be "
+                                 f"trained on twice, or held out and trained on)")
                 bar.update()
                 continue
             labelled.append((path, label))
+        if unlabelled > SAID_UNLABELLED:
+            log.warning("skipping %d more files without a label (%d in all), as the lines "
+                        "above say", unlabelled - SAID_UNLABELLED, unlabelled)
         found: list[Found] = []
         used = ordered_map(self._use, [path for path, _ in labelled], workers)
         for (path, label), result in zip(labelled, used, strict=True):
@@ -294,8 +302,11 @@ class AudioFolder:
                          f"(lines above say why)")
         return "; ".join(parts)
 
-    def _skip(self, path: Path, why: str) -> None:
-        log.warning("skipping %s: %s", path, why)
+    def _skip(self, path: Path, why: str, said: bool = True) -> None:
+        """Count a file that cannot be used, with a line saying why (unless ``said`` is
+        False: a count stands for it)."""
+        if said:
+            log.warning("skipping %s: %s", path, why)
         self.report.skipped.append((path, why))
 
     def _cache_path(self, path: Path, features: bool = False) -> Path:
