@@ -185,7 +185,8 @@ def test_output_range_and_bad_arguments():
         generate(model, backend="cuda-magic")
     with pytest.raises(ValueError, match="temperature"):
         generate(model, temperature=-1)
-    with pytest.raises(ValueError, match="prime"):
+    with pytest.raises(ValueError, match=r"prime must be \(T,\), \(1, T\) or \(n=2, T\), "
+                                         r"got \(3, 10\)"):
         generate(model, n=2, prime=np.zeros((3, 10), np.float32))
     with pytest.raises(MemoryError, match=r"2 x 100,000,000,000,000 samples need about "
                                           r"3,725,290 GiB of memory and [\d.,]+ \w+ is available"):

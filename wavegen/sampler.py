@@ -147,7 +147,8 @@ def generate(
         if prime_t.dim() == 1 or (prime_t.dim() == 2 and prime_t.shape[0] == 1):
             prime_t = prime_t.expand(n, -1)  # (1, T), torchaudio.load's mono, alike
         if prime_t.dim() != 2 or prime_t.shape[0] != n:
-            raise ValueError(f"prime must be (T,) or (n={n}, T), got {tuple(prime_t.shape)}")
+            raise ValueError(f"prime must be (T,), (1, T) or (n={n}, T), got "
+                             f"{tuple(prime_t.shape)}")
         prime_classes = codec.encode(prime_t)
         inputs = torch.cat((inputs, prime_classes), dim=1)
 
