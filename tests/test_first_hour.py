@@ -109,6 +109,31 @@ def test_resume_trains_on_the_runs_data_and_refuses_another_data_or_shape(tmp_pa
         assert "size mismatch" not in line
 
 
+def test_a_run_resumes_on_its_data_folder_moved(tmp_path, audio_folder):
+    """A data folder moved after the run started (to a faster disk, a new home) left the
+    run stuck: resumed as it was, "audio folder ... does not exist"; with the new
+    data.root, "trained with other data". The new place is taken, with a line, and the
+    run's held-out files stay held out."""
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    first = wavegen("train", *FAST, f"data.root={audio_folder}", "name=moved", cache,
+                    cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    held_out = (tmp_path / "runs" / "moved" / "validation_files.txt").read_text()
+    moved = audio_folder.rename(tmp_path / "elsewhere")
+    resume = ("train", "name=moved", "train.resume=true", "train.max_steps=6", cache)
+    one_line_error(wavegen(*resume, cwd=tmp_path), f"the run's data.root={audio_folder} no "
+                   "longer exists; if it moved, give its new place: data.root=NEW")
+    done = wavegen(*resume, f"data.root={moved}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"the run's {audio_folder} no longer exists; resuming on {moved}" in done.stdout
+    assert (tmp_path / "runs" / "moved" / "validation_files.txt").read_text() == \
+        held_out.replace(str(audio_folder), str(moved))
+    other = tmp_path / "other"  # a folder that exists is still other data
+    write(other / "x.wav", tone(0.3))
+    one_line_error(wavegen(*resume, f"data.root={other}", cwd=tmp_path),
+                   "trained with other data", f"the run has {moved}")
+
+
 def test_data_root_without_data_folder_is_an_error_in_python(tmp_path):
     from wavegen.train import train
 

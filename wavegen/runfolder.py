@@ -226,9 +226,17 @@ def inherit_run_config(cfg: DictConfig, saved: dict[str, Any], explicit: set[str
                 before = _absolute(before)
             if not missing and _same(now, before):
                 continue
+            gone = key in PATH_VALUES and isinstance(before, str) and before != "folder" \
+                and not Path(before).exists()
             if missing or (explicit is not None and key not in explicit):
+                if gone:
+                    raise ConfigError(f"train.resume=true: the run's {key}={before} no longer "
+                                      f"exists; if it moved, give its new place: {key}=NEW")
                 OmegaConf.update(cfg, key, before)
                 taken.append(f"{key}={_show(before)}")
+            elif gone and isinstance(now, str) and Path(now).exists():
+                log.warning("%s: the run's %s no longer exists; resuming on %s (moved)", key,
+                            before, now)
             elif group in ("model", "condition") or (group == "data"
                                                      and name in RESUME_DATA_KEYS):
                 changed.append(f"{key}={_show(now)} (the run has {_show(before)})")
