@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 
 import numpy as np
@@ -13,7 +14,8 @@ import soundfile as sf
 from conftest import tone, write
 
 from wavegen.audio import AudioError, load_audio, read_blocks
-from wavegen.data import AudioFolder, Preprocessing
+from wavegen.cli import recordings
+from wavegen.data import AudioFolder, DataError, Preprocessing
 from wavegen.family import Codec
 
 PREP = Preprocessing(16000, Codec(256), None, False, 0.95)
@@ -144,6 +146,29 @@ def test_a_folder_with_hostile_files_trains_on_the_rest_and_counts_them(tmp_path
     assert "dangles or loops" in reasons["dangling.wav"]
     assert "dangles or loops" in reasons["loop.wav"]
     assert "3 skipped" in folder.report.summary()
+
+
+def test_files_in_formats_that_cannot_be_read_are_counted_and_said(tmp_path, caplog, capsys):
+    """A folder of phone recordings (.m4a: AAC, which libsndfile does not read) beside a few
+    .wav files trained on the .wav files alone without a word, and a folder of only .m4a
+    said "no audio files". Both now say how many files of which formats were left out,
+    and how to convert them; `wavegen score FOLDER` too."""
+    root = tmp_path / "audio"
+    write(root / "good.wav", tone(0.3))
+    for name in ("a.m4a", "b.M4A", "sub/c.wma", "._d.m4a"):  # ._ : macOS metadata, not audio
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\0\0\0\x20ftypM4A ")
+    note = "3 files in formats wavegen cannot read (2 .m4a, 1 .wma): convert them"
+    with caplog.at_level(logging.WARNING):
+        folder = AudioFolder(root, PREP, tmp_path / "cache")
+    assert [c.name for c in folder.clips] == ["good.wav"]
+    assert f"leaving out {root}: {note} to use them (e.g. ffmpeg -i in.m4a out.flac)" \
+        in caplog.text
+    (root / "good.wav").unlink()
+    with pytest.raises(DataError, match=f"no audio files it can read, and {re.escape(note)}"):
+        AudioFolder(root, PREP, tmp_path / "cache")
+    assert recordings([str(root)], "score") == []  # what score, quality, vocode take
+    assert f"wavegen score: leaving out {note}" in capsys.readouterr().err
 
 
 def test_a_file_that_changes_while_it_is_read_is_not_cached(tmp_path, monkeypatch):

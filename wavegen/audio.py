@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -52,8 +53,28 @@ def sf_name(path: str | os.PathLike) -> str | bytes:
     return str(path) if os.name == "nt" else os.fsencode(path)
 
 
+# Audio formats libsndfile cannot read (AAC in .m4a and .mp4, WMA, ...): a folder's files
+# of these kinds are counted and said, not passed over without a word
+FOREIGN_EXTENSIONS = frozenset(
+    ".m4a .m4b .aac .mp4 .wma .webm .mka .ape .wv .amr .3gp .alac .ac3".split()
+)
+
+
 def is_audio_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def foreign_note(foreign: list[Path]) -> str:
+    """What to say of files in formats wavegen cannot read: "3 files in formats wavegen
+    cannot read (2 .m4a, 1 .wma): convert them to use them (e.g. ffmpeg -i in.m4a
+    out.flac)"; "" for none."""
+    if not foreign:
+        return ""
+    kinds = Counter(p.suffix.lower() for p in foreign)
+    counts = ", ".join(f"{n} {ext}" for ext, n in sorted(kinds.items(), key=lambda k: -k[1]))
+    example = max(kinds, key=kinds.get)
+    return (f"{len(foreign)} files in formats wavegen cannot read ({counts}): convert them "
+            f"to use them (e.g. ffmpeg -i in{example} out.flac)")
 
 
 APPLE_DOUBLE = "._"  # the prefix of macOS's metadata files on drives that cannot hold it
@@ -71,13 +92,14 @@ def is_output_folder(folder: Path) -> bool:
 
 
 def audio_paths(root: str | os.PathLike, outputs: list[Path] | None = None,
-                exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
+                exclude: Iterable[str | os.PathLike] = (),
+                foreign: list[Path] | None = None) -> list[Path]:
     """The entries under a folder whose names are audio files, sorted: searched recursively,
     through links to folders too (each real folder once, so a link loop ends), the paths
     spelled under ``root``. Links that dangle are listed, for the caller to report. With
     ``outputs`` (a training scan), a folder below ``root`` that holds wavegen's own output
     (``is_output_folder``) is left out and appended there. Folders in ``exclude`` are left
-    out."""
+    out. With ``foreign``, files in audio formats wavegen cannot read are appended there."""
     out: list[Path] = []
     seen: set[str] = {os.path.realpath(e) for e in exclude}
     for folder, dirs, files in os.walk(root, followlinks=True):
@@ -95,6 +117,10 @@ def audio_paths(root: str | os.PathLike, outputs: list[Path] | None = None,
         # not audio: one beside every file, each a line saying it cannot be read.
         out.extend(Path(folder, name) for name in files
                    if is_audio_file(name) and not name.startswith(APPLE_DOUBLE))
+        if foreign is not None:
+            foreign.extend(Path(folder, name) for name in files
+                           if Path(name).suffix.lower() in FOREIGN_EXTENSIONS
+                           and not name.startswith(APPLE_DOUBLE))
     return sorted(out)
 
 

@@ -692,11 +692,16 @@ def recordings(arguments: list[str], command: str) -> list[Path]:
     wavegen's own output below a folder given (a line each): scored or measured as
     recordings, clips generated into ``held_out/q`` entered the aggregate or the reference
     the next time. A folder of clips given by name is taken."""
+    from .audio import foreign_note
+
     generated: list[Path] = []
-    paths = expand_paths(arguments, generated)
+    foreign: list[Path] = []
+    paths = expand_paths(arguments, generated, foreign)
     for folder in generated:
         print(f"wavegen {command}: leaving out {folder}: audio wavegen wrote (name the folder "
               f"itself to take it)", file=sys.stderr)
+    if foreign:
+        print(f"wavegen {command}: leaving out {foreign_note(foreign)}", file=sys.stderr)
     return paths
 
 

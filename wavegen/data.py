@@ -28,7 +28,15 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .audio import OUTPUT_MARK, AudioError, audio_paths, decode_bytes, load_audio, open_info
+from .audio import (
+    OUTPUT_MARK,
+    AudioError,
+    audio_paths,
+    decode_bytes,
+    foreign_note,
+    load_audio,
+    open_info,
+)
 from .config import ConfigError, DataConfig
 from .errors import DataError, WriteError, writing
 from .family import Codec
@@ -150,9 +158,12 @@ class AudioFolder:
         # Links that dangle or loop are listed too, so that they are reported and counted.
         outputs: list[Path] = []
         exclude = [held_out.root] if held_out is not None else []
-        paths = [p for p in audio_paths(self.root, outputs, exclude)
+        self.foreign: list[Path] = []  # files in formats that cannot be read, counted
+        paths = [p for p in audio_paths(self.root, outputs, exclude, self.foreign)
                  if p.is_file() or (p.is_symlink() and not p.exists())]
         self._leave_out(outputs)
+        if self.foreign and paths:
+            log.warning("leaving out %s: %s", self.root, foreign_note(self.foreign))
         if held_out is not None and held_out.root.resolve().is_relative_to(self.root.resolve()):
             log.warning("leaving out %s: data.val_root, the validation folder", held_out.root)
         manifest = read_manifest(labels, self.root) if labels not in (None, "folder") else None
@@ -283,6 +294,8 @@ class AudioFolder:
         if not paths and self.report.outputs:
             return (f"its {len(self.report.outputs)} audio files are wavegen's own output "
                     f"(lines above say where)")
+        if not paths and self.foreign:
+            return f"no audio files it can read, and {foreign_note(self.foreign)}"
         if not paths:
             return "no audio files (.wav, .flac, .ogg, .mp3, .aiff ...)"
         unlabelled = sum("so it has no label" in why or "not listed in the manifest" in why

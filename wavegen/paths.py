@@ -62,16 +62,18 @@ def expand_lists(arguments: Iterable[str | os.PathLike]) -> list[str]:
 
 
 def expand_paths(arguments: Iterable[str | os.PathLike],
-                 outputs: list[Path] | None = None) -> list[Path]:
+                 outputs: list[Path] | None = None,
+                 foreign: list[Path] | None = None) -> list[Path]:
     """Files as given; folders replaced by their audio files (recursive, sorted); ``@FILE``
     by the paths it lists (each of them a file or a folder). With ``outputs``, folders of
-    wavegen's own output below a folder given are left out and appended there."""
+    wavegen's own output below a folder given are left out and appended there; with
+    ``foreign``, a folder's files in audio formats wavegen cannot read."""
     from .audio import audio_paths  # librosa and soundfile: not for `wavegen --help`
 
     out: list[Path] = []
     for p in map(Path, expand_lists(arguments)):
         if p.is_dir():
-            out.extend(f for f in audio_paths(p, outputs) if f.is_file())
+            out.extend(f for f in audio_paths(p, outputs, foreign=foreign) if f.is_file())
         else:
             out.append(p)
     return out
