@@ -83,7 +83,8 @@ class FamilyModel(nn.Module):
 
     def conditioning(self) -> str:
         """The end of a ``describe()`` line: the labels of a conditional model, or ""."""
-        return (f", conditioned on {len(self.labels)} labels ({', '.join(self.labels)})"
+        n = len(self.labels)
+        return (f", conditioned on {n} label{'s' if n != 1 else ''} ({', '.join(self.labels)})"
                 if self.conditional else "")
 
 
