@@ -2,7 +2,8 @@
 
 Every command in a ``bash`` block is parsed as typed (its files need not exist: nothing
 runs past the parser), every option an inline `wavegen CMD ...` or `python scripts/...`
-names exists for that command, and every setting named in backquotes is a config key.
+names exists for that command, and every setting named in backquotes is a config key; the
+Python API example runs as written.
 """
 
 from __future__ import annotations
@@ -184,3 +185,33 @@ def test_a_command_the_code_does_not_take_is_found(typo, monkeypatch):
             as caught:
         parse(wavegen_words(typo), monkeypatch)
     assert not isinstance(caught.value, Parsed)
+
+
+def test_the_python_api_example_runs_as_written(tmp_path, monkeypatch):
+    """The README's Python API block, run as written once the files it names exist (a tiny
+    model and a tiny vocoder trained for a step, two clips): a function, argument or
+    attribute renamed in the code fails here."""
+    from conftest import compose_config, tone, write
+
+    from wavegen.train import train
+
+    block = re.search(r"## Python API\n\n```python\n(.*?)```", README, re.S).group(1)
+    common = ["model=tiny", "model.layers_per_stack=3", "data.segment_length=400",
+              "train.batch_size=2", "train.max_steps=1", "train.num_examples=0",
+              "train.sample_check_clips=0", "train.formulation=linear",
+              f"out_dir={tmp_path / 'runs'}"]
+    train(compose_config(*common, "data.synthetic_train_seconds=2",
+                         "data.synthetic_val_seconds=1", "name=synthetic-tiny"))
+    for i in range(2):
+        write(tmp_path / "voice" / f"u{i}.wav", tone(1.0, freq=200.0 + 100 * i, seed=i))
+    train(compose_config(*common, "data=folder", f"data.root={tmp_path / 'voice'}",
+                         "condition=mel", "name=voice"))
+    write(tmp_path / "clip.wav", tone(0.5, freq=440))
+    write(tmp_path / "utterance.wav", tone(0.5, freq=300, seed=3))
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(compile(block, str(ROOT / "README.md"), "exec"), names)  # noqa: S102
+    assert names["audio"].shape == (4, 16000) and names["logp"].shape == (2, 16000)
+    assert names["frames"].shape == (-(-8000 // 200), 80)
+    assert names["bound"]["bound"] is True
+    assert (names["back"] - names["blocks"]).abs().max() < 1e-4
