@@ -3,7 +3,7 @@
 Every command in a ``bash`` block is parsed as typed (its files need not exist: nothing
 runs past the parser), every option an inline `wavegen CMD ...` or `python scripts/...`
 names exists for that command, and every setting named in backquotes is a config key; the
-Python API example runs as written.
+Python API examples run as written.
 """
 
 from __future__ import annotations
@@ -206,6 +206,11 @@ def test_the_python_api_example_runs_as_written(tmp_path, monkeypatch):
         write(tmp_path / "voice" / f"u{i}.wav", tone(1.0, freq=200.0 + 100 * i, seed=i))
     train(compose_config(*common, "data=folder", f"data.root={tmp_path / 'voice'}",
                          "condition=mel", "name=voice"))
+    for i, name in enumerate(("organ/a", "organ/b", "piano/a", "piano/b")):
+        write(tmp_path / "instruments" / f"{name}.wav", tone(1.0, freq=150.0 + 50 * i, seed=i))
+    train(compose_config(*common, "data=folder", f"data.root={tmp_path / 'instruments'}",
+                         "data.labels=folder", "name=instruments"))
+    (tmp_path / "runs" / "piano-small").symlink_to(tmp_path / "runs" / "synthetic-tiny")
     write(tmp_path / "clip.wav", tone(0.5, freq=440))
     write(tmp_path / "utterance.wav", tone(0.5, freq=300, seed=3))
     monkeypatch.chdir(tmp_path)
@@ -215,3 +220,11 @@ def test_the_python_api_example_runs_as_written(tmp_path, monkeypatch):
     assert names["frames"].shape == (-(-8000 // 200), 80)
     assert names["bound"]["bound"] is True
     assert (names["back"] - names["blocks"]).abs().max() < 1e-4
+    # the shorter examples of scoring and of labels, with the names they take as given
+    for heading in ("## Scoring audio", "### Recipe and results on the developer recordings"):
+        before = README[:README.index(heading)] if "Recipe" in heading else \
+            README[README.index(heading):]
+        example = re.findall(r"```python\n(.*?)```", before, re.S)[-1 if "Recipe" in heading
+                                                                   else 0]
+        given = {**names, "audio": tone(0.5, freq=220)}
+        exec(compile(example, str(ROOT / "README.md"), "exec"), given)  # noqa: S102
