@@ -214,6 +214,10 @@ def test_a_prime_or_setting_the_api_cannot_use_is_refused():
     for bad in ({"n": 2.5}, {"num_samples": 10.0}, {"n": True}):
         with pytest.raises(ValueError, match="must be an integer"):
             generate(model, **{"n": 1, "num_samples": 10, **bad})
+    for threads in (0, -1, 2.5):  # -1 ("all", as joblib reads it) ran on one thread
+        with pytest.raises(ValueError, match=rf"threads must be an integer >= 1 or None "
+                                             rf"\(.*\), got {threads}$"):
+            generate(model, n=2, num_samples=10, threads=threads)
     assert generate(model, n=np.int64(2), num_samples=np.int32(5),
                     prime=torch.zeros(50)).shape == (2, 5)
 

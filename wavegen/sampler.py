@@ -118,6 +118,10 @@ def generate(
     for name, value in (("n", n), ("num_samples", num_samples)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ValueError(f"{name} must be an integer, got {value!r}")
+    if threads is not None and (isinstance(threads, bool)
+                                or not isinstance(threads, numbers.Integral) or threads < 1):
+        raise ValueError(f"threads must be an integer >= 1 or None (one per stream, at most "
+                         f"the usable CPUs), got {threads!r}")
     if n < 1 or num_samples < 0:
         raise ValueError(f"need n >= 1 and num_samples >= 0, got n={n}, num_samples={num_samples}")
     if not (math.isfinite(temperature) and temperature >= 0):
