@@ -201,7 +201,8 @@ class AudioFolder:
               bar: tqdm, workers: int) -> list[Found]:
         """Each usable file's cache entry (decoded now if it has none, on ``workers``
         threads), label (``named``: ``_label``'s answer for each path) and frames, in the
-        order of ``paths``; files that cannot be used are skipped with a line each."""
+        order of ``paths``; files that cannot be used are skipped with a line each (those
+        without a label: the first ``SAID_UNLABELLED``, then a line counting the rest)."""
         labelled: list[tuple[Path, str | None]] = []
         unlabelled = 0
         for path in paths:
