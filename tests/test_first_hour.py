@@ -385,6 +385,23 @@ def test_a_clip_with_no_samples_at_the_models_rate_is_an_error_not_a_score(tmp_p
     assert "error" in records[0] and records[1]["num_samples"] == 3200
 
 
+def test_score_names_files_recorded_below_the_models_rate(tmp_path, checkpoint):
+    """An 8 kHz file scored by a 16 kHz model is upsampled, and its empty upper band is easy
+    to predict: its bits/sample sat in the table beside native recordings' without a word."""
+    import soundfile as sf
+
+    sf.write(tmp_path / "phone.wav", tone(0.5, sample_rate=8000), 8000)
+    write(tmp_path / "native.wav", tone(0.5))
+    sf.write(tmp_path / "cd.wav", tone(0.5, sample_rate=44100), 44100)
+    done = wavegen("score", checkpoint, "phone.wav", "native.wav", "cd.wav", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "recorded below" in line]
+    assert said == ["wavegen score: phone.wav (8,000 Hz) was recorded below the model's 16,000 "
+                    "Hz and upsampled to it: nothing lies above half its rate, which is easy "
+                    "to predict, so its bits/sample are not comparable with those of audio "
+                    "recorded at 16,000 Hz"]
+
+
 def test_score_audio_refuses_what_it_cannot_score(checkpoint):
     from wavegen import load_checkpoint, score_audio
 

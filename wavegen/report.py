@@ -56,6 +56,8 @@ def score_files(model: nn.Module, paths: list[Path], label: str | None,
     finally:
         files.close()
     print(score_table(records, model), file=table_stream(json_path, csv_path))
+    if note := upsampled_note(records, model.sample_rate):
+        print(f"wavegen score: {note}", file=sys.stderr)
     if unwritten:
         print(f"wavegen score: {unwritten} --per-sample/--plot files could not be written",
               file=sys.stderr)
@@ -188,6 +190,29 @@ def classify_table(records: list[dict[str, Any]]) -> str:
         lines.append(f"{r['path']:<{width}}  {r['seconds']:>8.2f}  {r['predicted']:>14}  "
                      f"{post:>10.4f}  {r['log_likelihood_ratio']:>10.1f}  {mark}")
     return "\n".join(lines)
+
+
+def upsampled_note(records: list[dict[str, Any]], sample_rate: int) -> str:
+    """A line naming the scored files recorded below the model's rate (from their headers),
+    or "": upsampled, they hold nothing above half their own rate, which a model predicts
+    easily, so their bits/sample are not comparable with a recording's at its rate."""
+    low = []
+    for record in records:
+        try:
+            rate = open_info(Path(record["path"])).samplerate if "error" not in record else 0
+        except WavegenError:
+            continue
+        if 0 < rate < sample_rate:
+            low.append(f"{Path(record['path']).name} ({rate:,} Hz)")
+    if not low:
+        return ""
+    named = ", ".join(low[:3]) + (f" and {len(low) - 3} more" if len(low) > 3 else "")
+    one = len(low) == 1
+    return (f"{named} {'was' if one else 'were'} recorded below the model's "
+            f"{sample_rate:,} Hz and upsampled to it: nothing lies above half "
+            f"{'its' if one else 'their'} rate, which is easy to predict, so "
+            f"{'its' if one else 'their'} bits/sample are not comparable with those of audio "
+            f"recorded at {sample_rate:,} Hz")
 
 
 def estimated_samples(paths: list, sample_rate: int) -> int:
