@@ -171,6 +171,24 @@ def test_files_in_formats_that_cannot_be_read_are_counted_and_said(tmp_path, cap
     assert f"wavegen score: leaving out {note}" in capsys.readouterr().err
 
 
+def test_files_recorded_below_the_training_rate_are_counted(tmp_path, caplog):
+    """Phone recordings (8 kHz) among 16 kHz files were upsampled without a word, and the
+    model learnt their empty upper band."""
+    root = tmp_path / "audio"
+    write(root / "native.wav", tone(0.3))
+    sf.write(root / "phone.wav", tone(0.3, sample_rate=8000), 8000)
+    sf.write(root / "cd.wav", tone(0.3, sample_rate=44100), 44100)
+    with caplog.at_level(logging.WARNING):
+        folder = AudioFolder(root, PREP, tmp_path / "cache")
+    assert [p.name for p, _ in folder.report.upsampled] == ["phone.wav"]
+    assert (f"1 of the 3 files in {root} was recorded below data.sample_rate=16000 (8000 Hz; "
+            f"e.g. phone.wav), upsampled: nothing lies above half its rate") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # read from the cache: the same line
+        AudioFolder(root, PREP, tmp_path / "cache")
+    assert "was recorded below data.sample_rate=16000 (8000 Hz" in caplog.text
+
+
 def test_a_file_that_changes_while_it_is_read_is_not_cached(tmp_path, monkeypatch):
     import wavegen.data as data
 

@@ -105,6 +105,8 @@ class ScanReport:
     files: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)  # audio files wavegen wrote, left out
+    # used files recorded below data.sample_rate, and their rates: upsampled
+    upsampled: list[tuple[Path, int]] = field(default_factory=list)
     reused: int = 0
     decoded: int = 0
     seconds: float = 0.0
@@ -114,6 +116,18 @@ class ScanReport:
         return (f"{self.root}: {len(self.files)} files ({span(self.seconds)}) used, "
                 f"{len(self.skipped)} skipped{outputs}; cache: {self.reused} reused, "
                 f"{self.decoded} decoded")
+
+    def upsampled_note(self, sample_rate: int) -> str:
+        """A line on the used files recorded below ``sample_rate``, or ""."""
+        if not self.upsampled:
+            return ""
+        n = len(self.upsampled)
+        rates = ", ".join(map(str, sorted({rate for _, rate in self.upsampled})))
+        return (f"{n} of the {len(self.files)} files in {self.root} "
+                f"{'was' if n == 1 else 'were'} recorded below data.sample_rate={sample_rate} "
+                f"({rates} Hz; e.g. {self.upsampled[0][0].name}), upsampled: nothing lies "
+                f"above half {'its' if n == 1 else 'their'} rate, and the model learns that "
+                f"too")
 
 
 def span(seconds: float) -> str:
@@ -231,7 +245,9 @@ class AudioFolder:
             if isinstance(result, str):
                 self._skip(path, result)
                 continue
-            entry, length, decoded, frames = result
+            entry, length, decoded, frames, rate = result
+            if rate < self.prep.sample_rate:
+                self.report.upsampled.append((path, rate))
             if decoded:
                 self.report.decoded += 1
             else:
@@ -239,6 +255,8 @@ class AudioFolder:
             self.report.files.append(path)
             self.report.seconds += length / self.prep.sample_rate
             found.append((path, label, entry, length, frames))
+        if note := self.report.upsampled_note(self.prep.sample_rate):
+            log.warning(note)
         return found
 
     def _label(self, path: Path, labels: str | None, manifest: dict[Path, str] | None
@@ -256,11 +274,11 @@ class AudioFolder:
                 (None, f"not listed in the manifest {labels}")
         return None, None
 
-    def _use(self, path: Path) -> tuple[Path, int, bool, tuple[Path, int] | None] | str:
+    def _use(self, path: Path) -> tuple[Path, int, bool, tuple[Path, int] | None, int] | str:
         """(its cache entry, its length, whether it was decoded now, its frames' entry and
-        count or None) of a file, or why it cannot be used. Runs on the scan's threads: a
-        file that must be decoded holds its share of the memory budget meanwhile, and its
-        audio is let go before this returns."""
+        count or None, its rate as recorded) of a file, or why it cannot be used. Runs on
+        the scan's threads: a file that must be decoded holds its share of the memory
+        budget meanwhile, and its audio is let go before this returns."""
         try:
             info = open_info(path)  # exists, readable, a plausible rate: else the reason
             cached = self._cache_path(path)
@@ -270,7 +288,7 @@ class AudioFolder:
             with self.gate.hold(need):
                 length, audio = self._load(path, cached)
                 frames = None if mel is None else (mel, self._frames(path, audio, mel))
-            return cached, length, audio is not None, frames
+            return cached, length, audio is not None, frames, info.samplerate
         except AudioError as err:
             return err.cause
         except MemoryError:  # one file must never abort a run
