@@ -210,6 +210,16 @@ def test_quality_command_prints_the_table_and_writes_json_and_clips(tmp_path, mu
     assert short.returncode == 0, short.stderr
     said = short.stderr.index("no reference clip is 10 s (--prime-seconds 1 + --seconds 9)")
     assert said < short.stderr.index("generate")  # before the first progress bar
+    # a reference recorded at 8 kHz, upsampled, has an empty upper band: said
+    import soundfile as sf
+
+    sf.write(tmp_path / "held" / "phone.wav", music[0][::2], 8000)
+    low = run_wavegen("quality", ckpt, tmp_path / "held", "-n", "1", "--seconds", "0.2",
+                      cwd=tmp_path)
+    assert low.returncode == 0, low.stderr
+    assert ("1 of the 3 reference files were recorded below the model's 16,000 Hz: phone.wav "
+            "(8,000 Hz). Upsampled") in low.stderr
+    assert "m0.wav (" not in low.stderr
 
 
 def test_long_reference_audio_is_measured_in_chunks_of_frames(music):

@@ -518,6 +518,7 @@ def quality_main(argv: list[str]) -> int:
     from .checkpoint import load_checkpoint
     from .family import family_of
     from .outputs import clip_paths, output_file, output_folder, table_stream, to_stdout, write_clip
+    from .report import below_rate, named
 
     if args.json:
         output_file(args.json, "--json", create=False)
@@ -529,14 +530,20 @@ def quality_main(argv: list[str]) -> int:
     _check_sampling(model, args.top_p, None, "auto")
     _check_room(f"-n {args.n} --seconds {args.seconds:g}", 2 * args.n,
                 round((args.prime_seconds + args.seconds) * model.sample_rate), args.out_dir)
-    reference = []
+    reference, read = [], []
     for path in recordings(args.reference, "quality"):
         try:
             reference.append(load_audio(path, model.sample_rate))
+            read.append(path)
         except WavegenError as err:
             print(f"wavegen quality: skipping {err}", file=sys.stderr)
     if not reference:
         raise OptionError(f"no readable reference audio in {' '.join(args.reference)}")
+    if low := below_rate(read, model.sample_rate):
+        print(f"wavegen quality: {len(low)} of the {len(read)} reference files were recorded "
+              f"below the model's {model.sample_rate:,} Hz: {named(low)}. Upsampled, they hold "
+              f"nothing above half their rate, and the clips are measured against that",
+              file=sys.stderr)
     error, warning = quality.reference_problem(reference, args.n, args.prime_seconds,
                                                args.seconds, model.sample_rate, args.seed)
     if error:

@@ -192,23 +192,35 @@ def classify_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def upsampled_note(records: list[dict[str, Any]], sample_rate: int) -> str:
-    """A line naming the scored files recorded below the model's rate (from their headers),
-    or "": upsampled, they hold nothing above half their own rate, which a model predicts
-    easily, so their bits/sample are not comparable with a recording's at its rate."""
+def below_rate(paths: list, sample_rate: int) -> list[str]:
+    """"NAME (8,000 Hz)" for each file recorded below ``sample_rate`` (from its header;
+    unreadable ones left out): upsampled, such a file holds nothing above half its rate."""
     low = []
-    for record in records:
+    for path in paths:
         try:
-            rate = open_info(Path(record["path"])).samplerate if "error" not in record else 0
+            rate = open_info(Path(path)).samplerate
         except WavegenError:
             continue
-        if 0 < rate < sample_rate:
-            low.append(f"{Path(record['path']).name} ({rate:,} Hz)")
+        if rate < sample_rate:
+            low.append(f"{Path(path).name} ({rate:,} Hz)")
+    return low
+
+
+def named(items: list[str], most: int = 3) -> str:
+    """The first ``most`` items and a count of the rest: "a, b, c and 4 more"."""
+    return ", ".join(items[:most]) + (f" and {len(items) - most} more"
+                                      if len(items) > most else "")
+
+
+def upsampled_note(records: list[dict[str, Any]], sample_rate: int) -> str:
+    """A line naming the scored files recorded below the model's rate, or "": upsampled,
+    they hold nothing above half their rate, which a model predicts easily, so their
+    bits/sample are not comparable with a recording's at its rate."""
+    low = below_rate([r["path"] for r in records if "error" not in r], sample_rate)
     if not low:
         return ""
-    named = ", ".join(low[:3]) + (f" and {len(low) - 3} more" if len(low) > 3 else "")
     one = len(low) == 1
-    return (f"{named} {'was' if one else 'were'} recorded below the model's "
+    return (f"{named(low)} {'was' if one else 'were'} recorded below the model's "
             f"{sample_rate:,} Hz and upsampled to it: nothing lies above half "
             f"{'its' if one else 'their'} rate, which is easy to predict, so "
             f"{'its' if one else 'their'} bits/sample are not comparable with those of audio "
