@@ -4,6 +4,7 @@ what is wrong, or do what the user meant; none may train the wrong thing or lose
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -403,7 +404,7 @@ def test_score_names_files_recorded_below_the_models_rate(tmp_path, checkpoint):
 
 
 def test_score_audio_refuses_what_it_cannot_score(checkpoint):
-    from wavegen import load_checkpoint, score_audio
+    from wavegen import load_checkpoint, score_audio, score_file
 
     model = load_checkpoint(checkpoint)
     with pytest.raises(ValueError, match="NaN"):
@@ -420,6 +421,16 @@ def test_score_audio_refuses_what_it_cannot_score(checkpoint):
         with pytest.raises(ValueError, match=r"channels-first.*torchaudio.load.*transpose"):
             score_audio(model, first, 16000)
     assert score_audio(model, stereo.T, 16000)["num_samples"] == 8000
+    # block_seconds=0 read (and tile=0 scored) one sample at a time: a 3 s file took minutes
+    write(tmp := Path(checkpoint).parent / "clip.wav", tone(0.5))
+    for bad, fragment in (({"block_seconds": 0}, "block_seconds must be a number of seconds > 0"),
+                          ({"block_seconds": -1.0}, "block_seconds must be"),
+                          ({"tile": 0}, r"tile must be an integer >= 1 \(values scored per call"),
+                          ({"tile": 2.5}, "tile must be an integer")):
+        with pytest.raises(ValueError, match=fragment):
+            score_file(model, tmp, **bad)
+    with pytest.raises(ValueError, match="tile must be an integer"):
+        score_audio(model, tone(0.1), 16000, tile=0)
 
 
 def test_hydras_own_flags_still_work(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import numbers
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -253,6 +254,9 @@ def read_blocks(
     Raises:
         AudioError: unreadable, empty, or holding NaN/infinite samples.
     """
+    if not (isinstance(block_seconds, numbers.Real) and 0 < block_seconds < float("inf")):
+        raise ValueError(f"block_seconds must be a number of seconds > 0 (the audio read at "
+                         f"a time), got {block_seconds!r}")  # 0 read one sample at a time
     path = Path(path)
     info = open_info(path)
     try:

@@ -12,6 +12,7 @@ bounded by the block and the tile, whatever the length. Sums are accumulated in 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -44,6 +45,9 @@ class StreamScorer:
     def __init__(self, model: nn.Module, tile: int = TILE, per_sample: bool = False,
                  labels: list | tuple = (None,), importance_samples: int = 1,
                  frames: np.ndarray | None = None):
+        if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1:
+            raise ValueError(f"tile must be an integer >= 1 (values scored per call; default "
+                             f"{TILE}), got {tile!r}")  # 0 scored one value at a time
         self.model = model
         self.device = next(model.parameters()).device
         self.rows = rows = len(labels)
