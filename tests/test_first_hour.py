@@ -421,7 +421,7 @@ def test_score_audio_refuses_what_it_cannot_score(checkpoint):
         with pytest.raises(ValueError, match=r"channels-first.*torchaudio.load.*transpose"):
             score_audio(model, first, 16000)
     assert score_audio(model, stereo.T, 16000)["num_samples"] == 8000
-    # block_seconds=0 read (and tile=0 scored) one sample at a time: a 3 s file took minutes
+    # block_seconds=0 read (and tile=0 scored) one sample at a time: a 3 s file ran for over 15 s
     write(tmp := Path(checkpoint).parent / "clip.wav", tone(0.5))
     for bad, fragment in (({"block_seconds": 0}, "block_seconds must be a number of seconds > 0"),
                           ({"block_seconds": -1.0}, "block_seconds must be"),
