@@ -214,6 +214,9 @@ def test_a_prime_or_setting_the_api_cannot_use_is_refused():
     for bad in ({"n": 2.5}, {"num_samples": 10.0}, {"n": True}):
         with pytest.raises(ValueError, match="must be an integer"):
             generate(model, **{"n": 1, "num_samples": 10, **bad})
+    for seed in (-1, 1.5, "1"):  # numpy's "expected non-negative integer", a TypeError
+        with pytest.raises(ValueError, match=r"seed must be an integer >= 0 or None"):
+            generate(model, n=2, num_samples=10, seed=seed)
     for threads in (0, -1, 2.5):  # -1 ("all", as joblib reads it) ran on one thread
         with pytest.raises(ValueError, match=rf"threads must be an integer >= 1 or None "
                                              rf"\(.*\), got {threads}$"):

@@ -118,6 +118,10 @@ def generate(
     for name, value in (("n", n), ("num_samples", num_samples)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ValueError(f"{name} must be an integer, got {value!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                             or seed < 0):
+        raise ValueError(f"seed must be an integer >= 0 or None (fresh randomness), got "
+                         f"{seed!r}")
     if threads is not None and (isinstance(threads, bool)
                                 or not isinstance(threads, numbers.Integral) or threads < 1):
         raise ValueError(f"threads must be an integer >= 1 or None (one per stream, at most "
