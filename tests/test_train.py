@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import signal
 import sys
@@ -336,6 +337,21 @@ def test_learning_rate_scaling_with_the_effective_batch():
     assert scaled_lr(OptimConfig(lr=1e-3, lr_scaling="sqrt"), 32, 8) == pytest.approx(2e-3)
     assert scaled_lr(OptimConfig(lr=1e-3, lr_scaling="linear", lr_base_batch=16), 32, 8) \
         == pytest.approx(2e-3)
+
+
+def test_a_warmup_as_long_as_the_run_is_said(tmp_path, caplog):
+    """A long run's optim.warmup_steps=1000 on a 200-step run trained the whole run below
+    a fifth of optim.lr, never decaying, without a word."""
+    from wavegen.train import lr_factor, train
+
+    caplog.set_level(logging.INFO, logger="wavegen")
+    train(fast_config(tmp_path, "train.max_steps=4", "optim.warmup_steps=10", "name=long"))
+    assert ("optim.warmup_steps=10 is not shorter than the run (4 steps): the learning rate "
+            "only rises, to 40% of its peak, and never decays") in caplog.text
+    assert lr_factor(3, 10, 4, 0.1) == 0.4
+    caplog.clear()
+    train(fast_config(tmp_path, "train.max_steps=4", "optim.warmup_steps=3", "name=short"))
+    assert "is not shorter than the run" not in caplog.text
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -82,6 +82,17 @@ class Counters:
     planned_steps: int = 0  # train.max_steps as a time budget (train.max_minutes) set it
 
 
+def warmup_note(warmup: int, total: int) -> str:
+    """A warning when the warm-up does not end before the run does (a long run's recipe on
+    a short one), or ""."""
+    if warmup < total:
+        return ""
+    return (f"optim.warmup_steps={warmup} is not shorter than the run ({total} steps): the "
+            f"learning rate only rises, to {lr_factor(total - 1, warmup, total, 0.0):.0%} of "
+            f"its peak, and never decays; lower optim.warmup_steps (e.g. to a tenth of the "
+            f"run)")
+
+
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``."""
     if step < warmup:
@@ -477,6 +488,9 @@ class Trainer:
                  self.family.context(model), segment, self.effective_batch * segment)
         log.info("lr: %.3g (optim.lr=%.3g, optim.lr_scaling=%s, base batch %d)", self.lr,
                  cfg.optim.lr, cfg.optim.lr_scaling, cfg.optim.lr_base_batch or t.batch_size)
+        if self.total_steps != UNPLANNED and (note := warmup_note(cfg.optim.warmup_steps,
+                                                                  self.total_steps)):
+            log.warning(note)
         log.info("precision: %s%s; validation and scoring in fp32; uniform guessing is "
                  "%.0f bits/sample", t.precision, ", compiled" if t.compile else "",
                  self.codec.uniform_bits)
@@ -636,6 +650,8 @@ class Trainer:
             if plan.steps <= self.counters.step:
                 log.warning("train.max_minutes=%g is spent: the run ends at step %d",
                             t.max_minutes, plan.steps)
+            if note := warmup_note(self.cfg.optim.warmup_steps, plan.steps):
+                log.warning(note)
 
     def _timed_validation(self) -> None:
         """What a validation computes, recorded nowhere: the budget's measure of its cost."""
