@@ -399,20 +399,18 @@ class Trainer:
                     cfg.data.segment_length, self.codec.channels, other,
                     torch.autocast("cpu", dtype=PRECISIONS[other], enabled=other != "fp32"),
                     announce, self._measure_local(t.batch_size))
-                reduced, fp32 = ((max(in_other.values()), max(rates.values()))
-                                 if other != "fp32" else
-                                 (max(rates.values()), max(in_other.values())))
-                if other != "fp32":
+                here, there = max(rates.values()), max(in_other.values())
+                if other != "fp32":  # an fp32 run: what native bf16 would gain
                     self.precision_note = (f"this CPU computes bf16 natively ({why}): "
                                            f"train.precision=bf16 ran this step "
-                                           f"{reduced / fp32:.1f}x as fast here ({reduced:,.0f} "
-                                           f"vs {fp32:,.0f} target samples/s)")
-                elif fp32 > reduced:
+                                           f"{there / here:.1f}x as fast here ({there:,.0f} "
+                                           f"vs {here:,.0f} target samples/s)")
+                elif there > here:  # a reduced-precision run, slower than fp32 would be
                     lacks = (f"this CPU has no native bf16 ({why})" if t.precision == "bf16"
                              else "fp16 autocast is meant for GPUs")
                     self.precision_note = (f"warning: {lacks}: train.precision={t.precision} "
-                                           f"runs this step at {reduced / fp32:.2f}x the speed "
-                                           f"of fp32 here ({reduced:,.0f} vs {fp32:,.0f} target "
+                                           f"runs this step at {here / there:.2f}x the speed "
+                                           f"of fp32 here ({here:,.0f} vs {there:,.0f} target "
                                            f"samples/s); leave train.precision out to train in "
                                            f"fp32")
         self.formulation = self.world.broadcast(self.formulation)

@@ -349,7 +349,7 @@ class WaveNet(FamilyModel):
         if x.shape[1] == 0:
             raise ValueError("expected at least one sample, got T=0")
         q = self.quantization_channels
-        low, high = int(x.min()), int(x.max())
+        low, high = (int(v) for v in torch.aminmax(x))  # one pass over x
         if low < 0 or high >= q:  # (the embedding's IndexError; on a GPU a device assert)
             raise ValueError(f"expected classes in [0, {q}), got values {low} .. {high}: "
                              f"encode float audio in [-1, 1] with wavegen.mulaw.encode(audio, "
