@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, randomize_biases, tone, write
+from conftest import compose_config, randomize_biases, run_wavegen, tone, write
 
 from wavegen import WaveNet, generate, load_checkpoint, score_file
 from wavegen.classify import classify_file, confusion, labelled_paths
@@ -249,6 +249,28 @@ def test_files_without_a_label_are_counted_past_the_first_few(tmp_path, caplog):
     assert caplog.text.count("so it has no label") == 3
     assert "skipping 7 more files without a label (10 in all)" in caplog.text
     assert "skipping " + str(root / "piano" / "broken.wav") in caplog.text
+
+
+def test_a_single_label_is_said_and_not_used_to_classify(tmp_path, caplog):
+    """data.labels=folder over a folder whose files all sit in one sub-folder (audio/wavs/)
+    trained a conditional model of one label without a word, and `score --classify`
+    then gave every file that label with posterior 1: said at start-up, refused there."""
+    for i in range(3):
+        write(tmp_path / "audio" / "wavs" / f"a{i}.wav", tone(0.3, seed=i))
+    cfg = compose_config(
+        "model=tiny", "data=folder", f"data.root={tmp_path / 'audio'}", "data.labels=folder",
+        f"data.cache_dir={tmp_path / 'cache'}", "data.segment_length=500",
+        "data.top_db=null", "train.batch_size=2", "train.max_steps=1",
+        "train.val_every=1000", "train.num_examples=0", "train.sample_check_clips=0",
+        "optim.warmup_steps=0", f"out_dir={tmp_path}", "name=one")
+    caplog.set_level(logging.INFO, logger="wavegen")
+    summary = train(cfg)
+    assert "one label: every training file is in the sub-folder 'wavs'" in caplog.text
+    assert load_checkpoint(summary["checkpoint"]).labels == ["wavs"]
+    result = run_wavegen("score", summary["checkpoint"], tmp_path / "audio", "--classify",
+                         cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "knows one label ('wavs'), so every file would be given it" in result.stderr
 
 
 def test_a_labelled_file_is_used_when_an_unlabelled_copy_comes_first(tmp_path):

@@ -461,6 +461,10 @@ def score_main(argv: list[str]) -> int:
     if args.classify and not model.conditional:
         raise OptionError("--classify needs a conditional model (trained with data.labels); "
                           "this one is unconditional")
+    if args.classify and len(model.labels) == 1:
+        raise OptionError(f"--classify: {args.checkpoint} knows one label "
+                          f"({model.labels[0]!r}), so every file would be given it; train "
+                          f"with two or more (data.labels=folder over a sub-folder per label)")
     _check_labels(model, args.label, 1)
     if args.importance_samples > 1 and not family_of(model).bound:
         raise OptionError("--importance-samples tightens a flow's bound; this model's figures "

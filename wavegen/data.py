@@ -846,3 +846,13 @@ def label_table(train: list[Clip], val: list[Clip], sample_rate: int) -> str:
         lines.append(f"  {name:<16} {len(t):>11} {sum(map(len, t)) / sample_rate:>8.1f} "
                      f"{len(v):>9} {sum(map(len, v)) / sample_rate:>7.1f}")
     return "\n".join(lines)
+
+
+def one_label_note(labels: str, name: str) -> str:
+    """What a conditional model over one label is, for a run whose data gave only one."""
+    source = ("every training file is in the sub-folder" if labels == "folder"
+              else f"the manifest {labels} gives every training file the label")
+    return (f"one label: {source} {name!r}, so the model learns p(x) under that name "
+            f"and classifies everything as it; for labels, put each kind of sound in a "
+            f"sub-folder of its own (data.root/piano/, data.root/organ/, ...) or give them "
+            f"in a manifest, or leave data.labels out for an unconditional model")

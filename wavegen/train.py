@@ -47,7 +47,7 @@ from .config import (
     typed_model,
     validate,
 )
-from .data import CropSampler, StepBatches, build_datasets, validation_subset
+from .data import CropSampler, StepBatches, build_datasets, one_label_note, validation_subset
 from .distributed import setup
 from .errors import writing
 from .family import Family, family_of, get_family
@@ -307,6 +307,8 @@ class Trainer:
                               "(or a manifest) instead")
         if cfg.data.labels:  # a conditional model over the training labels
             cfg.model.labels = sorted({c.label for c in train_clips})
+            if len(cfg.model.labels) == 1:
+                log.warning(one_label_note(cfg.data.labels, cfg.model.labels[0]))
         label_ids = {name: i + 1 for i, name in enumerate(cfg.model.labels or [])}
 
         def crops_for(model: nn.Module) -> CropSampler:
