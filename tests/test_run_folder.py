@@ -263,3 +263,40 @@ def test_a_resumed_run_keeps_its_held_out_files_when_the_folder_grows(tmp_path, 
                         if "val_bits_per_sample" in x]).all()
     assert read_checkpoint(tmp_path / "solo" / "last.pt")["split"] == {
         "held_out": ["a.wav[val]"]}
+
+
+def test_the_start_up_warnings_are_in_the_runs_log(tmp_path):
+    """The data scan's warnings (a file skipped and why, files upsampled) came before the
+    run folder opened and went to the console only: train.log, what a user reads after a
+    run started over ssh or in a queue, said "1 skipped" and not which file or why. A start
+    refused before training keeps nothing collected."""
+    import logging
+
+    import soundfile as sf
+    from conftest import tone, write
+
+    from wavegen.data import DataError
+
+    root = tmp_path / "audio"
+    for i in range(3):
+        write(root / f"a{i}.wav", tone(0.3, seed=i))
+    sf.write(root / "phone.wav", tone(0.3, sample_rate=8000, seed=9), 8000)
+    (root / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")
+    data = ["data=folder", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}",
+            "data.top_db=null"]
+    watching = logging.getLogger("wavegen").handlers[:]
+    train(cfg(tmp_path, *data, "name=run"))
+    log = (tmp_path / "run" / "train.log").read_text()
+    skipped = log.index(f"skipping {root / 'broken.wav'}: ")
+    assert skipped < log.index("upsampled: nothing lies above half its rate") \
+        < log.index("run folder: ")
+    assert log.count("skipping ") == 1
+    train(cfg(tmp_path, *data, "name=run", "train.resume=true", "train.max_steps=6"))
+    resumed = (tmp_path / "run" / "train.log").read_text()
+    assert resumed.startswith(log) and f"skipping {root / 'broken.wav'}: " in resumed[len(log):]
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(cfg(tmp_path, *data, "name=run"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no audio files"):
+        train(cfg(tmp_path, *data, "name=other", f"data.root={tmp_path / 'empty'}"))
+    assert logging.getLogger("wavegen").handlers == watching

@@ -52,6 +52,25 @@ class TrainingError(WavegenError):
     """Training cannot start or go on (a run folder in the way, non-finite losses)."""
 
 
+class EarlyWarnings(logging.Handler):
+    """wavegen's warnings from before the run folder opens (the data scan's skipped,
+    upsampled and unreadable files, settings that do not fit): kept for the head of
+    train.log, so the run's log says what its console said at start-up."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+        logging.getLogger("wavegen").addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def stop(self) -> list[logging.LogRecord]:
+        """Stop collecting; the warnings collected."""
+        logging.getLogger("wavegen").removeHandler(self)
+        return self.records
+
+
 class RunFolder:
     """The folder of one run and the files wavegen writes there."""
 
@@ -61,6 +80,7 @@ class RunFolder:
         self.best = self.path / "best.pt"
         self._log_handler: logging.Handler | None = None
         self._lock_fd: int | None = None
+        self.early = EarlyWarnings()
 
     def kept(self, step: int) -> Path:
         """Where ``train.keep_checkpoints`` keeps the checkpoint of step ``step``."""
@@ -90,7 +110,8 @@ class RunFolder:
     def open(self, fresh: bool, config: DictConfig, overrides: Iterable[str] | None) -> None:
         """Make the folder ready to train in: with ``fresh``, remove an earlier run's files
         (only those wavegen writes); write .hydra/config.yaml and overrides.yaml; send the
-        log to train.log (appended to when resuming)."""
+        log to train.log (appended to when resuming), starting with the warnings logged
+        since this RunFolder was made."""
         with writing(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
             self.lock()
@@ -130,6 +151,8 @@ class RunFolder:
         handler = logging.FileHandler(self.path / "train.log", mode="w" if fresh else "a",
                                       errors="surrogateescape")  # names as their bytes
         handler.setFormatter(logging.Formatter("%(message)s"))
+        for record in self.early.stop():
+            handler.handle(record)
         logging.getLogger().addHandler(handler)
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == 0:
             logging.getLogger().setLevel(logging.INFO)
@@ -145,6 +168,7 @@ class RunFolder:
             shutil.rmtree(self.path / name, ignore_errors=True)
 
     def close(self) -> None:
+        self.early.stop()
         if self._lock_fd is not None:  # closing the descriptor releases the lock
             os.close(self._lock_fd)
             self._lock_fd = None

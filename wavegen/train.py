@@ -131,19 +131,23 @@ def run_config(cfg: Config | DictConfig, run_dir: str | Path | None,
     if not dcfg.train.resume:  # every value checked before the run folder is looked at
         as_config(dcfg)
     folder = RunFolder(run_dir if run_dir is not None else Path(dcfg.out_dir) / dcfg.name)
-    t = dcfg.train
-    folder.check_start(bool(t.resume), bool(t.overwrite))
-    taken: list[str] = []
-    explicit = explicit_keys(overrides) if overrides is not None else None
-    planned, budgeted = 0, None
-    if t.resume and folder.last.exists():
-        ckpt = read_checkpoint(folder.last)
-        saved = ckpt.get("config") or {}
-        planned = (ckpt.get("progress") or {}).get("planned_steps", 0)
-        budgeted = saved.get("train", {}).get("max_minutes")
-        taken = inherit_run_config(dcfg, saved, explicit, folder.path)
-    check_budget(dcfg.train.max_minutes, explicit or set(), planned, budgeted)
-    return as_config(dcfg), folder, taken
+    try:
+        t = dcfg.train
+        folder.check_start(bool(t.resume), bool(t.overwrite))
+        taken: list[str] = []
+        explicit = explicit_keys(overrides) if overrides is not None else None
+        planned, budgeted = 0, None
+        if t.resume and folder.last.exists():
+            ckpt = read_checkpoint(folder.last)
+            saved = ckpt.get("config") or {}
+            planned = (ckpt.get("progress") or {}).get("planned_steps", 0)
+            budgeted = saved.get("train", {}).get("max_minutes")
+            taken = inherit_run_config(dcfg, saved, explicit, folder.path)
+        check_budget(dcfg.train.max_minutes, explicit or set(), planned, budgeted)
+        return as_config(dcfg), folder, taken
+    except BaseException:
+        folder.close()
+        raise
 
 
 @contextmanager
@@ -261,11 +265,14 @@ class Trainer:
         self.cfg, self.folder, self.taken = run_config(cfg, run_dir, overrides)
         self.overrides = overrides
         t, o = self.cfg.train, self.cfg.optim
-        self.world, self.device = setup(t.device)
+        self.world = None
         try:
+            self.world, self.device = setup(t.device)
             self._build(self.cfg, t, o)
         except BaseException:
-            self.world.close(wait=False)
+            self.folder.close()  # stops collecting its start-up warnings
+            if self.world is not None:
+                self.world.close(wait=False)
             raise
 
     def _build(self, cfg: Config, t, o) -> None:
