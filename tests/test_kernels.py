@@ -55,15 +55,25 @@ def test_pack_rounds_bf16_to_nearest_pairs_rows_and_pads_with_zeros():
         kernels.pack(w, "int4")
 
 
-def test_pack_quantizes_int8_per_column_with_scales_and_sums():
+@pytest.mark.parametrize("vnni", [True, False])
+def test_pack_quantizes_int8_per_column_with_scales_and_sums(monkeypatch, vnni):
     """int8: each column of W to 255 levels of its own scale (the largest |w| is +-127),
-    four rows to a lane, then each block's column scales and sums of q."""
+    four rows to a packed row (laid out for vpdpbusd, or as vpmaddwd's 16-bit pairs), then
+    each block's column scales and sums of q."""
+    monkeypatch.setattr(kernels, "native_int8", lambda: vnni)
     w = torch.randn(6, 70)
     w[:, 3] = 0  # a zero column: scale 1, q 0
     packed = kernels.pack(w, "int8")
     assert packed.dtype == np.int8 and packed.shape == (8, 2 + 2, 4 * kernels.LANES)
     scale = w.abs().amax(dim=0) / 127
-    assert packed[0, 1, 4 * 2 + 1] == round((w[5, 2] / scale[2]).item())  # row 4 + 1
+    # row 5 = 4 + 1 of column 2: lane 2's second byte, or pair 0's column 2, second byte
+    at = 4 * 2 + 1 if vnni else 2 * 2 + 1
+    assert packed[0, 1, at] == round((w[5, 2] / scale[2]).item())
+    # row 6 = 4 + 2 of column 9 (pairs: half 1, row pair 1, column 1, first byte)
+    w2 = torch.randn(7, 64)
+    at = 4 * 9 + 2 if vnni else 32 + 16 + 2 * 1
+    assert kernels.pack(w2, "int8")[0, 1, at] == round(
+        (w2[6, 9] / (w2[:, 9].abs().max() / 127)).item())
     scales = packed[:, 2].copy().view(np.float32).reshape(-1)
     sums = packed[:, 3].copy().view(np.int32).reshape(-1)
     assert np.allclose(scales[:70], np.where(scale > 0, scale, 1)) and scales[3] == 1
@@ -79,28 +89,35 @@ def test_pack_quantizes_int8_per_column_with_scales_and_sums():
                                                    ("int8", "vpdpbusd")])
 def test_products_without_the_native_instruction_equal_those_with_it(monkeypatch, precision,
                                                                      instruction):
-    """CPUs without AVX512_BF16 / AVX512_VNNI widen the values and sum them with ordinary
-    vector arithmetic: the same products as ``vdpbf16ps`` / ``vpdpbusd`` (where this
-    machine has them) and as float64 of the rounded values."""
+    """CPUs without AVX512_BF16 / AVX512_VNNI compute the same products by other
+    instructions: bf16 pairs widened to two multiply-adds; int8 as 16-bit pairs, one
+    ``vpmaddwd`` per 16 bytes with AVX2 (an emulation of vpdpbusd in 32-bit arithmetic ran
+    int8 at a fifth of fp32's speed there): the same as ``vdpbf16ps`` / ``vpdpbusd`` (where
+    this machine has them) and as float64 of the rounded values."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 129)).astype(np.float32)
     x[2] = 0  # a row of zeros (int8: scale 1)
-    packed = kernels.pack(torch.randn(129, 200), precision)
-    expected = at(x, precision) @ kernels.unpack(packed, 200)[:129]
+    w = torch.randn(129, 200)
     flag, kernel = {"bf16": ("native_bf16", kernels._matmul_bf16),
                     "int8": ("native_int8", kernels._matmul_int8)}[precision]
     found = getattr(kernels, flag)()
 
-    def compiled(native: bool) -> np.ndarray:
+    def compiled(native: bool) -> str:
         monkeypatch.setattr(kernels, flag, lambda: native)
+        packed = kernels.pack(w, precision)  # int8: laid out for the instructions
+        expected = at(x, precision) @ kernels.unpack(packed, 200)[:129]
         fresh = numba.njit(fastmath=True, error_model="numpy")(kernel.py_func)
-        out = product(x, packed, 200, fresh)
-        assert (instruction in fresh.inspect_asm(fresh.signatures[0])) == native
-        return out
+        np.testing.assert_allclose(product(x, packed, 200, fresh), expected, rtol=1e-5,
+                                   atol=1e-4)
+        asm = fresh.inspect_asm(fresh.signatures[0])
+        assert (instruction in asm) == native
+        return asm
 
-    np.testing.assert_allclose(compiled(False), expected, rtol=1e-5, atol=1e-4)
+    asm = compiled(False)
+    if precision == "int8" and kernels.native("avx2"):  # weights widened to 16 bits only
+        assert "vpmaddwd" in asm and "vpmovsxbd" not in asm
     if found:
-        np.testing.assert_allclose(compiled(True), expected, rtol=1e-5, atol=1e-4)
+        compiled(True)
 
 
 def test_sampling_loop_makes_no_blas_call():
@@ -142,21 +159,6 @@ def test_reduced_precision_loop_equals_the_forward_of_the_rounded_model(preset, 
     assert np.abs(got - exact).mean() <= 1.5 * np.abs(expected - exact).mean() + 1e-6
     if preset == "tiny":
         assert np.abs(got - expected).mean() < 0.1 * np.abs(got - unrounded).mean()
-
-
-def test_emulated_int8_says_it_is_slower(monkeypatch, caplog):
-    """Without AVX-512 VNNI the int8 products are emulated and slower than fp32: say so."""
-    model = WaveNet.from_preset("tiny").eval()
-    # compiled first, as this CPU compiles it: the flag below must not reach the code that
-    # numba caches on disk
-    generate(model, n=1, num_samples=20, backend="numba", precision="int8")
-    caplog.clear()
-    monkeypatch.setattr(kernels, "native_int8", lambda: False)
-    generate(model, n=1, num_samples=20, backend="numba", precision="int8")
-    assert "no AVX-512 VNNI" in caplog.text and "bf16 is faster" in caplog.text
-    caplog.clear()
-    generate(model, n=1, num_samples=20, backend="numba", precision="bf16")
-    assert "VNNI" not in caplog.text
 
 
 def test_widened_bf16_products_are_the_pairs_products():
@@ -215,3 +217,24 @@ def test_generate_in_reduced_precision_reproduces_and_refuses_where_it_cannot_ru
                  precision=precision)
     with pytest.raises(ValueError, match="fp16"):
         generate(model, n=1, num_samples=10, precision="fp16")
+
+
+def test_the_loops_cache_is_keyed_by_every_file_of_the_loop(tmp_path):
+    """numba keys a cached function by its own file, but fastcpu.py's cached loop holds
+    the products compiled from kernels.py: after an update of kernels.py alone (its int8
+    weights packed in a new layout), an editable install's cached loop kept the old
+    products and int8 generation computed nonsense. Every cached function of the loop is
+    keyed by the contents of both files."""
+    import shutil
+
+    from wavegen.models.wavenet import jitcache
+
+    for function in (fastcpu._step, fastcpu._teacher_forced, kernels.matmul, kernels.to_quads):
+        stamp = function._cache._impl.locator.get_source_stamp()
+        assert stamp[1] == jitcache.sources_digest()
+    for name in jitcache.SOURCES:
+        shutil.copy(jitcache.HERE / name, tmp_path / name)
+    assert jitcache.sources_digest(tmp_path) == jitcache.sources_digest()
+    with open(tmp_path / "kernels.py", "a") as f:
+        f.write("\n# changed\n")
+    assert jitcache.sources_digest(tmp_path) != jitcache.sources_digest()

@@ -59,16 +59,15 @@ class WaveNetFamily(Family):
         try:
             from llvmlite import binding
 
-            from .kernels import native_bf16, native_int8
+            from .kernels import int8_products, native_bf16
         except Exception as err:  # numba missing or broken: the torch backend still works
             return [f"numba loop unavailable ({err})"]
         target = os.environ.get("NUMBA_CPU_NAME") or binding.get_host_cpu_name()
         bf16 = ("native (vdpbf16ps)" if native_bf16()
                 else "no AVX512_BF16: pairs widened for one clip per thread, fp32 products "
                      "of the rounded values for more")
-        int8 = "native (vpdpbusd)" if native_int8() else "widened sums (no AVX512_VNNI)"
         return [f"numba loop compiled for {target}; --precision bf16 products: {bf16}; "
-                f"int8 products: {int8}"]
+                f"int8 products: {int8_products()}"]
 
     def sampling_precisions(self, model: WaveNet) -> tuple[str, ...]:
         # int8 gives each product's input one scale; a vocoder's conv products join the

@@ -146,12 +146,6 @@ def numba_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition, th
     (``kernels.PRECISIONS``).
     """
     from .fastcpu import FastCPUEngine
-    from .kernels import native_int8
-
-    if precision == "int8" and not native_int8():
-        log.warning("precision int8: this CPU has no AVX-512 VNNI, so the loop emulates its "
-                    "int8 products, slower than fp32 (0.2-0.4x on an AVX2 Zen 3); bf16 is "
-                    "faster here for one clip per thread and as fast as fp32 for more")
     engine = FastCPUEngine(model, inputs.shape[0], threads=threads, entries=condition.entries,
                            precision=precision, frames=condition.frames)
     x = inputs.cpu().numpy()

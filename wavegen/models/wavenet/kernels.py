@@ -31,12 +31,16 @@ bf16-rounded weights are packed as float32 instead (``widens``) and the rounded 
 
 In int8 each column of W is quantized to 255 levels of its own scale (``quantized``), and
 each input row of x to 255 levels of the row's (``to_quads``), stored as unsigned bytes
-q + OFFSET; lane j of a packed row holds four rows' bytes of column j, (NB, ceil(K/4) + 2,
-4 * LANES) int8, the last two rows of a block the columns' scales and sums of q (which
-remove the OFFSET: sum u w = sum q w + OFFSET sum w). The sums are exact in int32 and
-become floats once per output. A quarter of the fp32 weight bytes (``small``'s 0.9 MB fit
-in a core's L2), and with AVX512_VNNI one ``vpdpbusd`` does four multiply-adds per lane;
-elsewhere the loop widens the bytes to 32 bits.
+q + OFFSET; a packed row holds four rows' bytes of each of a block's columns, (NB,
+ceil(K/4) + 2, 4 * LANES) int8, the last two rows of a block the columns' scales and sums
+of q (which remove the OFFSET: sum u w = sum q w + OFFSET sum w). The sums are exact in
+int32 and become floats once per output. A quarter of the fp32 weight bytes (``small``'s
+0.9 MB fit in a core's L2). With AVX512_VNNI lane j holds column j's four bytes and one
+``vpdpbusd`` does a lane's four multiply-adds; elsewhere the bytes lie
+as 16-bit pairs: bytes 16p .. 16p + 15 (p = 2h + r) hold rows 4i + 2r and 4i + 2r + 1 of
+columns 8h .. 8h + 7, which x86's ``pmaddwd`` (``vpmaddwd`` with AVX2) multiplies by the
+input's two bytes and adds into one 32-bit lane per column: with AVX2 16 multiply-adds an
+instruction, as many as two fp32 FMAs, on a quarter of the bytes.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from . import jitcache
+
+jitcache.install()  # before the first cached function below
 LANES = 16  # columns per block: one AVX-512 register, two AVX2 ones
 COLUMNS = 4 * LANES  # N is padded to a multiple of this (a row's four blocks)
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -89,8 +96,9 @@ def pack(w: torch.Tensor, precision: str = "fp32", widened: bool = False) -> np.
     """w: (..., K, N) -> fp32: (..., NB, K, LANES) float32; bf16: (..., NB, ceil(K/2),
     2 * LANES) uint16, rows paired (the module docstring), rounded as ``rounded``, or with
     ``widened`` (``widens``) the rounded values as fp32's float32 layout; int8:
-    (..., NB, ceil(K/4) + 2, 4 * LANES) int8, rows in fours (lane j of row i holds
-    q[4i..4i+3, j]), each column quantized (``quantized``), then two rows of 4-byte values
+    (..., NB, ceil(K/4) + 2, 4 * LANES) int8, rows in fours (row i holds q[4i..4i+3, :]
+    of the block's columns, as the module docstring lays them out for the CPU), each
+    column quantized (``quantized``), then two rows of 4-byte values
     per block: the columns' scales (float32) and the sums of their q (int32). NB = N
     rounded up to a multiple of COLUMNS, over LANES; padded columns and rows are zero."""
     if widened:
@@ -115,6 +123,8 @@ def _pack_int8(w: torch.Tensor) -> np.ndarray:
     q = q.to(torch.int8).transpose(-1, -2)  # (..., K, N)
     blocks = q.unflatten(-1, (-1, LANES)).movedim(-2, -3)  # (..., NB, K, LANES)
     quads = blocks.unflatten(-2, (-1, 4)).transpose(-1, -2).flatten(-2)  # (..., NB, K/4, 4L)
+    if not native_int8():  # 16-bit pairs: (half, row pair, column, row), the docstring
+        quads = quads.unflatten(-1, (2, LANES // 2, 2, 2)).transpose(-3, -2).flatten(-4)
     tail = torch.stack([scale[..., 0].float().view(torch.int32),
                         q.sum(dim=-2, dtype=torch.int32)], dim=-2)  # (..., 2, N): 4-byte rows
     tail = tail.unflatten(-1, (-1, LANES)).movedim(-3, -2)  # (..., NB, 2, LANES)
@@ -128,6 +138,9 @@ def unpack(wp: np.ndarray, n: int) -> np.ndarray:
     if wp.dtype == np.int8:
         scale = wp[..., -2, :].copy().view(np.float32)  # (..., NB, LANES)
         q = wp[..., :-2, :].astype(np.float32)  # (..., NB, K/4, 4 * LANES)
+        if not native_int8():  # pairs (``_pack_int8``) back to (column, row)
+            q = q.reshape(*q.shape[:-1], 2, 2, LANES // 2, 2)
+            q = np.swapaxes(q, -3, -2).reshape(*q.shape[:-4], 4 * LANES)
         q = np.swapaxes(q.reshape(*q.shape[:-1], LANES, 4), -1, -2)  # (..., NB, K/4, 4, L)
         wp = q.reshape(*q.shape[:-3], -1, LANES) * scale[..., None, :]  # (..., NB, K, L)
     if wp.dtype == np.uint16:
@@ -154,6 +167,13 @@ def native_bf16() -> bool:
 def native_int8() -> bool:
     """Whether the loops compile ``vpdpbusd`` (AVX512_VNNI)."""
     return native("avx512vnni")
+
+
+def int8_products() -> str:
+    """How the loops compute int8 products on the CPU they compile for, in words."""
+    if native_int8():
+        return "native (vpdpbusd)"
+    return "16-bit pairs (vpmaddwd with AVX2; no AVX512_VNNI)"
 
 
 def _stack_lanes(kind):
@@ -456,7 +476,7 @@ def _vectors(context, builder, signature, args):
     w = builder.load(builder.bitcast(pointer, words.as_pointer()), align=1)
     one = builder.insert_element(ir.Constant(words, None), args[4], ir.IntType(32)(0))
     x = builder.shuffle_vector(one, ir.Constant(words, None), ir.Constant(words, [0] * LANES))
-    return acc, builder.load(acc, align=4), w, x
+    return acc, builder.load(acc, align=4), w, x, args[4]
 
 
 def _dot_bf16(builder, total, w, x):
@@ -478,7 +498,7 @@ def _dot_bf16(builder, total, w, x):
     return total
 
 
-def _dot_int8(builder, total, w, x):
+def _dot_int8(builder, total, w, x, word):
     """total (16 x i32) + the byte products of x's unsigned and w's signed bytes."""
     octets = ir.VectorType(ir.IntType(8), 4 * LANES)
     u, w = builder.bitcast(x, octets), builder.bitcast(w, octets)
@@ -487,12 +507,30 @@ def _dot_int8(builder, total, w, x):
             builder.module, ir.FunctionType(total.type, [total.type, octets, octets]),
             "llvm.x86.avx512.vpdpbusd.512")
         return builder.call(fn, [total, u, w])
-    wide = ir.VectorType(ir.IntType(32), 4 * LANES)
-    products = builder.mul(builder.zext(u, wide), builder.sext(w, wide))
-    for r in range(4):  # lane j's four products are elements 4j .. 4j + 3
-        pick = ir.Constant(total.type, [4 * j + r for j in range(LANES)])
-        total = builder.add(total, builder.shuffle_vector(products, products, pick))
-    return total
+    # 16-bit pairs: bytes 16p .. 16p + 15 hold rows 2r, 2r + 1 of columns 8h .. 8h + 7
+    # (p = 2h + r), each pair's two products added into column 8h + j's lane: the pattern
+    # x86 compilers turn into one pmaddwd per 16 bytes (vpmaddwd with AVX2)
+    i32, half = ir.IntType(32), LANES // 2
+    pair = [builder.or_(builder.and_(word, i32(0xFF)),  # u0 | u1 << 16, u2 | u3 << 16
+                        builder.shl(builder.and_(word, i32(0xFF00)), i32(8))),
+            builder.or_(builder.and_(builder.lshr(word, i32(16)), i32(0xFF)),
+                        builder.and_(builder.lshr(word, i32(8)), i32(0xFF0000)))]
+    eights, wide = ir.VectorType(i32, half), ir.VectorType(i32, LANES)
+    shorts = ir.VectorType(ir.IntType(16), LANES)
+    spread = [builder.zext(builder.bitcast(builder.shuffle_vector(
+        builder.insert_element(ir.Constant(eights, None), v, i32(0)), ir.Constant(eights, None),
+        ir.Constant(eights, [0] * half)), shorts), wide) for v in pair]
+    even = ir.Constant(eights, [2 * j for j in range(half)])
+    odd = ir.Constant(eights, [2 * j + 1 for j in range(half)])
+    sums = []
+    for p in range(4):
+        part = builder.shuffle_vector(w, w, ir.Constant(wide, list(range(16 * p, 16 * p + 16))))
+        products = builder.mul(builder.sext(part, wide), spread[p % 2])
+        sums.append(builder.add(builder.shuffle_vector(products, products, even),
+                                builder.shuffle_vector(products, products, odd)))
+    both = builder.shuffle_vector(builder.add(sums[0], sums[1]), builder.add(sums[2], sums[3]),
+                                  ir.Constant(wide, list(range(LANES))))
+    return builder.add(total, both)
 
 
 @intrinsic
@@ -502,14 +540,15 @@ def _dot(typingctx, acc, wp, blk, row, word):
     ``pack``): bf16: lane j gets x0 * W[2i, j] + x1 * W[2i + 1, j], one ``vdpbf16ps``
     where the CPU has it (``native_bf16``), else the pair widened and two multiply-adds;
     int8: lane j gets sum_r u_r * q[4i + r, j], one ``vpdpbusd`` where the CPU has it
-    (``native_int8``), else the same sums in 32 bits."""
+    (``native_int8``), else the sums of 16-bit pairs (the module docstring)."""
     kind = _packed_kind(wp)
     if kind is None:
         return None
 
     def codegen(context, builder, signature, args):
-        pointer, total, w, x = _vectors(context, builder, signature, args)
-        total = (_dot_bf16 if kind == "bf16" else _dot_int8)(builder, total, w, x)
+        pointer, total, w, x, word = _vectors(context, builder, signature, args)
+        total = (_dot_bf16(builder, total, w, x) if kind == "bf16"
+                 else _dot_int8(builder, total, w, x, word))
         builder.store(total, pointer, align=4)
         return context.get_dummy_value()
 
