@@ -55,7 +55,7 @@ class TrainingError(WavegenError):
 class EarlyWarnings(logging.Handler):
     """wavegen's warnings from before the run folder opens (the data scan's skipped,
     upsampled and unreadable files, settings that do not fit): kept for the head of
-    train.log, so the run's log says what its console said at start-up."""
+    train.log, which opens after them."""
 
     def __init__(self):
         super().__init__(logging.WARNING)

@@ -56,6 +56,7 @@ from numba.extending import intrinsic, overload
 from . import jitcache
 
 jitcache.install()  # before the first cached function below
+
 LANES = 16  # columns per block: one AVX-512 register, two AVX2 ones
 COLUMNS = 4 * LANES  # N is padded to a multiple of this (a row's four blocks)
 PRECISIONS = ("fp32", "bf16", "int8")
