@@ -353,9 +353,9 @@ class Trainer:
         self.metrics: MetricsLog | None = None  # rank 0, once the run starts
         self.counters = Counters()
         self.formulation: str | None = None  # the training step's, where the family has a choice
-        # on a CPU: what bf16 would gain an fp32 run (native bf16), or what a reduced
-        # precision without native support costs
-        self.precision_note = ""
+        # on a CPU: what bf16 would gain an fp32 run (native bf16: logged as info), or what
+        # a reduced precision without native support costs (a warning); (level, text)
+        self.precision_note: tuple[int, str] | None = None
         if saved is not None:
             self._restore(saved)
             del saved
@@ -410,18 +410,18 @@ class Trainer:
                     announce, self._measure_local(t.batch_size))
                 here, there = max(rates.values()), max(in_other.values())
                 if other != "fp32":  # an fp32 run: what native bf16 would gain
-                    self.precision_note = (f"this CPU computes bf16 natively ({why}): "
-                                           f"train.precision=bf16 ran this step "
-                                           f"{there / here:.1f}x as fast here ({there:,.0f} "
-                                           f"vs {here:,.0f} target samples/s)")
+                    self.precision_note = (logging.INFO, (
+                        f"this CPU computes bf16 natively ({why}): train.precision=bf16 ran "
+                        f"this step {there / here:.1f}x as fast here ({there:,.0f} vs "
+                        f"{here:,.0f} target samples/s)"))
                 elif there > here:  # a reduced-precision run, slower than fp32 would be
                     lacks = (f"this CPU has no native bf16 ({why})" if t.precision == "bf16"
                              else "fp16 autocast is meant for GPUs")
-                    self.precision_note = (f"warning: {lacks}: train.precision={t.precision} "
-                                           f"runs this step at {here / there:.2f}x the speed "
-                                           f"of fp32 here ({here:,.0f} vs {there:,.0f} target "
-                                           f"samples/s); leave train.precision out to train in "
-                                           f"fp32")
+                    self.precision_note = (logging.WARNING, (
+                        f"{lacks}: train.precision={t.precision} runs this step at "
+                        f"{here / there:.2f}x the speed of fp32 here ({here:,.0f} vs "
+                        f"{there:,.0f} target samples/s); leave train.precision out to train "
+                        f"in fp32"))
         self.formulation = self.world.broadcast(self.formulation)
         family.set_formulation(model, self.formulation)
         return f"{self.formulation} ({note})"
@@ -507,8 +507,7 @@ class Trainer:
         if self.formulation_note:
             log.info("training step formulation: %s", self.formulation_note)
         if self.precision_note:
-            (log.warning if self.precision_note.startswith("warning") else log.info)(
-                self.precision_note.removeprefix("warning: "))
+            log.log(*self.precision_note)
 
     def run(self) -> dict[str, Any]:
         """Train to train.max_steps (or until a signal), validate, write the examples and
