@@ -31,7 +31,7 @@ import torch
 
 from ... import mulaw
 from . import kernels, streaming
-from .kernels import matmul, prefetch
+from .kernels import matmul, power_of_two, prefetch
 from .mixture import LOG_SCALE_MIN
 from .model import WaveNet
 
@@ -207,6 +207,23 @@ def _tanh(x):
     return x * p / q
 
 
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _exp(x):
+    """exp(x) in float64 arithmetic for x <= 0 (0 below -708), relative error under
+    3e-14, with no library call, so that the draw's loop over the classes vectorises (2x
+    faster than ``math.exp``): x = n ln 2 + r with |r| <= ln 2 / 2 (ln 2 in two parts,
+    Cody and Waite), exp(r) by its Taylor series to r^13, times 2^n."""
+    n = max(np.floor(x * 1.4426950408889634 + 0.5), -1022.0)
+    r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10
+    p = 1.6059043836821613e-10
+    for c in (2.08767569878681e-09, 2.505210838544172e-08, 2.755731922398589e-07,
+              2.7557319223985893e-06, 2.48015873015873e-05, 1.984126984126984e-04,
+              1.388888888888889e-03, 8.333333333333333e-03, 4.1666666666666664e-02,
+              1.6666666666666666e-01, 0.5, 1.0, 1.0):
+        p = p * r + c
+    return p * power_of_two(n) if x > -708.0 else 0.0
+
+
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def _step(x, weights, conv_b, feats, ring, t, scratch):
     """Feed inputs x (B,) at step t; afterwards scratch's head outputs (B, Q) are the
@@ -218,7 +235,9 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
     Per layer two products (``kernels.matmul`` into preallocated outputs): the k taps (and
     the features) with the fused conv weight, and the gated output with the residual and
     skip projections side by side. Copies are explicit loops: numba's slice assignment
-    costs more than the copy.
+    costs more than the copy. The loops over a stream's values run over 1-D views of its
+    rows: indexed as [b, j] inside the inner loop, they did not vectorise (the sums of
+    the skip outputs alone took 3 µs of a 32 µs stream-step).
     """
     (embed, conv_w, out_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
      dilations, offsets, lengths, k, _) = weights
@@ -228,52 +247,56 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
     half = z.shape[1]
     skips = s.shape[1]
     for b in range(batch):
+        hb, sb, tb, fb, eb = h[b], s[b], taps[b, k * res:], feats[b], embed[x[b]]
         for j in range(res):
-            h[b, j] = embed[x[b], j]
+            hb[j] = eb[j]
         for j in range(skips):
-            s[b, j] = skip_b[j]
-        for j in range(feats.shape[1]):  # the same for every layer
-            taps[b, k * res + j] = feats[b, j]
+            sb[j] = skip_b[j]
+        for j in range(fb.shape[0]):  # the same for every layer
+            tb[j] = fb[j]
     for layer in range(num_layers):
         d, off, ln = dilations[layer], offsets[layer], lengths[layer]
-        for i in range(k):  # taps oldest..newest, as in the fused conv weight
-            back = (k - 1 - i) * d
-            for b in range(batch):
-                if back == 0:
-                    for j in range(res):
-                        taps[b, i * res + j] = h[b, j]
-                else:
-                    slot = off + (t - back + ln) % ln
-                    for j in range(res):
-                        taps[b, i * res + j] = ring[b, slot, j]
-        slot = off + t % ln
         for b in range(batch):
+            hb = h[b]
+            for i in range(k):  # taps oldest..newest, as in the fused conv weight
+                back = (k - 1 - i) * d
+                tb = taps[b, i * res : (i + 1) * res]
+                src = hb if back == 0 else ring[b, off + (t - back + ln) % ln]
+                for j in range(res):
+                    tb[j] = src[j]
+            rb = ring[b, off + t % ln]
             for j in range(res):
-                ring[b, slot, j] = h[b, j]
+                rb[j] = hb[j]
         matmul(taps, conv_w[layer], a, words, scales)
         for b in range(batch):
+            ab, zb, cb = a[b], z[b], conv_b[b, layer]
             for j in range(half):  # tanh(f) * sigmoid(g), sigmoid(g) = (1 + tanh(g/2)) / 2
-                f = a[b, j] + conv_b[b, layer, j]
-                g = np.float32(0.5) * (a[b, half + j] + conv_b[b, layer, half + j])
-                z[b, j] = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(g))
+                f = ab[j] + cb[j]
+                g = np.float32(0.5) * (ab[half + j] + cb[half + j])
+                zb[j] = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(g))
         # (B, R + S); the last layer's residual goes unused
         matmul(z, out_w[layer], y, words, scales)
+        rl = res_b[layer]
         for b in range(batch):
+            hb, sb, yb, ys = h[b], s[b], y[b, :res], y[b, res:]
             for j in range(res):
-                h[b, j] += y[b, j] + res_b[layer, j]
+                hb[j] += yb[j] + rl[j]
             for j in range(skips):
-                s[b, j] += y[b, res + j]
+                sb[j] += ys[j]
     for b in range(batch):
+        sb = s[b]
         for j in range(skips):
-            s[b, j] = max(s[b, j], 0.0)
+            sb[j] = max(sb[j], 0.0)
     matmul(s, head1_w, hh, words, scales)
     for b in range(batch):
-        for j in range(hh.shape[1]):
-            hh[b, j] = max(hh[b, j] + head1_b[j], 0.0)
+        hhb = hh[b]
+        for j in range(hhb.shape[0]):
+            hhb[j] = max(hhb[j] + head1_b[j], 0.0)
     matmul(hh, head2_w, outputs, words, scales)
     for b in range(batch):
-        for j in range(outputs.shape[1]):
-            outputs[b, j] += head2_b[j]
+        ob = outputs[b]
+        for j in range(ob.shape[0]):
+            ob[j] += head2_b[j]
     # The next step's older taps were written up to 2^9 steps ago and have left the
     # nearest caches: ask for them now, a step ahead.
     for layer in range(num_layers):
@@ -297,9 +320,10 @@ def _draw(logits, u, temperature, top_p, weights):
     if temperature == 0.0:
         return best
     top = logits[best]
+    inv = 1.0 / temperature
     total = 0.0
     for q in range(logits.shape[0]):
-        weights[q] = math.exp((logits[q] - top) / temperature)
+        weights[q] = _exp((logits[q] - top) * inv)
         total += weights[q]
     if top_p < 1.0:
         total = _nucleus(weights, total, top_p)

@@ -779,3 +779,16 @@ def prefetch(typingctx, array, i, j, k):
         return context.get_dummy_value()
 
     return types.void(array, i, j, k), codegen
+
+
+@intrinsic
+def power_of_two(typingctx, n):
+    """2.0 ** n for an integer-valued float64 n in [-1022, 1023], made from its bits (no
+    library call, so loops over it vectorise)."""
+
+    def codegen(context, builder, signature, args):
+        i64, double = ir.IntType(64), ir.DoubleType()
+        biased = builder.fptosi(builder.fadd(args[0], ir.Constant(double, 1023.0)), i64)
+        return builder.bitcast(builder.shl(biased, i64(52)), double)
+
+    return types.float64(types.float64), codegen
