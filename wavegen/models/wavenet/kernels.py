@@ -477,7 +477,7 @@ def _vectors(context, builder, signature, args):
     w = builder.load(builder.bitcast(pointer, words.as_pointer()), align=1)
     one = builder.insert_element(ir.Constant(words, None), args[4], ir.IntType(32)(0))
     x = builder.shuffle_vector(one, ir.Constant(words, None), ir.Constant(words, [0] * LANES))
-    return acc, builder.load(acc, align=4), w, x, args[4]
+    return acc, builder.load(acc, align=4), w, x
 
 
 def _dot_bf16(builder, total, w, x):
@@ -547,9 +547,9 @@ def _dot(typingctx, acc, wp, blk, row, word):
         return None
 
     def codegen(context, builder, signature, args):
-        pointer, total, w, x, word = _vectors(context, builder, signature, args)
+        pointer, total, w, x = _vectors(context, builder, signature, args)
         total = (_dot_bf16(builder, total, w, x) if kind == "bf16"
-                 else _dot_int8(builder, total, w, x, word))
+                 else _dot_int8(builder, total, w, x, args[4]))
         builder.store(total, pointer, align=4)
         return context.get_dummy_value()
 
