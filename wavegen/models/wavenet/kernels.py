@@ -178,13 +178,19 @@ def int8_products() -> str:
 
 
 def _stack_lanes(kind):
-    """The type and codegen of a (LANES,) array of ``kind`` on the stack."""
+    """The type and codegen of a (LANES,) array of ``kind`` on the stack, zeroed by one
+    vector store. (Zeroed by a loop, it became stores of mixed widths that the first vector
+    load of the accumulators could not be forwarded from: a stall of the order of a hundred
+    cycles per column block, a fifth of a 64-deep product's time.)"""
     array = types.Array(kind, 1, "C")
 
     def codegen(context, builder, signature, args):
         item = context.get_data_type(kind)
         size = context.get_constant(types.intp, LANES)
         data = cgutils.alloca_once(builder, item, size=size)
+        vector = ir.VectorType(item, LANES)
+        builder.store(ir.Constant(vector, None), builder.bitcast(data, vector.as_pointer()),
+                      align=4)
         itemsize = context.get_constant(types.intp, context.get_abi_sizeof(item))
         out = context.make_array(array)(context, builder)
         context.populate_array(out, data=data, shape=[size], strides=[itemsize],
@@ -196,8 +202,9 @@ def _stack_lanes(kind):
 
 @intrinsic
 def _lanes(typingctx):
-    """A (LANES,) float32 array on the stack: scratch the compiler can keep in registers
-    (a heap array may alias the weights, so every update would go through memory)."""
+    """A (LANES,) float32 array of zeros on the stack: scratch the compiler can keep in
+    registers (a heap array may alias the weights, so every update would go through
+    memory)."""
     array, codegen = _stack_lanes(types.float32)
     return array(), codegen
 
@@ -243,8 +250,6 @@ def _four_rows(x, scales, wp, out, b):
         r1 = _lanes()
         r2 = _lanes()
         r3 = _lanes()
-        for j in range(LANES):
-            r0[j] = r1[j] = r2[j] = r3[j] = 0.0
         for k in range(wp.shape[1]):
             x0, x1, x2, x3 = x[b, k], x[b + 1, k], x[b + 2, k], x[b + 3, k]
             for j in range(LANES):
@@ -268,8 +273,6 @@ def _two_rows(x, scales, wp, out, b):
         r1 = _lanes()
         s0 = _lanes()
         s1 = _lanes()
-        for j in range(LANES):
-            r0[j] = r1[j] = s0[j] = s1[j] = 0.0
         for k in range(wp.shape[1]):
             x0, x1 = x[b, k], x[b + 1, k]
             for j in range(LANES):
@@ -300,8 +303,6 @@ def _one_row(x, scales, wp, out, b):
         r5 = _lanes()
         r6 = _lanes()
         r7 = _lanes()
-        for j in range(LANES):
-            r0[j] = r1[j] = r2[j] = r3[j] = r4[j] = r5[j] = r6[j] = r7[j] = 0.0
         for k in range(wp.shape[1]):
             x0 = x[b, k]
             for j in range(LANES):
@@ -321,8 +322,6 @@ def _one_row(x, scales, wp, out, b):
         r1 = _lanes()
         r2 = _lanes()
         r3 = _lanes()
-        for j in range(LANES):
-            r0[j] = r1[j] = r2[j] = r3[j] = 0.0
         for k in range(wp.shape[1]):
             x0 = x[b, k]
             for j in range(LANES):
@@ -437,7 +436,7 @@ def _packed_kind(wp) -> str | None:
 
 @intrinsic
 def _acc(typingctx, wp):
-    """A (LANES,) array on the stack for the sums of a product with weights ``wp``
+    """A (LANES,) array of zeros on the stack for the sums of a product with weights ``wp``
     (``_lanes``): float32 for bf16, int32 for int8."""
     kind = _packed_kind(wp)
     if kind is None:
@@ -623,8 +622,6 @@ def _words_four_rows(xw, scales, wp, out, b):
         s1 = _acc(wp)
         s2 = _acc(wp)
         s3 = _acc(wp)
-        for j in range(LANES):
-            r0[j] = r1[j] = r2[j] = r3[j] = s0[j] = s1[j] = s2[j] = s3[j] = 0
         for i in range(_depth(wp)):
             x0, x1, x2, x3 = xw[b, i], xw[b + 1, i], xw[b + 2, i], xw[b + 3, i]
             _dot(r0, wp, blk, i, x0)
@@ -650,8 +647,6 @@ def _words_two_rows(xw, scales, wp, out, b):
         r1 = _acc(wp)
         s0 = _acc(wp)
         s1 = _acc(wp)
-        for j in range(LANES):
-            r0[j] = r1[j] = s0[j] = s1[j] = 0
         for i in range(_depth(wp)):
             x0, x1 = xw[b, i], xw[b + 1, i]
             _dot(r0, wp, blk, i, x0)
@@ -673,8 +668,6 @@ def _words_one_row(xw, scales, wp, out, b):
         r1 = _acc(wp)
         r2 = _acc(wp)
         r3 = _acc(wp)
-        for j in range(LANES):
-            r0[j] = r1[j] = r2[j] = r3[j] = 0
         for i in range(_depth(wp)):
             x0 = xw[b, i]
             _dot(r0, wp, blk, i, x0)
