@@ -223,6 +223,10 @@ def test_a_prime_or_setting_the_api_cannot_use_is_refused():
             generate(model, n=2, num_samples=10, threads=threads)
     assert generate(model, n=np.int64(2), num_samples=np.int32(5),
                     prime=torch.zeros(50)).shape == (2, 5)
+    # include_prime without a prime returned the continuation alone, as if the prime were
+    # forgotten on purpose (the command line refuses the same slip)
+    with pytest.raises(ValueError, match="include_prime .* it needs a prime"):
+        generate(model, num_samples=10, include_prime=True)
 
 
 @pytest.mark.parametrize("temperature", [0.5, 0.8, 1.3])

@@ -134,6 +134,9 @@ def generate(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not math.isfinite(quiet_dbfs):
         raise ValueError(f"quiet_dbfs must be a finite number, got {quiet_dbfs}")
+    if include_prime and prime is None:
+        raise ValueError("include_prime returns the prime before each stream's continuation: "
+                         "it needs a prime")
     if problem := memory_problem(n, num_samples):
         raise MemoryError(problem)
     device = next(model.parameters()).device
