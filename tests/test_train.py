@@ -32,6 +32,28 @@ def metrics(run_dir):
         return [json.loads(line) for line in f]
 
 
+def test_the_logged_samples_per_second_leave_validations_out(tmp_path, monkeypatch):
+    """A metrics line's samples/s (and the bar's) time the training steps of its window:
+    a validation inside the window, here one that takes a second, does not lower it."""
+    import time
+
+    from wavegen.train import Trainer
+
+    validate = Trainer._validate
+
+    def slow_validation(self):
+        time.sleep(1.0)
+        return validate(self)
+
+    monkeypatch.setattr(Trainer, "_validate", slow_validation)
+    train(fast_config(tmp_path, "train.max_steps=12", "train.log_every=3",
+                      "train.val_every=6"))
+    rates = [m["samples_per_s"] for m in metrics(tmp_path / "synthetic-tiny")
+             if "samples_per_s" in m]
+    assert len(rates) == 4  # steps 3, 6, 9 (a validation at step 6 in its window), 12
+    assert rates[2] > 0.3 * max(rates[1], rates[3]), rates
+
+
 @pytest.mark.slow
 def test_short_run_lowers_validation_bits(tmp_path):
     cfg = fast_config(tmp_path, "train.max_steps=250", "train.val_every=1000",

@@ -631,14 +631,16 @@ class Trainer:
         """The cadences: the metrics line, validation (rank 0), last.pt (rank 0)."""
         t, step, main = self.cfg.train, self.counters.step, self.world.is_main
         if self.total_steps == UNPLANNED and self.budget.due(step):
-            self._plan(bar)
+            with window.paused():
+                self._plan(bar)
         if step % t.log_every == 0 or step == self.total_steps:
             self._log(bar, window)
-        if main and step % t.val_every == 0 and step < self.total_steps:
-            bits = self._validate()
-            log.info("step %d: validation %s%.3f bits/sample", step, self.at_most, bits)
-        if main and step % t.checkpoint_every == 0:
-            self.checkpoint(self.last_path)
+        with window.paused():  # the logged samples/s are the steps' own
+            if main and step % t.val_every == 0 and step < self.total_steps:
+                bits = self._validate()
+                log.info("step %d: validation %s%.3f bits/sample", step, self.at_most, bits)
+            if main and step % t.checkpoint_every == 0:
+                self.checkpoint(self.last_path)
 
     def _plan(self, bar) -> None:
         """Set the run's length from its time budget (rank 0 times a validation, every
@@ -853,13 +855,23 @@ class Trainer:
 
 class LogWindow:
     """What happened since the last metrics line: target samples, summed loss (this
-    process's, nats per target), optimizer steps, and when the window began."""
+    process's, nats per target), optimizer steps, and when the window began (moved on by
+    the time spent ``paused``: validations, checkpoints, planning)."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self.tic, self.samples, self.loss, self.steps = time.perf_counter(), 0, 0.0, 0
+
+    @contextmanager
+    def paused(self):
+        """Work that is not a training step: its time is left out of the window's rate."""
+        tic = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.tic += time.perf_counter() - tic
 
     def add(self, samples: int, loss: torch.Tensor | float) -> None:
         self.samples += samples
