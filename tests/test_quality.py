@@ -84,6 +84,9 @@ def test_a_continuation_lasts_until_it_falls_silent_turns_to_noise_or_loses_its_
     assert quality.survival_seconds(dies, real, SR) == pytest.approx(1.0, abs=0.25)
     quiet = real * 10 ** (-30 / 20)  # 30 dB below the real continuation's level
     assert quality.survival_seconds(quiet, real, SR) == 0.0
+    short = int(0.2 * SR)  # shorter than a window: judged whole, not passed unjudged
+    assert quality.survival_seconds(noise[:short], real[:short], SR) == 0.0
+    assert quality.survival_seconds(real[:short], real[:short], SR) == 0.2
 
 
 def test_training_logs_sample_figures_and_sends_audio_to_tensorboard(tmp_path, monkeypatch):
@@ -179,7 +182,7 @@ def test_quality_command_prints_the_table_and_writes_json_and_clips(tmp_path, mu
                        "--json", tmp_path / "q.json", "-o", tmp_path / "clips", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     for row in ("generated from scratch", "generated continuations", "real (other half)",
-                "white noise", "digital silence", "tonal"):
+                "white noise", "digital silence", "tonal", "(median, >= 0.5 s)"):
         assert row in done.stdout
     rows = json.loads((tmp_path / "q.json").read_text())
     assert rows["generated continuations"]["lasts_seconds"][0] <= 0.5

@@ -157,9 +157,10 @@ def survival_seconds(generated: np.ndarray, real: np.ndarray, sample_rate: int) 
     ``WINDOW_SECONDS`` that is near-silent or noise-like (most frames), more than
     ``LEVEL_TOLERANCE_DB`` from the real continuation's level in the same window, or not
     tonal (fewer than half its frames) where the real window is. Both are (T,)
-    continuations of the same prime; the whole length if no window fails."""
-    step = int(WINDOW_SECONDS * sample_rate)
+    continuations of the same prime; the whole length if no window fails (one shorter than
+    a window is judged whole)."""
     length = min(len(generated), len(real))
+    step = max(1, min(int(WINDOW_SECONDS * sample_rate), length))
     for start in range(0, length - step + 1, step):
         g = frames(generated[start : start + step], sample_rate)
         r = frames(real[start : start + step], sample_rate)
@@ -272,14 +273,15 @@ def evaluate(model, reference: list[np.ndarray], count: int = 4, seconds: float 
 
 def table(rows: dict[str, dict], seconds: float) -> str:
     """The figures as a table, one row per set; ``seconds``: the continuations' length."""
+    enough = min(2.0, seconds)  # the length a continuation counts as lasting
     lines = [f"{'set':<26} {'mel Fréchet':>11} {'flatness':>8} {'silent':>7} {'noise':>7} "
-             f"{'tonal':>7} {'RMS dBFS':>8}  continuation lasts (median, >= 2 s)"]
+             f"{'tonal':>7} {'RMS dBFS':>8}  continuation lasts (median, >= {enough:g} s)"]
     for name, f in rows.items():
         rms = f"{f['rms_dbfs']:8.1f}" if f["rms_dbfs"] > -150 else f"{'-inf':>8}"
         flat = f"{f['flatness']:8.4f}" if np.isfinite(f["flatness"]) else f"{'-':>8}"
         lasts = f.get("lasts_seconds")
         extra = (f"  {np.median(lasts):.2f} s of {seconds:g} s, "
-                 f"{sum(x >= min(2.0, seconds) for x in lasts)} of {len(lasts)}"
+                 f"{sum(x >= enough for x in lasts)} of {len(lasts)}"
                  if lasts else "")
         lines.append(f"{name:<26} {f['mel_frechet']:11.0f} {flat} {f['silent_share']:7.0%} "
                      f"{f['noise_share']:7.0%} {f['tonal_share']:7.0%} {rms}{extra}")
