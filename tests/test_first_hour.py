@@ -4,6 +4,7 @@ what is wrong, or do what the user meant; none may train the wrong thing or lose
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -401,6 +402,22 @@ def test_score_names_files_recorded_below_the_models_rate(tmp_path, checkpoint):
                     "Hz and upsampled to it: nothing lies above half its rate, which is easy "
                     "to predict, so its bits/sample are not comparable with those of audio "
                     "recorded at 16,000 Hz"]
+
+
+def test_a_warning_while_a_bar_runs_is_a_line_of_its_own_that_names_the_command(
+        tmp_path, checkpoint):
+    """A clipped file's warning was written into the progress bar's line by Python's
+    fallback handler, without saying which command wrote it."""
+    import soundfile as sf
+
+    loud = np.full(8000, 0.5, np.float32)
+    loud[::4] = 2.0
+    sf.write(tmp_path / "loud.wav", loud, 16000, subtype="FLOAT")
+    done = wavegen("score", checkpoint, "loud.wav", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = re.split(r"[\r\n]+", done.stderr)
+    assert "wavegen score: loud.wav: 2000 samples outside [-1, 1] (peak 2) are clipped" \
+        in lines, done.stderr
 
 
 def test_score_audio_refuses_what_it_cannot_score(checkpoint):

@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wavegen: error: {problem}", file=sys.stderr)
         sys.exit(2)
     reuse_freed_memory()  # before the first tensors: the kernel need not map them anew
+    if command != "train":  # train logs to standard output and its run folder
+        _warnings_above_bars(f"wavegen {command}")
     try:
         code = commands[command](rest)
     except WavegenError as err:
@@ -92,6 +94,24 @@ def main(argv: list[str] | None = None) -> None:
             pass
         code = 141  # as a shell reports a process ended by SIGPIPE
     sys.exit(code)
+
+
+def _warnings_above_bars(prog: str) -> None:
+    """The library's warnings (a file clipped or truncated, a checkpoint without checksum)
+    go to standard error as ``PROG: MESSAGE`` lines, written above a progress bar that is
+    running (Python's fallback wrote them into the bar's line, without the command)."""
+    from tqdm.auto import tqdm
+
+    class AboveBars(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                tqdm.write(self.format(record), file=sys.stderr)
+            except Exception:  # noqa: BLE001 - as logging's own handlers do
+                self.handleError(record)
+
+    handler = AboveBars()
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
 
 
 class Parser(argparse.ArgumentParser):
