@@ -92,6 +92,8 @@ def main() -> None:
                    help="clip length for the reduced precisions' distribution shift "
                         "(0: skip)")
     p.add_argument("--seconds", type=float, default=2.0, help="audio per stream, fast backends")
+    p.add_argument("--top-p", type=float, nargs="+", default=[1.0],
+                   help="nucleus sizes the numba loop is timed with (1: the whole distribution)")
     p.add_argument("--torch-samples", type=int, default=1000, help="per stream, torch backend")
     p.add_argument("--naive-samples", type=int, default=200,
                    help="samples timed for the naive method (0: skip it)")
@@ -140,10 +142,12 @@ def main() -> None:
     fast = int(args.seconds * sr)
     for batch in args.batches:
         for precision in args.precisions if "numba" in args.backends else []:
-            method = "numba" if precision == "fp32" else f"numba {precision}"
-            record(method, batch, fast, timed(lambda b=batch, p=precision: generate(
-                model, n=b, num_samples=fast, seed=0, backend="numba", threads=args.threads,
-                precision=p), args.repeats))
+            for top_p in args.top_p:
+                method = ("numba" if precision == "fp32" else f"numba {precision}") \
+                    + (f", top-p {top_p:g}" if top_p < 1 else "")
+                record(method, batch, fast, timed(lambda b=batch, p=precision, t=top_p: generate(
+                    model, n=b, num_samples=fast, seed=0, backend="numba",
+                    threads=args.threads, precision=p, top_p=t), args.repeats))
         if args.vocoder:
             frames = [torch.randn(fast // 200 + 1, 80).numpy() - 4 for _ in range(batch)]
             record("numba vocoder", batch, fast, timed(lambda b=batch, f=frames: generate(

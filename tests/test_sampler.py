@@ -306,6 +306,33 @@ def test_both_draws_sample_from_the_nucleus(temperature, top_p):
     assert (got_torch == got_numba).mean() > 0.999
 
 
+def test_the_numba_nucleus_keeps_the_classes_the_sorting_rule_keeps():
+    """The numba loop finds the nucleus by selection, not by sorting: on weights whose sums
+    are exact in any order (small integers: ties everywhere, zeros, one class alone), it
+    keeps exactly the classes the sorting rule keeps, with their total."""
+    from wavegen.models.wavenet.fastcpu import _nucleus
+
+    def by_sorting(w, top_p):
+        ranked = np.sort(w)[::-1]
+        inside = np.cumsum(ranked) - ranked < top_p * w.sum()
+        return w >= ranked[inside].min()
+
+    rng = np.random.default_rng(0)
+    cases = [np.ones(256), np.eye(1, 256, 7)[0], np.array([3.0]), np.zeros(255).tolist() + [1]]
+    cases += [rng.integers(0, top, size).astype(np.float64)
+              for top in (2, 4, 50, 10**6) for size in (2, 16, 256) for _ in range(40)]
+    for w in cases:
+        w = np.asarray(w, np.float64)
+        if w.sum() == 0:
+            continue
+        for top_p in (0.05, 0.3, 0.5, 0.9, 0.98, 0.999999):
+            got = w.copy()
+            kept = _nucleus(got, w.sum(), top_p)
+            want = by_sorting(w, top_p)
+            assert np.array_equal(got != 0, want & (w != 0)), (w, top_p)
+            assert np.array_equal(got[want], w[want]) and kept == w[want].sum()
+
+
 def levels_before_each_draw(x: torch.Tensor, known: int, alpha: float) -> np.ndarray:
     """(B, T) classes of which the first ``known`` were fed, not drawn -> (B, T - known) the
     stream's level before each draw (the rule's exponential average, from silence)."""

@@ -340,19 +340,46 @@ def _draw(logits, u, temperature, top_p, weights):
 def _nucleus(weights, total, top_p):
     """Zero the weights outside the nucleus (the most probable classes, taken in order
     until they hold top_p of the mass; classes tied with the last one stay); return the
-    kept total."""
-    order = np.argsort(weights)
+    kept total.
+
+    The last class taken (the cut) is found by selection, not by sorting all Q classes
+    (a sort took 16 us a draw, more than a stream-step's products at batch 8): split the
+    candidates at a pivot (the median of three of them) into those above it, equal to it
+    and below it; if the mass known to lie above the candidates plus those above the pivot
+    reaches top_p of the total, the cut is above the pivot; if the pivot's ties reach it,
+    the cut is the pivot; else it is below, and the candidates above and equal join the
+    mass above. Each round keeps one side (expected O(Q) in all)."""
     keep = top_p * total
-    acc = 0.0
-    cut = weights[order[-1]]
-    for k in range(order.shape[0] - 1, -1, -1):
-        if acc >= keep:
+    cand = weights.copy()
+    n = cand.shape[0]
+    above = 0.0
+    while True:
+        a, b, c = cand[0], cand[n >> 1], cand[n - 1]
+        pivot = max(min(a, b), min(max(a, b), c))
+        higher = 0.0
+        ties = 0.0
+        for i in range(n):
+            v = cand[i]
+            higher += v if v > pivot else 0.0
+            ties += v if v == pivot else 0.0
+        if above + higher >= keep:
+            side = 1  # the cut lies above the pivot
+        elif above + higher + ties >= keep:
             break
-        cut = weights[order[k]]
-        acc += cut
+        else:
+            side = -1
+            above += higher + ties
+        m = 0
+        for i in range(n):  # the candidates on that side, to the front (no branch)
+            v = cand[i]
+            cand[m] = v
+            m += (v > pivot) if side > 0 else (v < pivot)
+        if m == 0:  # rounding left no class on that side: the pivot is the cut
+            break
+        n = m
     kept = 0.0
     for q in range(weights.shape[0]):
-        if weights[q] < cut:
+        if weights[q] < pivot:
             weights[q] = 0.0
         kept += weights[q]
     return kept
