@@ -24,6 +24,7 @@ weights and frames) in the numba loop, fp32: what local conditioning costs per s
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import statistics
 import time
@@ -94,6 +95,11 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=2.0, help="audio per stream, fast backends")
     p.add_argument("--top-p", type=float, nargs="+", default=[1.0],
                    help="nucleus sizes the numba loop is timed with (1: the whole distribution)")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
+                   help="temperatures the numba loop is timed with")
+    p.add_argument("--mixtures", type=int, default=0,
+                   help="K > 0: the preset with a mixture of K logistics as its output")
+    p.add_argument("--classes", type=int, default=256, help="quantization channels (Q)")
     p.add_argument("--torch-samples", type=int, default=1000, help="per stream, torch backend")
     p.add_argument("--naive-samples", type=int, default=200,
                    help="samples timed for the naive method (0: skip it)")
@@ -117,7 +123,11 @@ def main() -> None:
         model = load_checkpoint(args.checkpoint).eval()
         args.preset = model.config.preset or args.checkpoint
     else:
-        model = WaveNet.from_preset(args.preset).eval()
+        model = WaveNet.from_preset(args.preset, mixtures=args.mixtures,
+                                    quantization_channels=args.classes).eval()
+    if model.config.mixtures and args.kl_seconds > 0:
+        p.error("--kl-seconds compares the next-sample logits of a softmax head; give "
+                "--kl-seconds 0 for a mixture")
     sr = model.sample_rate
     for precision in args.precisions:  # compile outside the timings (one and two streams
         for n in (1, 2):  # per thread take different products in bf16: ``kernels.widens``)
@@ -142,12 +152,15 @@ def main() -> None:
     fast = int(args.seconds * sr)
     for batch in args.batches:
         for precision in args.precisions if "numba" in args.backends else []:
-            for top_p in args.top_p:
+            for temperature, top_p in itertools.product(args.temperatures, args.top_p):
                 method = ("numba" if precision == "fp32" else f"numba {precision}") \
+                    + (f", temperature {temperature:g}" if temperature != 1 else "") \
                     + (f", top-p {top_p:g}" if top_p < 1 else "")
-                record(method, batch, fast, timed(lambda b=batch, p=precision, t=top_p: generate(
-                    model, n=b, num_samples=fast, seed=0, backend="numba",
-                    threads=args.threads, precision=p, top_p=t), args.repeats))
+                record(method, batch, fast, timed(
+                    lambda b=batch, p=precision, t=temperature, n=top_p: generate(
+                        model, n=b, num_samples=fast, seed=0, backend="numba",
+                        threads=args.threads, precision=p, temperature=t, top_p=n),
+                    args.repeats))
         if args.vocoder:
             frames = [torch.randn(fast // 200 + 1, 80).numpy() - 4 for _ in range(batch)]
             record("numba vocoder", batch, fast, timed(lambda b=batch, f=frames: generate(

@@ -344,7 +344,7 @@ def _nucleus(weights, total, top_p):
 
     The last class taken (the cut) is found by selection, not by sorting all Q classes
     (a sort took 16 us a draw, more than a stream-step's products at batch 8): split the
-    candidates at a pivot (the median of three of them) into those above it, equal to it
+    candidates at a pivot (one of them) into those above it, equal to it
     and below it; if the mass known to lie above the candidates plus those above the pivot
     reaches top_p of the total, the cut is above the pivot; if the pivot's ties reach it,
     the cut is the pivot; else it is below, and the candidates above and equal join the
@@ -353,9 +353,13 @@ def _nucleus(weights, total, top_p):
     cand = weights.copy()
     n = cand.shape[0]
     above = 0.0
+    state = np.uint64(0x9E3779B97F4A7C15)
     while True:
-        a, b, c = cand[0], cand[n >> 1], cand[n - 1]
-        pivot = max(min(a, b), min(max(a, b), c))
+        # pivot: a candidate at a pseudo-random place (fixed sequence, so draws repeat);
+        # fixed places (first, middle, last) were tails of a peaked distribution, and
+        # each round then set aside a few classes of 65,536
+        state = state * np.uint64(6364136223846793005) + np.uint64(1442695040888963407)
+        pivot = cand[(state >> np.uint64(33)) % np.uint64(n)]
         higher = 0.0
         ties = 0.0
         for i in range(n):
@@ -406,8 +410,24 @@ def _mixture(params, mix):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _log1p_unit(e):
+    """log(1 + e) for e in [0, 1] in float64 arithmetic, relative error under 1e-15, with
+    no library call (so that loops over it vectorise): 2 atanh(y) with y = e / (2 + e) in
+    [0, 1/3], by its series to y^31 (the next term is under 2e-17 of the sum)."""
+    y = e / (2.0 + e)
+    y2 = y * y
+    p = 1.0 / 31.0
+    for c in (1.0 / 29.0, 1.0 / 27.0, 1.0 / 25.0, 1.0 / 23.0, 1.0 / 21.0, 1.0 / 19.0,
+              1.0 / 17.0, 1.0 / 15.0, 1.0 / 13.0, 1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0,
+              1.0 / 3.0, 1.0):
+        p = p * y2 + c
+    return 2.0 * y * p
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _softplus(x):
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+    """log(1 + exp(x)) without overflow, vectorisable (``_exp``, ``_log1p_unit``)."""
+    return max(x, 0.0) + _log1p_unit(_exp(-abs(x)))
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
@@ -417,44 +437,45 @@ def _edge(c, classes):
     return -1.0 + (2.0 * c - 1.0) / (classes - 1)
 
 
-@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _log_bin_mass(low, high, soft_low, soft_high):
-    width = high - low
-    return low + width + math.log(-math.expm1(-width)) - soft_high - soft_low
-
-
-@numba.njit(nogil=True, cache=True, error_model="numpy")
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def _logits(params, logits):
     """A mixture's parameters (3K,) -> its log-probabilities of the Q classes in
-    ``logits`` (Q,) (``mixture.mixture_logits``, in float64)."""
+    ``logits`` (Q,) (``mixture.mixture_logits``, in float64).
+
+    Per component, over the Q - 1 bin edges at once (the loops vectorise: no library call
+    in them): the standardised edges z and softplus(z); a class between edges l and h has
+    log(sigmoid(h) - sigmoid(l)) = h + log(1 - exp(-(h - l))) - softplus(h) - softplus(l),
+    and every bin has the same width h - l (the edges are evenly spaced in the companded
+    domain), so that log is one per component. Then a log-sum-exp over the components."""
     weights, means, inv = _mixture(params, np.empty((3, params.shape[0] // 3)))
-    q = logits.shape[0]
+    q, k = logits.shape[0], weights.shape[0]
+    terms = np.empty((k, q))
     edges = np.empty(q - 1)
-    for c in range(1, q):
-        edges[c - 1] = _edge(c, q)
-    top = np.full(q, -np.inf)  # per class: the largest component term so far, and
-    acc = np.zeros(q)  # the sum of every term relative to it (a running log-sum-exp)
-    for j in range(weights.shape[0]):
-        log_w = math.log(weights[j]) if weights[j] > 0.0 else -np.inf
-        high = (edges[0] - means[j]) * inv[j]
-        soft_high = _softplus(high)
+    for c in range(q - 1):
+        edges[c] = _edge(c + 1, q)
+    high = np.empty(q - 1)
+    soft = np.empty(q - 1)
+    for j in range(k):
+        # a weight that underflowed: a term below every other (fastmath: no infinities)
+        log_w = math.log(weights[j]) if weights[j] > 0.0 else -1e300
+        mean, scale = means[j], inv[j]
+        for c in range(q - 1):
+            high[c] = (edges[c] - mean) * scale
+            soft[c] = _softplus(high[c])
+        log_width = math.log(-math.expm1(-2.0 / (q - 1) * scale))
+        row = terms[j]
+        row[0] = high[0] - soft[0] + log_w
+        for c in range(1, q - 1):
+            row[c] = high[c] + log_width - soft[c] - soft[c - 1] + log_w
+        row[q - 1] = -soft[q - 2] + log_w
+    top = terms[0].copy()
+    for j in range(1, k):
         for c in range(q):
-            if c == 0:
-                term = high - soft_high
-            else:
-                low, soft_low = high, soft_high
-                if c == q - 1:
-                    term = -soft_low
-                else:
-                    high = (edges[c] - means[j]) * inv[j]
-                    soft_high = _softplus(high)
-                    term = _log_bin_mass(low, high, soft_low, soft_high)
-            term += log_w
-            if term > top[c]:
-                acc[c] = acc[c] * math.exp(top[c] - term) + 1.0
-                top[c] = term
-            else:
-                acc[c] += math.exp(term - top[c])
+            top[c] = max(top[c], terms[j, c])
+    acc = np.zeros(q)
+    for j in range(k):
+        for c in range(q):
+            acc[c] += _exp(terms[j, c] - top[c])
     for c in range(q):
         logits[c] = top[c] + math.log(acc[c])
 
