@@ -344,11 +344,11 @@ def _nucleus(weights, total, top_p):
 
     The last class taken (the cut) is found by selection, not by sorting all Q classes
     (a sort took 16 us a draw, more than a stream-step's products at batch 8): split the
-    candidates at a pivot (one of them) into those above it, equal to it
-    and below it; if the mass known to lie above the candidates plus those above the pivot
-    reaches top_p of the total, the cut is above the pivot; if the pivot's ties reach it,
-    the cut is the pivot; else it is below, and the candidates above and equal join the
-    mass above. Each round keeps one side (expected O(Q) in all)."""
+    candidates at a pivot (one of them) into those above it, equal to it and below it; if
+    the mass known to lie above the candidates plus those above the pivot reaches top_p of
+    the total, the cut is above the pivot; if the pivot's ties reach it, the cut is the
+    pivot; else it is below, and the candidates above and equal join the mass above. Each
+    round keeps one side (expected O(Q) in all)."""
     keep = top_p * total
     cand = weights.copy()
     n = cand.shape[0]
