@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from . import __version__, sampling
@@ -77,10 +78,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wavegen: error: {problem}", file=sys.stderr)
         sys.exit(2)
     reuse_freed_memory()  # before the first tensors: the kernel need not map them anew
+    console = nullcontext()
     if command != "train":  # train logs to standard output and its run folder
-        _warnings_above_bars(f"wavegen {command}")
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        logging.basicConfig(level=logging.WARNING, format=f"wavegen {command}: %(message)s",
+                            stream=sys.stderr, force=True)
+        console = logging_redirect_tqdm()  # warnings above a running bar, not into its line
     try:
-        code = commands[command](rest)
+        with console:
+            code = commands[command](rest)
     except WavegenError as err:
         print(f"wavegen {command}: error: {err}", file=sys.stderr)
         code = 2
@@ -94,24 +101,6 @@ def main(argv: list[str] | None = None) -> None:
             pass
         code = 141  # as a shell reports a process ended by SIGPIPE
     sys.exit(code)
-
-
-def _warnings_above_bars(prog: str) -> None:
-    """The library's warnings (a file clipped or truncated, a checkpoint without checksum)
-    go to standard error as ``PROG: MESSAGE`` lines, written above a progress bar that is
-    running (Python's fallback wrote them into the bar's line, without the command)."""
-    from tqdm.auto import tqdm
-
-    class AboveBars(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            try:
-                tqdm.write(self.format(record), file=sys.stderr)
-            except Exception:  # noqa: BLE001 - as logging's own handlers do
-                self.handleError(record)
-
-    handler = AboveBars()
-    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
 
 
 class Parser(argparse.ArgumentParser):
