@@ -144,7 +144,13 @@ def test_reduced_precision_loop_equals_the_forward_of_the_rounded_model(preset, 
     on: as near to that model's float64 forward as torch's float32 forward of it is.
     (Float32 arithmetic in another order rounds a few inputs to the neighbouring value, so
     no two float32 computations of it agree exactly.) For the tiny models, which round few
-    values on the way, the loop is far nearer to it than to the unrounded model."""
+    values on the way, the loop is far nearer to it than to the unrounded model.
+
+    Such a neighbouring value moves every later output it reaches, so the mean error is that
+    of a few such events and moves with the CPU's float32 sums (the loop's mixture model met
+    2.3x torch's on an Emerald Rapids and under 1.5x on a Zen 4): the typical output (the
+    median) is held to torch's error, the mean to a looser bound. A loop that computed the
+    unrounded model is off by 1.75x torch's median error (``small``) to 1000x (``tiny``)."""
     model = WaveNet.from_preset(preset, **overrides).eval()
     randomize_biases(model)
     x = torch.randint(0, 256, (5, 300))
@@ -156,7 +162,9 @@ def test_reduced_precision_loop_equals_the_forward_of_the_rounded_model(preset, 
     inputs = model.shift_with_silence(x)[:, model.receptive_field - 1 :].numpy()
     engine = FastCPUEngine(model, 5, threads=2, precision=precision)
     got = np.concatenate([engine.feed(inputs[:, :101]), engine.feed(inputs[:, 101:])], axis=1)
-    assert np.abs(got - exact).mean() <= 1.5 * np.abs(expected - exact).mean() + 1e-6
+    error, error_torch = np.abs(got - exact), np.abs(expected - exact)
+    assert np.median(error) <= 1.5 * np.median(error_torch) + 1e-8
+    assert error.mean() <= 3 * error_torch.mean() + 1e-6
     if preset == "tiny":
         assert np.abs(got - expected).mean() < 0.1 * np.abs(got - unrounded).mean()
 
