@@ -63,10 +63,11 @@ def full_width_vectors() -> None:
     Intel's server cores (Skylake-X to Emerald Rapids) prefers 256-bit ones, so the fp32
     products, which LLVM vectorises, ran on ymm registers there (the bf16 and int8 ones
     use 512-bit instructions directly): on an Emerald Rapids, fp32 at batch 32 went from
-    48,000 to 60,000-66,000 samples/s with them. AMD's Zen 4 tuning already uses them. Set
-    before numba's first compilation in the process (later, numba keeps the features it
-    began with); a ``NUMBA_CPU_NAME`` or ``NUMBA_CPU_FEATURES`` of the user's is left
-    alone."""
+    48,000 to 60,000-66,000 samples/s with them. AMD's Zen 4 tuning already uses them.
+    numba's setting for the whole process (librosa's compiled functions too, which only
+    changes their vector width), read at its first compilation (later, numba keeps the
+    features it began with); a ``NUMBA_CPU_NAME`` or ``NUMBA_CPU_FEATURES`` of the user's
+    is left alone."""
     if numba.config.CPU_NAME is not None or numba.config.CPU_FEATURES is not None:
         return
     features = binding.get_host_cpu_features()
