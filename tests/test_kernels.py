@@ -141,8 +141,9 @@ def test_sampling_loop_makes_no_blas_call():
     engine = FastCPUEngine(WaveNet.from_preset("tiny").eval(), 2)
     # compiled anew: numba shows no code for a function it loaded from its cache
     step = numba.njit(fastmath=True, error_model="numpy")(fastcpu._step.py_func)
-    step(np.zeros(2, dtype=np.int64), engine.weights(2).args(), engine.state.bias,
-         engine.features(0, 1)[0], engine.state.ring, 0, engine.weights(2).scratch(2))
+    (weights, scratch, team, ring), = engine._members(0, 2)
+    step(np.zeros(2, dtype=np.int64), weights, engine.state.bias, engine.features(0, 1)[0],
+         ring, 0, scratch, team)
     ir = step.inspect_llvm(step.signatures[0])
     assert "fmul" in ir  # the real code
     assert "numba_xxgemm" not in ir and "numba_xxgemv" not in ir and "numba_xxdot" not in ir
@@ -262,11 +263,16 @@ def test_the_loops_cache_is_keyed_by_every_file_of_the_loop(tmp_path):
     keyed by the contents of both files."""
     import shutil
 
-    from wavegen.models.wavenet import jitcache
+    from wavegen.models.wavenet import jitcache, team
 
-    for function in (fastcpu._step, fastcpu._teacher_forced, kernels.matmul, kernels.to_quads):
+    for function in (fastcpu._step, fastcpu._teacher_forced, kernels.matmul, kernels.to_quads,
+                     team.wait_all):
         stamp = function._cache._impl.locator.get_source_stamp()
         assert stamp[1] == jitcache.sources_digest()
+    cached = {path.name for path in jitcache.HERE.glob("*.py")
+              if any(line.startswith("@numba.njit(") and "cache=True" in line
+                     for line in path.read_text().splitlines())}
+    assert "fastcpu.py" in cached and cached <= set(jitcache.SOURCES)  # a new one is keyed
     for name in jitcache.SOURCES:
         shutil.copy(jitcache.HERE / name, tmp_path / name)
     assert jitcache.sources_digest(tmp_path) == jitcache.sources_digest()

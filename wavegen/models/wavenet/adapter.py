@@ -60,14 +60,19 @@ class WaveNetFamily(Family):
             from llvmlite import binding
 
             from .kernels import int8_products, native_bf16
+            from .team import core_cache_bytes
         except Exception as err:  # numba missing or broken: the torch backend still works
             return [f"numba loop unavailable ({err})"]
         target = os.environ.get("NUMBA_CPU_NAME") or binding.get_host_cpu_name()
         bf16 = ("native (vdpbf16ps)" if native_bf16()
                 else "no AVX512_BF16: pairs widened for one clip per thread, fp32 products "
                      "of the rounded values for more")
+        cache = core_cache_bytes()
+        team = ("L2 per core unknown: a clip is never split over threads" if cache is None
+                else f"L2 per core {cache / (1 << 20):g} MB: more threads than clips split "
+                     f"a clip's products over them where its weights are larger")
         return [f"numba loop compiled for {target}; --precision bf16 products: {bf16}; "
-                f"int8 products: {int8_products()}"]
+                f"int8 products: {int8_products()}", team]
 
     def sampling_precisions(self, model: WaveNet) -> tuple[str, ...]:
         # int8 gives each product's input one scale; a vocoder's conv products join the

@@ -12,10 +12,11 @@ a rational tanh that the compiler vectorises. Everything compiles with
 alone kept the gate loop scalar (20x slower).
 
 Threads: the streams are split into near-equal groups, one per thread, and each group runs
-as one batch, so its streams share every weight read. One stream is never split across
-threads (README, generation benchmark): its products are too small to share without
-synchronising cores a few dozen times a step, which is slower whenever a core is busy
-elsewhere.
+as one batch, so its streams share every weight read. Given more threads than streams, each
+stream's products are split by columns over a team of threads (``team.py``): for one clip
+on a CPU whose core's L2 cannot hold the weights, each core then reads its share from its
+own L2. The team meets 2 L + 2 times a step (L layers), so it only pays with every one of
+its cores free: a core busy elsewhere stalls the whole team.
 """
 
 from __future__ import annotations
@@ -23,17 +24,18 @@ from __future__ import annotations
 import copy
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
 import torch
 
 from ... import mulaw
-from . import kernels, streaming
+from . import kernels, streaming, team
 from .kernels import matmul, power_of_two, prefetch
 from .mixture import LOG_SCALE_MIN
 from .model import WaveNet
+from .team import wait_all
 
 
 @dataclass
@@ -61,33 +63,75 @@ class Weights:
     gate: int  # G
     widened: bool = False  # bf16 products as fp32 ones of rounded values (``kernels.widens``)
     mixtures: int = 0  # K of a mixture output (``mixture.py``), 0 for a softmax
+    # (4,) int64: a team thread's first column of the conv, out, head1 and head2 products
+    # (``part``; zeros for the whole products)
+    cols: np.ndarray | None = None
 
     def args(self) -> tuple:
         """The weights argument of the compiled loops (the conv biases come apart: they
         are per stream, and per step for a vocoder)."""
+        cols = np.zeros(4, np.int64) if self.cols is None else self.cols
         return (self.embed, self.conv_w, self.out_w, self.res_b, self.skip_b, self.head1_w,
                 self.head1_b, self.head2_w, self.head2_b, self.dilations, self.offsets,
-                self.lengths, self.kernel_size, self.mixtures)
+                self.lengths, cols, self.kernel_size, self.mixtures)
 
-    def scratch(self, batch: int) -> tuple:
+    def products(self) -> tuple[np.ndarray, ...]:
+        """The packed conv, out, head1 and head2 weights (column blocks on axis -3)."""
+        return self.conv_w, self.out_w, self.head1_w, self.head2_w
+
+    def part(self, me: int, parts: int) -> Weights:
+        """Thread ``me`` of a team of ``parts`` (``team.py``): every product's columns
+        dealt out in units of ``team.UNIT`` blocks, near-equal bytes to each thread."""
+        products = self.products()
+        units = [w.shape[-3] // team.UNIT for w in products]
+        sizes = [w[..., : team.UNIT, :, :].nbytes for w in products]
+        counts = team.shares(units, sizes, parts)
+        sliced, cols = [], []
+        for w, count in zip(products, counts, strict=True):
+            lo = sum(count[:me]) * team.UNIT
+            hi = lo + count[me] * team.UNIT
+            sliced.append(np.ascontiguousarray(w[..., lo:hi, :, :]))
+            cols.append(lo * kernels.LANES)
+        return replace(self, conv_w=sliced[0], out_w=sliced[1],
+                       head1_w=sliced[2], head2_w=sliced[3], cols=np.array(cols, np.int64))
+
+    def scratch(self, batch: int, shared: tuple | None = None) -> tuple:
         """A group's buffers: h (B, R), taps (B, k*R + C), a (B, G), z (B, G/2),
         y (B, R + S), s (B, S), hh (B, H), words (B, the largest K / 2) uint32 (widened:
         (B, the largest K) float32) and scales (B,) (bf16 and int8 products' inputs,
         ``kernels.matmul``), the head's outputs (B, 3K) and logits (B, Q) (one array for a
-        softmax)."""
+        softmax). A team thread's (``shared``: another thread's scratch) shares the
+        products' outputs a, y, hh and the head's outputs with it."""
         zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
         res, skips, heads = self.embed.shape[1], self.skip_b.shape[0], self.head1_b.shape[0]
         half = self.gate // 2
         depth = max(self.taps, half, skips, heads)
-        buffers = (zeros(batch, res), zeros(batch, self.taps), zeros(batch, self.gate),
-                zeros(batch, half), zeros(batch, res + skips), zeros(batch, skips),
-                zeros(batch, heads),
-                zeros(batch, depth) if self.widened else np.zeros((batch, (depth + 1) // 2),
-                                                                  np.uint32),
-                zeros(batch))
+        buffers = [zeros(batch, res), zeros(batch, self.taps), zeros(batch, self.gate),
+                   zeros(batch, half), zeros(batch, res + skips), zeros(batch, skips),
+                   zeros(batch, heads),
+                   zeros(batch, depth) if self.widened else np.zeros((batch, (depth + 1) // 2),
+                                                                     np.uint32),
+                   zeros(batch)]
         logits = zeros(batch, self.embed.shape[0])
         outputs = zeros(batch, self.head2_b.shape[0]) if self.mixtures else logits
+        if shared is not None:
+            for i in (2, 4, 6):  # a, y, hh
+                buffers[i] = shared[i]
+            outputs = shared[-2]
+            logits = logits if self.mixtures else outputs
         return (*buffers, outputs, logits)
+
+    def team(self, batch: int, me: int, parts: int, flags: np.ndarray,
+             scratch: tuple) -> tuple:
+        """The team argument of the compiled loops for thread ``me`` of ``parts`` (1: no
+        team) meeting at ``flags`` (``team.flags``): (me, parts, flags, then its own
+        outputs of the four products, (B, its columns) each; for no team the scratch's)."""
+        if parts == 1:
+            a, y, hh, outputs = scratch[2], scratch[4], scratch[6], scratch[-2]
+            return (0, 1, flags, a, y, hh, outputs)
+        own = [np.zeros((batch, w.shape[-3] * kernels.LANES), np.float32)
+               for w in self.products()]
+        return (me, parts, flags, *own)
 
 
 def at_precision(model: WaveNet, precision: str) -> WaveNet:
@@ -224,8 +268,38 @@ def _exp(x):
     return p * power_of_two(n) if x > -708.0 else 0.0
 
 
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _product(x, wp, out, own, col, team, words, scales, bias, relu):
+    """out = x @ W (``kernels.matmul``), plus ``bias`` (none if empty) and then ReLU where
+    ``relu``. In a team (``Weights.team``): this thread's columns into ``own``, biased and
+    copied into the shared ``out`` from column ``col``; then the team waits for each other
+    (``team.wait_all``), and afterwards out is whole."""
+    me, parts, flags = team[0], team[1], team[2]
+    alone = parts == 1
+    target = out if alone else own
+    start = 0 if alone else col
+    matmul(x, wp, target, words, scales)
+    n = min(target.shape[1], out.shape[1] - start)
+    for b in range(out.shape[0]):
+        tb = target[b]
+        if bias.shape[0] > 0:
+            lane = bias[start:]
+            if relu:
+                for j in range(n):
+                    tb[j] = max(tb[j] + lane[j], 0.0)
+            else:
+                for j in range(n):
+                    tb[j] += lane[j]
+        if not alone:
+            ob = out[b, start:]
+            for j in range(n):
+                ob[j] = tb[j]
+    if not alone:
+        wait_all(flags, me, parts)
+
+
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-def _step(x, weights, conv_b, feats, ring, t, scratch):
+def _step(x, weights, conv_b, feats, ring, t, scratch, team):
     """Feed inputs x (B,) at step t; afterwards scratch's head outputs (B, Q) are the
     logits of the next samples (for a mixture (B, 3K), its parameters: ``_logits``).
     ``conv_b`` (B, L, G): each stream's conv biases (its label's share included);
@@ -238,9 +312,15 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
     costs more than the copy. The loops over a stream's values run over 1-D views of its
     rows: indexed as [b, j] inside the inner loop, they did not vectorise (the sums of
     the skip outputs alone took 3 µs of a 32 µs stream-step).
+
+    ``team`` (``Weights.team``): in a team of threads, this one's products are its share
+    of the columns (``weights`` from ``Weights.part``), and its state (``ring``, the
+    scratch but the shared outputs) its own copy; every thread computes the same values.
     """
     (embed, conv_w, out_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
-     dilations, offsets, lengths, k, _) = weights
+     dilations, offsets, lengths, cols, k, _) = weights
+    own_a, own_y, own_hh, own_out = team[3], team[4], team[5], team[6]
+    none = head1_b[:0]  # no bias
     h, taps, a, z, y, s, hh, words, scales, outputs, _ = scratch
     batch, res = h.shape
     num_layers = conv_w.shape[0]
@@ -267,7 +347,7 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
             rb = ring[b, off + t % ln]
             for j in range(res):
                 rb[j] = hb[j]
-        matmul(taps, conv_w[layer], a, words, scales)
+        _product(taps, conv_w[layer], a, own_a, cols[0], team, words, scales, none, False)
         for b in range(batch):
             ab, zb, cb = a[b], z[b], conv_b[b, layer]
             for j in range(half):  # tanh(f) * sigmoid(g), sigmoid(g) = (1 + tanh(g/2)) / 2
@@ -275,7 +355,7 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
                 g = np.float32(0.5) * (ab[half + j] + cb[half + j])
                 zb[j] = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(g))
         # (B, R + S); the last layer's residual goes unused
-        matmul(z, out_w[layer], y, words, scales)
+        _product(z, out_w[layer], y, own_y, cols[1], team, words, scales, none, False)
         rl = res_b[layer]
         for b in range(batch):
             hb, sb, yb, ys = h[b], s[b], y[b, :res], y[b, res:]
@@ -287,16 +367,8 @@ def _step(x, weights, conv_b, feats, ring, t, scratch):
         sb = s[b]
         for j in range(skips):
             sb[j] = max(sb[j], 0.0)
-    matmul(s, head1_w, hh, words, scales)
-    for b in range(batch):
-        hhb = hh[b]
-        for j in range(hhb.shape[0]):
-            hhb[j] = max(hhb[j] + head1_b[j], 0.0)
-    matmul(hh, head2_w, outputs, words, scales)
-    for b in range(batch):
-        ob = outputs[b]
-        for j in range(ob.shape[0]):
-            ob[j] += head2_b[j]
+    _product(s, head1_w, hh, own_hh, cols[2], team, words, scales, head1_b, True)
+    _product(hh, head2_w, outputs, own_out, cols[3], team, words, scales, head2_b, False)
     # The next step's older taps were written up to 2^9 steps ago and have left the
     # nearest caches: ask for them now, a step ahead.
     for layer in range(num_layers):
@@ -501,14 +573,14 @@ def _mixture_draw(params, u, classes, mix):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _teacher_forced(x, weights, conv_b, feats, ring, t0, scratch, out):
+def _teacher_forced(x, weights, conv_b, feats, ring, t0, scratch, team, out):
     """Feed x (B, T); out (B, T, Q) gets each step's logits ((B, T, 0): none, a prime's
     feed). ``feats`` (T, B, C): a vocoder's features of each step's sample ((1, B, 0) for
-    other models)."""
+    other models). ``team``: ``_step``'s."""
     outputs, logits = scratch[-2], scratch[-1]
     for i in range(x.shape[1]):
         _step(x[:, i], weights, conv_b, feats[min(i, feats.shape[0] - 1)], ring, t0 + i,
-              scratch)
+              scratch, team)
         if out.shape[2] == 0:
             continue
         for b in range(x.shape[0]):
@@ -520,9 +592,10 @@ def _teacher_forced(x, weights, conv_b, feats, ring, t0, scratch, out):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _sample(first, uniforms, temperature, top_p, levels, amplitude, alpha, quiet, weights,
-            conv_b, feats, ring, t0, scratch, out):
+            conv_b, feats, ring, t0, scratch, team, out):
     """Sample out (B, T): feed ``first`` (B,), draw, feed the draw, ... (T steps), with
     a vocoder's features ``feats`` (T, B, C) of each step's sample ((1, B, 0) otherwise).
+    ``team``: ``_step``'s (each of a team's threads draws the same samples).
 
     ``levels`` (B,): each stream's level (an exponential average of its squared
     amplitudes, ``alpha`` per sample; ``amplitude`` (Q,) decodes a class), updated in place;
@@ -535,7 +608,8 @@ def _sample(first, uniforms, temperature, top_p, levels, amplitude, alpha, quiet
     probs = np.empty(logits.shape[1], dtype=np.float64)
     mix = np.empty((3, outputs.shape[1] // 3))
     for i in range(out.shape[1]):
-        _step(x, weights, conv_b, feats[min(i, feats.shape[0] - 1)], ring, t0 + i, scratch)
+        _step(x, weights, conv_b, feats[min(i, feats.shape[0] - 1)], ring, t0 + i, scratch,
+              team)
         for b in range(x.shape[0]):
             p = top_p if levels[b] > quiet else 1.0
             if not weights[-1]:
@@ -574,13 +648,17 @@ class FastCPUEngine:
     of ``LOCAL_STEPS`` samples at a time in bulk; each step copies its sample's features
     beside the taps, and every layer's conv product applies that layer's projection of them
     (its weights packed under the conv's), so they cost one longer product per layer.
+
+    Given more ``threads`` than streams, ``split`` None splits each stream's products over
+    a team of threads where its weights do not fit in a core's L2 (``team.team_size``),
+    True wherever there are more threads, False never (extra threads stay idle).
     """
 
     LOCAL_STEPS = 4096  # the sampler's chunk: the frames a span needs around it are few
 
     def __init__(self, model: WaveNet, batch_size: int, threads: int = 1,
                  entries: torch.Tensor | None = None, precision: str = "fp32",
-                 frames: torch.Tensor | None = None):
+                 frames: torch.Tensor | None = None, split: bool | None = None):
         self.model = model = at_precision(model, precision)
         model.check_local(frames is not None)
         self.precision = precision
@@ -588,6 +666,12 @@ class FastCPUEngine:
         self.packed = {widened: export(model, precision, widened)
                        for widened in {kernels.widens(precision, hi - lo)
                                        for lo, hi in self.groups}}
+        weight_bytes = max(sum(w.nbytes for w in weights.products())
+                           for weights in self.packed.values())
+        cache = {None: team.core_cache_bytes(), True: 0, False: None}[split]
+        self.parts = team.team_size(threads, batch_size, weight_bytes, cache)
+        self.teams = {widened: [weights.part(me, self.parts) for me in range(self.parts)]
+                      for widened, weights in self.packed.items()} if self.parts > 1 else {}
         self.state = RingState(model, batch_size, entries)
         self.quantization_channels = q = model.quantization_channels
         self.amplitude = mulaw.decode(torch.arange(q), q).double().numpy()
@@ -615,18 +699,41 @@ class FastCPUEngine:
         size = steps if self.frames is None else self.LOCAL_STEPS
         return [(lo, min(steps, lo + size)) for lo in range(0, steps, max(1, size))]
 
-    def _run(self, fn, feats: np.ndarray) -> None:
-        """Run fn(lo, hi, features of streams lo..hi-1) for every stream group, one thread
-        each."""
-        def call(group):
-            lo, hi = group
-            fn(lo, hi, np.ascontiguousarray(feats[:, lo:hi]))
+    def _members(self, lo: int, hi: int) -> list[tuple]:
+        """The arguments of the compiled loops for the group of streams lo..hi-1, one
+        (weights, scratch, team, ring) per thread of its team (one thread where there are
+        as many streams as threads): a team's first thread computes on the engine's ring,
+        the others on copies of it."""
+        streams, whole = hi - lo, self.weights(hi - lo)
+        ring = self.state.ring[lo:hi]
+        if self.parts == 1:
+            scratch = whole.scratch(streams)
+            return [(whole.args(), scratch, whole.team(streams, 0, 1, team.flags(1), scratch),
+                     ring)]
+        flags = team.flags(self.parts)
+        weights = self.teams[whole.widened]
+        first = weights[0].scratch(streams)
+        members = []
+        for me, part in enumerate(weights):
+            scratch = first if me == 0 else part.scratch(streams, shared=first)
+            members.append((part.args(), scratch,
+                            part.team(streams, me, self.parts, flags, scratch),
+                            ring if me == 0 else ring.copy()))
+        return members
 
-        if len(self.groups) == 1:
-            call(self.groups[0])
-        else:
-            with ThreadPoolExecutor(len(self.groups)) as pool:
-                list(pool.map(call, self.groups))
+    def _run(self, fn, feats: np.ndarray) -> None:
+        """Run fn(lo, hi, features of streams lo..hi-1, me, weights, scratch, team, ring)
+        for every thread ``me`` of every stream group's team, all at once."""
+        calls = []
+        for lo, hi in self.groups:
+            group_feats = np.ascontiguousarray(feats[:, lo:hi])
+            calls += [(lo, hi, group_feats, me, *member)
+                      for me, member in enumerate(self._members(lo, hi))]
+        if len(calls) == 1:
+            fn(*calls[0])
+        else:  # every call on a thread of its own: a team's threads wait for each other
+            with ThreadPoolExecutor(len(calls)) as pool:
+                list(pool.map(lambda call: fn(*call), calls))
 
     def feed(self, x: np.ndarray, logits: bool = True) -> np.ndarray:
         """x: (B, T) int64 -> (B, T, Q) float32 logits, [:, t] for the sample after x[:, t]
@@ -636,11 +743,12 @@ class FastCPUEngine:
         for a, b in self._spans(x.shape[1]):
             t0 = self.state.t
 
-            def run(lo, hi, feats, a=a, b=b, t0=t0):
-                weights = self.weights(hi - lo)
-                _teacher_forced(np.ascontiguousarray(x[lo:hi, a:b]), weights.args(),
-                                self.state.bias[lo:hi], feats, self.state.ring[lo:hi], t0,
-                                weights.scratch(hi - lo), out[lo:hi, a:b])
+            def run(lo, hi, feats, me, weights, scratch, team_args, ring, a=a, b=b, t0=t0):
+                logits = out[lo:hi, a:b] if me == 0 else np.empty((hi - lo, b - a, 0),
+                                                                  np.float32)
+                _teacher_forced(np.ascontiguousarray(x[lo:hi, a:b]), weights,
+                                self.state.bias[lo:hi], feats, ring, t0, scratch, team_args,
+                                logits)
 
             self._run(run, self.features(t0, b - a))
             self.state.t += b - a
@@ -660,13 +768,15 @@ class FastCPUEngine:
             t0 = self.state.t
             pending = first if a == 0 else out[:, a - 1].copy()
 
-            def run(lo, hi, feats, a=a, b=b, t0=t0, pending=pending):
-                weights = self.weights(hi - lo)
+            def run(lo, hi, feats, me, weights, scratch, team_args, ring, a=a, b=b, t0=t0,
+                    pending=pending):
+                # a team's threads draw the same samples: the first keeps them
+                mine = levels[lo:hi] if me == 0 else levels[lo:hi].copy()
+                drawn = out[lo:hi, a:b] if me == 0 else np.empty((hi - lo, b - a), np.int64)
                 _sample(pending[lo:hi], np.ascontiguousarray(uniforms[lo:hi, a:b]),
-                        float(temperature), float(top_p), levels[lo:hi], self.amplitude,
-                        float(alpha), float(quiet), weights.args(),
-                        self.state.bias[lo:hi], feats, self.state.ring[lo:hi], t0,
-                        weights.scratch(hi - lo), out[lo:hi, a:b])
+                        float(temperature), float(top_p), mine, self.amplitude,
+                        float(alpha), float(quiet), weights, self.state.bias[lo:hi], feats,
+                        ring, t0, scratch, team_args, drawn)
 
             self._run(run, self.features(t0, b - a))
             self.state.t += b - a

@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("kernels.py", "fastcpu.py")  # the files with cached functions
+SOURCES = ("kernels.py", "team.py", "fastcpu.py")  # the files with cached functions
 
 
 def sources_digest(folder: Path = HERE) -> bytes:

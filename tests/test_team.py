@@ -1,0 +1,78 @@
+"""One stream's products split over a team of threads (``team.py``): the same logits, samples
+and state as one thread, bit for bit, and the rule that decides when a team is formed."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize_biases
+
+from wavegen import WaveNet, generate
+from wavegen.models.wavenet import team
+from wavegen.models.wavenet.fastcpu import FastCPUEngine
+
+
+@pytest.mark.parametrize("overrides,precision,threads", [
+    ({}, "fp32", 2),
+    ({"mixtures": 4}, "fp32", 2),  # the head's outputs shared, each thread its own logits
+    ({"kernel_size": 3}, "bf16", 2),
+    ({}, "int8", 2),
+    ({}, "fp32", 3),  # more threads than cores here: the barrier yields
+])
+def test_a_team_computes_what_one_thread_does(overrides, precision, threads):
+    """Teacher-forced logits, sampled values (the draws read the shared outputs) and the
+    ring state after both: equal to one thread's. ``tiny``'s conv product has one column
+    unit, so one thread of the team computes none of it."""
+    torch.manual_seed(0)
+    model = WaveNet.from_preset("tiny", **overrides).eval()
+    randomize_biases(model)
+    x = np.random.default_rng(0).integers(0, 256, (1, 120))
+    u = np.random.default_rng(1).random((1, 200))
+    results = []
+    for split in (False, True):
+        engine = FastCPUEngine(model, 1, threads=threads, precision=precision, split=split)
+        assert engine.parts == (threads if split else 1)
+        logits = engine.feed(x)
+        drawn = engine.sample(x[:, -1], u, 1.0, top_p=0.9)
+        results.append((logits, drawn, engine.state.ring.copy(), engine.state.t))
+    (logits, drawn, ring, t), (team_logits, team_drawn, team_ring, team_t) = results
+    np.testing.assert_array_equal(team_logits, logits)
+    np.testing.assert_array_equal(team_drawn, drawn)
+    np.testing.assert_array_equal(team_ring, ring)
+    assert team_t == t
+    assert len(set(drawn[0].tolist())) > 10  # real draws, not a constant
+
+
+def test_a_team_deals_every_column_once_with_near_equal_bytes():
+    """``small``'s products over two threads: each column block computed by exactly one
+    thread, from the column the thread says, and the bytes within a column unit of even."""
+    engine = FastCPUEngine(WaveNet.from_preset("small").eval(), 1, threads=2, split=True)
+    whole, parts = engine.packed[False], engine.teams[False]
+    loads = [sum(w.nbytes for w in part.products()) for part in parts]
+    for i, w in enumerate(whole.products()):
+        blocks = [part.products()[i] for part in parts]
+        starts = [int(part.cols[i]) // 16 for part in parts]
+        rebuilt = np.concatenate([b for _, b in sorted(zip(starts, blocks, strict=True),
+                                                       key=lambda pair: pair[0])], axis=-3)
+        np.testing.assert_array_equal(rebuilt, w)
+    assert abs(loads[0] - loads[1]) <= max(w[..., :4, :, :].nbytes for w in whole.products())
+    assert sum(loads) == sum(w.nbytes for w in whole.products())
+
+
+def test_a_team_forms_only_with_spare_threads_and_weights_past_the_cache():
+    mb = 1 << 20
+    assert team.team_size(2, 1, 4 * mb, 2 * mb) == 2
+    assert team.team_size(4, 1, 4 * mb, 2 * mb) == 4
+    assert team.team_size(4, 2, 4 * mb, 2 * mb) == 2
+    assert team.team_size(2, 1, mb, 2 * mb) == 1  # the weights fit in the core's L2
+    assert team.team_size(2, 2, 4 * mb, 2 * mb) == 1  # a thread per stream already
+    assert team.team_size(2, 1, 4 * mb, None) == 1  # the cache size unknown
+
+
+def test_generate_with_two_threads_for_one_clip_is_the_same_clip(monkeypatch):
+    """Through the public API: a team where the weights exceed the cache (made so here by
+    a cache of 0 bytes) changes nothing in the clip."""
+    model = WaveNet.from_preset("tiny").eval()
+    alone = generate(model, n=1, num_samples=300, seed=3, threads=1, backend="numba")
+    monkeypatch.setattr(team, "core_cache_bytes", lambda: 0)
+    paired = generate(model, n=1, num_samples=300, seed=3, threads=2, backend="numba")
+    np.testing.assert_array_equal(paired.numpy(), alone.numpy())
