@@ -135,6 +135,20 @@ def test_fp32_products_use_the_cpus_full_vector_width():
     assert fmas and all("zmm" in line for line in fmas)
 
 
+@pytest.mark.parametrize("precision", kernels.PRECISIONS)
+def test_one_row_takes_any_number_of_column_blocks(precision):
+    """A team thread's share of a product (``team.shares``) is any number of the packed
+    column blocks, not a multiple of four: one row through 1..11 of them."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 40)).astype(np.float32)
+    packed = kernels.pack(torch.randn(40, 12 * 16), precision)
+    for blocks in range(1, 12):
+        part = np.ascontiguousarray(packed[:blocks])
+        w = kernels.unpack(part, blocks * 16)[:40].astype(np.float64)
+        np.testing.assert_allclose(product(x, part, blocks * 16), at(x, precision) @ w,
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_sampling_loop_makes_no_blas_call():
     """The loop's speed must not hang on which BLAS kernel runs (OpenBLAS's AVX2 kernels made
     two streams a seventh as fast as one): its compiled step calls no BLAS routine."""

@@ -20,8 +20,8 @@ from wavegen.models.wavenet.fastcpu import FastCPUEngine
 ])
 def test_a_team_computes_what_one_thread_does(overrides, precision, threads):
     """Teacher-forced logits, sampled values (the draws read the shared outputs) and the
-    ring state after both: equal to one thread's. ``tiny``'s conv product has one column
-    unit, so one thread of the team computes none of it."""
+    ring state after both: equal to one thread's. (Three threads deal ``tiny``'s four
+    conv blocks 2 / 1 / 1.)"""
     torch.manual_seed(0)
     model = WaveNet.from_preset("tiny", **overrides).eval()
     randomize_biases(model)
@@ -42,20 +42,27 @@ def test_a_team_computes_what_one_thread_does(overrides, precision, threads):
     assert len(set(drawn[0].tolist())) > 10  # real draws, not a constant
 
 
-def test_a_team_deals_every_column_once_with_near_equal_bytes():
-    """``small``'s products over two threads: each column block computed by exactly one
-    thread, from the column the thread says, and the bytes within a column unit of even."""
-    engine = FastCPUEngine(WaveNet.from_preset("small").eval(), 1, threads=2, split=True)
-    whole, parts = engine.packed[False], engine.teams[False]
-    loads = [sum(w.nbytes for w in part.products()) for part in parts]
-    for i, w in enumerate(whole.products()):
-        blocks = [part.products()[i] for part in parts]
-        starts = [int(part.cols[i]) // 16 for part in parts]
-        rebuilt = np.concatenate([b for _, b in sorted(zip(starts, blocks, strict=True),
-                                                       key=lambda pair: pair[0])], axis=-3)
-        np.testing.assert_array_equal(rebuilt, w)
-    assert abs(loads[0] - loads[1]) <= max(w[..., :4, :, :].nbytes for w in whole.products())
-    assert sum(loads) == sum(w.nbytes for w in whole.products())
+def test_a_team_deals_every_column_once_in_near_equal_shares():
+    """``small``'s products over two and three threads: each column block computed by
+    exactly one thread, from the column the thread says, and every product's shares
+    within a block of each other (the team waits for its slowest after each product)."""
+    for threads in (2, 3):
+        engine = FastCPUEngine(WaveNet.from_preset("small").eval(), 1, threads=threads,
+                               split=True)
+        whole, parts = engine.packed[False], engine.teams[False]
+        for i, w in enumerate(whole.products()):
+            blocks = [part.products()[i] for part in parts]
+            starts = [int(part.cols[i]) // 16 for part in parts]
+            ordered = sorted(zip(starts, blocks, strict=True), key=lambda pair: pair[0])
+            np.testing.assert_array_equal(np.concatenate([b for _, b in ordered], axis=-3), w)
+            sizes = [b.shape[-3] for b in blocks]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_shares_even_out_the_spare_blocks():
+    assert team.shares([8, 20, 16, 16], 2) == [[4, 4], [10, 10], [8, 8], [8, 8]]
+    assert team.shares([5, 5, 5], 2) == [[3, 2], [2, 3], [3, 2]]
+    assert team.shares([4, 1], 3) == [[2, 1, 1], [0, 1, 0]]
 
 
 def test_a_team_forms_only_with_spare_threads_and_weights_past_the_cache():

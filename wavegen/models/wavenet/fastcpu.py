@@ -80,17 +80,14 @@ class Weights:
         return self.conv_w, self.out_w, self.head1_w, self.head2_w
 
     def part(self, me: int, parts: int) -> Weights:
-        """Thread ``me`` of a team of ``parts`` (``team.py``): every product's columns
-        dealt out in units of ``team.UNIT`` blocks, near-equal bytes to each thread."""
+        """Thread ``me`` of a team of ``parts`` (``team.py``): its share of every product's
+        column blocks (``team.shares``)."""
         products = self.products()
-        units = [w.shape[-3] // team.UNIT for w in products]
-        sizes = [w[..., : team.UNIT, :, :].nbytes for w in products]
-        counts = team.shares(units, sizes, parts)
+        counts = team.shares([w.shape[-3] for w in products], parts)
         sliced, cols = [], []
         for w, count in zip(products, counts, strict=True):
-            lo = sum(count[:me]) * team.UNIT
-            hi = lo + count[me] * team.UNIT
-            sliced.append(np.ascontiguousarray(w[..., lo:hi, :, :]))
+            lo = sum(count[:me])
+            sliced.append(np.ascontiguousarray(w[..., lo : lo + count[me], :, :]))
             cols.append(lo * kernels.LANES)
         return replace(self, conv_w=sliced[0], out_w=sliced[1],
                        head1_w=sliced[2], head2_w=sliced[3], cols=np.array(cols, np.int64))

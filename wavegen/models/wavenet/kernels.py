@@ -312,7 +312,9 @@ def _two_rows(x, scales, wp, out, b):
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _one_row(x, scales, wp, out, b):
     """Row b of out, eight column blocks at a time, then four: for one row the weights
-    stream from cache once per step, and more accumulators in flight hide more of that."""
+    stream from cache once per step, and more accumulators in flight hide more of that.
+    (Then two and one: a team thread's share of the blocks, ``team.py``, need not be a
+    multiple of four.)"""
     blk = 0
     while blk + 8 <= wp.shape[0]:
         r0 = _lanes()
@@ -352,6 +354,24 @@ def _one_row(x, scales, wp, out, b):
         for i, acc in enumerate((r0, r1, r2, r3)):
             _store(out, b, (blk + i) * LANES, acc)
         blk += 4
+    while blk + 2 <= wp.shape[0]:
+        r0 = _lanes()
+        r1 = _lanes()
+        for k in range(wp.shape[1]):
+            x0 = x[b, k]
+            for j in range(LANES):
+                r0[j] += x0 * wp[blk, k, j]
+                r1[j] += x0 * wp[blk + 1, k, j]
+        _store(out, b, blk * LANES, r0)
+        _store(out, b, (blk + 1) * LANES, r1)
+        blk += 2
+    if blk < wp.shape[0]:
+        r0 = _lanes()
+        for k in range(wp.shape[1]):
+            x0 = x[b, k]
+            for j in range(LANES):
+                r0[j] += x0 * wp[blk, k, j]
+        _store(out, b, blk * LANES, r0)
 
 
 class _BFloat(ir.Type):
@@ -683,8 +703,9 @@ def _words_two_rows(xw, scales, wp, out, b):
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _words_one_row(xw, scales, wp, out, b):
-    """Row b of out, four column blocks at a time."""
-    for blk in range(0, wp.shape[0], 4):
+    """Row b of out, four column blocks at a time, then one (``_one_row``)."""
+    blk = 0
+    while blk + 4 <= wp.shape[0]:
         r0 = _acc(wp)
         r1 = _acc(wp)
         r2 = _acc(wp)
@@ -697,6 +718,13 @@ def _words_one_row(xw, scales, wp, out, b):
             _dot(r3, wp, blk + 3, i, x0)
         for c, acc in enumerate((r0, r1, r2, r3)):
             _finish(out, b, (blk + c) * LANES, acc, wp, blk + c, scales[b])
+        blk += 4
+    while blk < wp.shape[0]:
+        r0 = _acc(wp)
+        for i in range(_depth(wp)):
+            _dot(r0, wp, blk, i, xw[b, i])
+        _finish(out, b, blk * LANES, r0, wp, blk, scales[b])
+        blk += 1
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")

@@ -25,9 +25,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import kernels
+from . import jitcache
 
-UNIT = kernels.COLUMNS // kernels.LANES  # blocks a one-row product takes at a time
+jitcache.install()  # before the cached function below
+
 LINE = 8  # int64 slots between two threads' flags: one 64-byte cache line each
 SPINS = 4096  # waits on a spin before a waiting thread yields its core
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
@@ -113,18 +114,13 @@ def flags(parts: int) -> np.ndarray:
     return np.zeros(parts * LINE, np.int64)
 
 
-def shares(units: list[int], sizes: list[int], parts: int) -> list[list[int]]:
-    """How many of each matrix's column units (of UNIT blocks) each of ``parts`` threads
-    computes: units[m] of sizes[m] bytes each (summed over the matrices a stack holds),
-    dealt biggest first to the thread with the fewest bytes so far. -> counts[m][p]."""
-    load = [0] * parts
-    counts = [[0] * parts for _ in units]
-    for m in sorted(range(len(units)), key=lambda m: -sizes[m]):
-        for _ in range(units[m]):
-            p = min(range(parts), key=lambda p: (load[p], p))
-            counts[m][p] += 1
-            load[p] += sizes[m]
-    return counts
+def shares(blocks: list[int], parts: int) -> list[list[int]]:
+    """How many of each product's column blocks (blocks[m]) each of ``parts`` threads
+    computes: near-equal shares of every product, since the team waits for its slowest
+    thread after each one; the spare blocks of product m go to threads m, m + 1, ...
+    (mod parts), so that they even out over the products. -> counts[m][p]."""
+    return [[n // parts + ((p - m) % parts < n % parts) for p in range(parts)]
+            for m, n in enumerate(blocks)]
 
 
 @functools.cache
