@@ -2,6 +2,10 @@
 and row count, no BLAS call left in the loop, and the bf16 and int8 options equal to the
 parallel forward of the model with its products rounded to bf16 or quantized to int8."""
 
+import ctypes
+import mmap
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -135,18 +139,36 @@ def test_fp32_products_use_the_cpus_full_vector_width():
     assert fmas and all("zmm" in line for line in fmas)
 
 
+def guarded(a: np.ndarray) -> np.ndarray:
+    """A copy of a that ends where an unreadable page begins: a read past its end crashes."""
+    page = mmap.PAGESIZE
+    size = -(-a.nbytes // page) * page
+    buffer = mmap.mmap(-1, size + page)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mprotect(ctypes.c_void_p(start + size), page, 0) == 0  # PROT_NONE
+    copy = np.frombuffer(buffer, np.uint8, a.nbytes, size - a.nbytes).view(a.dtype)
+    copy = copy.reshape(a.shape)
+    copy[...] = a
+    return copy
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes")
 @pytest.mark.parametrize("precision", kernels.PRECISIONS)
-def test_one_row_takes_any_number_of_column_blocks(precision):
+def test_products_take_any_number_of_column_blocks_and_read_nothing_past_them(precision):
     """A team thread's share of a product (``team.shares``) is any number of the packed
-    column blocks, not a multiple of four: one row through 1..11 of them."""
+    column blocks, not a multiple of four or two: rows 1..5 through 1..11 of them, each
+    share ending at an unreadable page (the loops that take two or four blocks at a time
+    once read past an odd share's end)."""
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((1, 40)).astype(np.float32)
     packed = kernels.pack(torch.randn(40, 12 * 16), precision)
     for blocks in range(1, 12):
-        part = np.ascontiguousarray(packed[:blocks])
+        part = guarded(packed[:blocks])
         w = kernels.unpack(part, blocks * 16)[:40].astype(np.float64)
-        np.testing.assert_allclose(product(x, part, blocks * 16), at(x, precision) @ w,
-                                   rtol=1e-4, atol=1e-4)
+        for rows in range(1, 6):
+            x = rng.standard_normal((rows, 40)).astype(np.float32)
+            np.testing.assert_allclose(product(x, part, blocks * 16), at(x, precision) @ w,
+                                       rtol=1e-4, atol=1e-4)
 
 
 def test_sampling_loop_makes_no_blas_call():

@@ -118,14 +118,10 @@ class Weights:
             logits = logits if self.mixtures else outputs
         return (*buffers, outputs, logits)
 
-    def team(self, batch: int, me: int, parts: int, flags: np.ndarray,
-             scratch: tuple) -> tuple:
-        """The team argument of the compiled loops for thread ``me`` of ``parts`` (1: no
-        team) meeting at ``flags`` (``team.flags``): (me, parts, flags, then its own
-        outputs of the four products, (B, its columns) each; for no team the scratch's)."""
-        if parts == 1:
-            a, y, hh, outputs = scratch[2], scratch[4], scratch[6], scratch[-2]
-            return (0, 1, flags, a, y, hh, outputs)
+    def team(self, batch: int, me: int, parts: int, flags: np.ndarray) -> tuple:
+        """The team argument of the compiled loops for thread ``me`` of ``parts`` meeting
+        at ``flags`` (``team.flags``): (me, parts, flags, then its own outputs of the four
+        products, (B, its columns) each)."""
         own = [np.zeros((batch, w.shape[-3] * kernels.LANES), np.float32)
                for w in self.products()]
         return (me, parts, flags, *own)
@@ -266,33 +262,33 @@ def _exp(x):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _product(x, wp, out, own, col, team, words, scales, bias, relu):
-    """out = x @ W (``kernels.matmul``), plus ``bias`` (none if empty) and then ReLU where
-    ``relu``. In a team (``Weights.team``): this thread's columns into ``own``, biased and
-    copied into the shared ``out`` from column ``col``; then the team waits for each other
-    (``team.wait_all``), and afterwards out is whole."""
-    me, parts, flags = team[0], team[1], team[2]
-    alone = parts == 1
-    target = out if alone else own
-    start = 0 if alone else col
-    matmul(x, wp, target, words, scales)
-    n = min(target.shape[1], out.shape[1] - start)
-    for b in range(out.shape[0]):
-        tb = target[b]
-        if bias.shape[0] > 0:
-            lane = bias[start:]
-            if relu:
-                for j in range(n):
-                    tb[j] = max(tb[j] + lane[j], 0.0)
-            else:
-                for j in range(n):
-                    tb[j] += lane[j]
-        if not alone:
-            ob = out[b, start:]
+def _biased(out, bias, relu):
+    """out[:, :n] += bias (n of them, none if empty), then ReLU where ``relu``."""
+    n = min(out.shape[1], bias.shape[0])
+    for b in range(out.shape[0] if n > 0 else 0):
+        ob = out[b]
+        if relu:
             for j in range(n):
-                ob[j] = tb[j]
-    if not alone:
-        wait_all(flags, me, parts)
+                ob[j] = max(ob[j] + bias[j], 0.0)
+        else:
+            for j in range(n):
+                ob[j] += bias[j]
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _shared(x, wp, out, own, col, team, words, scales, bias, relu):
+    """A team thread's part of out = x @ W (``kernels.matmul``), plus ``bias`` (none if
+    empty) and then ReLU where ``relu``: its columns into ``own``, biased and copied into
+    the shared ``out`` from column ``col``; then the team waits for each other
+    (``team.wait_all``), and afterwards out is whole."""
+    matmul(x, wp, own, words, scales)
+    n = min(own.shape[1], out.shape[1] - col)
+    _biased(own, bias[col : col + n] if bias.shape[0] > 0 else bias, relu)
+    for b in range(out.shape[0]):
+        ob, mine = out[b, col:], own[b]
+        for j in range(n):
+            ob[j] = mine[j]
+    wait_all(team[2], team[0], team[1])
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
@@ -310,13 +306,13 @@ def _step(x, weights, conv_b, feats, ring, t, scratch, team):
     rows: indexed as [b, j] inside the inner loop, they did not vectorise (the sums of
     the skip outputs alone took 3 µs of a 32 µs stream-step).
 
-    ``team`` (``Weights.team``): in a team of threads, this one's products are its share
-    of the columns (``weights`` from ``Weights.part``), and its state (``ring``, the
-    scratch but the shared outputs) its own copy; every thread computes the same values.
+    ``team`` (``Weights.team``; None alone, which numba compiles as the loop without a
+    team): in a team of threads, this one's products are its share of the columns
+    (``weights`` from ``Weights.part``), and its state (``ring``, the scratch but the
+    shared outputs) its own copy; every thread computes the same values.
     """
     (embed, conv_w, out_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
      dilations, offsets, lengths, cols, k, _) = weights
-    own_a, own_y, own_hh, own_out = team[3], team[4], team[5], team[6]
     none = head1_b[:0]  # no bias
     h, taps, a, z, y, s, hh, words, scales, outputs, _ = scratch
     batch, res = h.shape
@@ -344,7 +340,10 @@ def _step(x, weights, conv_b, feats, ring, t, scratch, team):
             rb = ring[b, off + t % ln]
             for j in range(res):
                 rb[j] = hb[j]
-        _product(taps, conv_w[layer], a, own_a, cols[0], team, words, scales, none, False)
+        if team is None:
+            matmul(taps, conv_w[layer], a, words, scales)
+        else:
+            _shared(taps, conv_w[layer], a, team[3], cols[0], team, words, scales, none, False)
         for b in range(batch):
             ab, zb, cb = a[b], z[b], conv_b[b, layer]
             for j in range(half):  # tanh(f) * sigmoid(g), sigmoid(g) = (1 + tanh(g/2)) / 2
@@ -352,7 +351,10 @@ def _step(x, weights, conv_b, feats, ring, t, scratch, team):
                 g = np.float32(0.5) * (ab[half + j] + cb[half + j])
                 zb[j] = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(g))
         # (B, R + S); the last layer's residual goes unused
-        _product(z, out_w[layer], y, own_y, cols[1], team, words, scales, none, False)
+        if team is None:
+            matmul(z, out_w[layer], y, words, scales)
+        else:
+            _shared(z, out_w[layer], y, team[4], cols[1], team, words, scales, none, False)
         rl = res_b[layer]
         for b in range(batch):
             hb, sb, yb, ys = h[b], s[b], y[b, :res], y[b, res:]
@@ -364,8 +366,14 @@ def _step(x, weights, conv_b, feats, ring, t, scratch, team):
         sb = s[b]
         for j in range(skips):
             sb[j] = max(sb[j], 0.0)
-    _product(s, head1_w, hh, own_hh, cols[2], team, words, scales, head1_b, True)
-    _product(hh, head2_w, outputs, own_out, cols[3], team, words, scales, head2_b, False)
+    if team is None:
+        matmul(s, head1_w, hh, words, scales)
+        _biased(hh, head1_b, True)
+        matmul(hh, head2_w, outputs, words, scales)
+        _biased(outputs, head2_b, False)
+    else:
+        _shared(s, head1_w, hh, team[5], cols[2], team, words, scales, head1_b, True)
+        _shared(hh, head2_w, outputs, team[6], cols[3], team, words, scales, head2_b, False)
     # The next step's older taps were written up to 2^9 steps ago and have left the
     # nearest caches: ask for them now, a step ahead.
     for layer in range(num_layers):
@@ -704,17 +712,14 @@ class FastCPUEngine:
         streams, whole = hi - lo, self.weights(hi - lo)
         ring = self.state.ring[lo:hi]
         if self.parts == 1:
-            scratch = whole.scratch(streams)
-            return [(whole.args(), scratch, whole.team(streams, 0, 1, team.flags(1), scratch),
-                     ring)]
+            return [(whole.args(), whole.scratch(streams), None, ring)]
         flags = team.flags(self.parts)
         weights = self.teams[whole.widened]
         first = weights[0].scratch(streams)
         members = []
         for me, part in enumerate(weights):
             scratch = first if me == 0 else part.scratch(streams, shared=first)
-            members.append((part.args(), scratch,
-                            part.team(streams, me, self.parts, flags, scratch),
+            members.append((part.args(), scratch, part.team(streams, me, self.parts, flags),
                             ring if me == 0 else ring.copy()))
         return members
 

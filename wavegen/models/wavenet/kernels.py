@@ -262,6 +262,14 @@ def _store(out, b, col, acc):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _next(wp, blk):
+    """The block after blk, or blk itself where it is the last: a team thread's share of
+    the column blocks (``team.py``) may be odd, and the loops that take two at a time
+    must read nothing past the weights (the repeat is computed and not stored)."""
+    return min(blk + 1, wp.shape[0] - 1)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _four_rows(x, scales, wp, out, b):
     """Rows b..b+3 of out, one column block at a time. (The fp32 loops read x's first
     wp.shape[1] columns: a widened product's scratch may be wider.)"""
@@ -287,8 +295,10 @@ def _four_rows(x, scales, wp, out, b):
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _two_rows(x, scales, wp, out, b):
-    """Rows b, b+1 of out, two column blocks at a time."""
+    """Rows b, b+1 of out, two column blocks at a time (an odd last block paired with
+    itself, ``_next``)."""
     for blk in range(0, wp.shape[0], 2):
+        nxt = _next(wp, blk)
         r0 = _lanes()
         r1 = _lanes()
         s0 = _lanes()
@@ -297,7 +307,7 @@ def _two_rows(x, scales, wp, out, b):
             x0, x1 = x[b, k], x[b + 1, k]
             for j in range(LANES):
                 w = wp[blk, k, j]
-                v = wp[blk + 1, k, j]
+                v = wp[nxt, k, j]
                 r0[j] += x0 * w
                 r1[j] += x1 * w
                 s0[j] += x0 * v
@@ -305,16 +315,16 @@ def _two_rows(x, scales, wp, out, b):
         col = blk * LANES
         _store(out, b, col, r0)
         _store(out, b + 1, col, r1)
-        _store(out, b, col + LANES, s0)
-        _store(out, b + 1, col + LANES, s1)
+        if nxt > blk:
+            _store(out, b, col + LANES, s0)
+            _store(out, b + 1, col + LANES, s1)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _one_row(x, scales, wp, out, b):
     """Row b of out, eight column blocks at a time, then four: for one row the weights
     stream from cache once per step, and more accumulators in flight hide more of that.
-    (Then two and one: a team thread's share of the blocks, ``team.py``, need not be a
-    multiple of four.)"""
+    (A team thread's share of the blocks, ``team.py``, need not be a multiple of four.)"""
     blk = 0
     while blk + 8 <= wp.shape[0]:
         r0 = _lanes()
@@ -339,7 +349,12 @@ def _one_row(x, scales, wp, out, b):
         for i, acc in enumerate((r0, r1, r2, r3, r4, r5, r6, r7)):
             _store(out, b, (blk + i) * LANES, acc)
         blk += 8
-    while blk < wp.shape[0]:
+    last = wp.shape[0] - 1
+    while blk <= last:
+        # Four at a time to the end: past the last block the accumulators repeat it (a
+        # few spare multiply-adds on cached weights) and are not stored; shorter tail
+        # loops got vectorised across k on narrow registers.
+        b1, b2, b3 = min(blk + 1, last), min(blk + 2, last), min(blk + 3, last)
         r0 = _lanes()
         r1 = _lanes()
         r2 = _lanes()
@@ -348,30 +363,13 @@ def _one_row(x, scales, wp, out, b):
             x0 = x[b, k]
             for j in range(LANES):
                 r0[j] += x0 * wp[blk, k, j]
-                r1[j] += x0 * wp[blk + 1, k, j]
-                r2[j] += x0 * wp[blk + 2, k, j]
-                r3[j] += x0 * wp[blk + 3, k, j]
+                r1[j] += x0 * wp[b1, k, j]
+                r2[j] += x0 * wp[b2, k, j]
+                r3[j] += x0 * wp[b3, k, j]
         for i, acc in enumerate((r0, r1, r2, r3)):
-            _store(out, b, (blk + i) * LANES, acc)
+            if blk + i <= last:
+                _store(out, b, (blk + i) * LANES, acc)
         blk += 4
-    while blk + 2 <= wp.shape[0]:
-        r0 = _lanes()
-        r1 = _lanes()
-        for k in range(wp.shape[1]):
-            x0 = x[b, k]
-            for j in range(LANES):
-                r0[j] += x0 * wp[blk, k, j]
-                r1[j] += x0 * wp[blk + 1, k, j]
-        _store(out, b, blk * LANES, r0)
-        _store(out, b, (blk + 1) * LANES, r1)
-        blk += 2
-    if blk < wp.shape[0]:
-        r0 = _lanes()
-        for k in range(wp.shape[1]):
-            x0 = x[b, k]
-            for j in range(LANES):
-                r0[j] += x0 * wp[blk, k, j]
-        _store(out, b, blk * LANES, r0)
 
 
 class _BFloat(ir.Type):
@@ -655,6 +653,7 @@ def _words_four_rows(xw, scales, wp, out, b):
     """bf16 or int8: rows b..b+3 of out from the input words xw (``to_pairs``,
     ``to_quads``), two column blocks at a time (eight accumulators)."""
     for blk in range(0, wp.shape[0], 2):
+        nxt = _next(wp, blk)
         r0 = _acc(wp)
         r1 = _acc(wp)
         r2 = _acc(wp)
@@ -669,21 +668,23 @@ def _words_four_rows(xw, scales, wp, out, b):
             _dot(r1, wp, blk, i, x1)
             _dot(r2, wp, blk, i, x2)
             _dot(r3, wp, blk, i, x3)
-            _dot(s0, wp, blk + 1, i, x0)
-            _dot(s1, wp, blk + 1, i, x1)
-            _dot(s2, wp, blk + 1, i, x2)
-            _dot(s3, wp, blk + 1, i, x3)
+            _dot(s0, wp, nxt, i, x0)
+            _dot(s1, wp, nxt, i, x1)
+            _dot(s2, wp, nxt, i, x2)
+            _dot(s3, wp, nxt, i, x3)
         col = blk * LANES
         for r, acc in enumerate((r0, r1, r2, r3)):
             _finish(out, b + r, col, acc, wp, blk, scales[b + r])
-        for r, acc in enumerate((s0, s1, s2, s3)):
-            _finish(out, b + r, col + LANES, acc, wp, blk + 1, scales[b + r])
+        if nxt > blk:
+            for r, acc in enumerate((s0, s1, s2, s3)):
+                _finish(out, b + r, col + LANES, acc, wp, nxt, scales[b + r])
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _words_two_rows(xw, scales, wp, out, b):
     """Rows b, b+1 of out, two column blocks at a time."""
     for blk in range(0, wp.shape[0], 2):
+        nxt = _next(wp, blk)
         r0 = _acc(wp)
         r1 = _acc(wp)
         s0 = _acc(wp)
@@ -692,20 +693,21 @@ def _words_two_rows(xw, scales, wp, out, b):
             x0, x1 = xw[b, i], xw[b + 1, i]
             _dot(r0, wp, blk, i, x0)
             _dot(r1, wp, blk, i, x1)
-            _dot(s0, wp, blk + 1, i, x0)
-            _dot(s1, wp, blk + 1, i, x1)
+            _dot(s0, wp, nxt, i, x0)
+            _dot(s1, wp, nxt, i, x1)
         col = blk * LANES
         _finish(out, b, col, r0, wp, blk, scales[b])
         _finish(out, b + 1, col, r1, wp, blk, scales[b + 1])
-        _finish(out, b, col + LANES, s0, wp, blk + 1, scales[b])
-        _finish(out, b + 1, col + LANES, s1, wp, blk + 1, scales[b + 1])
+        if nxt > blk:
+            _finish(out, b, col + LANES, s0, wp, nxt, scales[b])
+            _finish(out, b + 1, col + LANES, s1, wp, nxt, scales[b + 1])
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _words_one_row(xw, scales, wp, out, b):
     """Row b of out, four column blocks at a time, then one (``_one_row``)."""
-    blk = 0
-    while blk + 4 <= wp.shape[0]:
+    whole = wp.shape[0] - wp.shape[0] % 4
+    for blk in range(0, whole, 4):
         r0 = _acc(wp)
         r1 = _acc(wp)
         r2 = _acc(wp)
@@ -718,13 +720,11 @@ def _words_one_row(xw, scales, wp, out, b):
             _dot(r3, wp, blk + 3, i, x0)
         for c, acc in enumerate((r0, r1, r2, r3)):
             _finish(out, b, (blk + c) * LANES, acc, wp, blk + c, scales[b])
-        blk += 4
-    while blk < wp.shape[0]:
+    for blk in range(whole, wp.shape[0]):
         r0 = _acc(wp)
         for i in range(_depth(wp)):
             _dot(r0, wp, blk, i, xw[b, i])
         _finish(out, b, blk * LANES, r0, wp, blk, scales[b])
-        blk += 1
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
