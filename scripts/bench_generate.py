@@ -140,10 +140,10 @@ def main() -> None:
     rows = []
 
     def record(method: str, batch: int, samples: int, seconds: list[float],
-               preset: str = args.preset) -> None:
+               preset: str = args.preset, threads: int = args.threads) -> None:
         rates = sorted(batch * samples / s for s in seconds)
         rate = statistics.median(rates)
-        row = {"preset": preset, "method": method, "batch": batch, "threads": args.threads,
+        row = {"preset": preset, "method": method, "batch": batch, "threads": threads,
                "samples_per_s": rate, "real_time_factor": rate / sr,
                "samples_per_s_min": rates[0], "samples_per_s_max": rates[-1]}
         rows.append(row)
@@ -152,15 +152,22 @@ def main() -> None:
     fast = int(args.seconds * sr)
     for batch in args.batches:
         for precision in args.precisions if "numba" in args.backends else []:
+            parts = FastCPUEngine(model, batch, args.threads, precision=precision).parts
             for temperature, top_p in itertools.product(args.temperatures, args.top_p):
                 method = ("numba" if precision == "fp32" else f"numba {precision}") \
                     + (f", temperature {temperature:g}" if temperature != 1 else "") \
                     + (f", top-p {top_p:g}" if top_p < 1 else "")
-                record(method, batch, fast, timed(
-                    lambda b=batch, p=precision, t=temperature, n=top_p: generate(
-                        model, n=b, num_samples=fast, seed=0, backend="numba",
-                        threads=args.threads, precision=p, temperature=t, top_p=n),
-                    args.repeats))
+                # where each clip's products are split over a team of threads, one thread
+                # per clip too: what the team gains (or loses) on this CPU, in this run
+                for threads in [args.threads] + ([batch] if parts > 1 else []):
+                    label = method + (f", team of {parts}" if threads == args.threads
+                                      and parts > 1 else "" if threads == args.threads
+                                      else f", {threads} thread{'s' * (threads > 1)}")
+                    record(label, batch, fast, timed(
+                        lambda b=batch, p=precision, t=temperature, n=top_p, h=threads:
+                        generate(model, n=b, num_samples=fast, seed=0, backend="numba",
+                                 threads=h, precision=p, temperature=t, top_p=n),
+                        args.repeats), threads=threads)
         if args.vocoder:
             frames = [torch.randn(fast // 200 + 1, 80).numpy() - 4 for _ in range(batch)]
             record("numba vocoder", batch, fast, timed(lambda b=batch, f=frames: generate(
