@@ -58,25 +58,6 @@ from . import jitcache
 jitcache.install()  # before the first cached function below
 
 
-def full_width_vectors() -> None:
-    """Let numba's loops use 512-bit vectors where the host has AVX-512. LLVM's tuning for
-    Intel's server cores (Skylake-X to Emerald Rapids) prefers 256-bit ones, so the fp32
-    products, which LLVM vectorises, ran on ymm registers there (the bf16 and int8 ones
-    use 512-bit instructions directly): on an Emerald Rapids, fp32 at batch 32 went from
-    48,000 to 60,000-66,000 samples/s with them. AMD's Zen 4 tuning already uses them.
-    numba's setting for the whole process (librosa's compiled functions too, which only
-    changes their vector width), read at its first compilation (later, numba keeps the
-    features it began with); a ``NUMBA_CPU_NAME`` or ``NUMBA_CPU_FEATURES`` of the user's
-    is left alone."""
-    if numba.config.CPU_NAME is not None or numba.config.CPU_FEATURES is not None:
-        return
-    features = binding.get_host_cpu_features()
-    if features.get("avx512f", False):
-        numba.config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
-
-
-full_width_vectors()
-
 LANES = 16  # columns per block: one AVX-512 register, two AVX2 ones
 COLUMNS = 4 * LANES  # N is padded to a multiple of this (a row's four blocks)
 PRECISIONS = ("fp32", "bf16", "int8")
