@@ -160,9 +160,11 @@ def main() -> None:
                 # where each clip's products are split over a team of threads, one thread
                 # per clip too: what the team gains (or loses) on this CPU, in this run
                 for threads in [args.threads] + ([batch] if parts > 1 else []):
-                    label = method + (f", team of {parts}" if threads == args.threads
-                                      and parts > 1 else "" if threads == args.threads
-                                      else f", {threads} thread{'s' * (threads > 1)}")
+                    label = method
+                    if threads != args.threads:
+                        label += f", {threads} thread{'s' * (threads > 1)}"
+                    elif parts > 1:
+                        label += f", team of {parts}"
                     record(label, batch, fast, timed(
                         lambda b=batch, p=precision, t=temperature, n=top_p, h=threads:
                         generate(model, n=b, num_samples=fast, seed=0, backend="numba",

@@ -265,7 +265,7 @@ def _exp(x):
 def _biased(out, bias, relu):
     """out[:, :n] += bias (n of them, none if empty), then ReLU where ``relu``."""
     n = min(out.shape[1], bias.shape[0])
-    for b in range(out.shape[0] if n > 0 else 0):
+    for b in range(out.shape[0]):
         ob = out[b]
         if relu:
             for j in range(n):
@@ -283,7 +283,7 @@ def _shared(x, wp, out, own, col, team, words, scales, bias, relu):
     (``team.wait_all``), and afterwards out is whole."""
     matmul(x, wp, own, words, scales)
     n = min(own.shape[1], out.shape[1] - col)
-    _biased(own, bias[col : col + n] if bias.shape[0] > 0 else bias, relu)
+    _biased(own, bias[col : col + n], relu)
     for b in range(out.shape[0]):
         ob, mine = out[b, col:], own[b]
         for j in range(n):

@@ -244,9 +244,10 @@ def _store(out, b, col, acc):
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _next(wp, blk):
-    """The block after blk, or blk itself where it is the last: a team thread's share of
-    the column blocks (``team.py``) may be odd, and the loops that take two at a time
-    must read nothing past the weights (the repeat is computed and not stored)."""
+    """The block after blk, or the last block where there is none: a team thread's share
+    of the column blocks (``team.py``) need not be a multiple of two or four, and the loops
+    that take several at a time must read nothing past the weights (a repeated block is
+    computed and not stored)."""
     return min(blk + 1, wp.shape[0] - 1)
 
 
@@ -335,7 +336,7 @@ def _one_row(x, scales, wp, out, b):
         # Four at a time to the end: past the last block the accumulators repeat it (a
         # few spare multiply-adds on cached weights) and are not stored; shorter tail
         # loops got vectorised across k on narrow registers.
-        b1, b2, b3 = min(blk + 1, last), min(blk + 2, last), min(blk + 3, last)
+        b1, b2, b3 = _next(wp, blk), _next(wp, blk + 1), _next(wp, blk + 2)
         r0 = _lanes()
         r1 = _lanes()
         r2 = _lanes()
