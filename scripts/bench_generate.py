@@ -16,9 +16,12 @@ precision) of their next-sample distributions, and the clip's bits/sample under 
     python scripts/bench_generate.py --preset tiny --batches 1 8 --flows --json out.jsonl
     python scripts/bench_generate.py --checkpoint runs/music/best.pt --backends numba --flows
     python scripts/bench_generate.py --batches 1 8 --backends numba --vocoder --flows
+    python scripts/bench_generate.py --backends numba --kl-seconds 0 --flows --small-pages
 
 --vocoder also times the same preset as a vocoder (condition=mel's default features, random
 weights and frames) in the numba loop, fp32: what local conditioning costs per sample.
+--small-pages also times every numba row with the loop's arrays in 4 KB pages (what numpy
+allocates) instead of 2 MB ones (``pages.py``), alternating, as rows ending ", 4 KB pages".
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from wavegen.config import ConditionConfig
 from wavegen.family import get_family
 from wavegen.info import cpu_name, numpy_blas
 from wavegen.models.flow.model import Flow
+from wavegen.models.wavenet import pages
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
 from wavegen.models.wavenet.kernels import PRECISIONS
 
@@ -60,6 +64,23 @@ def timed(fn, repeats: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - tic)
     return times
+
+
+def page_sizes(fn, repeats: int, small: bool) -> dict[str, list[float]]:
+    """Seconds taken by ``repeats`` calls of fn with the loop's arrays in 2 MB pages (as
+    wavegen lays them out, ``pages.py``) and, where ``small``, as many in plain 4 KB pages,
+    alternating (this machine's speed drifts between runs)."""
+    huge, times = pages.region, {"": [], ", 4 KB pages": []}
+    try:
+        for _ in range(repeats):
+            times[""] += timed(fn, 1)
+            if small:
+                pages.region = lambda nbytes: None  # the arrays numpy would allocate
+                times[", 4 KB pages"] += timed(fn, 1)
+                pages.region = huge
+    finally:
+        pages.region = huge
+    return {label: seconds for label, seconds in times.items() if seconds}
 
 
 def precision_shift(model: WaveNet, seconds: float, precision: str) -> dict:
@@ -111,6 +132,9 @@ def main() -> None:
     p.add_argument("--flow-batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--vocoder", action="store_true",
                    help="also time the preset as a vocoder (numba, fp32)")
+    p.add_argument("--small-pages", action="store_true",
+                   help="also time the numba loop with its weights and ring buffers in 4 KB "
+                        "pages, alternating with the 2 MB pages it uses")
     p.add_argument("--json", help="append JSON lines here")
     args = p.parse_args()
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, capability "
@@ -165,11 +189,12 @@ def main() -> None:
                         label += f", {threads} thread{'s' * (threads > 1)}"
                     elif parts > 1:
                         label += f", team of {parts}"
-                    record(label, batch, fast, timed(
-                        lambda b=batch, p=precision, t=temperature, n=top_p, h=threads:
-                        generate(model, n=b, num_samples=fast, seed=0, backend="numba",
-                                 threads=h, precision=p, temperature=t, top_p=n),
-                        args.repeats), threads=threads)
+                    for pagesize, seconds in page_sizes(
+                            lambda b=batch, p=precision, t=temperature, n=top_p, h=threads:
+                            generate(model, n=b, num_samples=fast, seed=0, backend="numba",
+                                     threads=h, precision=p, temperature=t, top_p=n),
+                            args.repeats, args.small_pages).items():
+                        record(label + pagesize, batch, fast, seconds, threads=threads)
         if args.vocoder:
             frames = [torch.randn(fast // 200 + 1, 80).numpy() - 4 for _ in range(batch)]
             record("numba vocoder", batch, fast, timed(lambda b=batch, f=frames: generate(

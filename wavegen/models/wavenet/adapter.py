@@ -60,6 +60,7 @@ class WaveNetFamily(Family):
             from llvmlite import binding
 
             from .kernels import int8_products, native_bf16
+            from .pages import describe
             from .team import core_cache_bytes
         except Exception as err:  # numba missing or broken: the torch backend still works
             return [f"numba loop unavailable ({err})"]
@@ -72,7 +73,7 @@ class WaveNetFamily(Family):
                 else f"L2 per core {cache / (1 << 20):g} MB: more threads than clips split "
                      f"a clip's products over them where its weights are larger")
         return [f"numba loop compiled for {target}; --precision bf16 products: {bf16}; "
-                f"int8 products: {int8_products()}", team]
+                f"int8 products: {int8_products()}", f"{team}; {describe()}"]
 
     def sampling_precisions(self, model: WaveNet) -> tuple[str, ...]:
         # int8 gives each product's input one scale; a vocoder's conv products join the

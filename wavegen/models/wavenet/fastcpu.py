@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ... import mulaw
-from . import kernels, streaming, team
+from . import kernels, pages, streaming, team
 from .kernels import matmul, power_of_two, prefetch
 from .mixture import LOG_SCALE_MIN
 from .model import WaveNet
@@ -87,8 +87,9 @@ class Weights:
         sliced, cols = [], []
         for w, count in zip(products, counts, strict=True):
             lo = sum(count[:me])
-            sliced.append(np.ascontiguousarray(w[..., lo : lo + count[me], :, :]))
+            sliced.append(w[..., lo : lo + count[me], :, :])
             cols.append(lo * kernels.LANES)
+        sliced = pages.place(sliced)  # one thread's share: one 2 MB page for fp32 ``small``
         return replace(self, conv_w=sliced[0], out_w=sliced[1],
                        head1_w=sliced[2], head2_w=sliced[3], cols=np.array(cols, np.int64))
 
@@ -180,14 +181,15 @@ def export(model: WaveNet, precision: str = "fp32", widened: bool = False) -> We
                                                                    strict=True)]
     res_w = torch.stack([layer.residual.weight.t() for layer in layers])  # (L, G/2, R)
     skip_w = torch.stack([layer.skip.weight.t() for layer in layers])  # (L, G/2, S)
+    conv_w, out_w, head1_w, head2_w = pages.place([  # ``pages``: spread over L2's sets
+        packed(torch.stack(conv)), packed(torch.cat([res_w, skip_w], dim=2)),
+        packed(model.head1.weight.t()), packed(model.head2.weight.t())])
     return Weights(
-        embed=f32(model.embed.weight),
-        conv_w=packed(torch.stack(conv)),
-        out_w=packed(torch.cat([res_w, skip_w], dim=2)),
+        embed=f32(model.embed.weight), conv_w=conv_w, out_w=out_w,
         res_b=f32(torch.stack([layer.residual.bias for layer in layers])),
         skip_b=f32(model.fused_skip()[1]),
-        head1_w=packed(model.head1.weight.t()), head1_b=f32(model.head1.bias),
-        head2_w=packed(model.head2.weight.t()), head2_b=f32(model.head2.bias),
+        head1_w=head1_w, head1_b=f32(model.head1.bias),
+        head2_w=head2_w, head2_b=f32(model.head2.bias),
         dilations=np.array(model.dilations, dtype=np.int64),
         offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
         lengths=lengths,
@@ -206,7 +208,8 @@ class RingState:
     def __init__(self, model: WaveNet, batch_size: int, entries: torch.Tensor | None = None):
         state = streaming.silence_state(model, batch_size, entries)
         contexts = sum(ctx.shape[1] for ctx in state.context)
-        self.ring = np.empty((batch_size, contexts, model.config.residual_channels), np.float32)
+        self.ring = pages.empty((batch_size, contexts, model.config.residual_channels),
+                                np.float32)
         self.load(state, 0)
         bias = torch.stack([layer.conv.bias for layer in model.layers])  # (L, G)
         bias = bias.expand(batch_size, -1, -1)
@@ -720,7 +723,7 @@ class FastCPUEngine:
         for me, part in enumerate(weights):
             scratch = first if me == 0 else part.scratch(streams, shared=first)
             members.append((part.args(), scratch, part.team(streams, me, self.parts, flags),
-                            ring if me == 0 else ring.copy()))
+                            ring if me == 0 else pages.place([ring])[0]))
         return members
 
     def _run(self, fn, feats: np.ndarray) -> None:
