@@ -77,8 +77,16 @@ def test_advised_memory_is_backed_by_huge_pages():
     assert _huge_kb(array.ctypes.data) >= 2048
 
 
-def test_without_the_advice_the_arrays_are_plain_copies(monkeypatch):
-    monkeypatch.delattr(mmap, "MADV_HUGEPAGE", raising=False)
+def _refused(*args, **kwargs):
+    raise OSError(12, "Cannot allocate memory")
+
+
+@pytest.mark.parametrize("os_says", ["no advice", "no mapping"])
+def test_without_huge_pages_the_arrays_are_plain_copies(monkeypatch, os_says):
+    if os_says == "no advice":
+        monkeypatch.delattr(mmap, "MADV_HUGEPAGE", raising=False)
+    else:
+        monkeypatch.setattr(mmap, "mmap", _refused)
     assert pages.region(10) is None
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     (copy,) = pages.place([a])

@@ -48,15 +48,17 @@ def describe(setting: Path = THP) -> str:
 
 def region(nbytes: int) -> np.ndarray | None:
     """A zeroed uint8 buffer of at least ``nbytes`` that starts on a 2 MB boundary, its pages
-    advised huge (``MADV_HUGEPAGE``), or None where the OS takes no such advice. The
-    buffer's memory lives as long as an array viewing it."""
+    advised huge (``MADV_HUGEPAGE``), or None where the OS takes no such advice or gives no
+    such mapping. The buffer's memory lives as long as an array viewing it."""
     advice = getattr(mmap, "MADV_HUGEPAGE", None)
     private = getattr(mmap, "MAP_PRIVATE", None)
     if advice is None or private is None:
         return None
     size = max(1, -(-nbytes // HUGE)) * HUGE
-    # private: shared anonymous memory takes huge pages under another setting (shmem)
-    memory = mmap.mmap(-1, size + HUGE, flags=private | mmap.MAP_ANONYMOUS)
+    try:  # private: shared anonymous memory takes huge pages under another setting (shmem)
+        memory = mmap.mmap(-1, size + HUGE, flags=private | mmap.MAP_ANONYMOUS)
+    except OSError:  # no address space for the slack (a ulimit -v): numpy's arrays then
+        return None
     whole = np.frombuffer(memory, np.uint8)
     start = -whole.ctypes.data % HUGE
     try:
