@@ -284,6 +284,25 @@ def test_clips_the_disk_cannot_take_are_refused_before_sampling(tmp_path, checkp
     assert not (tmp_path / "clips").exists()
 
 
+def test_generate_hints_at_threads_that_split_one_clip(tmp_path, checkpoint, capsys,
+                                                      monkeypatch):
+    """One clip on a machine with a spare core, whose L2 its weights outgrow: the log's
+    last line names --threads 2 (one thread draws the clip, as by default)."""
+    from wavegen.cli import main
+    from wavegen.models.wavenet import adapter, team
+
+    monkeypatch.setattr(adapter, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(team, "core_cache_bytes", lambda: 1024)
+    for threads, hinted in (([], True), (["--threads", "1"], False)):
+        with pytest.raises(SystemExit) as done:
+            main(["generate", str(checkpoint), "--samples", "50", "-o", str(tmp_path),
+                  *threads])
+        err = capsys.readouterr().err
+        assert done.value.code == 0, err
+        assert ("wavegen generate: hint: --threads 2 would split each clip's products"
+                in err) == hinted
+
+
 def test_a_folder_made_with_an_audio_files_name_is_used(tmp_path, checkpoint):
     (tmp_path / "take1.wav").mkdir()
     done = wavegen("generate", checkpoint, "--samples", "50", "-o", "take1.wav", cwd=tmp_path)

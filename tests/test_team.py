@@ -83,3 +83,26 @@ def test_generate_with_two_threads_for_one_clip_is_the_same_clip(monkeypatch):
     monkeypatch.setattr(team, "core_cache_bytes", lambda: 0)
     paired = generate(model, n=1, num_samples=300, seed=3, threads=2, backend="numba")
     np.testing.assert_array_equal(paired.numpy(), alone.numpy())
+
+
+@pytest.fixture
+def two_small_cores(monkeypatch):
+    """Two usable CPUs whose L2 holds 1 KB: any model's weights outgrow it."""
+    from wavegen.models.wavenet import adapter
+
+    monkeypatch.setattr(adapter, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(team, "core_cache_bytes", lambda: 1024)
+
+
+def test_the_hint_names_the_threads_that_would_split_a_clip(two_small_cores, monkeypatch):
+    from wavegen.family import family_of
+
+    model = WaveNet.from_preset("tiny").eval()
+    family = family_of(model)
+    assert "--threads 2 would split each clip's products over 2 cores" in \
+        family.sampling_hint(model, 1, None, "auto")
+    assert family.sampling_hint(model, 1, 1, "auto") is None  # the user chose the threads
+    assert family.sampling_hint(model, 2, None, "auto") is None  # a clip per core already
+    assert family.sampling_hint(model, 1, None, "torch") is None
+    monkeypatch.setattr(team, "core_cache_bytes", lambda: 64 << 20)  # the weights fit
+    assert family.sampling_hint(model, 1, None, "auto", "bf16") is None

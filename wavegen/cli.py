@@ -220,6 +220,7 @@ def generate_main(argv: list[str]) -> int:
     from .audio import load_audio
     from .checkpoint import load_checkpoint
     from .config import resolve_device
+    from .family import family_of
     from .outputs import clip_paths, output_folder, write_clip
     from .sampler import Interrupted, generate
 
@@ -276,6 +277,10 @@ def generate_main(argv: list[str]) -> int:
           f"at {model.sample_rate} Hz): {rate:,.0f} samples/s, {rate / model.sample_rate:.2f}x "
           f"real time (all clips together, while sampling: "
           f"{stats['sampling_seconds']:.1f} s); {elapsed:.1f} s in all with set-up{primed}")
+    hint = family_of(model).sampling_hint(model, args.n, args.threads, args.backend,
+                                          args.precision)
+    if hint:
+        print(f"wavegen generate: hint: {hint}", file=sys.stderr)
     return 0
 
 

@@ -340,6 +340,13 @@ class Family(ABC):
         values; returns the chunk function that draws what follows. ``precision`` is one of
         ``precisions``; ValueError where the backend does not offer it."""
 
+    def sampling_hint(self, model: nn.Module, n: int, threads: int | None, backend: str,
+                      precision: str = "fp32") -> str | None:
+        """A line on settings that would draw n streams faster on this machine than
+        ``threads`` and ``backend`` as given (None: the sampler's default), for the user
+        who left them out; None where there is none (the default)."""
+        return None
+
     def host_notes(self) -> list[str]:
         """Lines for ``wavegen info`` on how this family's code runs on this machine (e.g.
         what a compiled sampler targets); none by default."""
