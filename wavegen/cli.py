@@ -199,7 +199,7 @@ def generate_main(argv: list[str]) -> int:
                    help="numba backend: CPU threads, each running a group of the clips; "
                         "more threads than clips split each clip's products over them where "
                         "its weights do not fit in a core's L2 (fp32 `small` on a 2 MB L2: "
-                        "--threads 2 for one clip, about 2x; it needs those cores free) "
+                        "--threads 2 for one clip, about 2.5x; it needs those cores free) "
                         "(default: one per clip, at most the usable CPUs)")
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="numba backend: the precision of the sampling loop's products; "
