@@ -7,6 +7,7 @@ import torch
 from conftest import randomize_biases
 
 from wavegen import WaveNet, generate
+from wavegen.config import ConditionConfig
 from wavegen.models.wavenet import team
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
 
@@ -104,5 +105,7 @@ def test_the_hint_names_the_threads_that_would_split_a_clip(two_small_cores, mon
     assert family.sampling_hint(model, 1, 1, "auto") is None  # the user chose the threads
     assert family.sampling_hint(model, 2, None, "auto") is None  # a clip per core already
     assert family.sampling_hint(model, 1, None, "torch") is None
+    vocoder = WaveNet.from_preset("tiny", features=ConditionConfig(kind="mel")).eval()
+    assert "--threads 2" in family.sampling_hint(vocoder, 1, None, "auto")
     monkeypatch.setattr(team, "core_cache_bytes", lambda: 64 << 20)  # the weights fit
     assert family.sampling_hint(model, 1, None, "auto", "bf16") is None

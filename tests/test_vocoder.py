@@ -338,7 +338,8 @@ def train_vocoder(tmp_path, root, *extra, steps=40):
     return train(cfg)
 
 
-def test_checkpoint_keeps_the_features_that_vocode_and_score_recompute(tmp_path, capsys):
+def test_checkpoint_keeps_the_features_that_vocode_and_score_recompute(tmp_path, capsys,
+                                                                       monkeypatch):
     root = tmp_path / "audio"
     for i, f in enumerate((220, 330, 440)):
         write(root / f"clip{i}.wav", tone(0.6, freq=f, seed=i))
@@ -380,6 +381,17 @@ def test_checkpoint_keeps_the_features_that_vocode_and_score_recompute(tmp_path,
 
     assert sf.info(out / "clip0.wav").frames == 9600
     assert sf.info(out / "made.wav").frames == 120 * 80
+    # one clip, a spare core, weights larger than its L2: the last line names --threads
+    from wavegen.models.wavenet import adapter, team
+
+    monkeypatch.setattr(adapter, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(team, "core_cache_bytes", lambda: 1024)
+    with pytest.raises(SystemExit) as done:
+        main(["vocode", summary["checkpoint"], "--mel", str(tmp_path / "made.npy"), "-o",
+              str(tmp_path / "one")])
+    assert done.value.code == 0
+    assert "wavegen vocode: hint: --threads 2 would split" in capsys.readouterr().err
+    monkeypatch.undo()
     for argv, message in [
         (["vocode", summary["checkpoint"], str(root), "-o", str(out)], "exists"),
         (["vocode", summary["checkpoint"], "--mel", str(tmp_path / "bad.npy"), "-o",

@@ -220,7 +220,6 @@ def generate_main(argv: list[str]) -> int:
     from .audio import load_audio
     from .checkpoint import load_checkpoint
     from .config import resolve_device
-    from .family import family_of
     from .outputs import clip_paths, output_folder, write_clip
     from .sampler import Interrupted, generate
 
@@ -277,11 +276,17 @@ def generate_main(argv: list[str]) -> int:
           f"at {model.sample_rate} Hz): {rate:,.0f} samples/s, {rate / model.sample_rate:.2f}x "
           f"real time (all clips together, while sampling: "
           f"{stats['sampling_seconds']:.1f} s); {elapsed:.1f} s in all with set-up{primed}")
-    hint = family_of(model).sampling_hint(model, args.n, args.threads, args.backend,
-                                          args.precision)
-    if hint:
-        print(f"wavegen generate: hint: {hint}", file=sys.stderr)
+    _hint("generate", model, args.n, args.threads, args.backend, args.precision)
     return 0
+
+
+def _hint(command: str, model, n: int, threads: int | None, backend: str,
+          precision: str) -> None:
+    """The family's line on faster settings for n streams, if it has one (stderr)."""
+    from .family import family_of
+
+    if hint := family_of(model).sampling_hint(model, n, threads, backend, precision):
+        print(f"wavegen {command}: hint: {hint}", file=sys.stderr)
 
 
 def _check_room(options: str, n: int, num_samples: int, out_dir=None,
@@ -698,6 +703,8 @@ def vocode_main(argv: list[str]) -> int:
     print(f"vocoded {len(sources)} clip(s), {done['seconds']:.1f} s of audio: {rate:.2f}x real "
           f"time while sampling ({done['sampling_seconds']:.1f} s); {elapsed:.1f} s in all "
           f"with features and set-up")
+    _hint("vocode", model, min(len(sources), args.batch), args.threads, args.backend,
+          args.precision)
     return 0
 
 

@@ -79,12 +79,13 @@ class WaveNetFamily(Family):
                       precision: str = "fp32") -> str | None:
         device = next(model.parameters()).device
         usable = usable_cpus()
-        if (threads is not None or n >= usable or model.local
+        if (threads is not None or n >= usable
                 or engines.pick_backend(backend, device, precision) != "numba"):
             return None
         from .fastcpu import FastCPUEngine
 
-        parts = FastCPUEngine(model, n, usable, precision=precision).parts
+        frames = torch.zeros(n, 1, model.features.n_mels) if model.local else None
+        parts = FastCPUEngine(model, n, usable, precision=precision, frames=frames).parts
         if parts == 1:  # each clip's weights fit in a core's L2: a team only adds meetings
             return None
         return (f"--threads {n * parts} would split each clip's products over {parts} cores, "
