@@ -89,8 +89,8 @@ def place(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
 def empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     """An array of ``shape`` in huge pages (zeroed), or ``np.zeros`` where the OS has
     none."""
-    dtype = np.dtype(dtype)
-    buffer = region(int(np.prod(shape)) * dtype.itemsize)
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buffer = region(nbytes)
     if buffer is None:
         return np.zeros(shape, dtype)
-    return buffer[:int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+    return buffer[:nbytes].view(dtype).reshape(shape)
