@@ -47,6 +47,40 @@ def test_matmul_equals_a_float64_product_for_any_rows_and_shape(precision):
                                        rtol=1e-5, atol=1e-4)
 
 
+@numba.njit(fastmath=True, error_model="numpy")
+def _narrow(x, wp, out, words, scales):
+    kernels._by_rows(kernels._four_rows, kernels._two_rows, kernels._one_row, x, scales,
+                     wp, out)
+
+
+@numba.njit(fastmath=True, error_model="numpy")
+def _wide(x, wp, out, words, scales):
+    kernels._by_rows(kernels._four_rows_wide, kernels._two_rows_wide, kernels._one_row, x,
+                     scales, wp, out)
+
+
+def test_fp32_loops_for_32_registers_give_the_same_bits_as_those_for_16():
+    """With AVX-512 the fp32 loops keep eight accumulator blocks in flight (four rows x
+    two blocks, two rows x four), elsewhere four: every column's sum runs over the same
+    inputs in the same order either way, so the products (and a team's, and the samples)
+    are the same bit for bit, for any rows and any number of column blocks (a team
+    thread's share). The host takes the eight where numba compiles 512-bit vectors."""
+    rng = np.random.default_rng(2)
+    for blocks in range(1, 10):
+        packed = kernels.pack(torch.randn(37, blocks * 16), "fp32")[:blocks]
+        for rows in range(1, 11):
+            x = rng.standard_normal((rows, 37)).astype(np.float32)
+            wide = product(x, packed, blocks * 16, _wide)
+            assert np.array_equal(wide, product(x, packed, blocks * 16, _narrow)), (rows, blocks)
+            np.testing.assert_allclose(wide, x.astype(np.float64) @ kernels.unpack(
+                packed, blocks * 16)[:37], rtol=1e-5, atol=1e-4)
+    if numba.config.CPU_NAME is None:  # the host's features (``jitcache.full_width_vectors``)
+        assert kernels.full_width() == kernels.native("avx512f")
+    wide = kernels.full_width()
+    assert kernels._FOUR is (kernels._four_rows_wide if wide else kernels._four_rows)
+    assert kernels._TWO is (kernels._two_rows_wide if wide else kernels._two_rows)
+
+
 def test_pack_rounds_bf16_to_nearest_pairs_rows_and_pads_with_zeros():
     w = torch.randn(5, 70)
     packed = kernels.pack(w, "bf16")

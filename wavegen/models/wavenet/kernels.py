@@ -13,8 +13,10 @@ contiguous, N padded with zero columns to a multiple of 64. A block's 16 accumul
 on the stack (``_lanes``), where the compiler keeps them in vector registers across the
 whole K loop; the loops keep four or more independent accumulator blocks in flight (four
 rows, two rows x two blocks, or one row x eight or four blocks; in bf16 and int8 four rows
-x two blocks, two x two, or one row x four), enough to hide the latency of a multiply-add.
-(More spills AVX2's sixteen registers: a 16-lane block takes two of them.)
+x two blocks, two x two, or one row x four), enough to hide the latency of a multiply-add
+with AVX2. (More spills AVX2's sixteen registers: a 16-lane block takes two of them.) With
+AVX-512's 32 registers of 16 lanes the fp32 loops keep eight (four rows x two blocks, two
+rows x four; ``full_width``): four left a core with two FMA units half idle.
 
 Precision. In fp32 the weights are packed float32 and x is read as it is. In bf16 both
 sides of a product are bfloat16 (the top 16 bits of a float32, rounded to nearest even):
@@ -161,6 +163,12 @@ def native(feature: str) -> bool:
     return bool(binding.get_host_cpu_features().get(feature, False))
 
 
+def full_width() -> bool:
+    """Whether the loops compile for AVX-512 at its full width (``jitcache.full_width_vectors``):
+    32 vector registers of 16 lanes, where AVX2 has 16 of 8."""
+    return native("avx512f") and "-prefer-256-bit" in (numba.config.CPU_FEATURES or "")
+
+
 def native_bf16() -> bool:
     """Whether the loops compile ``vdpbf16ps`` (AVX512_BF16)."""
     return native("avx512bf16")
@@ -300,6 +308,77 @@ def _two_rows(x, scales, wp, out, b):
         if nxt > blk:
             _store(out, b, col + LANES, s0)
             _store(out, b + 1, col + LANES, s1)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _four_rows_wide(x, scales, wp, out, b):
+    """``_four_rows`` two column blocks at a time: eight accumulators for 32 registers
+    (``full_width``)."""
+    for blk in range(0, wp.shape[0], 2):
+        nxt = _next(wp, blk)
+        r0 = _lanes()
+        r1 = _lanes()
+        r2 = _lanes()
+        r3 = _lanes()
+        s0 = _lanes()
+        s1 = _lanes()
+        s2 = _lanes()
+        s3 = _lanes()
+        for k in range(wp.shape[1]):
+            x0, x1, x2, x3 = x[b, k], x[b + 1, k], x[b + 2, k], x[b + 3, k]
+            for j in range(LANES):
+                w = wp[blk, k, j]
+                v = wp[nxt, k, j]
+                r0[j] += x0 * w
+                r1[j] += x1 * w
+                r2[j] += x2 * w
+                r3[j] += x3 * w
+                s0[j] += x0 * v
+                s1[j] += x1 * v
+                s2[j] += x2 * v
+                s3[j] += x3 * v
+        col = blk * LANES
+        for i, acc in enumerate((r0, r1, r2, r3)):
+            _store(out, b + i, col, acc)
+        if nxt > blk:
+            for i, acc in enumerate((s0, s1, s2, s3)):
+                _store(out, b + i, col + LANES, acc)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _two_rows_wide(x, scales, wp, out, b):
+    """``_two_rows`` four column blocks at a time (``full_width``); past the last block
+    the accumulators repeat it and are not stored (``_next``)."""
+    last = wp.shape[0] - 1
+    for blk in range(0, wp.shape[0], 4):
+        b1, b2, b3 = _next(wp, blk), _next(wp, blk + 1), _next(wp, blk + 2)
+        r0 = _lanes()
+        r1 = _lanes()
+        r2 = _lanes()
+        r3 = _lanes()
+        s0 = _lanes()
+        s1 = _lanes()
+        s2 = _lanes()
+        s3 = _lanes()
+        for k in range(wp.shape[1]):
+            x0, x1 = x[b, k], x[b + 1, k]
+            for j in range(LANES):
+                w0 = wp[blk, k, j]
+                w1 = wp[b1, k, j]
+                w2 = wp[b2, k, j]
+                w3 = wp[b3, k, j]
+                r0[j] += x0 * w0
+                r1[j] += x0 * w1
+                r2[j] += x0 * w2
+                r3[j] += x0 * w3
+                s0[j] += x1 * w0
+                s1[j] += x1 * w1
+                s2[j] += x1 * w2
+                s3[j] += x1 * w3
+        for i, (acc, other) in enumerate(((r0, s0), (r1, s1), (r2, s2), (r3, s3))):
+            if blk + i <= last:
+                _store(out, b, (blk + i) * LANES, acc)
+                _store(out, b + 1, (blk + i) * LANES, other)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
@@ -725,10 +804,17 @@ def _by_rows(four, two, one, x, scales, wp, out):
         one(x, scales, wp, out, b)
 
 
+# The fp32 loops for rows in fours and twos: eight accumulator blocks in flight where the
+# CPU has 32 vector registers (a multiply-add's latency hides behind seven others on two
+# FMA units; with four, an Emerald Rapids ran fp32 products at about half its rate), four
+# where it has AVX2's sixteen (eight 16-lane blocks fill them).
+_FOUR, _TWO = (_four_rows_wide, _two_rows_wide) if full_width() else (_four_rows, _two_rows)
+
+
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _matmul_fp32(x, wp, out, scales):
     """out = x @ W for float32 packed weights (``scales`` unused)."""
-    _by_rows(_four_rows, _two_rows, _one_row, x, scales, wp, out)
+    _by_rows(_FOUR, _TWO, _one_row, x, scales, wp, out)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
@@ -736,7 +822,7 @@ def _matmul_widened(x, wp, out, floats, scales):
     """out = bf16(x) @ W for bf16-rounded weights packed as float32 (``widens``);
     ``floats`` (B, >= K) float32 is scratch for x rounded (``scales`` unused)."""
     to_bf16(x, floats)
-    _by_rows(_four_rows, _two_rows, _one_row, floats, scales, wp, out)
+    _by_rows(_FOUR, _TWO, _one_row, floats, scales, wp, out)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
