@@ -41,7 +41,7 @@ from wavegen.config import ConditionConfig
 from wavegen.family import get_family
 from wavegen.info import cpu_name, numpy_blas
 from wavegen.models.flow.model import Flow
-from wavegen.models.wavenet import pages
+from wavegen.models.wavenet import pages, team
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
 from wavegen.models.wavenet.kernels import PRECISIONS
 
@@ -64,6 +64,21 @@ def timed(fn, repeats: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - tic)
     return times
+
+
+def without_teams(fn):
+    """fn, called with the loop's teams of threads off (``team.team_size`` forms none where
+    the L2's size is unknown)."""
+
+    def run():
+        size = team.core_cache_bytes
+        team.core_cache_bytes = lambda: None
+        try:
+            return fn()
+        finally:
+            team.core_cache_bytes = size
+
+    return run
 
 
 def page_sizes(fn, repeats: int, small: bool) -> dict[str, list[float]]:
@@ -181,19 +196,20 @@ def main() -> None:
                 method = ("numba" if precision == "fp32" else f"numba {precision}") \
                     + (f", temperature {temperature:g}" if temperature != 1 else "") \
                     + (f", top-p {top_p:g}" if top_p < 1 else "")
-                # where each clip's products are split over a team of threads, one thread
-                # per clip too: what the team gains (or loses) on this CPU, in this run
-                for threads in [args.threads] + ([batch] if parts > 1 else []):
-                    label = method
-                    if threads != args.threads:
-                        label += f", {threads} thread{'s' * (threads > 1)}"
-                    elif parts > 1:
-                        label += f", team of {parts}"
-                    for pagesize, seconds in page_sizes(
-                            lambda b=batch, p=precision, t=temperature, n=top_p, h=threads:
-                            generate(model, n=b, num_samples=fast, seed=0, backend="numba",
-                                     threads=h, precision=p, temperature=t, top_p=n),
-                            args.repeats, args.small_pages).items():
+                # where the clips' products are split over teams of threads, one thread
+                # per clip too: what the teams gain (or lose) on this CPU, in this run
+                for teamed in [True] + ([False] if parts > 1 else []):
+                    label = method + ("" if parts == 1 else f", team of {parts}" if teamed
+                                      else ", 1 thread per clip")
+                    threads = args.threads if teamed else min(batch, args.threads)
+
+                    def run(b=batch, p=precision, t=temperature, n=top_p, h=threads):
+                        generate(model, n=b, num_samples=fast, seed=0, backend="numba",
+                                 threads=h, precision=p, temperature=t, top_p=n)
+
+                    for pagesize, seconds in page_sizes(run if teamed else without_teams(run),
+                                                        args.repeats,
+                                                        args.small_pages).items():
                         record(label + pagesize, batch, fast, seconds, threads=threads)
         if args.vocoder:
             frames = [torch.randn(fast // 200 + 1, 80).numpy() - 4 for _ in range(batch)]

@@ -1,4 +1,4 @@
-"""One stream's products split over a team of threads (``team.py``): the same logits, samples
+"""Streams' products split over a team of threads (``team.py``): the same logits, samples
 and state as one thread, bit for bit, and the rule that decides when a team is formed."""
 
 import numpy as np
@@ -12,26 +12,33 @@ from wavegen.models.wavenet import team
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
 
 
-@pytest.mark.parametrize("overrides,precision,threads", [
-    ({}, "fp32", 2),
-    ({"mixtures": 4}, "fp32", 2),  # the head's outputs shared, each thread its own logits
-    ({"kernel_size": 3}, "bf16", 2),
-    ({}, "int8", 2),
-    ({}, "fp32", 3),  # more threads than cores here: the barrier yields
+@pytest.mark.parametrize("overrides,precision,streams,threads", [
+    ({}, "fp32", 1, 2),
+    ({"mixtures": 4}, "fp32", 1, 2),  # the head's outputs shared, each thread its own logits
+    ({"kernel_size": 3}, "bf16", 1, 2),
+    ({}, "int8", 1, 2),
+    ({}, "fp32", 1, 3),  # more threads than cores here: the barrier yields
+    ({}, "fp32", 2, 2),  # one team over two streams: rows in twos
+    ({"mixtures": 4}, "fp32", 5, 5),  # rows in fours and one
+    ({"kernel_size": 3}, "bf16", 2, 2),
+    ({}, "int8", 3, 3),
 ])
-def test_a_team_computes_what_one_thread_does(overrides, precision, threads):
+def test_a_team_computes_what_one_thread_does(overrides, precision, streams, threads):
     """Teacher-forced logits, sampled values (the draws read the shared outputs) and the
-    ring state after both: equal to one thread's. (Three threads deal ``tiny``'s four
-    conv blocks 2 / 1 / 1.)"""
+    ring state after both: equal to one thread's computing the same streams. (Three
+    threads deal ``tiny``'s four conv blocks 2 / 1 / 1.) With as many threads as streams
+    the team takes all the streams as one group (``team.team_size``)."""
     torch.manual_seed(0)
     model = WaveNet.from_preset("tiny", **overrides).eval()
     randomize_biases(model)
-    x = np.random.default_rng(0).integers(0, 256, (1, 120))
-    u = np.random.default_rng(1).random((1, 200))
+    x = np.random.default_rng(0).integers(0, 256, (streams, 120))
+    u = np.random.default_rng(1).random((streams, 200))
     results = []
     for split in (False, True):
-        engine = FastCPUEngine(model, 1, threads=threads, precision=precision, split=split)
-        assert engine.parts == (threads if split else 1)
+        engine = FastCPUEngine(model, streams, threads=threads if split else 1,
+                               precision=precision, split=split)
+        team_of = threads // streams if streams < threads else threads
+        assert engine.parts == (team_of if split else 1)
         logits = engine.feed(x)
         drawn = engine.sample(x[:, -1], u, 1.0, top_p=0.9)
         results.append((logits, drawn, engine.state.ring.copy(), engine.state.t))
@@ -40,7 +47,7 @@ def test_a_team_computes_what_one_thread_does(overrides, precision, threads):
     np.testing.assert_array_equal(team_drawn, drawn)
     np.testing.assert_array_equal(team_ring, ring)
     assert team_t == t
-    assert len(set(drawn[0].tolist())) > 10  # real draws, not a constant
+    assert all(len(set(row.tolist())) > 10 for row in drawn)  # real draws, not a constant
 
 
 def test_a_team_deals_every_column_once_in_near_equal_shares():
@@ -66,24 +73,50 @@ def test_shares_even_out_the_spare_blocks():
     assert team.shares([4, 1], 3) == [[2, 1, 1], [0, 1, 0]]
 
 
-def test_a_team_forms_only_with_spare_threads_and_weights_past_the_cache():
+def test_a_team_forms_only_with_enough_threads_and_weights_past_the_cache():
     mb = 1 << 20
     assert team.team_size(2, 1, 4 * mb, 2 * mb) == 2
     assert team.team_size(4, 1, 4 * mb, 2 * mb) == 4
     assert team.team_size(4, 2, 4 * mb, 2 * mb) == 2
     assert team.team_size(2, 1, mb, 2 * mb) == 1  # the weights fit in the core's L2
-    assert team.team_size(2, 2, 4 * mb, 2 * mb) == 1  # a thread per stream already
     assert team.team_size(2, 1, 4 * mb, None) == 1  # the cache size unknown
+    # as many threads as streams: the fewest threads whose shares fit, dividing them
+    assert team.team_size(2, 2, 4 * mb, 2 * mb) == 2
+    assert team.team_size(4, 4, 3 * mb, 2 * mb) == 2
+    assert team.team_size(3, 3, 3 * mb, 2 * mb) == 3
+    assert team.team_size(4, 4, 5 * mb, 2 * mb) == 4
+    assert team.team_size(8, 8, 9 * mb, mb) == 8
+    assert team.team_size(2, 2, 4 * mb, 0) == 2  # ``split=True``
+    assert team.team_size(2, 2, mb, 2 * mb) == 1
+    assert team.team_size(2, 3, 4 * mb, 2 * mb) == 1  # fewer threads: groups share reads
+    assert team.team_size(2, 8, 4 * mb, 2 * mb) == 1
+
+
+def test_as_many_threads_as_streams_form_teams_over_groups_of_streams(monkeypatch):
+    """Four streams on four threads whose L2 holds half the weights: two teams of two, each
+    over two streams (one thread per stream would read every weight from L3 each step);
+    with two threads and four streams, a group of two streams per thread as before."""
+    model = WaveNet.from_preset("tiny").eval()
+    weights = FastCPUEngine(model, 1).packed[False]
+    monkeypatch.setattr(team, "core_cache_bytes",
+                        lambda: sum(w.nbytes for w in weights.products()) * 2 // 3)
+    engine = FastCPUEngine(model, 4, threads=4)
+    assert (engine.parts, engine.groups) == (2, [(0, 2), (2, 4)])
+    engine = FastCPUEngine(model, 4, threads=2)
+    assert (engine.parts, engine.groups) == (1, [(0, 2), (2, 4)])
 
 
 def test_generate_with_two_threads_for_one_clip_is_the_same_clip(monkeypatch):
     """Through the public API: a team where the weights exceed the cache (made so here by
-    a cache of 0 bytes) changes nothing in the clip."""
+    a cache of 0 bytes) changes nothing in the clip, nor in two clips on two threads."""
     model = WaveNet.from_preset("tiny").eval()
     alone = generate(model, n=1, num_samples=300, seed=3, threads=1, backend="numba")
     monkeypatch.setattr(team, "core_cache_bytes", lambda: 0)
     paired = generate(model, n=1, num_samples=300, seed=3, threads=2, backend="numba")
     np.testing.assert_array_equal(paired.numpy(), alone.numpy())
+    alone = generate(model, n=2, num_samples=300, seed=3, threads=1, backend="numba")
+    paired = generate(model, n=2, num_samples=300, seed=3, threads=2, backend="numba")
+    np.testing.assert_array_equal(paired.numpy(), alone.numpy())  # one team over both
 
 
 @pytest.fixture

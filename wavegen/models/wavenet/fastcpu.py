@@ -12,11 +12,12 @@ a rational tanh that the compiler vectorises. Everything compiles with
 alone kept the gate loop scalar (20x slower).
 
 Threads: the streams are split into near-equal groups, one per thread, and each group runs
-as one batch, so its streams share every weight read. Given more threads than streams, each
-stream's products are split by columns over a team of threads (``team.py``): for one clip
-on a CPU whose core's L2 cannot hold the weights, each core then reads its share from its
-own L2. The team meets 2 L + 2 times a step (L layers), so it only pays with every one of
-its cores free: a core busy elsewhere stalls the whole team.
+as one batch, so its streams share every weight read. Where a core's L2 cannot hold the
+weights and there are as many threads as streams or more, the products of a group of
+streams are split by columns over a team of threads instead (``team.py``): each core then
+reads its share from its own L2 (one clip over two cores, or two clips as one group over
+two). The team meets 2 L + 2 times a step (L layers), so one clip's team only pays with
+every one of its cores free: a core busy elsewhere stalls the whole team.
 """
 
 from __future__ import annotations
@@ -657,9 +658,9 @@ class FastCPUEngine:
     beside the taps, and every layer's conv product applies that layer's projection of them
     (its weights packed under the conv's), so they cost one longer product per layer.
 
-    Given more ``threads`` than streams, ``split`` None splits each stream's products over
-    a team of threads where its weights do not fit in a core's L2 (``team.team_size``),
-    True wherever there are more threads, False never (extra threads stay idle).
+    Given as many ``threads`` as streams or more, ``split`` None splits the products of
+    groups of streams over teams of threads where the weights do not fit in a core's L2
+    (``team.team_size``), True wherever it can, False never (extra threads stay idle).
     """
 
     LOCAL_STEPS = 4096  # the sampler's chunk: the frames a span needs around it are few
@@ -671,19 +672,27 @@ class FastCPUEngine:
         model.check_local(frames is not None)
         self.precision = precision
         self.groups = stream_groups(batch_size, threads)
-        self.packed = {widened: export(model, precision, widened)
-                       for widened in {kernels.widens(precision, hi - lo)
-                                       for lo, hi in self.groups}}
+        self.packed = self._export()
         weight_bytes = max(sum(w.nbytes for w in weights.products())
                            for weights in self.packed.values())
         cache = {None: team.core_cache_bytes(), True: 0, False: None}[split]
         self.parts = team.team_size(threads, batch_size, weight_bytes, cache)
+        if self.parts > 1:  # a group of streams for each team
+            self.groups = stream_groups(batch_size, threads // self.parts)
+            self.packed = self._export()
         self.teams = {widened: [weights.part(me, self.parts) for me in range(self.parts)]
                       for widened, weights in self.packed.items()} if self.parts > 1 else {}
         self.state = RingState(model, batch_size, entries)
         self.quantization_channels = q = model.quantization_channels
         self.amplitude = mulaw.decode(torch.arange(q), q).double().numpy()
         self.frames = None if frames is None else frames.detach().float().cpu()
+
+    def _export(self) -> dict[bool, Weights]:
+        """The weights of every group's products, by whether they are widened bf16 ones
+        (``kernels.widens``)."""
+        return {widened: export(self.model, self.precision, widened)
+                for widened in {kernels.widens(self.precision, hi - lo)
+                                for lo, hi in self.groups}}
 
     def weights(self, streams: int) -> Weights:
         """The weights a group of ``streams`` streams computes with."""
