@@ -197,10 +197,11 @@ def generate_main(argv: list[str]) -> int:
                    "cuda or cuda:N")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="numba backend: CPU threads, each running a group of the clips; "
-                        "more threads than clips split each clip's products over them where "
-                        "its weights do not fit in a core's L2 (fp32 `small` on a 2 MB L2: "
-                        "--threads 2 for one clip, about 2.5x; it needs those cores free) "
-                        "(default: one per clip, at most the usable CPUs)")
+                        "as many threads as clips or more split the clips' products over "
+                        "teams of them where the weights do not fit in a core's L2 (fp32 "
+                        "`small` on a 2 MB L2: --threads 2 for one clip, about 2.5x; it "
+                        "needs those cores free) (default: one per clip, at most the usable "
+                        "CPUs)")
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="numba backend: the precision of the sampling loop's products; "
                         "bf16 rounds their weights and inputs (float32 sums), int8 "
@@ -641,10 +642,10 @@ def vocode_main(argv: list[str]) -> int:
                    help="auto (numba on CPU, torch on GPU), torch or numba")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="numba backend: CPU threads; more than the clips split each "
-                        "clip's products over them where its weights do not fit in a core's "
-                        "L2, as for generate (default: one per clip of a batch, at most the "
-                        "usable CPUs)")
+                   help="numba backend: CPU threads; as many as the clips or more split "
+                        "their products over teams of them where the weights do not fit in a "
+                        "core's L2, as for generate (default: one per clip of a batch, at "
+                        "most the usable CPUs)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="numba backend: the precision of the sampling loop's products "
                         "(int8 is not offered for a vocoder)")

@@ -86,9 +86,9 @@ def generate(
         backend: "auto", or one of the family's backends (WaveNet: "torch", or "numba" on
             the CPU).
         threads: CPU threads for the numba backend, each taking a group of streams
-            (default: as many as there are streams, at most the usable CPUs); more threads
-            than streams split each stream's products over them where its weights do not
-            fit in a core's L2 cache (``wavegen.models.wavenet.team``).
+            (default: as many as there are streams, at most the usable CPUs); as many
+            threads as streams or more split the streams' products over teams of them where
+            the weights do not fit in a core's L2 cache (``wavegen.models.wavenet.team``).
         precision: the precision of the sampling loop's products, one of the family's
             ``sampling_precisions(model)``: WaveNet's numba backend offers "bf16"
             (weights and inputs of the products rounded, float32 sums) and "int8" (both

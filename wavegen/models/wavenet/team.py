@@ -1,5 +1,5 @@
-"""Threads that share one stream's products: which columns each computes, and the barrier
-that keeps them in step.
+"""Threads that share the products of a stream, or of a group of streams: which columns
+each computes, and the barrier that keeps them in step.
 
 One stream's step reads every product's weights once (3.5 MB for ``small`` in fp32), so
 for one clip on a CPU whose core cannot hold them in its own L2 cache, its speed is that of
@@ -8,7 +8,9 @@ share, which can stay in its L2. Every thread runs the whole step (the element-w
 small, and repeating it saves exchanging it) on its own copy of the state; after each
 product the threads publish their columns to a shared output and wait for each other.
 Each column's sum is computed as alone (the same blocks, the same order), so the samples
-are those of one thread, bit for bit.
+are those of one thread, bit for bit. Two clips on two such cores likewise: one thread per
+clip would read all the weights from L3 for each, where a team over both reads each share
+from L2 once for the two.
 """
 
 from __future__ import annotations
