@@ -33,12 +33,12 @@ def product(x: np.ndarray, packed: np.ndarray, width: int, fn=kernels.matmul) ->
 
 @pytest.mark.parametrize("precision", kernels.PRECISIONS)
 def test_matmul_equals_a_float64_product_for_any_rows_and_shape(precision):
-    """Row counts 1..9 take every path (blocks of four, two and one rows); widths that are
+    """Row counts 1..15 take every path (blocks of eight, four, two and one rows); widths that are
     not a multiple of the 64-column padding, and depths that are not a multiple of the
     row groups, lose nothing. In bf16 and int8 the product is that of the rounded or
     quantized inputs and weights."""
     rng = np.random.default_rng(0)
-    for rows in range(1, 10):
+    for rows in range(1, 16):
         for depth, width in [(1, 1), (7, 5), (33, 100), (64, 320), (128, 128)]:
             x = rng.standard_normal((rows, depth)).astype(np.float32)
             packed = kernels.pack(torch.randn(depth, width), precision)
@@ -49,26 +49,25 @@ def test_matmul_equals_a_float64_product_for_any_rows_and_shape(precision):
 
 @numba.njit(fastmath=True, error_model="numpy")
 def _narrow(x, wp, out, words, scales):
-    kernels._by_rows(kernels._four_rows, kernels._two_rows, kernels._one_row, x, scales,
-                     wp, out)
+    kernels._rows_narrow(x, scales, wp, out)
 
 
 @numba.njit(fastmath=True, error_model="numpy")
 def _wide(x, wp, out, words, scales):
-    kernels._by_rows(kernels._four_rows_wide, kernels._two_rows_wide, kernels._one_row, x,
-                     scales, wp, out)
+    kernels._rows_wide(x, scales, wp, out)
 
 
 def test_fp32_loops_for_32_registers_give_the_same_bits_as_those_for_16():
-    """With AVX-512 the fp32 loops keep eight accumulator blocks in flight (four rows x
-    two blocks, two rows x four), elsewhere four: every column's sum runs over the same
-    inputs in the same order either way, so the products (and a team's, and the samples)
-    are the same bit for bit, for any rows and any number of column blocks (a team
-    thread's share). The host takes the eight where numba compiles 512-bit vectors."""
+    """With AVX-512 the fp32 loops keep eight or sixteen accumulator blocks in flight
+    (eight rows x two blocks, four x two, two x four), elsewhere four: every column's sum
+    runs over the same inputs in the same order either way, so the products (and a
+    team's, and the samples) are the same bit for bit, for any rows and any number of
+    column blocks (a team thread's share). The host takes the wide ones where numba
+    compiles 512-bit vectors."""
     rng = np.random.default_rng(2)
     for blocks in range(1, 10):
         packed = kernels.pack(torch.randn(37, blocks * 16), "fp32")[:blocks]
-        for rows in range(1, 11):
+        for rows in range(1, 20):
             x = rng.standard_normal((rows, 37)).astype(np.float32)
             wide = product(x, packed, blocks * 16, _wide)
             assert np.array_equal(wide, product(x, packed, blocks * 16, _narrow)), (rows, blocks)
@@ -77,8 +76,7 @@ def test_fp32_loops_for_32_registers_give_the_same_bits_as_those_for_16():
     if numba.config.CPU_NAME is None:  # the host's features (``jitcache.full_width_vectors``)
         assert kernels.full_width() == kernels.native("avx512f")
     wide = kernels.full_width()
-    assert kernels._FOUR is (kernels._four_rows_wide if wide else kernels._four_rows)
-    assert kernels._TWO is (kernels._two_rows_wide if wide else kernels._two_rows)
+    assert kernels._ROWS is (kernels._rows_wide if wide else kernels._rows_narrow)
 
 
 def test_pack_rounds_bf16_to_nearest_pairs_rows_and_pads_with_zeros():
@@ -206,7 +204,7 @@ def guarded(a: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("precision", kernels.PRECISIONS)
 def test_products_take_any_number_of_column_blocks_and_read_nothing_past_them(precision):
     """A team thread's share of a product (``team.shares``) is any number of the packed
-    column blocks, not a multiple of four or two: rows 1..5 through 1..11 of them, each
+    column blocks, not a multiple of four or two: rows 1..9 through 1..11 of them, each
     share ending at an unreadable page (the loops that take two or four blocks at a time
     once read past an odd share's end)."""
     rng = np.random.default_rng(1)
@@ -214,7 +212,7 @@ def test_products_take_any_number_of_column_blocks_and_read_nothing_past_them(pr
     for blocks in range(1, 12):
         part = guarded(packed[:blocks])
         w = kernels.unpack(part, blocks * 16)[:40].astype(np.float64)
-        for rows in range(1, 6):
+        for rows in range(1, 10):
             x = rng.standard_normal((rows, 40)).astype(np.float32)
             np.testing.assert_allclose(product(x, part, blocks * 16), at(x, precision) @ w,
                                        rtol=1e-4, atol=1e-4)

@@ -15,8 +15,9 @@ whole K loop; the loops keep four or more independent accumulator blocks in flig
 rows, two rows x two blocks, or one row x eight or four blocks; in bf16 and int8 four rows
 x two blocks, two x two, or one row x four), enough to hide the latency of a multiply-add
 with AVX2. (More spills AVX2's sixteen registers: a 16-lane block takes two of them.) With
-AVX-512's 32 registers of 16 lanes the fp32 loops keep eight (four rows x two blocks, two
-rows x four; ``full_width``): four left a core with two FMA units half idle.
+AVX-512's 32 registers of 16 lanes the fp32 loops keep eight or sixteen (eight rows x two
+blocks, four x two, two x four; ``full_width``): four left a core with two FMA units half
+idle.
 
 Precision. In fp32 the weights are packed float32 and x is read as it is. In bf16 both
 sides of a product are bfloat16 (the top 16 bits of a float32, rounded to nearest even):
@@ -342,6 +343,60 @@ def _four_rows_wide(x, scales, wp, out, b):
             _store(out, b + i, col, acc)
         if nxt > blk:
             for i, acc in enumerate((s0, s1, s2, s3)):
+                _store(out, b + i, col + LANES, acc)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _eight_rows_wide(x, scales, wp, out, b):
+    """Rows b..b+7 of out, two column blocks at a time: sixteen accumulators of the 32
+    registers (``full_width``), each weight vector read serving eight rows, which halves
+    what four rows read from L2 per multiply-add (1.1-1.5x at 8 and 16 rows a thread on an
+    Emerald Rapids)."""
+    for blk in range(0, wp.shape[0], 2):
+        nxt = _next(wp, blk)
+        r0 = _lanes()
+        r1 = _lanes()
+        r2 = _lanes()
+        r3 = _lanes()
+        r4 = _lanes()
+        r5 = _lanes()
+        r6 = _lanes()
+        r7 = _lanes()
+        s0 = _lanes()
+        s1 = _lanes()
+        s2 = _lanes()
+        s3 = _lanes()
+        s4 = _lanes()
+        s5 = _lanes()
+        s6 = _lanes()
+        s7 = _lanes()
+        for k in range(wp.shape[1]):
+            x0, x1, x2, x3 = x[b, k], x[b + 1, k], x[b + 2, k], x[b + 3, k]
+            x4, x5, x6, x7 = x[b + 4, k], x[b + 5, k], x[b + 6, k], x[b + 7, k]
+            for j in range(LANES):
+                w = wp[blk, k, j]
+                v = wp[nxt, k, j]
+                r0[j] += x0 * w
+                r1[j] += x1 * w
+                r2[j] += x2 * w
+                r3[j] += x3 * w
+                r4[j] += x4 * w
+                r5[j] += x5 * w
+                r6[j] += x6 * w
+                r7[j] += x7 * w
+                s0[j] += x0 * v
+                s1[j] += x1 * v
+                s2[j] += x2 * v
+                s3[j] += x3 * v
+                s4[j] += x4 * v
+                s5[j] += x5 * v
+                s6[j] += x6 * v
+                s7[j] += x7 * v
+        col = blk * LANES
+        for i, acc in enumerate((r0, r1, r2, r3, r4, r5, r6, r7)):
+            _store(out, b + i, col, acc)
+        if nxt > blk:
+            for i, acc in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):
                 _store(out, b + i, col + LANES, acc)
 
 
@@ -804,17 +859,42 @@ def _by_rows(four, two, one, x, scales, wp, out):
         one(x, scales, wp, out, b)
 
 
-# The fp32 loops for rows in fours and twos: eight accumulator blocks in flight where the
-# CPU has 32 vector registers (a multiply-add's latency hides behind seven others on two
-# FMA units; with four, an Emerald Rapids ran fp32 products at about half its rate), four
-# where it has AVX2's sixteen (eight 16-lane blocks fill them).
-_FOUR, _TWO = (_four_rows_wide, _two_rows_wide) if full_width() else (_four_rows, _two_rows)
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _rows_wide(x, scales, wp, out):
+    """fp32 out from x's rows in blocks of eight, four, two and one, for 32 vector
+    registers (``full_width``)."""
+    rows = x.shape[0]
+    b = 0
+    while b + 8 <= rows:
+        _eight_rows_wide(x, scales, wp, out, b)
+        b += 8
+    if b + 4 <= rows:
+        _four_rows_wide(x, scales, wp, out, b)
+        b += 4
+    if b + 2 <= rows:
+        _two_rows_wide(x, scales, wp, out, b)
+        b += 2
+    if b < rows:
+        _one_row(x, scales, wp, out, b)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def _rows_narrow(x, scales, wp, out):
+    """fp32 out from x's rows in blocks of four, two and one, for AVX2's 16 registers."""
+    _by_rows(_four_rows, _two_rows, _one_row, x, scales, wp, out)
+
+
+# The fp32 loops: eight or sixteen accumulator blocks in flight where the CPU has 32
+# vector registers (a multiply-add's latency hides behind seven others on two FMA units;
+# with four, an Emerald Rapids ran fp32 products at about half its rate), four where it
+# has AVX2's sixteen (eight 16-lane blocks fill them).
+_ROWS = _rows_wide if full_width() else _rows_narrow
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _matmul_fp32(x, wp, out, scales):
     """out = x @ W for float32 packed weights (``scales`` unused)."""
-    _by_rows(_FOUR, _TWO, _one_row, x, scales, wp, out)
+    _ROWS(x, scales, wp, out)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
@@ -822,7 +902,7 @@ def _matmul_widened(x, wp, out, floats, scales):
     """out = bf16(x) @ W for bf16-rounded weights packed as float32 (``widens``);
     ``floats`` (B, >= K) float32 is scratch for x rounded (``scales`` unused)."""
     to_bf16(x, floats)
-    _by_rows(_FOUR, _TWO, _one_row, floats, scales, wp, out)
+    _ROWS(floats, scales, wp, out)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
