@@ -70,8 +70,8 @@ class WaveNetFamily(Family):
                      "of the rounded values for more")
         cache = core_cache_bytes()
         team = ("L2 per core unknown: a clip is never split over threads" if cache is None
-                else f"L2 per core {cache / (1 << 20):g} MB: more threads than clips split "
-                     f"a clip's products over them where its weights are larger")
+                else f"L2 per core {cache / (1 << 20):g} MB: as many threads as clips or "
+                     f"more split the clips' products over them where the weights are larger")
         return [f"numba loop compiled for {target}; --precision bf16 products: {bf16}; "
                 f"int8 products: {int8_products()}", f"{team}; {describe()}"]
 
