@@ -844,11 +844,10 @@ def _words_one_row(xw, scales, wp, out, b):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _by_rows(four, two, one, x, scales, wp, out):
-    """out from x's rows in blocks of four, then two, then one (kernels taking
-    (x, scales, wp, out, first row))."""
+def _by_rows(four, two, one, x, scales, wp, out, b):
+    """out's rows from b on, from x's in blocks of four, then two, then one (kernels
+    taking (x, scales, wp, out, first row))."""
     rows = x.shape[0]
-    b = 0
     while b + 4 <= rows:
         four(x, scales, wp, out, b)
         b += 4
@@ -863,25 +862,17 @@ def _by_rows(four, two, one, x, scales, wp, out):
 def _rows_wide(x, scales, wp, out):
     """fp32 out from x's rows in blocks of eight, four, two and one, for 32 vector
     registers (``full_width``)."""
-    rows = x.shape[0]
     b = 0
-    while b + 8 <= rows:
+    while b + 8 <= x.shape[0]:
         _eight_rows_wide(x, scales, wp, out, b)
         b += 8
-    if b + 4 <= rows:
-        _four_rows_wide(x, scales, wp, out, b)
-        b += 4
-    if b + 2 <= rows:
-        _two_rows_wide(x, scales, wp, out, b)
-        b += 2
-    if b < rows:
-        _one_row(x, scales, wp, out, b)
+    _by_rows(_four_rows_wide, _two_rows_wide, _one_row, x, scales, wp, out, b)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _rows_narrow(x, scales, wp, out):
     """fp32 out from x's rows in blocks of four, two and one, for AVX2's 16 registers."""
-    _by_rows(_four_rows, _two_rows, _one_row, x, scales, wp, out)
+    _by_rows(_four_rows, _two_rows, _one_row, x, scales, wp, out, 0)
 
 
 # The fp32 loops: eight or sixteen accumulator blocks in flight where the CPU has 32
@@ -910,7 +901,7 @@ def _matmul_bf16(x, wp, out, pairs, scales):
     """out = bf16(x) @ W for bf16 packed weights; ``pairs`` is scratch for x's pairs
     (``scales`` unused)."""
     to_pairs(x, pairs)
-    _by_rows(_words_four_rows, _words_two_rows, _words_one_row, pairs, scales, wp, out)
+    _by_rows(_words_four_rows, _words_two_rows, _words_one_row, pairs, scales, wp, out, 0)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
@@ -918,7 +909,7 @@ def _matmul_int8(x, wp, out, quads, scales):
     """out = quantized(x) @ W for int8 packed weights; ``quads`` and ``scales`` are
     scratch for x's bytes and row scales."""
     to_quads(x, quads, scales)
-    _by_rows(_words_four_rows, _words_two_rows, _words_one_row, quads, scales, wp, out)
+    _by_rows(_words_four_rows, _words_two_rows, _words_one_row, quads, scales, wp, out, 0)
 
 
 def _product(x, wp, out, words, scales):
