@@ -57,6 +57,14 @@ def _wide(x, wp, out, words, scales):
     kernels._rows_wide(x, scales, wp, out)
 
 
+def _wide_and_narrow():
+    """The wide and narrow fp32 loops: the host's own (``kernels.matmul``, compiled once
+    for the suite) and a fresh compile of the other."""
+    if kernels.full_width():
+        return kernels.matmul, _narrow
+    return _wide, kernels.matmul
+
+
 def test_fp32_loops_for_32_registers_give_the_same_bits_as_those_for_16():
     """With AVX-512 the fp32 loops keep eight or sixteen accumulator blocks in flight
     (eight rows x two blocks, four x two, two x four), elsewhere four: every column's sum
@@ -65,12 +73,14 @@ def test_fp32_loops_for_32_registers_give_the_same_bits_as_those_for_16():
     column blocks (a team thread's share). The host takes the wide ones where numba
     compiles 512-bit vectors."""
     rng = np.random.default_rng(2)
+    _wide_fn, _narrow_fn = _wide_and_narrow()
     for blocks in range(1, 10):
         packed = kernels.pack(torch.randn(37, blocks * 16), "fp32")[:blocks]
         for rows in range(1, 20):
             x = rng.standard_normal((rows, 37)).astype(np.float32)
-            wide = product(x, packed, blocks * 16, _wide)
-            assert np.array_equal(wide, product(x, packed, blocks * 16, _narrow)), (rows, blocks)
+            wide = product(x, packed, blocks * 16, _wide_fn)
+            assert np.array_equal(wide, product(x, packed, blocks * 16, _narrow_fn)), \
+                (rows, blocks)
             np.testing.assert_allclose(wide, x.astype(np.float64) @ kernels.unpack(
                 packed, blocks * 16)[:37], rtol=1e-5, atol=1e-4)
     if numba.config.CPU_NAME is None:  # the host's features (``jitcache.full_width_vectors``)
