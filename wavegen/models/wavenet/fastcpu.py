@@ -679,7 +679,7 @@ class FastCPUEngine:
         self.parts = team.team_size(threads, batch_size, weight_bytes, cache)
         if self.parts > 1:  # a group of streams for each team
             self.groups = stream_groups(batch_size, threads // self.parts)
-            self.packed = self._export()
+            self.packed = self._export(self.packed)
         self.teams = {widened: [weights.part(me, self.parts) for me in range(self.parts)]
                       for widened, weights in self.packed.items()} if self.parts > 1 else {}
         self.state = RingState(model, batch_size, entries)
@@ -687,10 +687,12 @@ class FastCPUEngine:
         self.amplitude = mulaw.decode(torch.arange(q), q).double().numpy()
         self.frames = None if frames is None else frames.detach().float().cpu()
 
-    def _export(self) -> dict[bool, Weights]:
+    def _export(self, done: dict[bool, Weights] | None = None) -> dict[bool, Weights]:
         """The weights of every group's products, by whether they are widened bf16 ones
-        (``kernels.widens``)."""
-        return {widened: export(self.model, self.precision, widened)
+        (``kernels.widens``); those in ``done`` are kept, not exported again."""
+        done = done or {}
+        return {widened: done[widened] if widened in done
+                else export(self.model, self.precision, widened)
                 for widened in {kernels.widens(self.precision, hi - lo)
                                 for lo, hi in self.groups}}
 
