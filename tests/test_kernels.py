@@ -328,6 +328,13 @@ def test_bf16_groups_of_several_streams_widen_without_avx512_bf16(monkeypatch):
     assert set(FastCPUEngine(model, 4, threads=1).packed) == {False}  # fp32 as it was
     monkeypatch.setattr(kernels, "native_bf16", lambda: True)
     assert set(FastCPUEngine(model, 4, threads=1, precision="bf16").packed) == {False}
+    # where vdpbf16ps does no more a cycle than the FMAs (AMX's cores), 8 rows a call widen
+    monkeypatch.setattr(kernels, "native", lambda feature: feature == "amx-bf16")
+    assert set(FastCPUEngine(model, 8, threads=1, precision="bf16").packed) == {True}
+    assert set(FastCPUEngine(model, 8, threads=2, precision="bf16").packed) == {False}
+    assert set(FastCPUEngine(model, 9, threads=1, precision="int8").packed) == {False}
+    monkeypatch.setattr(kernels, "native", lambda feature: False)
+    assert set(FastCPUEngine(model, 8, threads=1, precision="bf16").packed) == {False}
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])

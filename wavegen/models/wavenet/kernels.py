@@ -30,7 +30,9 @@ arithmetic rate; elsewhere the loop widens the pair and does them as two multipl
 with the same products. Those extra instructions cost more than the halved reads save once a
 call has two or more rows (then arithmetic, not reading the weights, bounds it): there the
 bf16-rounded weights are packed as float32 instead (``widens``) and the rounded inputs
-(``to_bf16``) go through the fp32 loops, the same products summed in the same order.
+(``to_bf16``) go through the fp32 loops, the same products summed in the same order. A CPU
+whose ``vdpbf16ps`` does no more a cycle than its FMAs (AMX's Intel cores) does the same
+from eight rows a call.
 
 In int8 each column of W is quantized to 255 levels of its own scale (``quantized``), and
 each input row of x to 255 levels of the row's (``to_quads``), stored as unsigned bytes
@@ -89,12 +91,22 @@ def quantized(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(x / scale).clamp(-127, 127), scale
 
 
+WIDE_ROWS = 8  # rows per call from which a CPU with AMX widens bf16 (``widens``)
+
+
 def widens(precision: str, rows: int) -> bool:
     """Whether products at ``precision`` with ``rows`` input rows per call run as fp32
     products of bf16-rounded values here: bf16 with two or more rows on a CPU without
     AVX512_BF16, where the widened pairs lose to fp32 (0.9x at two rows, 0.6x at four on an
-    AVX2 Zen 3) and gain only for one (1.5x: it streams half the weight bytes)."""
-    return precision == "bf16" and rows > 1 and not native_bf16()
+    AVX2 Zen 3) and gain only for one (1.5x: it streams half the weight bytes); and with
+    ``WIDE_ROWS`` or more on a CPU with AMX (Intel's server cores), whose two 512-bit FMA
+    units do as many multiply-adds a cycle as its one ``vdpbf16ps`` a cycle, so that once
+    arithmetic bounds the call the pairs only add the work of pairing the inputs: the
+    widened products gave 1.5-1.6x at 8 and 16 rows on an Emerald Rapids, 1.0x at 4 and
+    0.8x at 2. (A Zen 4's ``vdpbf16ps`` does twice its FMAs' work: it keeps the pairs.)"""
+    if precision != "bf16" or rows < 2:
+        return False
+    return not native_bf16() or (rows >= WIDE_ROWS and native("amx-bf16"))
 
 
 def pack(w: torch.Tensor, precision: str = "fp32", widened: bool = False) -> np.ndarray:
