@@ -76,6 +76,31 @@ def test_a_reduced_precision_on_a_cpu_without_it_says_what_it_costs(tmp_path, mo
         assert f"{rates[precision] / rates['fp32']:.2f}x the speed of fp32" in caplog.text
 
 
+def test_auto_precision_is_bf16_where_the_cpu_computes_it_and_a_resumed_run_keeps_its_own(
+        tmp_path, monkeypatch, caplog):
+    """The one-hour recipe's train.precision=auto: bf16 on a CPU with native bf16, fp32
+    without it, said at start-up and kept in the run's config; a resumed run keeps what it
+    started with on a machine that would pick the other."""
+    import wavegen.train
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    caplog.set_level(logging.INFO, logger="wavegen")
+    for native, name, picked, why in [
+            (True, "native", "bf16", "this CPU computes bf16 natively (amx_bf16)"),
+            (False, "plain", "fp32", "no avx512_bf16 or amx_bf16")]:
+        monkeypatch.setattr(wavegen.train, "native_bf16", lambda native=native: (
+            native, "amx_bf16" if native else "no avx512_bf16 or amx_bf16"))
+        caplog.clear()
+        train(fast_config(tmp_path, "train.max_steps=1", "train.precision=auto", f"name={name}"))
+        assert f"precision: {picked} (train.precision=auto: {why});" in caplog.text
+        saved = read_checkpoint(tmp_path / name / "last.pt")["config"]["train"]
+        assert saved["precision"] == picked
+    caplog.clear()  # on the CPU without bf16 now, the bf16 run resumed goes on in bf16
+    train(fast_config(tmp_path, "train.max_steps=2", "train.precision=auto", "name=native",
+                      "train.resume=true"))
+    assert "precision: bf16 (train.precision=auto: the resumed run's)" in caplog.text
+
+
 def test_auto_measures_once_caches_and_a_resumed_run_keeps_its_own(tmp_path, monkeypatch,
                                                                     caplog):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -135,3 +160,22 @@ def test_a_corrupt_cache_is_measured_again_and_rewritten(tmp_path, monkeypatch):
     best, rates, cached = formulation.choose(*args)
     assert cached is None and model.formulation == best == max(rates, key=rates.get)
     assert formulation.choose(*args) == (best, rates, path)  # read back, not measured
+
+
+def test_info_gives_the_bf16_gain_of_the_heaviest_step_measured(tmp_path, monkeypatch):
+    """`wavegen info` said "bf16 ran a training step 0.9x as fast as fp32" from a test's
+    tiny model measured after a real run's small one (2x): the heaviest step measured in
+    both precisions speaks for training here, whichever came last."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    family = get_family("wavenet")
+    table = {}
+    for preset, rates in [("small", {"fp32": 15000.0, "bf16": 31000.0}),
+                          ("tiny", {"fp32": 160000.0, "bf16": 144000.0})]:
+        model = WaveNet.from_preset(preset)
+        for precision, rate in rates.items():
+            table[formulation.cache_key(family, model, 4, 6046, precision)] = {
+                "rates": {"linear": rate, "conv": rate / 2}, "best": "linear"}
+    formulation.cache_path().parent.mkdir(parents=True)
+    formulation.cache_path().write_text(json.dumps(table))
+    gain, what = formulation.bf16_gain()
+    assert gain == pytest.approx(31000 / 15000) and what.startswith("wavenet small")

@@ -138,7 +138,9 @@ class TrainConfig:
                                         "then sets train.max_steps to what fits; null = off")
     batch_size: int = setting(8, "crops per process per forward")
     grad_accum: int = setting(1, "forwards per optimizer step")
-    precision: str = setting("fp32", "fp32, bf16 or fp16 (autocast for the training forward)")
+    precision: str = setting("fp32", "fp32, bf16 or fp16 (autocast for the training "
+                             "forward); auto = bf16 where the CPU or GPU computes it "
+                             "natively, else fp32 (a resumed run keeps its own)")
     compile: bool = setting(False, "torch.compile the training forward")
     formulation: str = setting("auto", "how the training step computes (the same function): "
                                "auto = the fastest here, measured once per machine and "
@@ -334,7 +336,7 @@ def _yaml(value: Any) -> str:
 
 _ALLOWED = {
     "data.kind": ("synthetic", "folder"),
-    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.precision": ("fp32", "bf16", "fp16", "auto"),
     "optim.lr_scaling": ("none", "linear", "sqrt"),
     "condition.kind": ("none", "mel"),
 }

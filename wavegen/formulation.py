@@ -118,21 +118,22 @@ def choose(family: Family, model: nn.Module, loss: nn.Module, batch: int, contex
 
 
 def bf16_gain() -> tuple[float, str] | None:
-    """The latest measured ratio of a training step's speed in bf16 to fp32 on this machine
-    (the fastest formulation of each), and what it was measured on; None if no run has
-    measured both."""
+    """The ratio of a training step's speed in bf16 to fp32 on this machine (the fastest
+    formulation of each) for the heaviest step measured in both (the lowest fp32 rate per
+    target sample: the nearest to a real run, not a test's tiny model), and what it was
+    measured on; None if no run has measured both."""
     table = _read(cache_path())
     here = {"cpu": cpu_name(), "torch": torch.__version__}
-    found = None
+    found, slowest = None, float("inf")
     for key, entry in table.items():
         what = json.loads(key)
         if what.get("precision") != "bf16" or any(what.get(k) != v for k, v in here.items()):
             continue
         fp32 = table.get(json.dumps({**what, "precision": "fp32"}, sort_keys=True))
-        if fp32:
-            gain = max(entry["rates"].values()) / max(fp32["rates"].values())
+        if fp32 and max(fp32["rates"].values()) < slowest:
+            slowest = max(fp32["rates"].values())
             model = what["model"]
-            found = gain, (f"{what['family']} {model.get('preset') or ''}, "
-                           f"{what['batch']} crops of {what['length']}, "
-                           f"{what['threads']} threads")
+            found = max(entry["rates"].values()) / slowest, (
+                f"{what['family']} {model.get('preset') or ''}, {what['batch']} crops of "
+                f"{what['length']}, {what['threads']} threads")
     return found

@@ -187,7 +187,7 @@ def report() -> str:
             f"train.precision=bf16 ran a training step {gain[0]:.1f}x as fast as fp32 here "
             f"(measured at the start of a run: {gain[1]})" if gain else
             "not measured yet: the first fp32 `wavegen train` on this CPU measures what "
-            "train.precision=bf16 gains"))
+            "train.precision=bf16 gains") + "; train.precision=auto picks bf16 here")
     lines += family_notes()
     blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
     lines.append(f"{'torch blas':<14}{blas.group(1) if blas else 'unknown'}")

@@ -297,6 +297,9 @@ class Trainer:
             cfg.model.features = cfg.condition
         self.resumed = bool(t.resume and self.last_path.exists())
         saved = read_checkpoint(self.last_path, map_location=device) if self.resumed else None
+        # train.precision=auto made concrete (kept in the run's config); (precision, why)
+        t.precision, self.precision_why = world.broadcast(
+            resolved_precision(t.precision, device, saved))
         # a resumed run validates on the clips it held out at its start ("split")
         kept = (saved.get("split") or {}).get("held_out") if saved is not None else None
         # one process a machine decodes a folder's new files, the others read its cache
@@ -498,9 +501,10 @@ class Trainer:
         if self.total_steps != UNPLANNED and (note := warmup_note(cfg.optim.warmup_steps,
                                                                   self.total_steps)):
             log.warning(note)
-        log.info("precision: %s%s; validation and scoring in fp32; uniform guessing is "
-                 "%.0f bits/sample", t.precision, ", compiled" if t.compile else "",
-                 self.codec.uniform_bits)
+        log.info("precision: %s%s%s; validation and scoring in fp32; uniform guessing is "
+                 "%.0f bits/sample", t.precision,
+                 f" ({self.precision_why})" if self.precision_why else "",
+                 ", compiled" if t.compile else "", self.codec.uniform_bits)
         if t.keep_checkpoints:
             log.info("checkpoints: last.pt every %d steps, best.pt, and each validation's "
                      "in %s", t.checkpoint_every, self.folder.kept(0).parent)
@@ -930,6 +934,28 @@ def smaller_steps(cfg: Config) -> str:
     return (f"lower train.batch_size={t.batch_size} or data.segment_length={d.segment_length}"
             f"; to keep the step's batch, halve train.batch_size and double train.grad_accum "
             f"(now {t.grad_accum})")
+
+
+def resolved_precision(requested: str, device: torch.device,
+                       saved: dict[str, Any] | None) -> tuple[str, str]:
+    """train.precision made concrete: ``auto`` is a resumed run's own precision (``saved``:
+    its checkpoint), else bf16 where ``device`` computes it natively (a CPU with avx512_bf16
+    or amx_bf16, a CUDA GPU with bf16) and fp32 elsewhere. Returns (precision, why); why is
+    "" where train.precision named one."""
+    if requested != "auto":
+        return requested, ""
+    before = ((saved or {}).get("config") or {}).get("train", {}).get("precision")
+    if before in PRECISIONS:
+        return before, "train.precision=auto: the resumed run's"
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        return ("bf16" if bf16 else "fp32"), (
+            f"train.precision=auto: this GPU {'computes' if bf16 else 'has no'} bf16")
+    if device.type == "cpu":
+        native, why = native_bf16()
+        return ("bf16", f"train.precision=auto: this CPU computes bf16 natively ({why})") \
+            if native else ("fp32", f"train.precision=auto: {why}")
+    return "fp32", f"train.precision=auto: fp32 on {device.type}"
 
 
 def check_step_memory(cfg: Config, family: Family, device: torch.device,
