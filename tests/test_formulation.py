@@ -91,13 +91,14 @@ def test_auto_precision_is_bf16_where_the_cpu_computes_it_and_a_resumed_run_keep
         monkeypatch.setattr(wavegen.train, "native_bf16", lambda native=native: (
             native, "amx_bf16" if native else "no avx512_bf16 or amx_bf16"))
         caplog.clear()
-        train(fast_config(tmp_path, "train.max_steps=1", "train.precision=auto", f"name={name}"))
+        train(fast_config(tmp_path, "train.max_steps=1", "train.precision=auto", f"name={name}",
+                          "train.formulation=linear"))
         assert f"precision: {picked} (train.precision=auto: {why});" in caplog.text
         saved = read_checkpoint(tmp_path / name / "last.pt")["config"]["train"]
         assert saved["precision"] == picked
     caplog.clear()  # on the CPU without bf16 now, the bf16 run resumed goes on in bf16
     train(fast_config(tmp_path, "train.max_steps=2", "train.precision=auto", "name=native",
-                      "train.resume=true"))
+                      "train.resume=true", "train.formulation=linear"))
     assert "precision: bf16 (train.precision=auto: the resumed run's)" in caplog.text
 
 
