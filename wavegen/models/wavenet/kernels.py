@@ -103,7 +103,8 @@ def widens(precision: str, rows: int) -> bool:
     units do as many multiply-adds a cycle as its one ``vdpbf16ps`` a cycle, so that once
     arithmetic bounds the call the pairs only add the work of pairing the inputs: on an
     Emerald Rapids the sampler at batch 32 (16 rows a thread) ran 1.2-1.5x as fast widened,
-    batch 16 1.0-1.3x, batch 8 (4 rows) about 1.0x and batch 4 0.8x. (A Zen 4's ``vdpbf16ps`` does twice its FMAs' work: it keeps the pairs.)"""
+    batch 16 1.0-1.3x, batch 8 (4 rows) about 1.0x and batch 4 0.8x. (A Zen 4's
+    ``vdpbf16ps`` does twice its FMAs' work: it keeps the pairs.)"""
     if precision != "bf16" or rows < 2:
         return False
     return not native_bf16() or (rows >= WIDE_ROWS and native("amx-bf16"))
