@@ -283,3 +283,38 @@ def test_clips_wavegen_wrote_below_a_scored_folder_are_named_not_scored(tmp_path
     assert f"leaving out {made.parent}: audio wavegen wrote" in done.stderr
     named = run_wavegen("score", ckpt, made.parent, cwd=tmp_path)
     assert named.returncode == 0 and "sample_000.wav" in named.stdout
+
+
+def test_raw_weights_score_and_generate_with_the_training_weights_not_their_ema(tmp_path):
+    """--raw-weights loads a checkpoint's training weights instead of the EMA its validation
+    measured (comparing the two needed Python's load_checkpoint(use_ema=False)): the same
+    figures and clips as a checkpoint holding only those weights, other ones without it."""
+    from dataclasses import asdict
+
+    torch.manual_seed(0)
+    raw = tiny_model(layers_per_stack=4)
+    ema = {name: value + 0.05 * torch.randn_like(value) if value.is_floating_point() else value
+           for name, value in raw.state_dict().items()}
+    both, only = tmp_path / "both.pt", tmp_path / "raw.pt"
+    saved = {"model_config": asdict(raw.config), "sample_rate": 16000,
+             "model": raw.state_dict()}
+    save_checkpoint(both, {**saved, "ema": ema})
+    save_checkpoint(only, saved)
+    clip = write(tmp_path / "clip.wav", tone(0.3))
+
+    def score(*args):
+        done = run_wavegen("score", *args, clip, "--json", "-", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[0])["log_prob_nats"]
+
+    assert score(both, "--raw-weights") == score(only) != score(both)
+
+    def generated(*args):
+        out = tmp_path / f"clips{len(list(tmp_path.iterdir()))}"
+        done = run_wavegen("generate", *args, "--samples", "300", "--seed", "0", "-o", out,
+                           cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return sf.read(out / "sample_000.wav")[0]
+
+    assert np.array_equal(generated(both, "--raw-weights"), generated(only))
+    assert not np.array_equal(generated(both), generated(only))

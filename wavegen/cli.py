@@ -216,6 +216,7 @@ def generate_main(argv: list[str]) -> int:
                    "(default ./generated); new clips are numbered after the ones there")
     p.add_argument("--overwrite", action="store_true",
                    help="number the clips from sample_000 again, replacing earlier clips")
+    weights_option(p)
     args = p.parse_args(argv)
 
     from .audio import load_audio
@@ -226,7 +227,7 @@ def generate_main(argv: list[str]) -> int:
 
     device = resolve_device(args.device, key="--device")
     out_dir = output_folder(args.out_dir, "-o/--out-dir", create=False)
-    model = load_checkpoint(args.checkpoint, device=device)
+    model = load_checkpoint(args.checkpoint, device=device, use_ema=not args.raw_weights)
     _refuse_vocoder(model, "generate")
     labels = _stream_labels(args.label, args.n, model.labels)
     _check_labels(model, labels, args.n)
@@ -332,6 +333,14 @@ def sampling_options(p: argparse.ArgumentParser) -> None:
                    help="nucleus sampling: draw among the most likely samples that hold this "
                         f"share of the probability, while the clip is louder than "
                         f"{sampling.QUIET_DBFS:g} dBFS; 1 = all (default {sampling.TOP_P:g})")
+
+
+def weights_option(p: argparse.ArgumentParser) -> None:
+    """--raw-weights: the checkpoint's training weights instead of their EMA."""
+    p.add_argument("--raw-weights", action="store_true",
+                   help="use the training weights, not their moving average (the EMA of "
+                        "optim.ema_decay, used by default where the run kept one: the "
+                        "weights its validation measured)")
 
 
 def _refuse_vocoder(model, command: str) -> None:
@@ -445,6 +454,7 @@ def score_main(argv: list[str]) -> int:
                            "whose sub-folders are labels, also accuracy and a confusion matrix")
     cond.add_argument("--uniform-prior", action="store_true",
                       help="with --classify: a uniform p(label) instead of the training shares")
+    weights_option(p)
     args = p.parse_args(argv)
 
     if args.classify and (args.label or args.per_sample or args.plot):
@@ -477,7 +487,8 @@ def score_main(argv: list[str]) -> int:
     for option, path in folders.items():
         if path:
             output_folder(path, option, create=False)
-    model = load_checkpoint(args.checkpoint, device=resolve_device(args.device, key="--device"))
+    model = load_checkpoint(args.checkpoint, device=resolve_device(args.device, key="--device"),
+                            use_ema=not args.raw_weights)
     paths = recordings(args.paths, "score")
     if not paths:
         raise OptionError(f"no audio files in {' '.join(args.paths)}")
@@ -536,6 +547,7 @@ def quality_main(argv: list[str]) -> int:
                    "output; the table then goes to standard error)")
     p.add_argument("-o", "--out-dir", metavar="DIR",
                    help="also write the clips and continuations there as wav files")
+    weights_option(p)
     args = p.parse_args(argv)
 
     import json
@@ -551,7 +563,7 @@ def quality_main(argv: list[str]) -> int:
         output_file(args.json, "--json", create=False)
     if args.out_dir:
         output_folder(args.out_dir, "-o/--out-dir", create=False)
-    model = load_checkpoint(args.checkpoint)
+    model = load_checkpoint(args.checkpoint, use_ema=not args.raw_weights)
     _refuse_vocoder(model, "quality")
     _check_labels(model, args.label, 1)
     _check_sampling(model, args.top_p, None, "auto")
@@ -649,6 +661,7 @@ def vocode_main(argv: list[str]) -> int:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="numba backend: the precision of the sampling loop's products "
                         "(int8 is not offered for a vocoder)")
+    weights_option(p)
     args = p.parse_args(argv)
     if not args.paths and not args.mel:
         p.error("give audio files or folders, or --mel FILE.npy")
@@ -661,7 +674,7 @@ def vocode_main(argv: list[str]) -> int:
 
     device = resolve_device(args.device, key="--device")
     out_dir = output_folder(args.out_dir, "-o/--out-dir", create=False)
-    model = load_checkpoint(args.checkpoint, device=device)
+    model = load_checkpoint(args.checkpoint, device=device, use_ema=not args.raw_weights)
     try:
         vocode.settings(model)
     except ValueError as err:
