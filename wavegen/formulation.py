@@ -130,9 +130,9 @@ def bf16_gain() -> tuple[float, str] | None:
         if what.get("precision") != "bf16" or any(what.get(k) != v for k, v in here.items()):
             continue
         fp32 = table.get(json.dumps({**what, "precision": "fp32"}, sort_keys=True))
-        if fp32 and max(fp32["rates"].values()) < slowest:
-            slowest = max(fp32["rates"].values())
-            model = what["model"]
+        rate = max(fp32["rates"].values()) if fp32 else float("inf")
+        if rate < slowest:
+            slowest, model = rate, what["model"]
             found = max(entry["rates"].values()) / slowest, (
                 f"{what['family']} {model.get('preset') or ''}, {what['batch']} crops of "
                 f"{what['length']}, {what['threads']} threads")

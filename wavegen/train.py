@@ -953,8 +953,9 @@ def resolved_precision(requested: str, device: torch.device,
             f"train.precision=auto: this GPU {'computes' if bf16 else 'has no'} bf16")
     if device.type == "cpu":
         native, why = native_bf16()
-        return ("bf16", f"train.precision=auto: this CPU computes bf16 natively ({why})") \
-            if native else ("fp32", f"train.precision=auto: {why}")
+        if native:
+            return "bf16", f"train.precision=auto: this CPU computes bf16 natively ({why})"
+        return "fp32", f"train.precision=auto: {why}"
     return "fp32", f"train.precision=auto: fp32 on {device.type}"
 
 
