@@ -7,7 +7,8 @@ import soundfile as sf
 import torch
 from conftest import randomize_biases, run_wavegen, tone, write
 
-from wavegen import WaveNet
+from wavegen import WaveNet, mulaw
+from wavegen.augment import Augmentation
 from wavegen.data import (
     IGNORE,
     AudioFolder,
@@ -378,3 +379,69 @@ def test_a_validation_folder_is_never_trained_on(tmp_path):
         cfg.val_root = str(bad)
         with pytest.raises(DataError, match=f"data.val_root={bad} (is|holds) data.root"):
             build_datasets(cfg, Codec(256))
+
+
+def _augmentation_crops():
+    """A loud clip, a quiet one and one shorter than a crop, with crops that start at a
+    clip's first sample (silence before it) and run past its end (padding, IGNORE)."""
+    t = np.arange(6000)
+    loud = mulaw.encode(torch.from_numpy(0.99 * np.sin(t / 5.0)).float()).numpy()
+    quiet = mulaw.encode(torch.from_numpy(0.05 * np.sin(t / 3.0)).float()).numpy()
+    clips = [Clip("loud", loud), Clip("quiet", quiet), Clip("short", quiet[:60])]
+    return clips, CropSampler(clips, context=31, segment_length=200, pad=128, start_share=0.3)
+
+
+def test_augmentation_maps_only_the_file_values_and_never_clips():
+    """data.gain_db / data.polarity: each crop's values from its file go through one class
+    map (inputs and targets alike): with polarity 1 the decoded crop is minus the original,
+    with a gain it is the original times one factor within +-gain_db dB (to mu-law
+    rounding), never past full scale; the silence before a file, the padding past its end
+    and IGNORE targets stay; off, the batches are those of before (no draws)."""
+    clips, crops = _augmentation_crops()
+    n = next(n for n in range(200) if {0, 1, 2} <= {k for k, _ in crops.draw(
+        8, np.random.default_rng([5, n]))} and (0, 0) in crops.draw(8, np.random.default_rng(
+            [5, n])))
+    picks = crops.draw(8, np.random.default_rng([5, n]))
+    inputs, targets, _, _, _ = StepBatches(crops, seed=5, micro_batch=8)[n]
+    off = StepBatches(crops, 5, 8, augmentation=Augmentation(0.0, 0.0))[n]
+    assert torch.equal(off[0], inputs) and torch.equal(off[1], targets)
+
+    def file_parts(b, k, start):
+        lo = start - 32  # file position of inputs[b, 0]
+        own = np.zeros(231, dtype=bool)
+        own[max(-lo, 0) : max(len(clips[k]) - lo, 0)] = True
+        return own, min(len(clips[k]) - start, 200)
+
+    flipped, flipped_targets, _, _, _ = StepBatches(
+        crops, 5, 8, augmentation=Augmentation(0.0, 1.0))[n]
+    for b, (k, start) in enumerate(picks):
+        own, t = file_parts(b, k, start)
+        row, clean = flipped[0, b], inputs[0, b]
+        assert torch.equal(row[own], 255 - clean[own])  # the mirror of each value:
+        assert torch.allclose(mulaw.decode(row[own]), -mulaw.decode(clean[own]), atol=1e-7)
+        assert torch.equal(row[~own], clean[~own])  # silence before, padding after
+        assert torch.equal(flipped_targets[0, b, :t], 255 - targets[0, b, :t])
+        assert torch.equal(flipped_targets[0, b, t:], targets[0, b, t:])  # IGNORE
+
+    gained, gained_targets, _, _, _ = StepBatches(
+        crops, 5, 8, augmentation=Augmentation(6.0, 0.0))[n]
+    factors = []
+    for b, (k, start) in enumerate(picks):
+        own, t = file_parts(b, k, start)
+        clean = mulaw.decode(inputs[0, b][own]).double()
+        moved = mulaw.decode(gained[0, b][own]).double()
+        big = clean.abs() > 0.02
+        factor = float((moved[big] / clean[big]).median())
+        factors.append(factor)
+        assert torch.allclose(moved[big], factor * clean[big], rtol=0.08)
+        assert 10 ** (-6.2 / 20) <= factor <= 10 ** (6.2 / 20)
+        if k == 0:  # at full scale already: never louder
+            assert factor <= 1.0
+        assert torch.equal(gained[0, b][~own], inputs[0, b][~own])
+        assert torch.equal(gained_targets[0, b, t:], targets[0, b, t:])
+    assert max(factors) > 1.1 and min(factors) < 0.9  # louder and quieter crops both
+    halves = [StepBatches(crops, 5, 4, rank=r, world=2,
+                          augmentation=Augmentation(6.0, 0.5))[n][0] for r in (0, 1)]
+    both = StepBatches(crops, 5, 8, augmentation=Augmentation(6.0, 0.5))[n][0]
+    assert torch.equal(torch.cat(halves, dim=1), both)  # the same crops for any world
+

@@ -72,11 +72,12 @@ def test_short_run_lowers_validation_bits(tmp_path):
 
 
 @pytest.mark.parametrize("model,extra", [([], []), (["model=flow_tiny", "model.layers=2"], []),
-                                         ([], ["data.input_noise=1.5"])],
-                         ids=["wavenet", "flow", "input-noise"])
+                                         ([], ["data.input_noise=1.5", "data.gain_db=6",
+                                               "data.polarity=0.5"])],
+                         ids=["wavenet", "flow", "input-noise-gain-polarity"])
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch, model, extra):
     """Also a flow's, whose loss draws dequantization noise from torch's generator, and a
-    run with input noise (drawn per batch)."""
+    run with input noise, gains and flips (drawn per batch)."""
     if model:
         monkeypatch.setattr(sys.modules[__name__], "FAST", [*model, *FAST[2:]])
     common = ["train.max_steps=8", "train.checkpoint_every=3", "train.val_every=4",
@@ -379,6 +380,12 @@ def test_a_warmup_as_long_as_the_run_is_said(tmp_path, caplog):
 @pytest.mark.parametrize("overrides,message", [
     (["data.input_noise=-1"], "data.input_noise=-1.0 is invalid: expected a finite number"),
     (["data.input_noise=nan"], "data.input_noise=nan is invalid"),
+    (["data.gain_db=-1"], r"data.gain_db=-1.0 is invalid: expected a number of dB, 0 <= x"),
+    (["data.gain_db=nan"], "data.gain_db=nan is invalid"),
+    (["data.polarity=1.5"], r"data.polarity=1.5 is invalid: expected 0 <= x <= 1"),
+    # a gain would change a vocoder's audio but not the frames it is conditioned on
+    (["condition=mel", "data.gain_db=3"], "data.gain_db=3.0 is invalid: expected 0 with "
+                                          "condition=mel"),
     (["train.seed=-1"], r"train.seed=-1 is invalid: expected an integer in \[0, 2\^64\)"),
     (["train.seed=18446744073709551616"], "train.seed=18446744073709551616 is invalid"),
     (["data.synthetic_seed=-5"], "data.synthetic_seed=-5 is invalid"),
@@ -498,3 +505,23 @@ def test_input_noise_does_not_apply_to_a_flow_and_says_so(tmp_path, caplog):
                              "data.input_noise=1", "train.max_steps=1", f"out_dir={tmp_path}"))
     assert seen == [0.0]
     assert "data.input_noise=1 does not apply to the flow family" in caplog.text
+
+
+def test_gain_and_polarity_reach_the_training_crops_and_the_log(tmp_path, caplog):
+    """data.gain_db / data.polarity: the run's batches carry them and its log says so."""
+    from wavegen.data import StepBatches
+
+    seen = []
+    original = StepBatches.__getitem__
+
+    def spy(self, k):
+        item = original(self, k)
+        seen.append((self.augmentation.gain_db, self.augmentation.polarity))
+        return item
+
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level("INFO"):
+        patch.setattr(StepBatches, "__getitem__", spy)
+        train(fast_config(tmp_path, "data.gain_db=4", "data.polarity=0.25", "train.max_steps=1"))
+    assert seen == [(4.0, 0.25)]
+    assert ("augmentation: each crop's gain uniform in +-4 dB (never past full scale); 25% of "
+            "the crops upside down; validation scores the files as they are") in caplog.text

@@ -102,6 +102,10 @@ class DataConfig:
                                  "included (targets untouched): the model learns to predict "
                                  "from a past with small errors, like the one it generates; "
                                  "0 = off")
+    gain_db: float = setting(0.0, "random gain of each training crop, uniform in +-gain_db dB "
+                             "(never past full scale): the same sound at other levels; 0 = off")
+    polarity: float = setting(0.0, "probability that a training crop is turned upside down "
+                              "(inaudible): the same sound mirrored; 0 = off")
     cache_dir: str | None = setting(None, "decoded class arrays; null = ~/.cache/wavegen/classes")
     decode_workers: int | None = setting(None, "threads decoding the files that are not in the "
                                          "cache yet (a first scan); null = the CPU cores "
@@ -384,6 +388,13 @@ def validate(cfg: Config) -> None:
     need(0.0 <= d.start_share <= 1.0, "data.start_share", d.start_share, "0 <= x <= 1")
     need(math.isfinite(d.input_noise) and d.input_noise >= 0, "data.input_noise",
          d.input_noise, "a finite number >= 0")
+    need(math.isfinite(d.gain_db) and 0 <= d.gain_db <= 40, "data.gain_db", d.gain_db,
+         "a number of dB, 0 <= x <= 40")
+    need(0.0 <= d.polarity <= 1.0, "data.polarity", d.polarity, "0 <= x <= 1")
+    if cfg.condition.kind == "mel":
+        need(d.gain_db == 0, "data.gain_db", d.gain_db,
+             "0 with condition=mel (a gain changes the audio, not the mel frames it is "
+             "conditioned on; data.polarity leaves the frames as they are)")
     need(0.0 < d.peak <= 1.0, "data.peak", d.peak, "0 < x <= 1")
     need(0 <= d.synthetic_seed < 2**64, "data.synthetic_seed", d.synthetic_seed,
          "an integer in [0, 2^64)")

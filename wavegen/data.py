@@ -37,6 +37,7 @@ from .audio import (
     load_audio,
     open_info,
 )
+from .augment import Augmentation
 from .config import ConfigError, DataConfig
 from .errors import DataError, WriteError, writing
 from .family import Codec
@@ -576,6 +577,34 @@ class CropSampler:
             noise[b, max(len(self.clips[k]) - lo, 0) :] = 0
         return torch.from_numpy(noise)
 
+    def spans(self, picks: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+        """For each crop of ``picks``: (clip index, file position of inputs[b, 0], file
+        position one past its last target)."""
+        return [(k, start - self.context - 1, start + self.segment_length)
+                for k, start in picks]
+
+    def peaks(self, picks: list[tuple[int, int]], augmentation: Augmentation) -> np.ndarray:
+        """(B,) the largest |decoded value| among each crop's values from its file."""
+        return np.array([augmentation.peaks(self.clips[k].classes[max(lo, 0) : end])
+                         for k, lo, end in self.spans(picks)])
+
+    def remap(self, picks: list[tuple[int, int]], inputs: torch.Tensor, targets: torch.Tensor,
+              maps: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The crops ``picks`` (``build``'s inputs (B, context + S) and targets (B, S)) with
+        each crop's values from its file taken through its class map (``maps`` (B, Q)); the
+        silence before a file, the padding after it and IGNORE targets stay as they are."""
+        inputs, targets = inputs.clone(), targets.clone()
+        for b, (k, lo, _) in enumerate(self.spans(picks)):
+            table = torch.from_numpy(maps[b])
+            n = len(self.clips[k])
+            a, z = max(-lo, 0), min(n - lo, inputs.shape[1])
+            if z > a:
+                inputs[b, a:z] = table[inputs[b, a:z]]
+            t = min(n - (lo + self.context + 1), targets.shape[1])
+            if t > 0:
+                targets[b, :t] = table[targets[b, :t]]
+        return inputs, targets
+
     def local(self, picks: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """A vocoder's frames of the crops ``picks``: windows (B, W, n_mels) float32 of the
         frames that the features of each crop's predicted samples (clip positions
@@ -618,14 +647,18 @@ class StepBatches(Dataset):
     for other models), and the number of non-padding targets in the whole batch (all
     processes), which normalises the loss. With ``label_dropout`` p, each crop's label is
     replaced by entry 0 ("no label") with probability p (drawn from the same generator).
+    With an ``augmentation`` (``augment.Augmentation``), each crop's values from its file
+    go through a random class map (gain, polarity; drawn for the whole batch) after that.
     With ``input_noise`` sigma > 0, ``CropSampler.jitter`` noise is drawn after that for
     the whole batch and added to the inputs (clamped to [0, ``classes``)).
     """
 
     def __init__(self, crops: CropSampler, seed: int, micro_batch: int, accumulation: int = 1,
                  rank: int = 0, world: int = 1, label_dropout: float = 0.0,
-                 input_noise: float = 0.0, classes: int = 256):
+                 input_noise: float = 0.0, classes: int = 256,
+                 augmentation: Augmentation | None = None):
         self.crops, self.seed, self.label_dropout = crops, seed, label_dropout
+        self.augmentation = augmentation
         self.input_noise, self.classes = input_noise, classes
         self.micro_batch, self.accumulation, self.rank, self.world = (
             micro_batch, accumulation, rank, world)
@@ -640,6 +673,9 @@ class StepBatches(Dataset):
         if self.label_dropout > 0:
             dropped = rng.random(len(picks)) < self.label_dropout
             labels[torch.from_numpy(dropped[order])] = 0
+        if self.augmentation is not None and self.augmentation.active:  # every process's
+            maps = self.augmentation.maps(self.crops.peaks(picks, self.augmentation), rng)
+            inputs, targets = self.crops.remap(mine, inputs, targets, maps[order])
         if self.input_noise > 0:  # drawn for every process's crops: the same for any world
             noise = self.crops.jitter(picks, self.input_noise, rng)[order]
             inputs = (inputs + noise).clamp_(0, self.classes - 1)

@@ -36,6 +36,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import formulation
 from .audio import write_wav
+from .augment import Augmentation
 from .budget import UNPLANNED, Budget, check_budget
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import (
@@ -340,7 +341,9 @@ class Trainer:
                      cfg.model.family)
         self.batches = StepBatches(crops, t.seed, t.batch_size, t.grad_accum, world.rank,
                                    world.size, t.label_dropout if model.conditional else 0.0,
-                                   noise, self.codec.channels)
+                                   noise, self.codec.channels,
+                                   Augmentation(cfg.data.gain_db, cfg.data.polarity,
+                                                self.codec.channels))
         self.effective_batch = t.batch_size * t.grad_accum * world.size
         self.total_steps = t.max_steps  # the schedule's; UNPLANNED until a budget plans it
         self.budget: Budget | None = None
@@ -496,6 +499,8 @@ class Trainer:
                  "(%d context + %d targets) = %d target samples per step",
                  t.batch_size, t.grad_accum, world.size, self.effective_batch,
                  self.family.context(model), segment, self.effective_batch * segment)
+        if augmented := self.batches.augmentation.describe():
+            log.info("augmentation: %s", augmented)
         log.info("lr: %.3g (optim.lr=%.3g, optim.lr_scaling=%s, base batch %d)", self.lr,
                  cfg.optim.lr, cfg.optim.lr_scaling, cfg.optim.lr_base_batch or t.batch_size)
         if self.total_steps != UNPLANNED and (note := warmup_note(cfg.optim.warmup_steps,
