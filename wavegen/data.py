@@ -577,16 +577,12 @@ class CropSampler:
             noise[b, max(len(self.clips[k]) - lo, 0) :] = 0
         return torch.from_numpy(noise)
 
-    def spans(self, picks: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
-        """For each crop of ``picks``: (clip index, file position of inputs[b, 0], file
-        position one past its last target)."""
-        return [(k, start - self.context - 1, start + self.segment_length)
-                for k, start in picks]
-
     def peaks(self, picks: list[tuple[int, int]], augmentation: Augmentation) -> np.ndarray:
         """(B,) the largest |decoded value| among each crop's values from its file."""
-        return np.array([augmentation.peaks(self.clips[k].classes[max(lo, 0) : end])
-                         for k, lo, end in self.spans(picks)])
+        c, s = self.context, self.segment_length
+        return np.array([augmentation.peak(self.clips[k].classes[max(start - c - 1, 0) :
+                                                                  start + s])
+                         for k, start in picks])
 
     def remap(self, picks: list[tuple[int, int]], inputs: torch.Tensor, targets: torch.Tensor,
               maps: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -594,13 +590,13 @@ class CropSampler:
         each crop's values from its file taken through its class map (``maps`` (B, Q)); the
         silence before a file, the padding after it and IGNORE targets stay as they are."""
         inputs, targets = inputs.clone(), targets.clone()
-        for b, (k, lo, _) in enumerate(self.spans(picks)):
-            table = torch.from_numpy(maps[b])
-            n = len(self.clips[k])
+        for b, (k, start) in enumerate(picks):
+            table, n = torch.from_numpy(maps[b]), len(self.clips[k])
+            lo = start - self.context - 1  # file position of inputs[b, 0]
             a, z = max(-lo, 0), min(n - lo, inputs.shape[1])
             if z > a:
                 inputs[b, a:z] = table[inputs[b, a:z]]
-            t = min(n - (lo + self.context + 1), targets.shape[1])
+            t = min(n - start, targets.shape[1])
             if t > 0:
                 targets[b, :t] = table[targets[b, :t]]
         return inputs, targets
