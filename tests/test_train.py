@@ -136,32 +136,43 @@ def test_the_ema_forgets_the_initial_weights_from_the_first_step(tmp_path):
         assert torch.allclose(data["ema"][name], expected, atol=1e-6), name
 
 
-def test_a_time_budget_plans_the_steps_that_fit_and_resume_keeps_them(tmp_path, monkeypatch,
-                                                                       caplog):
-    """train.max_minutes: on a clock where a step takes 2 s and a validation 30 s, 10 min
-    leave 600 - 46 (23 steps) - 30 (the timed validation) - 60 (the end) = 464 s for
-    steps of 2 s + 30 s / 10 (validation every 10 steps): 92 more, 115 in all; the cosine
-    schedule ends there."""
+def slow_clock(monkeypatch, step_seconds) -> None:
+    """Training on a clock where step n (from 1) takes step_seconds(n) and a validation,
+    timed or not, 30 s."""
     import functools
 
     import wavegen.train as train_module
     from wavegen.budget import Budget
 
     clock = {"now": 0.0}
-    update, timed = train_module.Trainer._update, train_module.Trainer._timed_validation
+    update = train_module.Trainer._update
 
     def slow_update(self):
-        clock["now"] += 2.0
+        clock["now"] += step_seconds(self.counters.step + 1)
         return update(self)
 
-    def slow_validation(self):
-        timed(self)
-        clock["now"] += 30.0
+    def slow(method):
+        def run(self):
+            out = method(self)
+            clock["now"] += 30.0
+            return out
+        return run
 
     monkeypatch.setattr(train_module.Trainer, "_update", slow_update)
-    monkeypatch.setattr(train_module.Trainer, "_timed_validation", slow_validation)
+    for name in ("_timed_validation", "_validate"):
+        monkeypatch.setattr(train_module.Trainer, name, slow(getattr(train_module.Trainer, name)))
     monkeypatch.setattr(train_module, "Budget",
                         functools.partial(Budget, clock=lambda: clock["now"]))
+
+
+def test_a_time_budget_plans_the_steps_that_fit_and_resume_keeps_them(tmp_path, monkeypatch,
+                                                                       caplog):
+    """train.max_minutes: on a clock where a step takes 2 s and a validation 30 s, 10 min
+    leave 600 - 46 (23 steps) - 60 (the validations at steps 10 and 20, not counted as
+    step time) - 30 (the timed validation) - 60 (the end) = 404 s for steps of 2 s + 30 s
+    / 10 (validation every 10 steps): 80 more, 103 in all; the cosine schedule ends there.
+    The speed holds, so the validations' new plans keep it."""
+    slow_clock(monkeypatch, lambda step: 2.0)
     budget = ["train.max_minutes=10", "train.val_every=10", "train.checkpoint_every=50"]
     with pytest.raises(ConfigError, match="give one of them"):
         train(fast_config(tmp_path, *budget, "train.max_steps=40"),
@@ -169,15 +180,16 @@ def test_a_time_budget_plans_the_steps_that_fit_and_resume_keeps_them(tmp_path, 
     assert not (tmp_path / "synthetic-tiny").exists()
     with caplog.at_level("INFO", logger="wavegen"):
         summary = train(fast_config(tmp_path, *budget), overrides=budget)
-    assert summary["step"] == 115
-    assert "train.max_minutes=10: 115 steps (planned at step 23: 2 s a step, a validation " \
+    assert summary["step"] == 103
+    assert "train.max_minutes=10: 103 steps (planned at step 23: 2 s a step, a validation " \
         "30 s every 10 steps" in caplog.text
+    assert "planned again" not in caplog.text
     saved = read_checkpoint(summary["checkpoint"])
-    assert saved["progress"]["planned_steps"] == saved["config"]["train"]["max_steps"] == 115
+    assert saved["progress"]["planned_steps"] == saved["config"]["train"]["max_steps"] == 103
     assert saved["scheduler"]["_last_lr"][0] == pytest.approx(2e-3 * 0.05)  # the decay's end
 
     resume = ["train.resume=true"]
-    with pytest.raises(ConfigError, match="planned its 115 steps from train.max_minutes=10"):
+    with pytest.raises(ConfigError, match="planned its 103 steps from train.max_minutes=10"):
         train(fast_config(tmp_path, *budget[1:], *resume, "train.max_minutes=5"),
               overrides=[*resume, "train.max_minutes=5"])
     caplog.clear()
@@ -185,6 +197,40 @@ def test_a_time_budget_plans_the_steps_that_fit_and_resume_keeps_them(tmp_path, 
         longer = train(fast_config(tmp_path, *budget, *resume, "train.max_steps=120"),
                        overrides=[*resume, "train.max_steps=120"])
     assert longer["step"] == 120 and "time budget" not in caplog.text
+
+
+def test_a_time_budget_plans_again_when_the_speed_moves(tmp_path, monkeypatch, caplog):
+    """A base run planned from steps that a shared machine ran slowly, and then ran faster,
+    ended after three quarters of its budget. Steps of 2 s until the plan (103 steps, as
+    above) and of 1 s after it: at step 30, 600 - 173 s spent - 60 (the end) = 367 s for
+    steps of 1 s + 3 s of validations: 91 more, 121 in all. The cosine decay goes on
+    from where it was: the learning rate never rises after the warm-up, and ends at the
+    decay's end."""
+    from wavegen.train import decay_done, lr_factor
+
+    slow_clock(monkeypatch, lambda step: 2.0 if step <= 23 else 1.0)
+    budget = ["train.max_minutes=10", "train.val_every=10", "train.checkpoint_every=50"]
+    with caplog.at_level("INFO", logger="wavegen"):
+        summary = train(fast_config(tmp_path, *budget), overrides=budget)
+    assert summary["step"] == 121
+    assert "train.max_minutes=10: 103 steps (planned at step 23" in caplog.text
+    assert "train.max_minutes=10: 121 steps instead of 103 (planned again at step 30: 1 s a " \
+        "step since step 23, a validation 30 s" in caplog.text
+    lrs = [m["lr"] for m in metrics(tmp_path / "synthetic-tiny") if "lr" in m]
+    assert len(lrs) == 121
+    assert all(b <= a for a, b in zip(lrs[5:], lrs[6:], strict=False))  # after the warm-up
+    since = (30, decay_done(30, 5, 103))
+    # metrics' lr at step n: the one step n + 1 takes
+    assert lrs[29] == pytest.approx(2e-3 * lr_factor(30, 5, 103, 0.05))
+    assert lrs[30] == pytest.approx(2e-3 * lr_factor(31, 5, 121, 0.05, since))
+    assert lrs[-1] == pytest.approx(2e-3 * 0.05)
+    saved = read_checkpoint(summary["checkpoint"])
+    assert saved["progress"]["planned_steps"] == 121
+    assert saved["progress"]["decay_from_step"] == 30
+    assert saved["scheduler"]["_last_lr"][0] == pytest.approx(2e-3 * 0.05)
+    # the share done is kept where a new plan starts, and reaches 1 at the new end
+    assert lr_factor(30, 5, 121, 0.05, since) == pytest.approx(lr_factor(30, 5, 103, 0.05))
+    assert decay_done(121, 5, 121, since) == 1.0
 
 
 def test_sigint_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):

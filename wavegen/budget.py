@@ -2,15 +2,22 @@
 planned from the run's own speed on the machine it runs on.
 
 The run times a window of its first steps and one validation (scoring and sample checks,
-without recording them), then fixes ``train.max_steps`` once. The window ends before the
+without recording them), then sets ``train.max_steps``. The window ends before the
 learning rate's warm-up does (50 steps by default), so the cosine decay that follows is the
-one of the planned length from its start; a resumed run keeps the plan.
+one of the planned length from its start. A machine's speed moves: a ``base`` run on a
+shared 2-core machine timed 1.61 s a step in its window, then took 0.9-1.6 s a step, and
+4.4 s while other work shared its cores; a plan fixed at the start ends such a run early
+or late. So at each validation the run plans
+again from the steps since the plan (checkpoints included) and the validations since
+(``Budget.replan``), and the cosine decay goes on from the share done to the new end
+(``train.decay_done``). A resumed run keeps its last plan.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .config import ConfigError
@@ -56,6 +63,8 @@ class Budget:
         self.minutes, self.first_step, self.clock = minutes, first_step, clock
         self.started = clock()
         self.tic: float | None = None
+        self.planned: tuple[float, int, float] | None = None  # (when, step, a validation's s)
+        self.validations: list[tuple[float, float]] = []  # (when it ended, seconds)
 
     def due(self, step: int) -> bool:
         """Called after each step: True at the step where the plan is made."""
@@ -64,12 +73,40 @@ class Budget:
         return step == self.first_step + SKIPPED + TIMED
 
     def plan(self, step: int, validate: Callable[[], object], val_every: int) -> Plan:
-        """The run's length, from the timed steps and one timed ``validate()``."""
-        step_seconds = (self.clock() - self.tic) / TIMED
+        """The run's length, from the timed steps (less the validations among them) and one
+        timed ``validate()``."""
+        step_seconds = (self.clock() - self.tic - self._validating_since(self.tic)) / TIMED
         tic = self.clock()
         validate()
         validation_seconds = self.clock() - tic
         left = self.minutes * 60 - (self.clock() - self.started)
+        more = fitting_steps(left, step_seconds, validation_seconds, val_every)
+        self.planned = (self.clock(), step, validation_seconds)
+        return Plan(step + more, step, step_seconds, validation_seconds, left)
+
+    @contextmanager
+    def validating(self):
+        """Times a validation, which ``plan`` and ``replan`` count apart from the steps."""
+        tic = self.clock()
+        try:
+            yield
+        finally:
+            self.validations.append((self.clock(), self.clock() - tic))
+
+    def _validating_since(self, tic: float) -> float:
+        return sum(seconds for end, seconds in self.validations if end > tic)
+
+    def replan(self, step: int, val_every: int) -> Plan:
+        """The run's length again at ``step``, from the seconds a step has taken since the
+        plan (checkpoints included) and the mean of the validations since (``validating``),
+        as ``plan`` counts them."""
+        when, at, validation_seconds = self.planned
+        now = self.clock()
+        since = [seconds for end, seconds in self.validations if end > when]
+        if since:
+            validation_seconds = sum(since) / len(since)
+        step_seconds = (now - when - sum(since)) / max(1, step - at)
+        left = self.minutes * 60 - (now - self.started)
         more = fitting_steps(left, step_seconds, validation_seconds, val_every)
         return Plan(step + more, step, step_seconds, validation_seconds, left)
 
@@ -79,8 +116,8 @@ class Budget:
 
 def check_budget(minutes: float | None, explicit: set[str], planned: int,
                  budgeted: float | None) -> None:
-    """A time budget sets train.max_steps once, at the start of a run: it cannot be given
-    with train.max_steps, nor changed once a resumed run has planned its steps."""
+    """A time budget sets train.max_steps as a run goes: it cannot be given with
+    train.max_steps, nor changed once a resumed run has planned its steps."""
     if minutes is None:
         return
     if not planned and "train.max_steps" in explicit:

@@ -8,6 +8,7 @@ scored from its first sample, up to data.val_max_seconds) with the streaming sco
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import itertools
@@ -81,6 +82,10 @@ class Counters:
     most_tonal_share: float = -1.0  # the sample check's best tonal share so far
     most_tonal_step: int = 0
     planned_steps: int = 0  # train.max_steps as a time budget (train.max_minutes) set it
+    # where a time budget's last new plan left the cosine decay: (step, share done), (0, 0)
+    # for a decay from the warm-up's end (``lr_factor``)
+    decay_from_step: int = 0
+    decay_from_share: float = 0.0
 
 
 def warmup_note(warmup: int, total: int) -> str:
@@ -94,11 +99,22 @@ def warmup_note(warmup: int, total: int) -> str:
             f"run)")
 
 
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``."""
+def decay_done(step: int, warmup: int, total: int, since: tuple[int, float] = (0, 0.0)
+               ) -> float:
+    """The share of the cosine decay done at ``step`` (0 to 1): from 0 at the warm-up's end,
+    or from ``since`` = (a step after it, the share done there) where a time budget planned
+    the run's length again, evenly to 1 at ``total``."""
+    start, done = since if since[0] > warmup else (warmup, 0.0)
+    return min(1.0, done + (1 - done) * max(0, step - start) / max(1, total - start))
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float,
+              since: tuple[int, float] = (0, 0.0)) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``
+    (``decay_done``)."""
     if step < warmup:
         return (step + 1) / warmup
-    done = min(1.0, (step - warmup) / max(1, total - warmup))
+    done = decay_done(step, warmup, total, since)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * done))
 
 
@@ -348,16 +364,16 @@ class Trainer:
         self.total_steps = t.max_steps  # the schedule's; UNPLANNED until a budget plans it
         self.budget: Budget | None = None
         self.lr = scaled_lr(o, self.effective_batch, t.batch_size)
+        self.counters = Counters()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=tuple(o.betas),
                                            weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, o.warmup_steps, self.total_steps,
-                                                o.min_lr_ratio))
+                                                o.min_lr_ratio, self._decay_since()))
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
         self.ema = copy.deepcopy(model).requires_grad_(False) if o.ema_decay else None
         self.eval_model = self.ema if self.ema is not None else model  # validated, sampled
         self.metrics: MetricsLog | None = None  # rank 0, once the run starts
-        self.counters = Counters()
         self.formulation: str | None = None  # the training step's, where the family has a choice
         # on a CPU: what bf16 would gain an fp32 run (native bf16: logged as info), or what
         # a reduced precision without native support costs (a warning); (level, text)
@@ -646,8 +662,12 @@ class Trainer:
             self._log(bar, window)
         with window.paused():  # the logged samples/s are the steps' own
             if main and step % t.val_every == 0 and step < self.total_steps:
-                bits = self._validate()
+                with self.budget.validating() if self.budget else contextlib.nullcontext():
+                    bits = self._validate()
                 log.info("step %d: validation %s%.3f bits/sample", step, self.at_most, bits)
+            if self.budget is not None and step % t.val_every == 0 \
+                    and step < self.total_steps != UNPLANNED:
+                self._replan(bar)
             if main and step % t.checkpoint_every == 0:
                 self.checkpoint(self.last_path)
 
@@ -669,6 +689,35 @@ class Trainer:
                             t.max_minutes, plan.steps)
             if note := warmup_note(self.cfg.optim.warmup_steps, plan.steps):
                 log.warning(note)
+
+    def _decay_since(self) -> tuple[int, float]:
+        """Where the last new plan of a time budget left the cosine decay (``decay_done``)."""
+        return self.counters.decay_from_step, self.counters.decay_from_share
+
+    def _replan(self, bar) -> None:
+        """Plan the run's length again from its speed since the plan (rank 0; every process
+        takes it) where it moved by more than 1%: the decay goes on from the share done to
+        the new end."""
+        t, counters, step = self.cfg.train, self.counters, self.counters.step
+        plan = None
+        if self.world.is_main and step > self.budget.planned[1]:
+            plan = self.budget.replan(step, t.val_every)
+        plan = self.world.broadcast(plan)
+        if plan is None or abs(plan.steps - self.total_steps) <= self.total_steps // 100:
+            return  # within a validation's cost of the plan: the same plan
+        if step > self.cfg.optim.warmup_steps:
+            counters.decay_from_share = decay_done(step, self.cfg.optim.warmup_steps,
+                                                   self.total_steps, self._decay_since())
+            counters.decay_from_step = step
+        old, self.total_steps = self.total_steps, max(step, plan.steps)
+        counters.planned_steps = t.max_steps = bar.total = self.total_steps
+        bar.refresh()
+        if self.world.is_main:
+            log.info("time budget train.max_minutes=%g: %s steps instead of %s (planned again "
+                     "at step %d: %.3g s a step since step %d, a validation %.3g s, %.1f min "
+                     "left)", t.max_minutes, f"{self.total_steps:,}", f"{old:,}", step,
+                     plan.step_seconds, self.budget.planned[1], plan.validation_seconds,
+                     plan.left_seconds / 60)
 
     def _timed_validation(self) -> None:
         """What a validation computes, recorded nowhere: the budget's measure of its cost."""
