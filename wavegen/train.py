@@ -704,7 +704,7 @@ class Trainer:
             plan = self.budget.replan(step, t.val_every)
         plan = self.world.broadcast(plan)
         if plan is None or abs(plan.steps - self.total_steps) <= self.total_steps // 100:
-            return  # within a validation's cost of the plan: the same plan
+            return  # moved by 1% or less: the plan stands
         if step > self.cfg.optim.warmup_steps:
             counters.decay_from_share = decay_done(step, self.cfg.optim.warmup_steps,
                                                    self.total_steps, self._decay_since())
