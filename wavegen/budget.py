@@ -7,10 +7,10 @@ learning rate's warm-up does (50 steps by default), so the cosine decay that fol
 one of the planned length from its start. A machine's speed moves: a ``base`` run on a
 shared 2-core machine timed 1.61 s a step in its window, then took 0.9-1.6 s a step, and
 4.4 s while other work shared its cores; a plan fixed at the start ends such a run early
-or late. So at each validation the run plans
-again from the steps since the plan (checkpoints included) and the validations since
-(``Budget.replan``), and the cosine decay goes on from the share done to the new end
-(``train.decay_done``). A resumed run keeps its last plan.
+or late. So at each validation the run plans again from the steps since the plan
+(checkpoints included) and the validations since (``Budget.replan``), and the cosine decay
+goes on from the share done to the new end (``train.decay_done``). A resumed run keeps its
+last plan.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Budget:
     def plan(self, step: int, validate: Callable[[], object], val_every: int) -> Plan:
         """The run's length, from the timed steps (less the validations among them) and one
         timed ``validate()``."""
-        step_seconds = (self.clock() - self.tic - self._validating_since(self.tic)) / TIMED
+        step_seconds = (self.clock() - self.tic - sum(self._validations_since(self.tic))) / TIMED
         tic = self.clock()
         validate()
         validation_seconds = self.clock() - tic
@@ -93,8 +93,9 @@ class Budget:
         finally:
             self.validations.append((self.clock(), self.clock() - tic))
 
-    def _validating_since(self, tic: float) -> float:
-        return sum(seconds for end, seconds in self.validations if end > tic)
+    def _validations_since(self, tic: float) -> list[float]:
+        """The seconds of each validation that ended after ``tic``."""
+        return [seconds for end, seconds in self.validations if end > tic]
 
     def replan(self, step: int, val_every: int) -> Plan:
         """The run's length again at ``step``, from the seconds a step has taken since the
@@ -102,7 +103,7 @@ class Budget:
         as ``plan`` counts them."""
         when, at, validation_seconds = self.planned
         now = self.clock()
-        since = [seconds for end, seconds in self.validations if end > when]
+        since = self._validations_since(when)
         if since:
             validation_seconds = sum(since) / len(since)
         step_seconds = (now - when - sum(since)) / max(1, step - at)

@@ -665,8 +665,8 @@ class Trainer:
                 with self.budget.validating() if self.budget else contextlib.nullcontext():
                     bits = self._validate()
                 log.info("step %d: validation %s%.3f bits/sample", step, self.at_most, bits)
-            if self.budget is not None and step % t.val_every == 0 \
-                    and step < self.total_steps != UNPLANNED:
+            planned = self.budget is not None and self.total_steps != UNPLANNED
+            if planned and step % t.val_every == 0 and step < self.total_steps:
                 self._replan(bar)
             if main and step % t.checkpoint_every == 0:
                 self.checkpoint(self.last_path)
