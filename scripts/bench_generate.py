@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from benchlib import emit
 
-from wavegen import WaveNet, generate, load_checkpoint, mulaw
+from wavegen import WaveNet, generate, load_checkpoint, machinecache, mulaw
 from wavegen.config import ConditionConfig
 from wavegen.family import get_family
 from wavegen.info import cpu_name, numpy_blas
 from wavegen.models.flow.model import Flow
-from wavegen.models.wavenet import pages, team
+from wavegen.models.wavenet import pages, team, teamtrial
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
 from wavegen.models.wavenet.kernels import PRECISIONS
 
@@ -77,6 +77,21 @@ def without_teams(fn):
             return fn()
         finally:
             team.core_cache_bytes = size
+
+    return run
+
+
+def with_team(fn):
+    """fn, called with the team that ``team.team_size`` proposes taken whatever the
+    sampler's trial (``teamtrial``) timed on this machine."""
+
+    def run():
+        pays = teamtrial.team_pays
+        teamtrial.team_pays = lambda *args: True
+        try:
+            return fn()
+        finally:
+            teamtrial.team_pays = pays
 
     return run
 
@@ -192,6 +207,13 @@ def main() -> None:
     for batch in args.batches:
         for precision in args.precisions if "numba" in args.backends else []:
             parts = FastCPUEngine(model, batch, args.threads, precision=precision).parts
+            if parts > 1:  # what ``wavegen generate`` takes here: its trial, kept per machine
+                trial, _ = teamtrial.rates(model, batch, args.threads, precision)
+                print(f"{precision}, {batch} clips on {args.threads} threads: the sampler's "
+                      f"trial timed a team of {parts} at {trial['team']:,.0f} samples/s and "
+                      f"one thread per clip at {trial['alone']:,.0f}: generate takes "
+                      f"{'the team' if trial['team'] > trial['alone'] else 'a thread per clip'}"
+                      f" ({machinecache.path(teamtrial.TABLE)})")
             for temperature, top_p in itertools.product(args.temperatures, args.top_p):
                 method = ("numba" if precision == "fp32" else f"numba {precision}") \
                     + (f", temperature {temperature:g}" if temperature != 1 else "") \
@@ -207,7 +229,8 @@ def main() -> None:
                         generate(model, n=b, num_samples=fast, seed=0, backend="numba",
                                  threads=h, precision=p, temperature=t, top_p=n)
 
-                    for pagesize, seconds in page_sizes(run if teamed else without_teams(run),
+                    for pagesize, seconds in page_sizes(with_team(run) if teamed
+                                                        else without_teams(run),
                                                         args.repeats,
                                                         args.small_pages).items():
                         record(label + pagesize, batch, fast, seconds, threads=threads)

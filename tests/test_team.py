@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import randomize_biases
 
-from wavegen import WaveNet, generate
+from wavegen import WaveNet, generate, machinecache
 from wavegen.config import ConditionConfig
-from wavegen.models.wavenet import team
+from wavegen.models.wavenet import team, teamtrial
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
 
 
@@ -106,12 +106,44 @@ def test_as_many_threads_as_streams_form_teams_over_groups_of_streams(monkeypatc
     assert (engine.parts, engine.groups) == (1, [(0, 2), (2, 4)])
 
 
+def timed_teams(monkeypatch, team_rate: float, alone_rate: float) -> list[tuple]:
+    """``teamtrial.measure`` replaced by one that says these rates (samples/s of the
+    proposed team and of one thread per stream), with no rates kept from earlier; returns
+    the list of its calls' arguments."""
+    machinecache.path(teamtrial.TABLE).unlink(missing_ok=True)
+    calls = []
+
+    def measure(model, streams, threads, precision):
+        calls.append((streams, threads, precision))
+        return {"team": team_rate, "alone": alone_rate}
+
+    monkeypatch.setattr(teamtrial, "measure", measure)
+    return calls
+
+
+def engines_built(monkeypatch) -> list[FastCPUEngine]:
+    """Every FastCPUEngine the sampler builds from now on, in order."""
+    from wavegen.models.wavenet import fastcpu
+
+    built = []
+
+    class Recorded(FastCPUEngine):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(fastcpu, "FastCPUEngine", Recorded)
+    return built
+
+
 def test_generate_with_two_threads_for_one_clip_is_the_same_clip(monkeypatch):
     """Through the public API: a team where the weights exceed the cache (made so here by
-    a cache of 0 bytes) changes nothing in the clip, nor in two clips on two threads."""
+    a cache of 0 bytes, and timed faster) changes nothing in the clip, nor in two clips on
+    two threads."""
     model = WaveNet.from_preset("tiny").eval()
     alone = generate(model, n=1, num_samples=300, seed=3, threads=1, backend="numba")
     monkeypatch.setattr(team, "core_cache_bytes", lambda: 0)
+    timed_teams(monkeypatch, 2.0, 1.0)
     paired = generate(model, n=1, num_samples=300, seed=3, threads=2, backend="numba")
     np.testing.assert_array_equal(paired.numpy(), alone.numpy())
     alone = generate(model, n=2, num_samples=300, seed=3, threads=1, backend="numba")
@@ -128,13 +160,44 @@ def two_small_cores(monkeypatch):
     monkeypatch.setattr(team, "core_cache_bytes", lambda: 1024)
 
 
+def test_the_sampler_takes_a_team_only_where_it_was_timed_faster(two_small_cores,
+                                                                 monkeypatch):
+    """On a 2-core AMD Zen 3 (0.5 MB of L2) the rule's team ran bf16 and int8 clips at about
+    half the speed of one thread per clip: the sampler times both once (``teamtrial``),
+    keeps the rates in the machine's cache, and takes the faster, with the same samples."""
+    model = WaveNet.from_preset("tiny").eval()
+    built = engines_built(monkeypatch)
+    calls = timed_teams(monkeypatch, 1.0, 2.0)  # the team slower
+    slower = generate(model, n=2, num_samples=300, seed=3, threads=2, backend="numba")
+    assert [e.parts for e in built] == [2, 1]  # the rule's team, then one thread per clip
+    assert calls == [(2, 2, "fp32")]
+    key = teamtrial.cache_key(model, 2, 2, "fp32")
+    assert machinecache.read(teamtrial.TABLE)[key] == {"team": 1.0, "alone": 2.0}
+    generate(model, n=2, num_samples=300, seed=3, threads=2, backend="numba")
+    assert len(calls) == 1  # kept: timed once per machine, model, precision, streams, threads
+    built.clear()
+    calls = timed_teams(monkeypatch, 2.0, 1.0)  # faster: two teams of two, a clip each
+    faster = generate(model, n=2, num_samples=300, seed=3, threads=4, backend="numba")
+    assert [e.parts for e in built] == [2] and calls == [(2, 4, "fp32")]
+    np.testing.assert_array_equal(faster.numpy(), slower.numpy())
+
+
+def test_a_team_trial_times_both_arrangements(two_small_cores):
+    """The real measurement, on ``tiny`` with a team forced by a 1 KB L2: two positive
+    rates."""
+    rates = teamtrial.measure(WaveNet.from_preset("tiny").eval(), 1, 2, "fp32")
+    assert set(rates) == {"team", "alone"} and min(rates.values()) > 0
+
+
 def test_the_hint_names_the_threads_that_would_split_a_clip(two_small_cores, monkeypatch):
     from wavegen.family import family_of
 
     model = WaveNet.from_preset("tiny").eval()
     family = family_of(model)
-    assert "--threads 2 would split each clip's products over 2 cores" in \
-        family.sampling_hint(model, 1, None, "auto")
+    calls = timed_teams(monkeypatch, 2.5, 1.0)
+    hint = family.sampling_hint(model, 1, None, "auto")
+    assert "--threads 2 would split each clip's products over 2 cores: 2.50x" in hint
+    assert calls == [(1, 2, "fp32")]  # the team of two against one thread for the clip
     assert family.sampling_hint(model, 1, 1, "auto") is None  # the user chose the threads
     assert family.sampling_hint(model, 2, None, "auto") is None  # a clip per core already
     assert family.sampling_hint(model, 1, None, "torch") is None
@@ -142,3 +205,6 @@ def test_the_hint_names_the_threads_that_would_split_a_clip(two_small_cores, mon
     assert "--threads 2" in family.sampling_hint(vocoder, 1, None, "auto")
     monkeypatch.setattr(team, "core_cache_bytes", lambda: 64 << 20)  # the weights fit
     assert family.sampling_hint(model, 1, None, "auto", "bf16") is None
+    monkeypatch.setattr(team, "core_cache_bytes", lambda: 1024)
+    timed_teams(monkeypatch, 1.0, 2.0)  # timed slower here: no hint
+    assert family.sampling_hint(model, 1, None, "auto", "int8") is None

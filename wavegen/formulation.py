@@ -13,7 +13,6 @@ gradient behind, so a run's results do not depend on it.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import machinecache
 from .family import Family
 from .info import cpu_name
 
@@ -30,9 +30,11 @@ REPEATS = 2  # timed passes per formulation, after one warm-up pass
 MAX_BATCH = 4  # crops per timed pass: rates are per target sample, a few crops show them
 
 
+TABLE = "formulations.json"
+
+
 def cache_path() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "wavegen" / "formulations.json"
+    return machinecache.path(TABLE)
 
 
 def cache_key(family: Family, model: nn.Module, batch: int, length: int,
@@ -44,13 +46,6 @@ def cache_key(family: Family, model: nn.Module, batch: int, length: int,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "family": family.name, "model": asdict(model.config), "batch": batch,
         "length": length, "precision": precision}, sort_keys=True, default=str)
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # none yet, or unreadable: measure again
-        return {}
 
 
 def measure(family: Family, model: nn.Module, loss: nn.Module, batch: int, context: int,
@@ -89,10 +84,9 @@ def choose(family: Family, model: nn.Module, loss: nn.Module, batch: int, contex
     """(the fastest formulation, the samples/s measured, the cache file it came from or
     None when measured now); the model is set to it. ``announce`` gets a line before a
     measurement starts (it takes a few passes of the training step)."""
-    path = cache_path()
     batch = min(batch, MAX_BATCH)
     key = cache_key(family, model, batch, context + segment, precision)
-    known = _read(path).get(key)
+    known = machinecache.read(TABLE).get(key)
     cached = known is not None and known.get("best") in family.formulations
     if cached:
         rates = known["rates"]
@@ -105,16 +99,8 @@ def choose(family: Family, model: nn.Module, loss: nn.Module, batch: int, contex
     best = max(rates, key=rates.get)
     family.set_formulation(model, best)
     if not cached:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            table = _read(path)
-            table[key] = {"best": best, "rates": rates}
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(table, indent=1))
-            tmp.replace(path)
-        except OSError:  # a read-only home: measure again next time
-            pass
-    return best, rates, path if cached else None
+        machinecache.store(TABLE, key, {"best": best, "rates": rates})
+    return best, rates, cache_path() if cached else None
 
 
 def bf16_gain() -> tuple[float, str] | None:
@@ -122,7 +108,7 @@ def bf16_gain() -> tuple[float, str] | None:
     formulation of each) for the heaviest step measured in both (the lowest fp32 rate per
     target sample: the nearest to a real run, not a test's tiny model), and what it was
     measured on; None if no run has measured both."""
-    table = _read(cache_path())
+    table = machinecache.read(TABLE)
     here = {"cpu": cpu_name(), "torch": torch.__version__}
     found, slowest = None, float("inf")
     for key, entry in table.items():

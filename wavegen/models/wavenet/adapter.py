@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ... import machinecache
 from ...data import IGNORE
 from ...family import Chunk, Codec, Condition, Family, Scorer, full_precision
 from ...info import usable_cpus
@@ -68,10 +69,17 @@ class WaveNetFamily(Family):
         bf16 = ("native (vdpbf16ps)" if native_bf16()
                 else "no AVX512_BF16: pairs widened for one clip per thread, fp32 products "
                      "of the rounded values for more")
+        from .teamtrial import TABLE
+
         cache = core_cache_bytes()
+        timed = [r for r in machinecache.read(TABLE).values()
+                 if isinstance(r, dict) and {"team", "alone"} <= set(r)]
         team = ("L2 per core unknown: a clip is never split over threads" if cache is None
                 else f"L2 per core {cache / (1 << 20):g} MB: as many threads as clips or "
-                     f"more split the clips' products over them where the weights are larger")
+                     f"more split the clips' products over them where the weights are larger "
+                     f"and a trial timed it faster here ({machinecache.path(TABLE)}: "
+                     f"{sum(r['team'] > r['alone'] for r in timed)} of {len(timed)} cases "
+                     f"timed faster with the team)")
         return [f"numba loop compiled for {target}; --precision bf16 products: {bf16}; "
                 f"int8 products: {int8_products()}", f"{team}; {describe()}"]
 
@@ -83,15 +91,19 @@ class WaveNetFamily(Family):
                 or engines.pick_backend(backend, device, precision) != "numba"):
             return None
         from .fastcpu import FastCPUEngine
+        from .teamtrial import TABLE, rates
 
         frames = torch.zeros(n, 1, model.features.n_mels) if model.local else None
         parts = FastCPUEngine(model, n, usable, precision=precision, frames=frames).parts
         if parts == 1:  # each clip's weights fit in a core's L2: a team only adds meetings
             return None
-        return (f"--threads {n * parts} would split each clip's products over {parts} cores, "
-                f"whose L2 caches then hold its weights (one fp32 `small` clip: 2.5x on a "
-                f"2-core Intel Xeon with both cores free; slower while other programs keep "
-                f"them busy)")
+        measured, _ = rates(model, n, n * parts, precision)
+        gain = measured["team"] / measured["alone"]
+        if gain <= 1:  # timed slower here (``teamtrial``)
+            return None
+        return (f"--threads {n * parts} would split each clip's products over {parts} cores: "
+                f"{gain:.2f}x the samples/s on this machine with its cores free (timed once, "
+                f"{machinecache.path(TABLE)}); slower while other programs keep them busy")
 
     def sampling_precisions(self, model: WaveNet) -> tuple[str, ...]:
         # int8 gives each product's input one scale; a vocoder's conv products join the

@@ -143,11 +143,21 @@ def numba_sampler(model: WaveNet, inputs: torch.Tensor, condition: Condition, th
     streaming engine, whose tiles are large products (about 3x the numba loop for one
     stream), and its state is copied into every stream; distinct primes are fed to the
     numba loop as a batch. ``precision``: that of the loop's products
-    (``kernels.PRECISIONS``).
+    (``kernels.PRECISIONS``). Where the threads could share the streams' products as a
+    team (``team.team_size``), they do if that was timed faster on this machine
+    (``teamtrial``), else each stream keeps a thread.
     """
     from .fastcpu import FastCPUEngine
-    engine = FastCPUEngine(model, inputs.shape[0], threads=threads, entries=condition.entries,
-                           precision=precision, frames=condition.frames)
+    from .teamtrial import team_pays
+
+    def build(split: bool | None = None) -> FastCPUEngine:
+        return FastCPUEngine(model, inputs.shape[0], threads=threads,
+                             entries=condition.entries, precision=precision,
+                             frames=condition.frames, split=split)
+
+    engine = build()
+    if engine.parts > 1 and not team_pays(model, inputs.shape[0], threads, precision):
+        engine = build(split=False)  # timed slower on this machine: one thread per stream
     x = inputs.cpu().numpy()
     known = x.shape[1] - 1
     skip = unneeded(model, inputs, condition)

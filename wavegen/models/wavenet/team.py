@@ -152,7 +152,10 @@ def team_size(threads: int, streams: int, weight_bytes: int,
     over two cores, and at 0.7x with bf16's 1.75 MB and 0.55x with int8's. Two fp32 clips
     on two cores ran at 1.5-1.7x as one team, four at 0.8-1.3x, eight at 0.8x (with the
     eight-row loops: four 1.07x, eight 0.68x, sixteen 0.56x): every thread of a team
-    repeats the element-wise work, which outweighs the reads saved as rows grow."""
+    repeats the element-wise work, which outweighs the reads saved as rows grow. The
+    sampler takes a team proposed here only where it was timed faster on the machine
+    (``teamtrial``): on an AMD Zen 3 (0.5 MB of L2) two bf16 or int8 clips ran as one team
+    at half the speed of a thread each."""
     if threads < streams or cache_bytes is None or weight_bytes <= cache_bytes:
         return 1
     if threads > streams:

@@ -1,0 +1,89 @@
+"""Whether a team of threads pays on this machine, timed once and kept.
+
+``team.team_size`` proposes a team where a stream's weights do not fit in a core's L2. Whether
+it then gains depends on more than the L2's size: how fast one core reads the rest from L3,
+and what the team's meetings and repeated element-wise work cost. On a 2-core Intel Emerald
+Rapids (2 MB of L2, a slow L3 for one core) one fp32 ``small`` clip ran 2.5x faster over two
+cores; on a 2-core AMD Zen 3 (0.5 MB of L2, a fast L3) the same clip gained 1.3x, while bf16
+clips ran at 0.96x and two bf16 or int8 clips as one team at about half the speed of one
+thread per clip. So before the sampler takes a team it times both arrangements for a few
+hundred steps, alternating, on a throwaway state, once per machine, model, precision,
+streams and threads (``~/.cache/wavegen/teams.json``), and takes the faster. The samples are
+the same bit for bit either way (``team.py``), so the choice only moves the speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from ... import machinecache
+from ...info import cpu_name
+from . import team
+from .model import WaveNet
+
+TABLE = "teams.json"
+STEPS = 2048  # samples a stream draws in one timing (half the sampler's chunk): 0.1 s
+WARM_UP = 256  # samples drawn first by each (loads the compiled loops, touches the pages)
+ROUNDS = 3  # timings of each arrangement, alternating; the fastest counts (a moment of
+# another program on a core slows a timing, nothing speeds one)
+
+
+def cache_key(model: WaveNet, streams: int, threads: int, precision: str) -> str:
+    """What the faster arrangement depends on: the machine (its CPU, the loop's compile
+    target and the L2's size), the model's shape, the precision, the streams, the threads."""
+    import numba
+    from llvmlite import binding
+
+    target = os.environ.get("NUMBA_CPU_NAME") or binding.get_host_cpu_name()
+    return json.dumps({
+        "cpu": cpu_name(), "target": target, "l2": team.core_cache_bytes(),
+        "numba": numba.__version__, "model": asdict(model.config), "precision": precision,
+        "streams": streams, "threads": threads}, sort_keys=True, default=str)
+
+
+def measure(model: WaveNet, streams: int, threads: int, precision: str) -> dict[str, float]:
+    """Samples/s of ``streams`` streams drawn on ``threads`` threads by the team that
+    ``team.team_size`` proposes ("team") and by one thread per stream ("alone")."""
+    from .fastcpu import FastCPUEngine
+
+    frames = torch.zeros(streams, 1, model.features.n_mels) if model.local else None
+    engines = {name: FastCPUEngine(model, streams, threads, precision=precision,
+                                   frames=frames, split=split)
+               for name, split in (("team", None), ("alone", False))}
+    uniforms = np.random.default_rng(0).random((streams, STEPS))
+    first = np.full(streams, model.silence, np.int64)
+    for engine in engines.values():
+        engine.sample(first, uniforms[:, :WARM_UP], 1.0)
+    seconds: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(ROUNDS):
+        for name, engine in engines.items():
+            tic = time.perf_counter()
+            engine.sample(first, uniforms, 1.0)
+            seconds[name].append(time.perf_counter() - tic)
+    return {name: streams * STEPS / min(s) for name, s in seconds.items()}
+
+
+def rates(model: WaveNet, streams: int, threads: int,
+          precision: str) -> tuple[dict[str, float], bool]:
+    """({"team": samples/s, "alone": samples/s}, whether they came from the cache), measured
+    now where this machine has not timed this case before."""
+    key = cache_key(model, streams, threads, precision)
+    known = machinecache.read(TABLE).get(key)
+    if isinstance(known, dict) and set(known) == {"team", "alone"}:
+        return known, True
+    measured = measure(model, streams, threads, precision)
+    machinecache.store(TABLE, key, measured)
+    return measured, False
+
+
+def team_pays(model: WaveNet, streams: int, threads: int, precision: str) -> bool:
+    """Whether ``streams`` streams on ``threads`` threads run faster as the team that
+    ``team.team_size`` proposes than one thread per stream, on this machine."""
+    measured, _ = rates(model, streams, threads, precision)
+    return measured["team"] > measured["alone"]
