@@ -6,10 +6,11 @@ and what the team's meetings and repeated element-wise work cost. On a 2-core In
 Rapids (2 MB of L2, a slow L3 for one core) one fp32 ``small`` clip ran 2.5x faster over two
 cores; on a 2-core AMD Zen 3 (0.5 MB of L2, a fast L3) the same clip gained 1.3x, while bf16
 clips ran at 0.96x and two bf16 or int8 clips as one team at about half the speed of one
-thread per clip. So before the sampler takes a team it times both arrangements for a few
-hundred steps, alternating, on a throwaway state, once per machine, model, precision,
-streams and threads (``~/.cache/wavegen/teams.json``), and takes the faster. The samples are
-the same bit for bit either way (``team.py``), so the choice only moves the speed.
+thread per clip. So before the sampler takes a team it times both arrangements (three
+timings of 2,048 steps each, alternating, on a throwaway state: about a second), once per
+machine, model, precision, streams and threads (``~/.cache/wavegen/teams.json``), and takes
+the faster. The samples are the same bit for bit either way (``team.py``), so the choice
+only moves the speed.
 """
 
 from __future__ import annotations
