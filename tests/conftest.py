@@ -131,6 +131,24 @@ def _deterministic():
 
 @pytest.fixture(autouse=True)
 def _session_cache(tmp_path_factory, monkeypatch):
-    """What wavegen caches per machine (train.formulation=auto's measurements) goes to a
+    """What wavegen caches per machine (the formulations' and teams' timings) goes to a
     folder of the test session, not the user's home; subprocesses inherit it."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def timed_teams(monkeypatch, team_rate: float, alone_rate: float) -> list[tuple]:
+    """``teamtrial.measure`` replaced by one that says these rates (samples/s of the
+    proposed team and of one thread per stream), with no rates kept from earlier; returns
+    the list of its calls' arguments."""
+    from wavegen import machinecache
+    from wavegen.models.wavenet import teamtrial
+
+    machinecache.path(teamtrial.TABLE).unlink(missing_ok=True)
+    calls = []
+
+    def measure(model, streams, threads, precision):
+        calls.append((streams, threads, precision))
+        return {"team": team_rate, "alone": alone_rate}
+
+    monkeypatch.setattr(teamtrial, "measure", measure)
+    return calls

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, tone, write
+from conftest import compose_config, timed_teams, tone, write
 from conftest import run_wavegen as wavegen
 
 from wavegen.config import ConfigError
@@ -286,13 +286,15 @@ def test_clips_the_disk_cannot_take_are_refused_before_sampling(tmp_path, checkp
 
 def test_generate_hints_at_threads_that_split_one_clip(tmp_path, checkpoint, capsys,
                                                       monkeypatch):
-    """One clip on a machine with a spare core, whose L2 its weights outgrow: the log's
-    last line names --threads 2 (one thread draws the clip, as by default)."""
+    """One clip on a machine with a spare core, whose L2 its weights outgrow and where a
+    team was timed faster: the log's last line names --threads 2 (one thread draws the
+    clip, as by default); where the team was timed slower, no hint."""
     from wavegen.cli import main
     from wavegen.models.wavenet import adapter, team
 
     monkeypatch.setattr(adapter, "usable_cpus", lambda: 2)
     monkeypatch.setattr(team, "core_cache_bytes", lambda: 1024)
+    timed_teams(monkeypatch, 2.0, 1.0)
     for threads, hinted in (([], True), (["--threads", "1"], False)):
         with pytest.raises(SystemExit) as done:
             main(["generate", str(checkpoint), "--samples", "50", "-o", str(tmp_path),
@@ -301,6 +303,11 @@ def test_generate_hints_at_threads_that_split_one_clip(tmp_path, checkpoint, cap
         assert done.value.code == 0, err
         assert ("wavegen generate: hint: --threads 2 would split each clip's products"
                 in err) == hinted
+    timed_teams(monkeypatch, 1.0, 2.0)
+    with pytest.raises(SystemExit):
+        main(["generate", str(checkpoint), "--samples", "50", "-o", str(tmp_path),
+              "--overwrite"])
+    assert "hint:" not in capsys.readouterr().err
 
 
 def test_a_folder_made_with_an_audio_files_name_is_used(tmp_path, checkpoint):

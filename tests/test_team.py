@@ -4,7 +4,7 @@ and state as one thread, bit for bit, and the rule that decides when a team is f
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_biases
+from conftest import randomize_biases, timed_teams
 
 from wavegen import WaveNet, generate, machinecache
 from wavegen.config import ConditionConfig
@@ -104,21 +104,6 @@ def test_as_many_threads_as_streams_form_teams_over_groups_of_streams(monkeypatc
     assert (engine.parts, engine.groups) == (2, [(0, 2), (2, 4)])
     engine = FastCPUEngine(model, 4, threads=2)
     assert (engine.parts, engine.groups) == (1, [(0, 2), (2, 4)])
-
-
-def timed_teams(monkeypatch, team_rate: float, alone_rate: float) -> list[tuple]:
-    """``teamtrial.measure`` replaced by one that says these rates (samples/s of the
-    proposed team and of one thread per stream), with no rates kept from earlier; returns
-    the list of its calls' arguments."""
-    machinecache.path(teamtrial.TABLE).unlink(missing_ok=True)
-    calls = []
-
-    def measure(model, streams, threads, precision):
-        calls.append((streams, threads, precision))
-        return {"team": team_rate, "alone": alone_rate}
-
-    monkeypatch.setattr(teamtrial, "measure", measure)
-    return calls
 
 
 def engines_built(monkeypatch) -> list[FastCPUEngine]:

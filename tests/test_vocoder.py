@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, randomize_biases, tone, write
+from conftest import compose_config, randomize_biases, timed_teams, tone, write
 
 from wavegen import mulaw
 from wavegen.audio import load_audio
@@ -381,11 +381,13 @@ def test_checkpoint_keeps_the_features_that_vocode_and_score_recompute(tmp_path,
 
     assert sf.info(out / "clip0.wav").frames == 9600
     assert sf.info(out / "made.wav").frames == 120 * 80
-    # one clip, a spare core, weights larger than its L2: the last line names --threads
+    # one clip, a spare core, weights larger than its L2 and a team timed faster: the last
+    # line names --threads
     from wavegen.models.wavenet import adapter, team
 
     monkeypatch.setattr(adapter, "usable_cpus", lambda: 2)
     monkeypatch.setattr(team, "core_cache_bytes", lambda: 1024)
+    timed_teams(monkeypatch, 2.0, 1.0)
     with pytest.raises(SystemExit) as done:
         main(["vocode", summary["checkpoint"], "--mel", str(tmp_path / "made.npy"), "-o",
               str(tmp_path / "one")])
