@@ -4,8 +4,6 @@ model module never imports the engines that import it."""
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,14 +56,11 @@ class WaveNetFamily(Family):
 
     def host_notes(self) -> list[str]:
         try:
-            from llvmlite import binding
-
-            from .kernels import int8_products, native_bf16
+            from .kernels import int8_products, native_bf16, target
             from .pages import describe
             from .team import core_cache_bytes
         except Exception as err:  # numba missing or broken: the torch backend still works
             return [f"numba loop unavailable ({err})"]
-        target = os.environ.get("NUMBA_CPU_NAME") or binding.get_host_cpu_name()
         bf16 = ("native (vdpbf16ps)" if native_bf16()
                 else "no AVX512_BF16: pairs widened for one clip per thread, fp32 products "
                      "of the rounded values for more")
@@ -80,7 +75,7 @@ class WaveNetFamily(Family):
                      f"and a trial timed it faster here ({machinecache.path(TABLE)}: "
                      f"{sum(r['team'] > r['alone'] for r in timed)} of {len(timed)} cases "
                      f"timed faster with the team)")
-        return [f"numba loop compiled for {target}; --precision bf16 products: {bf16}; "
+        return [f"numba loop compiled for {target()}; --precision bf16 products: {bf16}; "
                 f"int8 products: {int8_products()}", f"{team}; {describe()}"]
 
     def sampling_hint(self, model: WaveNet, n: int, threads: int | None, backend: str,

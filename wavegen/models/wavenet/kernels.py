@@ -50,6 +50,8 @@ instruction, as many as two fp32 FMAs, on a quarter of the bytes.
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 import torch
@@ -167,6 +169,12 @@ def unpack(wp: np.ndarray, n: int) -> np.ndarray:
         wp = np.swapaxes(wp, -1, -2).reshape(*wp.shape[:-3], -1, LANES)
     w = np.moveaxis(wp, -3, -2)  # (..., K, NB, LANES)
     return w.reshape(*w.shape[:-2], -1)[..., :n]
+
+
+def target() -> str:
+    """The CPU numba compiles the loops for: NUMBA_CPU_NAME where it names one, else the
+    host's (e.g. "znver3")."""
+    return os.environ.get("NUMBA_CPU_NAME") or binding.get_host_cpu_name()
 
 
 def native(feature: str) -> bool:

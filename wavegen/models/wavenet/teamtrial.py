@@ -16,7 +16,6 @@ only moves the speed.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict
 
@@ -25,7 +24,7 @@ import torch
 
 from ... import machinecache
 from ...info import cpu_name
-from . import team
+from . import kernels, team
 from .model import WaveNet
 
 TABLE = "teams.json"
@@ -39,11 +38,9 @@ def cache_key(model: WaveNet, streams: int, threads: int, precision: str) -> str
     """What the faster arrangement depends on: the machine (its CPU, the loop's compile
     target and the L2's size), the model's shape, the precision, the streams, the threads."""
     import numba
-    from llvmlite import binding
 
-    target = os.environ.get("NUMBA_CPU_NAME") or binding.get_host_cpu_name()
     return json.dumps({
-        "cpu": cpu_name(), "target": target, "l2": team.core_cache_bytes(),
+        "cpu": cpu_name(), "target": kernels.target(), "l2": team.core_cache_bytes(),
         "numba": numba.__version__, "model": asdict(model.config), "precision": precision,
         "streams": streams, "threads": threads}, sort_keys=True, default=str)
 
