@@ -598,7 +598,7 @@ def quality_main(argv: list[str]) -> int:
     if "continuation" in result:
         rows["generated continuations"] = result["continuation"]
     rows.update(quality.reference_rows(reference, args.seconds, args.n, model.sample_rate,
-                                       args.seed))
+                                       args.seed, args.prime_seconds))
     out = table_stream(args.json)
     print(quality.table(rows, args.seconds), file=out)
     print(f"reference: {len(reference)} files, level "
@@ -606,8 +606,10 @@ def quality_main(argv: list[str]) -> int:
           f"{args.temperature:g}, top-p {args.top_p:g}; near-silent: below "
           f"{quality.SILENT_DBFS:.0f} dBFS; "
           f"noise-like: flatness above {quality.NOISE_FLATNESS}; tonal: flatness over the "
-          f"spectral envelope at most {quality.TONAL_FLATNESS} (noise of any colour: 0.56)",
-          file=out)
+          f"spectral envelope at most {quality.TONAL_FLATNESS} (noise of any colour: 0.56); "
+          f"a continuation lasts until a second of it is silent, noise-like, not tonal or off "
+          f"the level where the real continuation is not (real audio's row: another real "
+          f"continuation judged so)", file=out)
     if to_stdout(args.json):
         print(json.dumps(rows, indent=2))
     elif args.json:

@@ -39,7 +39,8 @@ ENVELOPE_BINS = 31  # about 480 Hz at 16 kHz: wider than most notes' harmonic sp
 LOWEST_HZ = 100.0  # the tonal measure starts here
 TONAL_FLATNESS = 0.3
 CHUNK_FRAMES = 4096  # frames measured at a time (about 1 M samples)
-WINDOW_SECONDS = 0.25  # continuation windows
+WINDOW_SECONDS = 1.0  # a continuation is judged a second at a time...
+STEP_SECONDS = 0.25  # ...every quarter of a second
 LEVEL_TOLERANCE_DB = 20.0  # a continuation window this far from the real one's level fails
 
 
@@ -153,30 +154,45 @@ def figures(clips: list[np.ndarray], reference: Frames, sample_rate: int) -> dic
 
 
 def survival_seconds(generated: np.ndarray, real: np.ndarray, sample_rate: int) -> float:
-    """How long a continuation stays like audio: seconds until its first window of
-    ``WINDOW_SECONDS`` that is near-silent or noise-like (most frames), more than
-    ``LEVEL_TOLERANCE_DB`` from the real continuation's level in the same window, or not
-    tonal (fewer than half its frames) where the real window is. Both are (T,)
-    continuations of the same prime; the whole length if no window fails (one shorter than
-    a window is judged whole)."""
+    """How long a continuation stays like audio, judged against the real continuation of
+    the same prime: the first time (every ``STEP_SECONDS``) whose surrounding
+    ``WINDOW_SECONDS`` (centred on it, cut at the ends) are near-silent or noise-like in over
+    half their frames more than the real window is, tonal in less than half the share of
+    frames the real window is, or more than ``LEVEL_TOLERANCE_DB`` from its level where the
+    real window is not mostly silent. Relative to the real window, because real audio
+    pauses and speech is unvoiced in places: a continuation that pauses where the real one
+    does has not ended, and another real continuation (``reference_rows``) lasts as long as
+    the clip in most cases; a second-long window, because a pause or a consonant does not
+    fall where the real one's does. Both are (T,); the whole length if no time fails (a
+    continuation shorter than a window is judged whole)."""
     length = min(len(generated), len(real))
-    step = max(1, min(int(WINDOW_SECONDS * sample_rate), length))
-    for start in range(0, length - step + 1, step):
-        g = frames(generated[start : start + step], sample_rate)
-        r = frames(real[start : start + step], sample_rate)
-        if (g.silent.mean() > 0.5 or g.noisy.mean() > 0.5
-                or abs(level_db(g) - level_db(r)) > LEVEL_TOLERANCE_DB
-                or g.tonal.mean() < 0.5 <= r.tonal.mean()):
-            return start / sample_rate
+    half, step = int(WINDOW_SECONDS * sample_rate / 2), max(1, int(STEP_SECONDS * sample_rate))
+    for t in range(0, length, step):
+        a, b = max(0, t - half), min(length, t + half)
+        g, r = frames(generated[a:b], sample_rate), frames(real[a:b], sample_rate)
+        real_silent = r.silent.mean()
+        if (g.silent.mean() - real_silent > 0.5 or g.noisy.mean() - r.noisy.mean() > 0.5
+                or g.tonal.mean() < 0.5 * r.tonal.mean()
+                or (real_silent < 0.5
+                    and abs(level_db(g) - level_db(r)) > LEVEL_TOLERANCE_DB)):
+            return t / sample_rate
     return length / sample_rate
 
 
 def reference_rows(reference: list[np.ndarray], seconds: float, count: int,
-                   sample_rate: int, seed: int = 0) -> dict[str, dict[str, float]]:
+                   sample_rate: int, seed: int = 0, prime_seconds: float | None = None
+                   ) -> dict[str, dict[str, float]]:
     """The points of reference for a table: real audio against itself (one half of the
     reference clips against the other), white noise at the reference's level, and digital
     silence; each ``count`` clips of ``seconds`` measured like generated ones. A single
-    reference clip is split in time: its first half against its second."""
+    reference clip is split in time: its first half against its second.
+
+    With ``prime_seconds`` and at least two (prime, continuation) pairs cut from the
+    reference (``prime_windows``, as for generated continuations), each row also gets
+    ``lasts_seconds``: the noise and the silence judged as continuations of each prime, and
+    for real audio each real continuation judged against the next one's, i.e. how long real
+    audio that is not the continuation counts as lasting (the most a model's own
+    continuation can be expected to reach)."""
     if len(reference) == 1:  # against itself its distance would be 0
         middle = len(reference[0]) // 2
         first, second = [reference[0][:middle]], [reference[0][middle:]]
@@ -190,9 +206,18 @@ def reference_rows(reference: list[np.ndarray], seconds: float, count: int,
     noise = [np.clip(rng.standard_normal(n) * level, -1, 1).astype(np.float32)
              for _ in range(count)]
     silence = [np.zeros(n, np.float32) for _ in range(count)]
-    return {"real (other half)": figures(first, ref, sample_rate),
+    rows = {"real (other half)": figures(first, ref, sample_rate),
             "white noise": figures(noise, ref, sample_rate),
             "digital silence": figures(silence, ref, sample_rate)}
+    reals = (prime_windows(reference, count, prime_seconds, seconds, sample_rate, seed)[1]
+             if prime_seconds is not None else [])
+    if len(reals) > 1:
+        others = reals[1:] + reals[:1]
+        for name, clips in (("real (other half)", others), ("white noise", noise),
+                            ("digital silence", silence)):
+            rows[name]["lasts_seconds"] = [survival_seconds(c, r, sample_rate)
+                                           for c, r in zip(clips, reals, strict=False)]
+    return rows
 
 
 def prime_windows(reference: list[np.ndarray], count: int, prime_seconds: float,
