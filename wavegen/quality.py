@@ -191,8 +191,8 @@ def reference_rows(reference: list[np.ndarray], seconds: float, count: int,
     reference (``prime_windows``, as for generated continuations), each row also gets
     ``lasts_seconds``: the noise and the silence judged as continuations of each prime, and
     for real audio each real continuation judged against the next one's, i.e. how long real
-    audio that is not the continuation counts as lasting (the most a model's own
-    continuation can be expected to reach)."""
+    audio that is not the continuation counts as lasting (a point of reference for a
+    model's continuations, which are not the real one either)."""
     if len(reference) == 1:  # against itself its distance would be 0
         middle = len(reference[0]) // 2
         first, second = [reference[0][:middle]], [reference[0][middle:]]
