@@ -163,6 +163,37 @@ def test_unknown_keys_fail_with_or_without_plus_and_leave_nothing(tmp_path):
     one_line_error(multirun, "unknown config key train.max_step")
 
 
+def test_a_recipe_gives_the_hour_of_a_cpu_and_what_is_typed_beside_it_wins():
+    speech = compose_config("recipe=speech", "data.root=.")
+    assert (speech.model.preset, speech.data.kind, speech.data.sample_rate) == \
+        ("small", "folder", 8000)
+    assert (speech.data.gain_db, speech.data.polarity, speech.data.input_noise) == (6, 0.5, 0)
+    assert (speech.train.max_minutes, speech.train.keep_checkpoints) == (60, True)
+    music = compose_config("recipe=music", "data.root=.")
+    assert (music.data.sample_rate, music.data.input_noise, music.data.gain_db) == (16000, 1, 0)
+    typed = compose_config("recipe=speech", "data.root=.", "data.sample_rate=16000",
+                           "model=tiny", "optim.ema_decay=0")
+    assert (typed.data.sample_rate, typed.model.preset, typed.optim.ema_decay) == \
+        (16000, "tiny", 0)
+    assert compose_config().model.preset == "tiny"  # no recipe unless one is named
+
+
+def test_a_recipe_trains_for_the_steps_typed_beside_it_and_resumes_only_as_itself(
+        tmp_path, audio_folder):
+    short = [*FAST, f"data.root={audio_folder}", "name=voice"]
+    done = wavegen("train", "recipe=speech", *short, cwd=tmp_path)  # max_steps, not an hour
+    assert done.returncode == 0, done.stderr
+    assert "at 8000 Hz" in done.stdout and "done: step 4" in done.stdout
+    assert "time budget" not in done.stdout
+    one_line_error(wavegen("train", "recipe=music", "model=tiny",
+                           "model.layers_per_stack=4", "name=voice", "train.resume=true",
+                           "train.max_steps=6", cwd=tmp_path),
+                   "train.resume=true", "data.sample_rate=16000 (the run has 8000)")
+    one_line_error(wavegen("train", "recipe=speach", f"data.root={audio_folder}", "name=x",
+                           cwd=tmp_path), "recipe/speach", "music", "speech")
+    one_line_error(wavegen("train", "recipe=music", "name=x", cwd=tmp_path), "data.root")
+
+
 def test_a_refused_start_leaves_the_run_as_it_was(tmp_path):
     assert wavegen("train", *FAST, cwd=tmp_path).returncode == 0
     run = tmp_path / "runs" / "synthetic-tiny"

@@ -115,6 +115,15 @@ class Budget:
         return (self.clock() - self.started) / 60
 
 
+def recipe_gives_way(cfg, typed: set[str]) -> None:
+    """In place: ``train.max_steps`` typed beside a recipe, whose length is a time budget
+    (``recipe=music train.max_steps=2000``), is the run's length: the recipe's
+    train.max_minutes gives way, as every setting typed beside a recipe wins. ``typed``: the
+    keys the command gives, a recipe as "recipe"."""
+    if "recipe" in typed and "train.max_steps" in typed and "train.max_minutes" not in typed:
+        cfg.train.max_minutes = None
+
+
 def check_budget(minutes: float | None, explicit: set[str], planned: int,
                  budgeted: float | None) -> None:
     """A time budget sets train.max_steps as a run goes: it cannot be given with

@@ -178,13 +178,19 @@ class RunFolder:
             self._log_handler = None
 
 
-def explicit_keys(overrides: Iterable[str]) -> set[str]:
+def explicit_keys(overrides: Iterable[str], expand_recipes: bool = True) -> set[str]:
     """The dotted keys a list of Hydra overrides sets: "data.root=x" -> data.root, and a
     group choice stands for its identity: "model=small" -> model.preset, "data=folder" ->
-    data.kind."""
+    data.kind; "recipe=speech" for every key the recipe sets (so that a resume given
+    another recipe is refused where it changes the run's data or model)."""
+    from .trainconfig import recipe_keys
+
     keys = set()
     for item in overrides:
-        key = item.lstrip("+~").split("=", 1)[0].strip()
+        key, _, value = item.lstrip("+~").partition("=")
+        key = key.strip()
+        if key == "recipe" and expand_recipes:
+            keys |= recipe_keys(value.strip())
         keys.add({"model": "model.preset", "data": "data.kind"}.get(key, key))
     return keys
 

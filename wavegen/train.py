@@ -38,7 +38,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from . import formulation
 from .audio import write_wav
 from .augment import Augmentation
-from .budget import UNPLANNED, Budget, check_budget
+from .budget import UNPLANNED, Budget, check_budget, recipe_gives_way
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import (
     Config,
@@ -143,6 +143,8 @@ def run_config(cfg: Config | DictConfig, run_dir: str | Path | None,
     dcfg = OmegaConf.structured(cfg) if isinstance(cfg, Config) else cfg.copy()
     check_keys(dcfg)
     normalize_paths(dcfg)
+    if overrides is not None:
+        recipe_gives_way(dcfg, explicit_keys(overrides, expand_recipes=False))
     if run_dir is None:  # out_dir/name: checked here, before the folder is looked at
         check_run_name(dcfg.name)
     if not dcfg.train.resume:  # every value checked before the run folder is looked at

@@ -173,6 +173,32 @@ def one_line(err: BaseException) -> str:
     return " ".join(kept).replace(": :", ":") or type(err).__name__
 
 
+def recipes() -> list[str]:
+    """The names of conf/recipe/*.yaml: ``recipe=NAME`` choices."""
+    folder = resources.files("wavegen.conf") / "recipe"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def recipe_keys(name: str) -> set[str]:
+    """The dotted keys that ``recipe=NAME`` sets ("data.sample_rate", ...), its group
+    choices as their identity ("model.preset", "data.kind"); empty for an unknown name."""
+    from omegaconf import OmegaConf
+
+    path = resources.files("wavegen.conf") / "recipe" / f"{name}.yaml"
+    if not path.is_file():
+        return set()
+    node = OmegaConf.create(path.read_text())
+    keys = set()
+    for group, values in node.items():
+        if group == "defaults":  # "override /model: small" chooses a preset
+            keys |= {{"model": "model.preset", "data": "data.kind"}.get(
+                next(iter(item)).removeprefix("override /"), "")
+                for item in values} - {""}
+        else:
+            keys |= {f"{group}.{key}" for key in values}
+    return keys
+
+
 def help_text() -> str:
     """`wavegen train --help`."""
     folder = resources.files("wavegen.conf") / "model"
@@ -183,13 +209,17 @@ def help_text() -> str:
 Train a model on a folder of audio, or on built-in synthetic music (the default). Every
 setting is KEY=VALUE; a key that is not listed below is an error. Groups choose a set of
 defaults: model={'|'.join(presets)} (presets) or model={'|'.join(known_families())} (a family with
-its own defaults); data=synthetic|folder (data.root=PATH implies data=folder).
+its own defaults); data=synthetic|folder (data.root=PATH implies data=folder);
+recipe={'|'.join(recipes())} (the README's settings for an hour of a CPU on a folder of one kind
+of music or of speech: `wavegen train recipe=speech --cfg job` prints them; a KEY=VALUE
+given beside it wins).
 The run folder is out_dir/name; a second start there is refused unless train.resume=true
 (continue, on the run's data and model) or train.overwrite=true (replace it).
 
 examples:
   wavegen train                                           # a demo on built-in music, ~3 min
   wavegen train data.root=~/audio/piano model=small name=piano
+  wavegen train recipe=speech data.root=~/audio/voice name=voice   # an hour, a quarter held out
   wavegen train name=piano train.resume=true train.max_steps=20000
   wavegen train -m optim.lr=1e-3,3e-3 model=tiny,small
 
