@@ -33,6 +33,25 @@ def test_train_writes_checkpoints_metrics_and_examples(tmp_path):
     assert "resumed" in resumed.stdout + resumed.stderr and "at step 4" in resumed.stdout
 
 
+def test_a_sweep_over_the_recipes_on_a_folder_runs_each(tmp_path):
+    """data.root implies data=folder, which went before -m: Hydra's parser refused every
+    sweep on a folder ("unrecognized arguments"), as it did a -m typed after a setting."""
+    for i in range(2):
+        write(tmp_path / "audio" / f"c{i}.wav", tone(0.4, freq=220.0 * (i + 1), seed=i))
+    done = wavegen("train", "data.root=audio", "-m", "recipe=music,speech", *FAST,
+                   "train.num_examples=0", "train.sample_check_clips=0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (sweep,) = (tmp_path / "runs" / "multirun").iterdir()
+    rates = [json.loads((sweep / run / "summary.json").read_text()) for run in ("0", "1")]
+    assert [r["step"] for r in rates] == [4, 4]  # train.max_steps beside a recipe
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert ["recipe=music" in rows[0]["overrides"], "recipe=speech" in rows[1]["overrides"]] \
+        == [True, True]
+    assert "at 16000 Hz" in (sweep / "0" / "train.log").read_text()
+    assert "at 8000 Hz" in (sweep / "1" / "train.log").read_text()
+
+
 def test_multirun_sweep_writes_one_folder_per_run_and_a_summary(tmp_path):
     done = wavegen("train", "-m", "optim.lr=0.001,0.005", *FAST, "train.num_examples=0",
                    cwd=tmp_path)

@@ -134,7 +134,11 @@ def train_main(args: list[str]) -> int:
     cfg = trainconfig.compose(trainconfig.first_combination(plain, sweep))
     if len(plain) < len(args):  # Hydra flags or hydra.* settings: Hydra runs it
         trainconfig.check_keys(cfg)
-        sys.argv = ["wavegen train", *args]
+        # Hydra's parser takes its overrides as one run of words: flags first, wherever they
+        # were typed (`data.root=x -m k=a,b`, or the data=folder that data.root implies,
+        # before a -m: "unrecognized arguments")
+        flags, overrides = trainconfig.split_flags(args)
+        sys.argv = ["wavegen train", *flags, *overrides]
         _train_app()
         return 0
     from .distributed import env_rank
