@@ -160,7 +160,8 @@ def test_every_option_and_setting_the_readme_names_exists(monkeypatch):
         if words[0] == "wavegen" and words[1] == "train":
             failed += [f"`{span}`: {w}" for w in words[2:] if "=" in w
                        and w.split("=")[0].lstrip("+") not in keys
-                       and not w.startswith(("hydra.", "-"))]
+                       and not w.startswith(("hydra.", "-"))
+                       and w not in {f"recipe={name}" for name in trainconfig.recipes()}]
             continue
         if words[0] == "wavegen" and words[1] not in ("generate", "score", "quality",
                                                       "vocode"):
@@ -228,3 +229,17 @@ def test_the_python_api_example_runs_as_written(tmp_path, monkeypatch):
                                                                    else 0]
         given = {**names, "audio": tone(0.5, freq=220)}
         exec(compile(example, str(ROOT / "README.md"), "exec"), given)  # noqa: S102
+
+
+@pytest.mark.parametrize("recipe", ["music", "speech"])
+def test_each_recipe_is_the_settings_the_readme_writes_out(recipe):
+    """The recipe's section writes each ``recipe=NAME`` out as the settings it stands for:
+    the two compose to the same config (a recipe file or the README changed alone fails)."""
+    written = re.findall(rf"# recipe={recipe} is\n(wavegen train (?:.*\\\n)*.*)\n", README)
+    assert len(written) == 1, written
+    settings = [w for w in wavegen_words(written[0].replace("\\\n", " "))[2:]
+                if w.split("=")[0] not in ("data.root", "name")]
+    assert len(settings) >= 10 and not any(w.startswith("recipe=") for w in settings)
+    as_written = trainconfig.compose(trainconfig.imply_folder([*settings, "data.root=."]))
+    by_name = trainconfig.compose(trainconfig.imply_folder([f"recipe={recipe}", "data.root=."]))
+    assert OmegaConf.to_container(by_name) == OmegaConf.to_container(as_written)
