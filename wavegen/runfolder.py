@@ -183,7 +183,7 @@ def explicit_keys(overrides: Iterable[str], expand_recipes: bool = True) -> set[
     group choice stands for its identity: "model=small" -> model.preset, "data=folder" ->
     data.kind; "recipe=speech" for every key the recipe sets (so that a resume given
     another recipe is refused where it changes the run's data or model)."""
-    from .trainconfig import recipe_keys
+    from .trainconfig import GROUP_IDENTITY, recipe_keys
 
     keys = set()
     for item in overrides:
@@ -191,7 +191,7 @@ def explicit_keys(overrides: Iterable[str], expand_recipes: bool = True) -> set[
         key = key.strip()
         if key == "recipe" and expand_recipes:
             keys |= recipe_keys(value.strip())
-        keys.add({"model": "model.preset", "data": "data.kind"}.get(key, key))
+        keys.add(GROUP_IDENTITY.get(key, key))
     return keys
 
 

@@ -16,8 +16,8 @@ from .config import ConfigError, check_keys, register_configs, unknown_key
 from .config import help_text as key_help
 from .family import known_families
 
-__all__ = ["check_keys", "compose", "expand_home", "first_combination", "help_text",
-           "imply_folder", "is_multirun", "quote_paths"]
+__all__ = ["GROUP_IDENTITY", "check_keys", "compose", "expand_home", "first_combination",
+           "help_text", "imply_folder", "is_multirun", "quote_paths", "recipe_keys", "recipes"]
 
 
 def expand_home(arg: str) -> str:
@@ -173,6 +173,10 @@ def one_line(err: BaseException) -> str:
     return " ".join(kept).replace(": :", ":") or type(err).__name__
 
 
+# A group choice stands for the key that names it in the composed config.
+GROUP_IDENTITY = {"model": "model.preset", "data": "data.kind"}
+
+
 def recipes() -> list[str]:
     """The names of conf/recipe/*.yaml: ``recipe=NAME`` choices."""
     folder = resources.files("wavegen.conf") / "recipe"
@@ -191,9 +195,8 @@ def recipe_keys(name: str) -> set[str]:
     keys = set()
     for group, values in node.items():
         if group == "defaults":  # "override /model: small" chooses a preset
-            keys |= {{"model": "model.preset", "data": "data.kind"}.get(
-                next(iter(item)).removeprefix("override /"), "")
-                for item in values} - {""}
+            keys |= {GROUP_IDENTITY.get(next(iter(item)).removeprefix("override /"), "")
+                     for item in values} - {""}
         else:
             keys |= {f"{group}.{key}" for key in values}
     return keys
