@@ -187,4 +187,6 @@ def test_every_subpackage_is_in_the_wheel():
                  ["tool"]["setuptools"]["packages"])
     found = {".".join(("wavegen",) + p.parent.relative_to(root).parts)
              for p in root.rglob("__init__.py")}
+    conf = root.parent / "conf"  # installed as wavegen.conf: each group's folder of yaml
+    found |= {f"wavegen.conf.{d.name}" for d in conf.iterdir() if any(d.glob("*.yaml"))}
     assert found <= listed, sorted(found - listed)
