@@ -21,6 +21,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from wavegen import cli, trainconfig
+from wavegen.config import conf_choices
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -161,7 +162,7 @@ def test_every_option_and_setting_the_readme_names_exists(monkeypatch):
             failed += [f"`{span}`: {w}" for w in words[2:] if "=" in w
                        and w.split("=")[0].lstrip("+") not in keys
                        and not w.startswith(("hydra.", "-"))
-                       and w not in {f"recipe={name}" for name in trainconfig.recipes()}]
+                       and w not in {f"recipe={name}" for name in conf_choices("recipe")}]
             continue
         if words[0] == "wavegen" and words[1] not in ("generate", "score", "quality",
                                                       "vocode"):

@@ -220,6 +220,15 @@ def typed_model(model: Any) -> Any:
     return OmegaConf.merge(OmegaConf.structured(model_schema(model)), model)
 
 
+def conf_choices(group: str) -> list[str]:
+    """The choices of one of the package's conf/ groups: the names of conf/GROUP/*.yaml
+    (``conf_choices("model")``: "base", "flow_small", ...)."""
+    from importlib import resources
+
+    folder = resources.files("wavegen.conf") / group
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
 def preset_config(name: str, schema: type[ModelConfig], **overrides) -> Any:
     """``schema`` from the package's conf/model/NAME.yaml, with keyword overrides.
     Raises ValueError for an unknown preset, another family's, or an unknown key."""
@@ -230,8 +239,7 @@ def preset_config(name: str, schema: type[ModelConfig], **overrides) -> Any:
     folder = resources.files("wavegen.conf") / "model"
     path = folder / f"{name}.yaml"
     if not path.is_file():
-        available = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-        raise ValueError(f"unknown model preset {name!r}; available: {available}")
+        raise ValueError(f"unknown model preset {name!r}; available: {conf_choices('model')}")
     values = OmegaConf.to_container(OmegaConf.load(str(path)))
     family = schema.__dataclass_fields__["family"].default
     if family not in values.pop("defaults", [family]):

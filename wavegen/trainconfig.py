@@ -12,12 +12,12 @@ import os
 import re
 from importlib import resources
 
-from .config import ConfigError, check_keys, register_configs, unknown_key
+from .config import ConfigError, check_keys, conf_choices, register_configs, unknown_key
 from .config import help_text as key_help
 from .family import known_families
 
 __all__ = ["GROUP_IDENTITY", "check_keys", "compose", "expand_home", "first_combination",
-           "help_text", "imply_folder", "is_multirun", "quote_paths", "recipe_keys", "recipes"]
+           "help_text", "imply_folder", "is_multirun", "quote_paths", "recipe_keys"]
 
 
 def expand_home(arg: str) -> str:
@@ -177,12 +177,6 @@ def one_line(err: BaseException) -> str:
 GROUP_IDENTITY = {"model": "model.preset", "data": "data.kind"}
 
 
-def recipes() -> list[str]:
-    """The names of conf/recipe/*.yaml: ``recipe=NAME`` choices."""
-    folder = resources.files("wavegen.conf") / "recipe"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
 def recipe_keys(name: str) -> set[str]:
     """The dotted keys that ``recipe=NAME`` sets ("data.sample_rate", ...), its group
     choices as their identity ("model.preset", "data.kind"); empty for an unknown name."""
@@ -204,8 +198,7 @@ def recipe_keys(name: str) -> set[str]:
 
 def help_text() -> str:
     """`wavegen train --help`."""
-    folder = resources.files("wavegen.conf") / "model"
-    presets = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    presets, recipes = conf_choices("model"), conf_choices("recipe")
     return f"""usage: wavegen train [KEY=VALUE ...]
        wavegen train -m KEY=A,B [KEY=VALUE ...]     (a sweep: one run per combination)
 
@@ -213,7 +206,7 @@ Train a model on a folder of audio, or on built-in synthetic music (the default)
 setting is KEY=VALUE; a key that is not listed below is an error. Groups choose a set of
 defaults: model={'|'.join(presets)} (presets) or model={'|'.join(known_families())} (a family with
 its own defaults); data=synthetic|folder (data.root=PATH implies data=folder);
-recipe={'|'.join(recipes())} (the README's settings for an hour of a CPU on a folder of one kind
+recipe={'|'.join(recipes)} (the README's settings for an hour of a CPU on a folder of one kind
 of music or of speech: `wavegen train recipe=speech --cfg job` prints them; a KEY=VALUE
 given beside it wins).
 The run folder is out_dir/name; a second start there is refused unless train.resume=true
