@@ -571,3 +571,13 @@ def test_gain_and_polarity_reach_the_training_crops_and_the_log(tmp_path, caplog
     assert seen == [(4.0, 0.25)]
     assert ("augmentation: each crop's gain uniform in +-4 dB (never past full scale); 25% of "
             "the crops upside down; validation scores the files as they are") in caplog.text
+    assert "input noise:" not in caplog.text
+
+
+def test_input_noise_is_named_in_the_log(tmp_path, caplog):
+    """data.input_noise (the music recipe's) shows in the run's log, as gain and polarity do."""
+    with caplog.at_level("INFO"):
+        train(fast_config(tmp_path, "data.input_noise=1.5", "train.max_steps=1"))
+    assert ("input noise: each crop's inputs, the silence before a file included, moved by "
+            "rounded N(0, 1.5^2) quantization steps (data.input_noise); targets and validation "
+            "exact") in caplog.text

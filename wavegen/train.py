@@ -519,6 +519,10 @@ class Trainer:
                  self.family.context(model), segment, self.effective_batch * segment)
         if augmented := self.batches.augmentation.describe():
             log.info("augmentation: %s", augmented)
+        if self.batches.input_noise > 0:
+            log.info("input noise: each crop's inputs, the silence before a file included, "
+                     "moved by rounded N(0, %g^2) quantization steps (data.input_noise); "
+                     "targets and validation exact", self.batches.input_noise)
         log.info("lr: %.3g (optim.lr=%.3g, optim.lr_scaling=%s, base batch %d)", self.lr,
                  cfg.optim.lr, cfg.optim.lr_scaling, cfg.optim.lr_base_batch or t.batch_size)
         if self.total_steps != UNPLANNED and (note := warmup_note(cfg.optim.warmup_steps,
