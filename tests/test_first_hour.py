@@ -14,6 +14,7 @@ from conftest import compose_config, timed_teams, tone, write
 from conftest import run_wavegen as wavegen
 
 from wavegen.config import ConfigError
+from wavegen.trainconfig import recipe_named
 
 FAST = ["model=tiny", "model.layers_per_stack=4", "data.synthetic_train_seconds=4",
         "data.synthetic_val_seconds=1", "data.segment_length=300", "train.batch_size=2",
@@ -176,6 +177,9 @@ def test_a_recipe_gives_the_hour_of_a_cpu_and_what_is_typed_beside_it_wins():
     assert (typed.data.sample_rate, typed.model.preset, typed.optim.ema_decay) == \
         (16000, "tiny", 0)
     assert compose_config().model.preset == "tiny"  # no recipe unless one is named
+    # what the log's "recipe:" line names
+    assert recipe_named(["recipe=music", "data.root=.", "recipe=speech"]) == "speech"
+    assert recipe_named(["data.root=."]) is None and recipe_named(["recipe=null"]) is None
 
 
 def test_a_recipe_trains_for_the_steps_typed_beside_it_and_resumes_only_as_itself(
@@ -185,6 +189,8 @@ def test_a_recipe_trains_for_the_steps_typed_beside_it_and_resumes_only_as_itsel
     assert done.returncode == 0, done.stderr
     assert "at 8000 Hz" in done.stdout and "done: step 4" in done.stdout
     assert "time budget" not in done.stdout
+    assert "recipe: speech (conf/recipe/speech.yaml; a setting typed beside it wins)" in \
+        done.stdout
     one_line_error(wavegen("train", "recipe=music", "model=tiny",
                            "model.layers_per_stack=4", "name=voice", "train.resume=true",
                            "train.max_steps=6", cwd=tmp_path),

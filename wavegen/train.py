@@ -61,6 +61,7 @@ from .runfolder import RunFolder, TrainingError, explicit_keys, inherit_run_conf
 from .sampler import generate
 from .scoring import LN2, aggregate, clip_records
 from .stepmemory import PEAK_RATIO, step_floor
+from .trainconfig import recipe_named
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -511,6 +512,9 @@ class Trainer:
         if world.size > 1:
             log.info("processes: %d (%s); rank 0 logs, validates and writes checkpoints",
                      world.size, torch.distributed.get_backend())
+        if recipe := recipe_named(self.overrides or []):
+            log.info("recipe: %s (conf/recipe/%s.yaml; a setting typed beside it wins)",
+                     recipe, recipe)
         log.info("model: %s", self.family.describe(model))
         log.info("data: %s", self.data_summary)
         log.info("batch: %d crops x %d accumulated x %d process(es) = %d crops of "

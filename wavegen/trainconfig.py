@@ -17,7 +17,8 @@ from .config import help_text as key_help
 from .family import known_families
 
 __all__ = ["GROUP_IDENTITY", "check_keys", "compose", "expand_home", "first_combination",
-           "help_text", "imply_folder", "is_multirun", "quote_paths", "recipe_keys"]
+           "help_text", "imply_folder", "is_multirun", "quote_paths", "recipe_keys",
+           "recipe_named"]
 
 
 def expand_home(arg: str) -> str:
@@ -194,6 +195,13 @@ def recipe_keys(name: str) -> set[str]:
         else:
             keys |= {f"{group}.{key}" for key in values}
     return keys
+
+
+def recipe_named(overrides: list[str]) -> str | None:
+    """The recipe a command's Hydra overrides name (the last ``recipe=NAME``), or None."""
+    names = [item.partition("=")[2].strip() for item in overrides
+             if item.lstrip("+~").partition("=")[0].strip() == "recipe"]
+    return names[-1] if names and names[-1] not in ("", "null") else None
 
 
 def help_text() -> str:
