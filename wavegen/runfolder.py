@@ -183,14 +183,12 @@ def explicit_keys(overrides: Iterable[str], expand_recipes: bool = True) -> set[
     group choice stands for its identity: "model=small" -> model.preset, "data=folder" ->
     data.kind; "recipe=speech" for every key the recipe sets (so that a resume given
     another recipe is refused where it changes the run's data or model)."""
-    from .trainconfig import GROUP_IDENTITY, recipe_keys
+    from .trainconfig import GROUP_IDENTITY, override_pair, recipe_keys
 
     keys = set()
-    for item in overrides:
-        key, _, value = item.lstrip("+~").partition("=")
-        key = key.strip()
+    for key, value in map(override_pair, overrides):
         if key == "recipe" and expand_recipes:
-            keys |= recipe_keys(value.strip())
+            keys |= recipe_keys(value)
         keys.add(GROUP_IDENTITY.get(key, key))
     return keys
 

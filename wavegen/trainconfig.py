@@ -17,8 +17,8 @@ from .config import help_text as key_help
 from .family import known_families
 
 __all__ = ["GROUP_IDENTITY", "check_keys", "compose", "expand_home", "first_combination",
-           "help_text", "imply_folder", "is_multirun", "quote_paths", "recipe_keys",
-           "recipe_named"]
+           "help_text", "imply_folder", "is_multirun", "override_pair", "quote_paths",
+           "recipe_keys", "recipe_named"]
 
 
 def expand_home(arg: str) -> str:
@@ -197,10 +197,16 @@ def recipe_keys(name: str) -> set[str]:
     return keys
 
 
+def override_pair(item: str) -> tuple[str, str]:
+    """One Hydra override as (key, value): "+data.root=x" -> ("data.root", "x"),
+    "~recipe" -> ("recipe", "")."""
+    key, _, value = item.lstrip("+~").partition("=")
+    return key.strip(), value.strip()
+
+
 def recipe_named(overrides: list[str]) -> str | None:
     """The recipe a command's Hydra overrides name (the last ``recipe=NAME``), or None."""
-    names = [item.partition("=")[2].strip() for item in overrides
-             if item.lstrip("+~").partition("=")[0].strip() == "recipe"]
+    names = [value for key, value in map(override_pair, overrides) if key == "recipe"]
     return names[-1] if names and names[-1] not in ("", "null") else None
 
 
