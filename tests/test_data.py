@@ -17,6 +17,7 @@ from wavegen.data import (
     DataError,
     Preprocessing,
     StepBatches,
+    replace_with_draws,
     split_clips,
     synthetic_audio,
 )
@@ -333,9 +334,9 @@ def test_input_noise_spares_only_the_padding_and_is_the_same_for_any_world():
 
     # a batch with crops of both clips, one of the long clip at its start
     n = next(n for n in range(200) if (0, 0) in picks(n) and any(c == 1 for c, _ in picks(n)))
-    inputs, targets, _, _, _ = StepBatches(crops, seed=5, micro_batch=8)[n]
+    inputs, targets, _, _, _, _ = StepBatches(crops, seed=5, micro_batch=8)[n]
     noisy = StepBatches(crops, seed=5, micro_batch=8, input_noise=2.0, classes=256)
-    jittered, same_targets, _, _, _ = noisy[n]
+    jittered, same_targets, _, _, _, _ = noisy[n]
     assert torch.equal(targets, same_targets)
     moved = silence_moved = 0
     for b, (c, start) in enumerate(picks(n)):
@@ -353,6 +354,47 @@ def test_input_noise_spares_only_the_padding_and_is_the_same_for_any_world():
     assert torch.equal(torch.cat(halves, dim=1), jittered)  # rank r: rows 4r .. 4r+3
     assert torch.equal(noisy[n][0], jittered)  # the same batch again: the same noise
     assert torch.equal(StepBatches(crops, 5, 8, input_noise=0.0)[n][0], inputs)
+
+
+def test_own_draws_replace_only_chosen_target_values_and_are_the_same_for_any_world():
+    """train.own_draws: the batch says which targets' values the trainer replaces in the
+    inputs (a share p of them) and the uniforms of their draws; drawn last, so the crops are
+    those without it, the same again for the same batch, and each process of a 2-process
+    run gets its rows. ``replace_with_draws`` changes the input that holds a chosen target's
+    value (context + 1 + i) and nothing else: not the context, not the padding past a
+    clip's end, not the targets."""
+    clips = [Clip("long", np.full(3000, 250, dtype=np.uint8)),
+             Clip("short", np.full(40, 3, dtype=np.uint8))]  # always padded past its end
+    crops = CropSampler(clips, context=31, segment_length=100, pad=128, start_share=0.5)
+    # a batch with a crop of the short clip
+    n = next(n for n in range(200)
+             if any(c == 1 for c, _ in crops.draw(8, np.random.default_rng([5, n]))))
+    plain = StepBatches(crops, seed=5, micro_batch=8)[n]
+    assert plain[5] is None
+    mixed = StepBatches(crops, seed=5, micro_batch=8, own_draws=0.25)
+    inputs, targets, _, _, _, own = mixed[n]
+    assert torch.equal(inputs, plain[0]) and torch.equal(targets, plain[1])
+    assert own.chosen.shape == own.uniforms.shape == (1, 8, 100)
+    assert 0.15 < own.chosen.float().mean() < 0.35
+    assert 0 <= own.uniforms.min() and own.uniforms.max() < 1 and own.uniforms.std() > 0.2
+    again = mixed[n][5]
+    assert torch.equal(again.chosen, own.chosen) and torch.equal(again.uniforms, own.uniforms)
+    halves = [StepBatches(crops, 5, 4, rank=r, world=2, own_draws=0.25)[n][5] for r in (0, 1)]
+    assert torch.equal(torch.cat([h.chosen for h in halves], dim=1), own.chosen)
+    assert torch.equal(torch.cat([h.uniforms for h in halves], dim=1), own.uniforms)
+
+    x, y, chosen = inputs[0], targets[0], own.chosen[0]
+    draws = torch.full_like(y, 7)  # a value no clip holds
+    out = replace_with_draws(x, y, draws, chosen)
+    assert torch.equal(x, inputs[0])  # a copy
+    assert torch.equal(out[:, :32], x[:, :32])  # the context and the first target's input
+    replaced = out != x
+    expect = torch.zeros_like(replaced)
+    expect[:, 32:] = chosen[:, :-1] & (y[:, :-1] != IGNORE)
+    assert torch.equal(replaced, expect) and bool((out[replaced] == 7).all())
+    assert int(expect.sum()) > 0 and bool(((y == IGNORE) & chosen).any())  # padding met
+    everything = replace_with_draws(x, y, draws, torch.ones_like(chosen))
+    assert torch.equal(everything[:, 32:] == 7, y[:, :-1] != IGNORE)
 
 
 def test_a_validation_folder_is_never_trained_on(tmp_path):
@@ -402,7 +444,7 @@ def test_augmentation_maps_only_the_file_values_and_never_clips():
         8, np.random.default_rng([5, n]))} and (0, 0) in crops.draw(8, np.random.default_rng(
             [5, n])))
     picks = crops.draw(8, np.random.default_rng([5, n]))
-    inputs, targets, _, _, _ = StepBatches(crops, seed=5, micro_batch=8)[n]
+    inputs, targets, _, _, _, _ = StepBatches(crops, seed=5, micro_batch=8)[n]
     off = StepBatches(crops, 5, 8, augmentation=Augmentation(0.0, 0.0))[n]
     assert torch.equal(off[0], inputs) and torch.equal(off[1], targets)
 
@@ -412,7 +454,7 @@ def test_augmentation_maps_only_the_file_values_and_never_clips():
         own[max(-lo, 0) : max(len(clips[k]) - lo, 0)] = True
         return own, min(len(clips[k]) - start, 200)
 
-    flipped, flipped_targets, _, _, _ = StepBatches(
+    flipped, flipped_targets, _, _, _, _ = StepBatches(
         crops, 5, 8, augmentation=Augmentation(0.0, 1.0))[n]
     for b, (k, start) in enumerate(picks):
         own, t = file_parts(b, k, start)
@@ -423,7 +465,7 @@ def test_augmentation_maps_only_the_file_values_and_never_clips():
         assert torch.equal(flipped_targets[0, b, :t], 255 - targets[0, b, :t])
         assert torch.equal(flipped_targets[0, b, t:], targets[0, b, t:])  # IGNORE
 
-    gained, gained_targets, _, _, _ = StepBatches(
+    gained, gained_targets, _, _, _, _ = StepBatches(
         crops, 5, 8, augmentation=Augmentation(6.0, 0.0))[n]
     factors = []
     for b, (k, start) in enumerate(picks):

@@ -56,7 +56,8 @@ def test_the_nonfinite_stop_says_whether_a_checkpoint_exists(tmp_path, monkeypat
 
     original = WaveNet.valid_logits
     monkeypatch.setattr(WaveNet, "valid_logits",
-                        lambda self, x, c=None: original(self, x, c) * float("nan"))
+                        lambda self, x, c=None, *rest, **kw:
+                        original(self, x, c, *rest, **kw) * float("nan"))
     with pytest.raises(TrainingError, match="no checkpoint was written yet") as err:
         train(cfg(tmp_path, "train.max_nonfinite=2"))
     assert "intact" not in str(err.value)

@@ -73,11 +73,11 @@ def test_short_run_lowers_validation_bits(tmp_path):
 
 @pytest.mark.parametrize("model,extra", [([], []), (["model=flow_tiny", "model.layers=2"], []),
                                          ([], ["data.input_noise=1.5", "data.gain_db=6",
-                                               "data.polarity=0.5"])],
-                         ids=["wavenet", "flow", "input-noise-gain-polarity"])
+                                               "data.polarity=0.5", "train.own_draws=0.5"])],
+                         ids=["wavenet", "flow", "input-noise-gain-polarity-own-draws"])
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch, model, extra):
     """Also a flow's, whose loss draws dequantization noise from torch's generator, and a
-    run with input noise, gains and flips (drawn per batch)."""
+    run with input noise, gains, flips and the model's own draws (drawn per batch)."""
     if model:
         monkeypatch.setattr(sys.modules[__name__], "FAST", [*model, *FAST[2:]])
     common = ["train.max_steps=8", "train.checkpoint_every=3", "train.val_every=4",
@@ -262,9 +262,9 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     original = WaveNet.valid_logits
     calls = {"n": 0}
 
-    def poisoned(self, inputs, labels=None):
+    def poisoned(self, inputs, labels=None, *rest, **kw):
         calls["n"] += inputs.device.type != "meta"  # not the step's memory measurement
-        out = original(self, inputs, labels)
+        out = original(self, inputs, labels, *rest, **kw)
         return out * float("nan") if calls["n"] in (2, 3) else out
 
     monkeypatch.setattr(WaveNet, "valid_logits", poisoned)
@@ -275,7 +275,8 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
     monkeypatch.setattr(WaveNet, "valid_logits",
-                        lambda self, x, c=None: original(self, x, c) * float("nan"))
+                        lambda self, x, c=None, *rest, **kw:
+                        original(self, x, c, *rest, **kw) * float("nan"))
     with pytest.raises(TrainingError, match="3 non-finite losses in a row"):
         train(fast_config(tmp_path, "name=nan", "train.max_steps=4", "train.max_nonfinite=3"))
 
@@ -429,6 +430,8 @@ def test_a_warmup_as_long_as_the_run_is_said(tmp_path, caplog):
     (["data.gain_db=-1"], r"data.gain_db=-1.0 is invalid: expected a number of dB, 0 <= x"),
     (["data.gain_db=nan"], "data.gain_db=nan is invalid"),
     (["data.polarity=1.5"], r"data.polarity=1.5 is invalid: expected 0 <= x <= 1"),
+    (["train.own_draws=1.5"], r"train.own_draws=1.5 is invalid: expected 0 <= x <= 1"),
+    (["train.own_draws=nan"], "train.own_draws=nan is invalid"),
     # a gain would change a vocoder's audio but not the frames it is conditioned on
     (["condition=mel", "data.gain_db=3"], "data.gain_db=3.0 is invalid: expected 0 with "
                                           "condition=mel"),

@@ -173,6 +173,9 @@ class TrainConfig:
                                     "(`wavegen quality`); 0 = off")
     sample_check_seconds: float = setting(1.0, "length of each checked clip")
     label_dropout: float = setting(0.1, "conditional models: share of crops trained as 'no label'")
+    own_draws: float = setting(0.0, "share of each crop's inputs after its context replaced by "
+                               "the model's own draw there, given the exact values before it "
+                               "(one forward more a step; autoregressive families)")
 
 
 @dataclass
@@ -373,11 +376,15 @@ def validate(cfg: Config) -> None:
     m.validate()
     from .family import get_family
 
-    formulations = get_family(m.family).formulations
+    family = get_family(m.family)
+    formulations = family.formulations
     need(t.formulation == "auto" or t.formulation in formulations, "train.formulation",
          t.formulation, f"auto or one of {formulations}" if formulations else
          f"auto (the {m.family} family has one formulation)")
     need(0.0 <= t.label_dropout < 1.0, "train.label_dropout", t.label_dropout, "0 <= x < 1")
+    need(0.0 <= t.own_draws <= 1.0, "train.own_draws", t.own_draws, "0 <= x <= 1")
+    need(t.own_draws == 0 or family.draws_targets, "train.own_draws", t.own_draws,
+         f"0 with the {m.family} family (it draws no value from past ones)")
     need(d.labels is None or d.kind == "folder", "data.labels", d.labels,
          "null unless data=folder")
     need(d.sample_rate >= 1000, "data.sample_rate", d.sample_rate, ">= 1000")

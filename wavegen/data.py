@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -646,16 +646,19 @@ class StepBatches(Dataset):
     With an ``augmentation`` (``augment.Augmentation``), each crop's values from its file
     go through a random class map (gain, polarity; drawn for the whole batch) after that.
     With ``input_noise`` sigma > 0, ``CropSampler.jitter`` noise is drawn after that for
-    the whole batch and added to the inputs (clamped to [0, ``classes``)).
+    the whole batch and added to the inputs (clamped to [0, ``classes``)). With
+    ``own_draws`` p > 0, the item ends with ``OwnDraws`` for the whole batch, drawn last
+    (None when p = 0): which inputs the trainer replaces by the model's own draws, and the
+    uniforms it draws them with (``replace_with_draws``).
     """
 
     def __init__(self, crops: CropSampler, seed: int, micro_batch: int, accumulation: int = 1,
                  rank: int = 0, world: int = 1, label_dropout: float = 0.0,
                  input_noise: float = 0.0, classes: int = 256,
-                 augmentation: Augmentation | None = None):
+                 augmentation: Augmentation | None = None, own_draws: float = 0.0):
         self.crops, self.seed, self.label_dropout = crops, seed, label_dropout
         self.augmentation = augmentation
-        self.input_noise, self.classes = input_noise, classes
+        self.input_noise, self.classes, self.own_draws = input_noise, classes, own_draws
         self.micro_batch, self.accumulation, self.rank, self.world = (
             micro_batch, accumulation, rank, world)
 
@@ -675,11 +678,40 @@ class StepBatches(Dataset):
         if self.input_noise > 0:  # drawn for every process's crops: the same for any world
             noise = self.crops.jitter(picks, self.input_noise, rng)[order]
             inputs = (inputs + noise).clamp_(0, self.classes - 1)
+        own = None
+        if self.own_draws > 0:  # drawn for every process's crops: the same for any world
+            shape = (len(picks), self.crops.segment_length)
+            chosen = torch.from_numpy(rng.random(shape) < self.own_draws)[order]
+            uniforms = torch.from_numpy(rng.random(shape))[order]
+            own = OwnDraws(chosen.view(a, b, -1), uniforms.view(a, b, -1))
         local = self.crops.local(mine)
         if local is not None:
             local = tuple(t.view(a, b, *t.shape[1:]) for t in local)
         return (inputs.view(a, b, -1), targets.view(a, b, -1), labels.view(a, b), local,
-                self.crops.num_targets(picks))
+                self.crops.num_targets(picks), own)
+
+
+class OwnDraws(NamedTuple):
+    """Per target of a batch's crops (..., S): ``chosen`` (bool), whether the input that
+    holds that target's value for the targets after it is replaced by the model's own draw
+    for it; ``uniforms`` (float64 in [0, 1)), what the draw inverts the model's CDF at."""
+
+    chosen: torch.Tensor
+    uniforms: torch.Tensor
+
+
+def replace_with_draws(inputs: torch.Tensor, targets: torch.Tensor, draws: torch.Tensor,
+                       chosen: torch.Tensor) -> torch.Tensor:
+    """inputs (B, context + S) of crops whose targets are (B, S), with the value of target
+    i (input context + 1 + i, for i < S - 1) replaced by ``draws[:, i]`` where ``chosen``
+    (B, S) says so and the target is not ``IGNORE`` (padding past a clip's end stays). The
+    inputs up to the first target's (the context) and the targets stay as they were."""
+    s = targets.shape[1]
+    place = (chosen[:, : s - 1] & (targets[:, : s - 1] != IGNORE))
+    out = inputs.clone()
+    tail = out[:, inputs.shape[1] - s + 1 :]  # inputs that hold targets 0 .. S - 2
+    tail.copy_(torch.where(place, draws[:, : s - 1], tail))
+    return out
 
 
 def synthetic_audio(seconds: float, sample_rate: int, seed: int) -> np.ndarray:

@@ -264,6 +264,21 @@ class Family(ABC):
         torch.compile wrap this module, so every trained parameter must be reached through
         it."""
 
+    @property
+    def draws_targets(self) -> bool:
+        """Whether the family has ``draw_targets`` (``train.own_draws`` needs it)."""
+        return type(self).draw_targets is not Family.draw_targets
+
+    def draw_targets(self, model: nn.Module, inputs: torch.Tensor, uniforms: torch.Tensor,
+                     labels: torch.Tensor | None = None, frames: torch.Tensor | None = None,
+                     places: torch.Tensor | None = None) -> torch.Tensor:
+        """An autoregressive family: for each target of the crops ``inputs`` (B, context +
+        S) (with ``crop_loss``'s labels, frames and places), the value drawn from the
+        model's distribution given the exact values before it, at temperature 1, by
+        inverting its CDF at ``uniforms`` (B, S) -> (B, S) int64 (``train.own_draws``)."""
+        raise ValueError(f"the {self.name} family does not predict from past values: "
+                         "it has no draws to train on")
+
     def frame_margin(self, model: nn.Module) -> int:
         """A model with local conditioning: frames beyond those covering a crop's samples
         that its features depend on (a crop carries them)."""

@@ -49,7 +49,15 @@ from .config import (
     typed_model,
     validate,
 )
-from .data import CropSampler, StepBatches, build_datasets, one_label_note, validation_subset
+from .data import (
+    CropSampler,
+    OwnDraws,
+    StepBatches,
+    build_datasets,
+    one_label_note,
+    replace_with_draws,
+    validation_subset,
+)
 from .distributed import setup
 from .errors import writing
 from .family import Family, family_of, get_family
@@ -362,7 +370,7 @@ class Trainer:
                                    world.size, t.label_dropout if model.conditional else 0.0,
                                    noise, self.codec.channels,
                                    Augmentation(cfg.data.gain_db, cfg.data.polarity,
-                                                self.codec.channels))
+                                                self.codec.channels), t.own_draws)
         self.effective_batch = t.batch_size * t.grad_accum * world.size
         self.total_steps = t.max_steps  # the schedule's; UNPLANNED until a budget plans it
         self.budget: Budget | None = None
@@ -527,6 +535,11 @@ class Trainer:
             log.info("input noise: each crop's inputs, the silence before a file included, "
                      "moved by rounded N(0, %g^2) quantization steps (data.input_noise); "
                      "targets and validation exact", self.batches.input_noise)
+        if self.batches.own_draws > 0:
+            log.info("own draws: %.0f%% of each crop's inputs after its context replaced by "
+                     "the model's draw there from the exact values before it, one forward "
+                     "more a step (train.own_draws); targets and validation exact",
+                     100 * self.batches.own_draws)
         log.info("lr: %.3g (optim.lr=%.3g, optim.lr_scaling=%s, base batch %d)", self.lr,
                  cfg.optim.lr, cfg.optim.lr_scaling, cfg.optim.lr_base_batch or t.batch_size)
         if self.total_steps != UNPLANNED and (note := warmup_note(cfg.optim.warmup_steps,
@@ -615,10 +628,10 @@ class Trainer:
                         return signal.Signals(signals[0]).name if signals \
                             else "signal to another process"
                     with memory_advised(self.cfg, self.device, lambda: self._keep_steps(start)):
-                        inputs, targets, labels, local, total = next(batches)
+                        inputs, targets, labels, local, total, own = next(batches)
                         counters.draws += 1
                         loss = self._accumulate(inputs, targets, labels, local, total,
-                                                autocast)
+                                                autocast, own)
                     if not self._update():
                         continue
                     window.add(total, loss)
@@ -883,12 +896,14 @@ class Trainer:
         return figures
 
     def _accumulate(self, inputs: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
-                    local: tuple[torch.Tensor, ...] | None, total: int, autocast
-                    ) -> torch.Tensor:
+                    local: tuple[torch.Tensor, ...] | None, total: int, autocast,
+                    own: OwnDraws | None = None) -> torch.Tensor:
         """Forward and backward over this process's micro-batches (A, b, ...) (a vocoder's
         with their frames and places, ``local``); gradients are those of (the summed crop
         loss of the whole batch on all processes) / total. Returns this process's share of
-        that loss (nats per target)."""
+        that loss (nats per target). With ``own`` (``train.own_draws``), the inputs chosen
+        are first replaced by the training weights' draws for them, given the exact
+        inputs (``data.replace_with_draws``)."""
         device, world = self.device, self.world
         loss_sum = torch.zeros((), device=device)
         steps = inputs.shape[0]
@@ -898,6 +913,11 @@ class Trainer:
             c = labels[m].to(device, non_blocking=True)
             extra = () if local is None else tuple(t[m].to(device, non_blocking=True)
                                                    for t in local)
+            if own is not None:
+                with autocast:
+                    draws = self.family.draw_targets(self.model, x, own.uniforms[m].to(device),
+                                                     c, *extra)
+                x = replace_with_draws(x, y, draws, own.chosen[m].to(device))
             sync = self.ddp.no_sync() if world.size > 1 and m < steps - 1 else nullcontext()
             with sync:
                 with autocast:

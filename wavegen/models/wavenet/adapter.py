@@ -14,7 +14,7 @@ from ...family import Chunk, Codec, Condition, Family, Scorer, full_precision
 from ...info import usable_cpus
 from . import engines, streaming
 from .config import WaveNetConfig
-from .mixture import mixture_log_prob
+from .mixture import mixture_log_prob, mixture_logits
 from .model import WaveNet
 
 
@@ -36,6 +36,18 @@ class WaveNetFamily(Family):
 
     def crop_loss(self, model: WaveNet) -> nn.Module:
         return CrossEntropy(model)
+
+    @torch.no_grad()
+    def draw_targets(self, model: WaveNet, inputs: torch.Tensor, uniforms: torch.Tensor,
+                     labels: torch.Tensor | None = None, frames: torch.Tensor | None = None,
+                     places: torch.Tensor | None = None) -> torch.Tensor:
+        out = crop_outputs(model, inputs, labels, frames, places, bool(model.mixtures))
+        with full_precision(out.device):
+            q = model.quantization_channels  # a mixture's a crop at a time: (S, Q - 1, K)
+            logits = (torch.stack([mixture_logits(row.float(), q) for row in out])
+                      if model.mixtures else out.float())
+            draws = engines.draw_torch(logits.flatten(0, 1), uniforms.flatten(), 1.0)
+        return draws.view(uniforms.shape)
 
     def frame_margin(self, model: WaveNet) -> int:
         model.check_local(True)
@@ -129,18 +141,26 @@ class CrossEntropy(nn.Module):
         """inputs (B, R - 1 + S), targets (B, S), entries (B,) label entries; a vocoder's
         frames (B, W, n_mels) and places (B, 2) (``Family.crop_loss``) -> scalar nats."""
         model = self.model
-        entries = entries if model.conditional else None
-        # a vocoder's upsampled features
-        extra = () if frames is None else (model.upsampler.crops(frames, places,
-                                                                 inputs.shape[1]),)
         if model.mixtures:  # the targets' log-probabilities alone
-            params = model.valid_logits(inputs, entries, *extra, outputs=True)
+            params = crop_outputs(model, inputs, entries, frames, places, outputs=True)
             logp = mixture_log_prob(params, targets, model.quantization_channels)
             return -(logp * (targets != IGNORE)).sum()
-        logits = model.valid_logits(inputs, entries, *extra)
+        logits = crop_outputs(model, inputs, entries, frames, places)
         with full_precision(logits.device):  # the loss in fp32
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                    ignore_index=IGNORE, reduction="sum")
+
+
+def crop_outputs(model: WaveNet, inputs: torch.Tensor, entries: torch.Tensor | None,
+                 frames: torch.Tensor | None, places: torch.Tensor | None,
+                 outputs: bool = False) -> torch.Tensor:
+    """The logits (B, S, Q) of the crops ``inputs`` (B, R - 1 + S), or with ``outputs`` the
+    head's outputs (a mixture's parameters); label entries and a vocoder's frames and places
+    as ``CrossEntropy`` takes them."""
+    entries = entries if model.conditional else None
+    # a vocoder's upsampled features
+    extra = () if frames is None else (model.upsampler.crops(frames, places, inputs.shape[1]),)
+    return model.valid_logits(inputs, entries, *extra, outputs=outputs)
 
 
 class StreamingScorer(Scorer):
