@@ -174,7 +174,7 @@ class TrainConfig:
     sample_check_seconds: float = setting(1.0, "length of each checked clip")
     label_dropout: float = setting(0.1, "conditional models: share of crops trained as 'no label'")
     own_draws: float = setting(0.0, "share of each crop's inputs after its context replaced by "
-                               "the model's own draw there, given the exact values before it "
+                               "the model's own draw there, given the crop's inputs before it "
                                "(one forward more a step; autoregressive families)")
 
 

@@ -536,8 +536,8 @@ class Trainer:
                      "moved by rounded N(0, %g^2) quantization steps (data.input_noise); "
                      "targets and validation exact", self.batches.input_noise)
         if self.batches.own_draws > 0:
-            log.info("own draws: %.0f%% of each crop's inputs after its context replaced by "
-                     "the model's draw there from the exact values before it, one forward "
+            log.info("own draws: %g%% of each crop's inputs after its context replaced by "
+                     "the model's draw there from the crop's inputs before it, one forward "
                      "more a step (train.own_draws); targets and validation exact",
                      100 * self.batches.own_draws)
         log.info("lr: %.3g (optim.lr=%.3g, optim.lr_scaling=%s, base batch %d)", self.lr,
@@ -902,8 +902,8 @@ class Trainer:
         with their frames and places, ``local``); gradients are those of (the summed crop
         loss of the whole batch on all processes) / total. Returns this process's share of
         that loss (nats per target). With ``own`` (``train.own_draws``), the inputs chosen
-        are first replaced by the training weights' draws for them, given the exact
-        inputs (``data.replace_with_draws``)."""
+        are first replaced by the training weights' draws for them, given the crop's
+        inputs before them (``data.replace_with_draws``)."""
         device, world = self.device, self.world
         loss_sum = torch.zeros((), device=device)
         steps = inputs.shape[0]
