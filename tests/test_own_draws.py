@@ -32,7 +32,8 @@ def test_each_draw_inverts_the_cdf_of_its_own_place_and_sees_only_the_values_bef
     randomize_biases(model, std=0.5)
     full = torch.randint(0, 256, (2, 300))
     u = torch.rand(2, 300, dtype=torch.float64)
-    d = draws_of(model, full, u)
+    with torch.no_grad():
+        d = draws_of(model, full, u)
     assert d.shape == (2, 300) and d.dtype == torch.int64
     with torch.no_grad():
         cdf = model(full).double().softmax(1).cumsum(1)  # (B, Q, T)

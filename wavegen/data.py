@@ -707,7 +707,7 @@ def replace_with_draws(inputs: torch.Tensor, targets: torch.Tensor, draws: torch
     (B, S) says so and the target is not ``IGNORE`` (padding past a clip's end stays). The
     inputs up to the first target's (the context) and the targets stay as they were."""
     s = targets.shape[1]
-    place = (chosen[:, : s - 1] & (targets[:, : s - 1] != IGNORE))
+    place = chosen[:, : s - 1] & (targets[:, : s - 1] != IGNORE)
     out = inputs.clone()
     tail = out[:, inputs.shape[1] - s + 1 :]  # inputs that hold targets 0 .. S - 2
     tail.copy_(torch.where(place, draws[:, : s - 1], tail))

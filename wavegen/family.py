@@ -275,7 +275,8 @@ class Family(ABC):
         """An autoregressive family: for each target of the crops ``inputs`` (B, context +
         S) (with ``crop_loss``'s labels, frames and places), the value drawn from the
         model's distribution given the crop's inputs before it, at temperature 1, by
-        inverting its CDF at ``uniforms`` (B, S) -> (B, S) int64 (``train.own_draws``)."""
+        inverting its CDF at ``uniforms`` (B, S) -> (B, S) int64 (``train.own_draws``; the
+        trainer calls it without gradients)."""
         raise ValueError(f"the {self.name} family does not predict from past values: "
                          "it has no draws to train on")
 

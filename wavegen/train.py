@@ -913,8 +913,8 @@ class Trainer:
             c = labels[m].to(device, non_blocking=True)
             extra = () if local is None else tuple(t[m].to(device, non_blocking=True)
                                                    for t in local)
-            if own is not None:
-                with autocast:
+            if own is not None:  # no gradient flows through the draws, whatever the family
+                with torch.no_grad(), autocast:
                     draws = self.family.draw_targets(self.model, x, own.uniforms[m].to(device),
                                                      c, *extra)
                 x = replace_with_draws(x, y, draws, own.chosen[m].to(device))

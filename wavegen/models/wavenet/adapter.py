@@ -37,7 +37,6 @@ class WaveNetFamily(Family):
     def crop_loss(self, model: WaveNet) -> nn.Module:
         return CrossEntropy(model)
 
-    @torch.no_grad()
     def draw_targets(self, model: WaveNet, inputs: torch.Tensor, uniforms: torch.Tensor,
                      labels: torch.Tensor | None = None, frames: torch.Tensor | None = None,
                      places: torch.Tensor | None = None) -> torch.Tensor:
