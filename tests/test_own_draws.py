@@ -115,6 +115,26 @@ def test_the_step_trains_on_the_training_weights_draws_where_the_batch_chose(tmp
     assert np.isfinite(trained[-1][0].float().mean().item())
 
 
+def test_own_draws_begin_at_the_share_of_the_run_given(tmp_path, caplog):
+    """train.own_draws_from=0.5: the first half of the steps train on exact inputs (no draw
+    is made), the second on draws; the log says where they begin."""
+    steps = []
+
+    def fake_draws(self, model, inputs, uniforms, labels=None, frames=None, places=None):
+        steps.append(model.training)
+        return torch.full(uniforms.shape, 3, dtype=torch.long)
+
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level("INFO"):
+        patch.setattr(WaveNetFamily, "draw_targets", fake_draws)
+        train(fast_config(tmp_path, "train.own_draws=0.5", "train.own_draws_from=0.5",
+                          "train.max_steps=5", "train.val_every=100"))
+    assert len(steps) == 2  # the 4th and 5th of 5 steps: the log counts steps done, 3
+    assert "own draws: 50% of each crop's inputs after its context replaced" in caplog.text
+    assert "(train.own_draws, from 0.5 of the run's steps on)" in caplog.text
+    assert "step 3: training on own draws from here (train.own_draws_from=0.5 of 5 steps)" \
+        in caplog.text
+
+
 def test_a_vocoder_draws_from_the_frames_of_its_crops(tmp_path):
     """A vocoder's draws see its crops' frames and places, as its loss does."""
     root = tmp_path / "audio"

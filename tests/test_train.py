@@ -1,6 +1,8 @@
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 
@@ -15,7 +17,7 @@ from wavegen.checkpoint import CheckpointError, read_checkpoint
 from wavegen.config import ConfigError
 from wavegen.data import CropSampler, DataError
 from wavegen.errors import WavegenError
-from wavegen.train import TrainingError, train
+from wavegen.train import Trainer, TrainingError, train
 
 FAST = ["model=tiny", "model.layers_per_stack=5", "data.synthetic_train_seconds=8",
         "data.synthetic_val_seconds=2", "data.segment_length=500", "train.batch_size=4",
@@ -73,11 +75,13 @@ def test_short_run_lowers_validation_bits(tmp_path):
 
 @pytest.mark.parametrize("model,extra", [([], []), (["model=flow_tiny", "model.layers=2"], []),
                                          ([], ["data.input_noise=1.5", "data.gain_db=6",
-                                               "data.polarity=0.5", "train.own_draws=0.5"])],
+                                               "data.polarity=0.5", "train.own_draws=0.5",
+                                               "train.own_draws_from=0.5"])],
                          ids=["wavenet", "flow", "input-noise-gain-polarity-own-draws"])
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch, model, extra):
     """Also a flow's, whose loss draws dequantization noise from torch's generator, and a
-    run with input noise, gains, flips and the model's own draws (drawn per batch)."""
+    run with input noise, gains, flips and the model's own draws (drawn per batch) from its
+    fifth step on (the resumed run goes on from the third)."""
     if model:
         monkeypatch.setattr(sys.modules[__name__], "FAST", [*model, *FAST[2:]])
     common = ["train.max_steps=8", "train.checkpoint_every=3", "train.val_every=4",
@@ -136,9 +140,9 @@ def test_the_ema_forgets_the_initial_weights_from_the_first_step(tmp_path):
         assert torch.allclose(data["ema"][name], expected, atol=1e-6), name
 
 
-def slow_clock(monkeypatch, step_seconds) -> None:
+def slow_clock(monkeypatch, step_seconds) -> dict[str, float]:
     """Training on a clock where step n (from 1) takes step_seconds(n) and a validation,
-    timed or not, 30 s."""
+    timed or not, 30 s; returns the clock ({"now": seconds})."""
     import functools
 
     import wavegen.train as train_module
@@ -163,6 +167,7 @@ def slow_clock(monkeypatch, step_seconds) -> None:
         monkeypatch.setattr(train_module.Trainer, name, slow(getattr(train_module.Trainer, name)))
     monkeypatch.setattr(train_module, "Budget",
                         functools.partial(Budget, clock=lambda: clock["now"]))
+    return clock
 
 
 def test_a_time_budget_plans_the_steps_that_fit_and_resume_keeps_them(tmp_path, monkeypatch,
@@ -231,6 +236,41 @@ def test_a_time_budget_plans_again_when_the_speed_moves(tmp_path, monkeypatch, c
     # the share done is kept where a new plan starts, and reaches 1 at the new end
     assert lr_factor(30, 5, 121, 0.05, since) == pytest.approx(lr_factor(30, 5, 103, 0.05))
     assert decay_done(121, 5, 121, since) == 1.0
+
+
+def test_a_time_budget_plans_again_soon_after_own_draws_begin(tmp_path, monkeypatch, caplog):
+    """train.own_draws_from: steps of 2 s until the draws begin, then of 4 s (one forward
+    more). The plan at step 23 (2 s a step) counts on 2 s steps to the end; with draws from
+    half the run on, the run plans again 20 steps after they begin, from those steps alone
+    (4 s a step; no validation comes before the end), and ends within its budget."""
+    began = {"step": math.inf}  # the trainer's counters.step at the first step with draws
+
+    original = Trainer._own_draws
+
+    def note_start(self, own):
+        own = original(self, own)
+        if own is not None:
+            began["step"] = min(began["step"], self.counters.step)
+        return own
+
+    monkeypatch.setattr(Trainer, "_own_draws", note_start)
+    clock = slow_clock(monkeypatch, lambda step: 4.0 if step > began["step"] else 2.0)
+    budget = ["train.max_minutes=10", "train.val_every=1000", "train.checkpoint_every=1000",
+              "train.own_draws=0.5", "train.own_draws_from=0.5"]
+    with caplog.at_level("INFO", logger="wavegen"):
+        summary = train(fast_config(tmp_path, *budget), overrides=budget)
+    planned = int(re.search(r"train.max_minutes=10: (\d+) steps \(planned at step 23: 2 s a "
+                            r"step", caplog.text)[1])
+    first = began["step"]
+    assert first == math.ceil(planned / 2)
+    assert f"step {first}: training on own draws from here (train.own_draws_from=0.5 of " \
+        f"{planned} steps)" in caplog.text
+    again = re.search(r"steps instead of (\d+) \(planned again at step (\d+): ([\d.]+) s a "
+                      r"step since step (\d+)", caplog.text)
+    assert again.groups() == (str(planned), str(first + 20), "4", str(first))
+    assert summary["step"] < planned
+    # the budget counts the end (its validation here) as two validations, 60 s
+    assert 600 - 60 - 12 < clock["now"] - 30 <= 600 - 60
 
 
 def test_sigint_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
@@ -432,6 +472,11 @@ def test_a_warmup_as_long_as_the_run_is_said(tmp_path, caplog):
     (["data.polarity=1.5"], r"data.polarity=1.5 is invalid: expected 0 <= x <= 1"),
     (["train.own_draws=1.5"], r"train.own_draws=1.5 is invalid: expected 0 <= x <= 1"),
     (["train.own_draws=nan"], "train.own_draws=nan is invalid"),
+    (["train.own_draws=0.5", "train.own_draws_from=1"],
+     r"train.own_draws_from=1 is invalid: expected 0 <= x < 1"),
+    (["train.own_draws=0.5", "train.own_draws_from=nan"], "train.own_draws_from=nan is invalid"),
+    (["train.own_draws_from=0.5"],
+     r"train.own_draws_from=0.5 is invalid: expected 0 unless train.own_draws > 0"),
     # a gain would change a vocoder's audio but not the frames it is conditioned on
     (["condition=mel", "data.gain_db=3"], "data.gain_db=3.0 is invalid: expected 0 with "
                                           "condition=mel"),

@@ -176,6 +176,8 @@ class TrainConfig:
     own_draws: float = setting(0.0, "share of each crop's inputs after its context replaced by "
                                "the model's own draw there, given the crop's inputs before it "
                                "(one forward more a step; autoregressive families)")
+    own_draws_from: float = setting(0.0, "share of the run's steps trained on exact inputs "
+                                    "before train.own_draws begins (0 = from the first step)")
 
 
 @dataclass
@@ -385,6 +387,9 @@ def validate(cfg: Config) -> None:
     need(0.0 <= t.own_draws <= 1.0, "train.own_draws", t.own_draws, "0 <= x <= 1")
     need(t.own_draws == 0 or family.draws_targets, "train.own_draws", t.own_draws,
          f"0 with the {m.family} family (it draws no value from past ones)")
+    need(0.0 <= t.own_draws_from < 1.0, "train.own_draws_from", t.own_draws_from, "0 <= x < 1")
+    need(t.own_draws_from == 0 or t.own_draws > 0, "train.own_draws_from", t.own_draws_from,
+         "0 unless train.own_draws > 0 (it says when the own draws begin)")
     need(d.labels is None or d.kind == "folder", "data.labels", d.labels,
          "null unless data=folder")
     need(d.sample_rate >= 1000, "data.sample_rate", d.sample_rate, ">= 1000")

@@ -38,7 +38,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from . import formulation
 from .audio import write_wav
 from .augment import Augmentation
-from .budget import UNPLANNED, Budget, check_budget, recipe_gives_way
+from .budget import TIMED, UNPLANNED, Budget, check_budget, recipe_gives_way
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import (
     Config,
@@ -374,6 +374,8 @@ class Trainer:
         self.effective_batch = t.batch_size * t.grad_accum * world.size
         self.total_steps = t.max_steps  # the schedule's; UNPLANNED until a budget plans it
         self.budget: Budget | None = None
+        self.drawing = False  # whether this command's steps train on own draws yet
+        self.replan_at = -1  # a step where the time budget plans again outside validations
         self.lr = scaled_lr(o, self.effective_batch, t.batch_size)
         self.counters = Counters()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=tuple(o.betas),
@@ -538,8 +540,10 @@ class Trainer:
         if self.batches.own_draws > 0:
             log.info("own draws: %g%% of each crop's inputs after its context replaced by "
                      "the model's draw there from the crop's inputs before it, one forward "
-                     "more a step (train.own_draws); targets and validation exact",
-                     100 * self.batches.own_draws)
+                     "more a step (train.own_draws%s); targets and validation exact",
+                     100 * self.batches.own_draws,
+                     f", from {t.own_draws_from:g} of the run's steps on"
+                     if t.own_draws_from else "")
         log.info("lr: %.3g (optim.lr=%.3g, optim.lr_scaling=%s, base batch %d)", self.lr,
                  cfg.optim.lr, cfg.optim.lr_scaling, cfg.optim.lr_base_batch or t.batch_size)
         if self.total_steps != UNPLANNED and (note := warmup_note(cfg.optim.warmup_steps,
@@ -630,6 +634,7 @@ class Trainer:
                     with memory_advised(self.cfg, self.device, lambda: self._keep_steps(start)):
                         inputs, targets, labels, local, total, own = next(batches)
                         counters.draws += 1
+                        own = self._own_draws(own)
                         loss = self._accumulate(inputs, targets, labels, local, total,
                                                 autocast, own)
                     if not self._update():
@@ -640,6 +645,25 @@ class Trainer:
         finally:
             bar.close()
         return None
+
+    def _own_draws(self, own: OwnDraws | None) -> OwnDraws | None:
+        """The batch's own draws where this step trains on them: from the share
+        ``train.own_draws_from`` of the run's steps on (none before a time budget plans the
+        run's length). Where they begin, the log says so and a time budget plans again from
+        the dearer steps alone."""
+        t, step = self.cfg.train, self.counters.step
+        if own is None or step < t.own_draws_from * self.total_steps:
+            return None
+        if t.own_draws_from > 0 and not self.drawing:
+            log.info("step %d: training on own draws from here (train.own_draws_from=%g of %s "
+                     "steps)", step,
+                     t.own_draws_from, f"{self.total_steps:,}")
+            if self.budget is not None and self.total_steps != UNPLANNED:
+                self.replan_at = step + TIMED
+                if self.world.is_main:
+                    self.budget.retime(step)
+        self.drawing = True
+        return own
 
     def _keep_steps(self, start: int) -> str:
         """Save last.pt (rank 0) when this session made steps since ``start``, before the run
@@ -689,7 +713,8 @@ class Trainer:
                     bits = self._validate()
                 log.info("step %d: validation %s%.3f bits/sample", step, self.at_most, bits)
             planned = self.budget is not None and self.total_steps != UNPLANNED
-            if planned and step % t.val_every == 0 and step < self.total_steps:
+            due = step % t.val_every == 0 or step == self.replan_at
+            if planned and due and step < self.total_steps:
                 self._replan(bar)
             if main and step % t.checkpoint_every == 0:
                 self.checkpoint(self.last_path)
