@@ -98,15 +98,19 @@ class Budget:
         """The seconds of each validation that ended after ``tic``."""
         return [seconds for end, seconds in self.validations if end > tic]
 
+    def _validations_since_plan(self) -> tuple[list[float], float]:
+        """The seconds of each validation since the plan, and the measure of one: their
+        mean, or the plan's where none came since."""
+        since = self._validations_since(self.planned[0])
+        return since, sum(since) / len(since) if since else self.planned[2]
+
     def replan(self, step: int, val_every: int) -> Plan:
         """The run's length again at ``step``, from the seconds a step has taken since the
         plan (checkpoints included) and the mean of the validations since (``validating``),
         as ``plan`` counts them."""
-        when, at, validation_seconds = self.planned
+        when, at, _ = self.planned
         now = self.clock()
-        since = self._validations_since(when)
-        if since:
-            validation_seconds = sum(since) / len(since)
+        since, validation_seconds = self._validations_since_plan()
         step_seconds = (now - when - sum(since)) / max(1, step - at)
         left = self.minutes * 60 - (now - self.started)
         more = fitting_steps(left, step_seconds, validation_seconds, val_every)
@@ -116,7 +120,7 @@ class Budget:
         """From ``step`` on a step costs more (``train.own_draws`` begins): plans after it
         time only the steps since it. Returns the step at which to plan again (``TIMED``
         steps later) rather than wait for the next validation."""
-        self.planned = (self.clock(), step, self.planned[2])
+        self.planned = (self.clock(), step, self._validations_since_plan()[1])
         return step + TIMED
 
     def spent_minutes(self) -> float:
