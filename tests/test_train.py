@@ -473,7 +473,7 @@ def test_a_warmup_as_long_as_the_run_is_said(tmp_path, caplog):
     (["train.own_draws=1.5"], r"train.own_draws=1.5 is invalid: expected 0 <= x <= 1"),
     (["train.own_draws=nan"], "train.own_draws=nan is invalid"),
     (["train.own_draws=0.5", "train.own_draws_from=1"],
-     r"train.own_draws_from=1 is invalid: expected 0 <= x < 1"),
+     r"train.own_draws_from=1.0 is invalid: expected 0 <= x < 1"),
     (["train.own_draws=0.5", "train.own_draws_from=nan"], "train.own_draws_from=nan is invalid"),
     (["train.own_draws_from=0.5"],
      r"train.own_draws_from=0.5 is invalid: expected 0 unless train.own_draws > 0"),
