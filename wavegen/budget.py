@@ -9,9 +9,9 @@ shared 2-core machine timed 1.61 s a step in its window, then took 0.9-1.6 s a s
 4.4 s while other work shared its cores; a plan fixed at the start ends such a run early
 or late. So at each validation the run plans again from the steps since the plan
 (checkpoints included) and the validations since (``Budget.replan``), and the cosine decay
-goes on from the share done to the new end (``train.decay_done``). Where the steps become dearer
-(``train.own_draws_from``), the run plans again from the dearer steps alone soon after.
-A resumed run keeps its last plan.
+goes on from the share done to the new end (``train.decay_done``). Where the steps become
+dearer (``train.own_draws_from``), the run plans again from the dearer steps alone soon
+after. A resumed run keeps its last plan.
 """
 
 from __future__ import annotations
@@ -116,12 +116,11 @@ class Budget:
         more = fitting_steps(left, step_seconds, validation_seconds, val_every)
         return Plan(step + more, step, step_seconds, validation_seconds, left)
 
-    def retime(self, step: int) -> int:
+    def retime(self, step: int) -> None:
         """From ``step`` on a step costs more (``train.own_draws`` begins): plans after it
-        time only the steps since it. Returns the step at which to plan again (``TIMED``
-        steps later) rather than wait for the next validation."""
+        time only the steps since it (the run plans again ``TIMED`` steps later rather than
+        wait for the next validation)."""
         self.planned = (self.clock(), step, self._validations_since_plan()[1])
-        return step + TIMED
 
     def spent_minutes(self) -> float:
         return (self.clock() - self.started) / 60

@@ -656,8 +656,7 @@ class Trainer:
             return None
         if t.own_draws_from > 0 and not self.drawing:
             log.info("step %d: training on own draws from here (train.own_draws_from=%g of %s "
-                     "steps)", step,
-                     t.own_draws_from, f"{self.total_steps:,}")
+                     "steps)", step, t.own_draws_from, f"{self.total_steps:,}")
             if self.budget is not None and self.total_steps != UNPLANNED:
                 self.replan_at = step + TIMED
                 if self.world.is_main:
