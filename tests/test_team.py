@@ -193,3 +193,29 @@ def test_the_hint_names_the_threads_that_would_split_a_clip(two_small_cores, mon
     monkeypatch.setattr(team, "core_cache_bytes", lambda: 1024)
     timed_teams(monkeypatch, 1.0, 2.0)  # timed slower here: no hint
     assert family.sampling_hint(model, 1, None, "auto", "int8") is None
+
+
+def test_a_team_trial_goes_by_the_typical_timing_not_the_best(monkeypatch):
+    """On a shared 2-core AMD Zen 4 VM one fp32 clip on a team of two ran at 21.7 k
+    samples/s in some timings and 13-15 k in most, one thread steadily at 16.6-19.1 k: the
+    trial took the team from its fastest timing, and generation ran slower than alone.
+    Here the team's timings are one fast and four slow, alone's steady: the trial says
+    alone is faster."""
+    from wavegen.models.wavenet import fastcpu
+
+    clock = {"now": 0.0}
+    seconds = {"team": [0.05, 0.2, 0.2, 0.2, 0.2], "alone": [0.1] * 5}
+
+    class Engine:
+        def __init__(self, model, streams, threads, precision, frames, split):
+            self.name = "alone" if split is False else "team"
+            self.timings = iter(seconds[self.name])
+
+        def sample(self, first, uniforms, temperature):
+            if uniforms.shape[1] == teamtrial.STEPS:  # a timing; the warm-up takes no time
+                clock["now"] += next(self.timings)
+
+    monkeypatch.setattr(fastcpu, "FastCPUEngine", Engine)
+    monkeypatch.setattr(teamtrial.time, "perf_counter", lambda: clock["now"])
+    rates = teamtrial.measure(WaveNet.from_preset("tiny").eval(), 1, 2, "fp32")
+    assert rates == pytest.approx({"team": teamtrial.STEPS / 0.2, "alone": teamtrial.STEPS / 0.1})

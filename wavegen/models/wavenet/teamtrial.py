@@ -6,11 +6,15 @@ and what the team's meetings and repeated element-wise work cost. On a 2-core In
 Rapids (2 MB of L2, a slow L3 for one core) one fp32 ``small`` clip ran 2.5x faster over two
 cores; on a 2-core AMD Zen 3 (0.5 MB of L2, a fast L3) the same clip gained 1.3x, while bf16
 clips ran at 0.96x and two bf16 or int8 clips as one team at about half the speed of one
-thread per clip. So before the sampler takes a team it times both arrangements (three
-timings of 2,048 steps each, alternating, on a throwaway state: about a second), once per
-machine, model, precision, streams and threads (``~/.cache/wavegen/teams.json``), and takes
-the faster. The samples are the same bit for bit either way (``team.py``), so the choice
-only moves the speed.
+thread per clip. So before the sampler takes a team it times both arrangements (five
+timings of 2,048 steps each, alternating, on a throwaway state: about two seconds), once
+per machine, model, precision, streams and threads (``~/.cache/wavegen/teams.json``), and
+takes the one whose median timing is faster. The median, not the fastest timing: a team
+runs only as fast as its slowest core at each of its meetings, so on a shared machine its
+speed swings with what else runs there (one fp32 clip on a 2-core AMD Zen 4 VM: 21.7 k
+samples/s in some timings of a team of two, 13-15 k in most, where one thread ran 16.6-19.1 k
+throughout), and its best timing promised a speed its runs seldom had. The samples are the
+same bit for bit either way (``team.py``), so the choice only moves the speed.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from .model import WaveNet
 TABLE = "teams.json"
 STEPS = 2048  # samples a stream draws in one timing (half the sampler's chunk): 0.1 s
 WARM_UP = 256  # samples drawn first by each (loads the compiled loops, touches the pages)
-ROUNDS = 3  # timings of each arrangement, alternating; the fastest counts (a moment of
-# another program on a core slows a timing, nothing speeds one)
+ROUNDS = 5  # timings of each arrangement, alternating; their median counts (``typical``)
+RULE = "median of 5"  # part of the cache key: rates kept under an earlier rule are timed again
 
 
 def cache_key(model: WaveNet, streams: int, threads: int, precision: str) -> str:
@@ -42,12 +46,19 @@ def cache_key(model: WaveNet, streams: int, threads: int, precision: str) -> str
     return json.dumps({
         "cpu": cpu_name(), "target": kernels.target(), "l2": team.core_cache_bytes(),
         "numba": numba.__version__, "model": asdict(model.config), "precision": precision,
-        "streams": streams, "threads": threads}, sort_keys=True, default=str)
+        "streams": streams, "threads": threads, "rule": RULE}, sort_keys=True, default=str)
+
+
+def typical(seconds: list[float]) -> float:
+    """The seconds of a timing that stand for an arrangement's speed: the median of its
+    timings (an arrangement whose speed swings is taken at its middle, not its best)."""
+    return float(np.median(seconds))
 
 
 def measure(model: WaveNet, streams: int, threads: int, precision: str) -> dict[str, float]:
     """Samples/s of ``streams`` streams drawn on ``threads`` threads by the team that
-    ``team.team_size`` proposes ("team") and by one thread per stream ("alone")."""
+    ``team.team_size`` proposes ("team") and by one thread per stream ("alone"), each at
+    its ``typical`` timing."""
     from .fastcpu import FastCPUEngine
 
     frames = torch.zeros(streams, 1, model.features.n_mels) if model.local else None
@@ -64,7 +75,7 @@ def measure(model: WaveNet, streams: int, threads: int, precision: str) -> dict[
             tic = time.perf_counter()
             engine.sample(first, uniforms, 1.0)
             seconds[name].append(time.perf_counter() - tic)
-    return {name: streams * STEPS / min(s) for name, s in seconds.items()}
+    return {name: streams * STEPS / typical(s) for name, s in seconds.items()}
 
 
 def rates(model: WaveNet, streams: int, threads: int,
