@@ -1,6 +1,8 @@
 """Streams' products split over a team of threads (``team.py``): the same logits, samples
 and state as one thread, bit for bit, and the rule that decides when a team is formed."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -219,3 +221,21 @@ def test_a_team_trial_goes_by_the_typical_timing_not_the_best(monkeypatch):
     monkeypatch.setattr(teamtrial.time, "perf_counter", lambda: clock["now"])
     rates = teamtrial.measure(WaveNet.from_preset("tiny").eval(), 1, 2, "fp32")
     assert rates == pytest.approx({"team": teamtrial.STEPS / 0.2, "alone": teamtrial.STEPS / 0.1})
+
+
+def test_info_counts_only_the_cases_timed_under_the_current_rule(two_small_cores):
+    """Rates kept by the earlier rule (the fastest of three) are timed again, not used: `wavegen
+    info` counts only those of the current rule."""
+    from wavegen.family import get_family
+
+    model = WaveNet.from_preset("tiny").eval()
+    machinecache.path(teamtrial.TABLE).unlink(missing_ok=True)
+    key = json.loads(teamtrial.cache_key(model, 1, 2, "fp32"))
+    old_key = json.dumps({k: v for k, v in key.items() if k != "rule"}, sort_keys=True)
+    machinecache.store(teamtrial.TABLE, old_key, {"team": 2.0, "alone": 1.0})
+    note = next(n for n in get_family("wavenet").host_notes() if "L2 per core" in n)
+    assert "0 of 0 cases timed faster with the team" in note
+    machinecache.store(teamtrial.TABLE, teamtrial.cache_key(model, 1, 2, "fp32"),
+                       {"team": 2.0, "alone": 1.0})
+    note = next(n for n in get_family("wavenet").host_notes() if "L2 per core" in n)
+    assert "1 of 1 cases timed faster with the team" in note

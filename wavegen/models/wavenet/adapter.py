@@ -75,11 +75,10 @@ class WaveNetFamily(Family):
         bf16 = ("native (vdpbf16ps)" if native_bf16()
                 else "no AVX512_BF16: pairs widened for one clip per thread, fp32 products "
                      "of the rounded values for more")
-        from .teamtrial import TABLE
+        from .teamtrial import TABLE, timed_cases
 
         cache = core_cache_bytes()
-        timed = [r for r in machinecache.read(TABLE).values()
-                 if isinstance(r, dict) and {"team", "alone"} <= set(r)]
+        timed = timed_cases()
         team = ("L2 per core unknown: a clip is never split over threads" if cache is None
                 else f"L2 per core {cache / (1 << 20):g} MB: as many threads as clips or "
                      f"more split the clips' products over them where the weights are larger "

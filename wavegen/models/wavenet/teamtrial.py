@@ -49,6 +49,21 @@ def cache_key(model: WaveNet, streams: int, threads: int, precision: str) -> str
         "streams": streams, "threads": threads, "rule": RULE}, sort_keys=True, default=str)
 
 
+def timed_cases() -> list[dict[str, float]]:
+    """The rates this machine keeps under the current rule (``RULE``), one per case timed."""
+    return [rates for key, rates in machinecache.read(TABLE).items()
+            if isinstance(rates, dict) and {"team", "alone"} <= set(rates)
+            and _rule(key) == RULE]
+
+
+def _rule(key: str) -> str | None:
+    """The rule a kept key was timed under (None: the first rule, fastest of three)."""
+    try:
+        return json.loads(key).get("rule")
+    except (ValueError, AttributeError):
+        return None
+
+
 def typical(seconds: list[float]) -> float:
     """The seconds of a timing that stand for an arrangement's speed: the median of its
     timings (an arrangement whose speed swings is taken at its middle, not its best)."""
