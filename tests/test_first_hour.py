@@ -171,7 +171,8 @@ def test_a_recipe_gives_the_hour_of_a_cpu_and_what_is_typed_beside_it_wins():
     assert (speech.data.gain_db, speech.data.polarity, speech.data.input_noise) == (6, 0.5, 0)
     assert (speech.train.max_minutes, speech.train.keep_checkpoints) == (60, True)
     music = compose_config("recipe=music", "data.root=.")
-    assert (music.data.sample_rate, music.data.input_noise, music.data.gain_db) == (16000, 1, 0)
+    assert (music.data.sample_rate, music.data.input_noise, music.data.gain_db,
+            music.data.polarity) == (16000, 1, 6, 0.5)
     typed = compose_config("recipe=speech", "data.root=.", "data.sample_rate=16000",
                            "model=tiny", "optim.ema_decay=0")
     assert (typed.data.sample_rate, typed.model.preset, typed.optim.ema_decay) == \
