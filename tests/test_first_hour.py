@@ -170,9 +170,10 @@ def test_a_recipe_gives_the_hour_of_a_cpu_and_what_is_typed_beside_it_wins():
         ("small", "folder", 8000)
     assert (speech.data.gain_db, speech.data.polarity, speech.data.input_noise) == (6, 0.5, 0)
     assert (speech.train.max_minutes, speech.train.keep_checkpoints) == (60, True)
+    assert (speech.train.example_temperature, speech.train.example_top_p) == (1.05, 1)
     music = compose_config("recipe=music", "data.root=.")
     assert (music.data.sample_rate, music.data.input_noise, music.data.gain_db,
-            music.data.polarity) == (16000, 1, 6, 0.5)
+            music.data.polarity, music.train.example_temperature) == (16000, 1, 6, 0.5, 1)
     typed = compose_config("recipe=speech", "data.root=.", "data.sample_rate=16000",
                            "model=tiny", "optim.ema_decay=0")
     assert (typed.data.sample_rate, typed.model.preset, typed.optim.ema_decay) == \
@@ -192,6 +193,7 @@ def test_a_recipe_trains_for_the_steps_typed_beside_it_and_resumes_only_as_itsel
     assert "time budget" not in done.stdout
     assert "recipe: speech (conf/recipe/speech.yaml; a setting typed beside it wins)" in \
         done.stdout
+    assert "sampling: temperature 1.05, top-p 1 (train.example_temperature" in done.stdout
     one_line_error(wavegen("train", "recipe=music", "model=tiny",
                            "model.layers_per_stack=4", "name=voice", "train.resume=true",
                            "train.max_steps=6", cwd=tmp_path),
@@ -372,6 +374,37 @@ def test_generate_never_replaces_earlier_clips_unless_asked(tmp_path, checkpoint
     run("--overwrite", "--seed", "2")
     assert len(list((tmp_path / "generated").glob("*.wav"))) == 4
     assert (tmp_path / "generated" / "sample_000.wav").read_bytes() != first
+
+
+def test_a_model_samples_at_its_runs_temperature_unless_told_otherwise(tmp_path):
+    from wavegen import generate, load_checkpoint
+    from wavegen.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+    from wavegen.train import train
+
+    run = train(compose_config(*FAST, f"out_dir={tmp_path}", "train.example_temperature=1.3"))
+    model = load_checkpoint(run["checkpoint"])
+    assert model.sampling_rule == (1.3, 1.0)
+    drawn = generate(model, n=2, num_samples=300, seed=0)
+    assert torch.equal(drawn, generate(model, n=2, num_samples=300, temperature=1.3, seed=0))
+    assert not torch.equal(drawn, generate(model, n=2, num_samples=300, temperature=1, seed=0))
+
+    def clip(*extra):
+        done = wavegen("generate", run["checkpoint"], "--samples", "300", "--seed", "0",
+                       "-o", "out", "--overwrite", *extra, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return (tmp_path / "out" / "sample_000.wav").read_bytes(), done.stderr
+
+    default, said = clip()
+    assert "sampling at --temperature 1.3: the rule of the run" in said
+    typed, quiet = clip("--temperature", "1.3")
+    assert default == typed and "sampling at" not in quiet
+    assert clip("--temperature", "1")[0] != default
+    data = read_checkpoint(run["checkpoint"])
+    data["config"]["train"]["example_temperature"] = -1.0
+    save_checkpoint(tmp_path / "bad.pt", {k: v for k, v in data.items()
+                                          if k not in ("format_version", "checksum")})
+    with pytest.raises(CheckpointError, match=r"bad.pt: config.train.example_temperature=-1.0"):
+        load_checkpoint(tmp_path / "bad.pt")
 
 
 def test_the_generate_summary_gives_the_progress_bars_speed(checkpoint):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 from dataclasses import asdict, fields
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import sampling
 from .config import (
     ConditionConfig,
     Config,
@@ -207,7 +209,27 @@ def model_from_checkpoint(data: dict, use_ema: bool = True,
     if prior is not None and (not isinstance(prior, list) or len(prior) != len(model.labels)):
         raise CheckpointError(f"{path}: label_prior does not match the labels")
     model.label_prior = prior
+    model.sampling_rule = run_sampling_rule(data, path)
     return model
+
+
+def run_sampling_rule(data: dict, path: str | os.PathLike = "checkpoint") -> tuple[float, float]:
+    """(temperature, top_p) of the run that wrote a checkpoint dict (its config's
+    ``train.example_temperature`` and ``train.example_top_p``), the defaults of
+    ``wavegen.sampling`` where it names none. Raises CheckpointError naming a bad value."""
+    config = data.get("config")
+    train = config.get("train") if isinstance(config, dict) else None
+    train = train if isinstance(train, dict) else {}
+    rule = []
+    for key, default, ok, want in (
+            ("example_temperature", sampling.TEMPERATURE, lambda v: math.isfinite(v) and v >= 0,
+             "a finite number >= 0"),
+            ("example_top_p", sampling.TOP_P, lambda v: 0 < v <= 1, "0 < x <= 1")):
+        value = train.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
+            raise CheckpointError(f"{path}: config.train.{key}={value!r} is not {want}")
+        rule.append(float(value))
+    return rule[0], rule[1]
 
 
 def load_checkpoint(

@@ -235,6 +235,7 @@ def generate_main(argv: list[str]) -> int:
     _refuse_vocoder(model, "generate")
     labels = _stream_labels(args.label, args.n, model.labels)
     _check_labels(model, labels, args.n)
+    _run_rule("generate", model, args)
     _check_sampling(model, args.top_p, args.prime, args.backend, args.precision, args.threads)
     if args.include_prime and not args.prime:
         raise OptionError("--include-prime writes the prime before each clip: it needs "
@@ -329,14 +330,31 @@ def _warn_silent(paths: list, clips, sample_rate: int, top_p: float) -> None:
 
 
 def sampling_options(p: argparse.ArgumentParser) -> None:
-    """--temperature and --top-p, with the defaults of ``wavegen.sampling``."""
-    p.add_argument("--temperature", type=nonnegative_float, default=sampling.TEMPERATURE,
-                   help="softmax temperature; 0 = always the most likely sample "
-                        f"(default {sampling.TEMPERATURE:g})")
-    p.add_argument("--top-p", type=share, default=sampling.TOP_P, metavar="P",
+    """--temperature and --top-p; left out, the model's run's (``_run_rule``)."""
+    p.add_argument("--temperature", type=nonnegative_float, default=None,
+                   help="softmax temperature; 0 = always the most likely sample (default: "
+                        "the run's train.example_temperature, which its recipe or command "
+                        f"set, else {sampling.TEMPERATURE:g})")
+    p.add_argument("--top-p", type=share, default=None, metavar="P",
                    help="nucleus sampling: draw among the most likely samples that hold this "
                         f"share of the probability, while the clip is louder than "
-                        f"{sampling.QUIET_DBFS:g} dBFS; 1 = all (default {sampling.TOP_P:g})")
+                        f"{sampling.QUIET_DBFS:g} dBFS; 1 = all (default: the run's "
+                        f"train.example_top_p, else {sampling.TOP_P:g})")
+
+
+def _run_rule(command: str, model, args: argparse.Namespace) -> None:
+    """Fill --temperature and --top-p left out with the rule of the run that trained the
+    model, and say so on stderr where that is not the defaults of ``wavegen.sampling``."""
+    run = sampling.run_rule(model)
+    taken = [f"{option} {value:g}" for option, value, typed, default in (
+        ("--temperature", run[0], args.temperature, sampling.TEMPERATURE),
+        ("--top-p", run[1], args.top_p, sampling.TOP_P)) if typed is None and value != default]
+    args.temperature, args.top_p = sampling.chosen(model, args.temperature, args.top_p)
+    if taken:
+        print(f"wavegen {command}: sampling at {', '.join(taken)}: the rule of the run that "
+              f"trained the model (train.example_temperature, train.example_top_p; "
+              f"--temperature {sampling.TEMPERATURE:g} --top-p {sampling.TOP_P:g} draws from "
+              f"the model's own distribution)", file=sys.stderr)
 
 
 def weights_option(p: argparse.ArgumentParser) -> None:
@@ -570,6 +588,7 @@ def quality_main(argv: list[str]) -> int:
     model = load_checkpoint(args.checkpoint, use_ema=not args.raw_weights)
     _refuse_vocoder(model, "quality")
     _check_labels(model, args.label, 1)
+    _run_rule("quality", model, args)
     _check_sampling(model, args.top_p, None, "auto")
     _check_room(f"-n {args.n} --seconds {args.seconds:g}", 2 * args.n,
                 round((args.prime_seconds + args.seconds) * model.sample_rate), args.out_dir)

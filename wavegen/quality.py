@@ -268,10 +268,11 @@ def reference_problem(reference: list[np.ndarray], count: int, prime_seconds: fl
 
 
 def evaluate(model, reference: list[np.ndarray], count: int = 4, seconds: float = 3.0,
-             prime_seconds: float = 1.0, temperature: float = 1.0, seed: int = 0,
-             label=None, progress: bool = False, top_p: float = sampling.TOP_P) -> dict:
+             prime_seconds: float = 1.0, temperature: float | None = None, seed: int = 0,
+             label=None, progress: bool = False, top_p: float | None = None) -> dict:
     """Generate ``count`` clips from scratch and ``count`` continuations of primes cut from
     the reference (held-out audio at the model's rate), and measure both against it.
+    ``temperature`` and ``top_p``: None = the model's run's (``wavegen.sampling.run_rule``).
 
     Returns {"unconditional": figures, "continuation": figures + "lasts_seconds" (one per
     continuation, ``survival_seconds``), "clips": (count, T) audio, "continuations":

@@ -53,8 +53,8 @@ def generate(
     model: nn.Module,
     n: int = 1,
     num_samples: int = 16000,
-    temperature: float = sampling.TEMPERATURE,
-    top_p: float = sampling.TOP_P,
+    temperature: float | None = None,
+    top_p: float | None = None,
     quiet_dbfs: float = sampling.QUIET_DBFS,
     seed: int | None = None,
     prime: np.ndarray | torch.Tensor | None = None,
@@ -72,10 +72,12 @@ def generate(
     Args:
         model: a model of any family (``wavegen.family``), e.g. a WaveNet; its device is
             used by the torch backend.
-        temperature: softmax temperature; 0 picks the most likely class (argmax).
+        temperature: softmax temperature; 0 picks the most likely class (argmax); None =
+            the model's run's (``train.example_temperature``, kept in its checkpoint), or 1.
         top_p: nucleus sampling: draw only among the most probable classes that together
             hold this share of the (tempered) probability; 1 = the whole distribution
-            (``wavegen.sampling`` says why the default is below 1).
+            (``wavegen.sampling`` says why the default is 1); None = the model's run's
+            (``train.example_top_p``), or 1.
         quiet_dbfs: the nucleus applies while a stream's level (its RMS over the last
             ~32 ms, a prime counting) is above this; a quieter stream draws from the whole
             distribution, so that it can start a sound (the nucleus of silence is silence).
@@ -130,6 +132,7 @@ def generate(
                          f"the usable CPUs), got {threads!r}")
     if n < 1 or num_samples < 0:
         raise ValueError(f"need n >= 1 and num_samples >= 0, got n={n}, num_samples={num_samples}")
+    temperature, top_p = sampling.chosen(model, temperature, top_p)
     if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if not 0 < top_p <= 1:

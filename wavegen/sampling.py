@@ -10,9 +10,26 @@ audible: while its level (an exponential average of its squared amplitudes over
 distribution. It stays opt-in (``TOP_P`` = 1): it made one model's continuations tonal and
 another's fall silent (the README's sampling section has the measurements), so
 ``wavegen quality --top-p`` is the way to choose it for a model.
+
+A trained model samples by its run's rule unless told otherwise: ``train.example_temperature``
+and ``train.example_top_p``, which its examples and sample checks used and its checkpoints
+keep (``run_rule``); a model that no run describes, by the defaults below.
 """
 
 TEMPERATURE = 1.0
 TOP_P = 1.0
 QUIET_DBFS = -50.0  # level below which a stream draws from the whole distribution
 LEVEL_SECONDS = 0.032  # time constant of a stream's level
+
+
+def run_rule(model) -> tuple[float, float]:
+    """(temperature, top_p) that ``model`` samples at when a caller names neither: its
+    training run's (``model.sampling_rule``, set from a checkpoint), else the defaults."""
+    return getattr(model, "sampling_rule", (TEMPERATURE, TOP_P))
+
+
+def chosen(model, temperature: float | None, top_p: float | None) -> tuple[float, float]:
+    """The rule a call samples by: what it names, the model's run's rule for the rest."""
+    run_temperature, run_top_p = run_rule(model)
+    return (run_temperature if temperature is None else temperature,
+            run_top_p if top_p is None else top_p)

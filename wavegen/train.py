@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import formulation
+from . import formulation, sampling
 from .audio import write_wav
 from .augment import Augmentation
 from .budget import TIMED, UNPLANNED, Budget, check_budget, recipe_gives_way
@@ -544,6 +544,12 @@ class Trainer:
                      100 * self.batches.own_draws,
                      f", from {t.own_draws_from:g} of the run's steps on"
                      if t.own_draws_from else "")
+        if (t.example_temperature, t.example_top_p) != (sampling.TEMPERATURE, sampling.TOP_P):
+            log.info("sampling: temperature %g, top-p %g (train.example_temperature, "
+                     "train.example_top_p): the examples, the sample checks, and `wavegen "
+                     "generate` and `wavegen quality` on this run's checkpoints unless told "
+                     "otherwise; validation and scoring use the model's own distribution",
+                     t.example_temperature, t.example_top_p)
         log.info("lr: %.3g (optim.lr=%.3g, optim.lr_scaling=%s, base batch %d)", self.lr,
                  cfg.optim.lr, cfg.optim.lr_scaling, cfg.optim.lr_base_batch or t.batch_size)
         if self.total_steps != UNPLANNED and (note := warmup_note(cfg.optim.warmup_steps,
