@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import tempfile
 from dataclasses import asdict, fields
@@ -26,6 +25,7 @@ from .config import (
     DataConfig,
     ModelConfig,
     OptimConfig,
+    check_sampling_rule,
     validate,
 )
 from .errors import WavegenError, writing
@@ -220,16 +220,16 @@ def run_sampling_rule(data: dict, path: str | os.PathLike = "checkpoint") -> tup
     config = data.get("config")
     train = config.get("train") if isinstance(config, dict) else None
     train = train if isinstance(train, dict) else {}
-    rule = []
-    for key, default, ok, want in (
-            ("example_temperature", sampling.TEMPERATURE, lambda v: math.isfinite(v) and v >= 0,
-             "a finite number >= 0"),
-            ("example_top_p", sampling.TOP_P, lambda v: 0 < v <= 1, "0 < x <= 1")):
-        value = train.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
-            raise CheckpointError(f"{path}: config.train.{key}={value!r} is not {want}")
-        rule.append(float(value))
-    return rule[0], rule[1]
+    rule = (train.get("example_temperature", sampling.TEMPERATURE),
+            train.get("example_top_p", sampling.TOP_P))
+    for key, value in zip(("example_temperature", "example_top_p"), rule, strict=True):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CheckpointError(f"{path}: config.train.{key}={value!r} is not a number")
+    try:
+        check_sampling_rule(*rule)
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: {str(err).replace('config key ', 'config.')}") from None
+    return float(rule[0]), float(rule[1])
 
 
 def load_checkpoint(

@@ -359,6 +359,14 @@ _ALLOWED = {
 }
 
 
+def check_sampling_rule(temperature: float, top_p: float) -> None:
+    """A run's sampling rule (``train.example_temperature``, ``train.example_top_p``) in
+    range; raises ConfigError naming the key."""
+    need(math.isfinite(temperature) and temperature >= 0, "train.example_temperature",
+         temperature, "a finite number >= 0")
+    need(0 < top_p <= 1, "train.example_top_p", top_p, "0 < x <= 1")
+
+
 def validate(cfg: Config) -> None:
     """Range checks that types cannot express. Raises ConfigError naming the key."""
 
@@ -441,9 +449,7 @@ def validate(cfg: Config) -> None:
          "train.sample_check_seconds", t.sample_check_seconds, "a finite number > 0")
     need(math.isfinite(t.example_seconds) and t.example_seconds >= 0, "train.example_seconds",
          t.example_seconds, "a finite number >= 0")
-    need(math.isfinite(t.example_temperature) and t.example_temperature >= 0,
-         "train.example_temperature", t.example_temperature, "a finite number >= 0")
-    need(0 < t.example_top_p <= 1, "train.example_top_p", t.example_top_p, "0 < x <= 1")
+    check_sampling_rule(t.example_temperature, t.example_top_p)
     need(t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1")
     need(0 <= t.seed < 2**64, "train.seed", t.seed, "an integer in [0, 2^64)")
     need(o.lr_base_batch is None or o.lr_base_batch >= 1, "optim.lr_base_batch",
