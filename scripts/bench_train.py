@@ -14,8 +14,13 @@ per layer), "r9y9-style" the layout of r9y9/wavenet_vocoder (a Conv1d padded on 
 and cut to causal, a 1x1 skip conv per layer summed). Each variant runs in its own process
 so that its peak memory is its own.
 
+On a shared machine whose speed drifts from minute to minute, ``--rounds N`` runs the
+variants N times in turn and reports each variant's median round, with its ratios to the
+references taken within each round (median, and the range over the rounds).
+
     python scripts/bench_train.py                      # small, batch 4 x 8000, 2 threads
     python scripts/bench_train.py --variants r9y9-style wavegen --steps 3 --json out.jsonl
+    python scripts/bench_train.py --variants r9y9-style wavegen wavegen-bf16 --rounds 3
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import time
 
 import torch
@@ -192,6 +198,9 @@ def main() -> None:
                    help="timed steps for bf16/fp16 on a CPU without native support (slow)")
     p.add_argument("--variants", nargs="+", help=f"default: {' '.join(CPU_VARIANTS)} on "
                    f"cpu; {' '.join(CUDA_VARIANTS)} on cuda")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the variants this many times in turn; report medians over "
+                   "the rounds, each ratio taken within its round")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default=None, help="default: cpu, and cuda too when present")
     p.add_argument("--json", help="append JSON lines here")
@@ -204,34 +213,60 @@ def main() -> None:
 
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available()
                                                            else [])
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     rows = []
-    for device in devices:
-        for variant in args.variants or (CUDA_VARIANTS if device.startswith("cuda")
-                                         else CPU_VARIANTS):
-            slow = device == "cpu" and ("bf16" in variant or "fp16" in variant) and \
-                not cpu_has_native_bf16()
-            row = run_child(__file__, "--variant", variant, "--device", device,
-                            "--preset", args.preset, "--batch", str(args.batch), "--segment",
-                            str(args.segment),
-                            "--steps", str(args.slow_steps if slow else args.steps),
-                            "--threads", str(args.threads), "--allocator", args.allocator)
-            rows.append(row)
-            emit(row, args.json)
+    for _ in range(args.rounds):
+        for device in devices:
+            for variant in args.variants or (CUDA_VARIANTS if device.startswith("cuda")
+                                             else CPU_VARIANTS):
+                slow = device == "cpu" and ("bf16" in variant or "fp16" in variant) and \
+                    not cpu_has_native_bf16()
+                row = run_child(__file__, "--variant", variant, "--device", device,
+                                "--preset", args.preset, "--batch", str(args.batch),
+                                "--segment", str(args.segment),
+                                "--steps", str(args.slow_steps if slow else args.steps),
+                                "--threads", str(args.threads),
+                                "--allocator", args.allocator)
+                # a variant named twice in --variants counts as one more round of it
+                row["round"] = sum((r["device"], r["variant"]) == (device, variant)
+                                   for r in rows)
+                rows.append(row)
+                emit(row, args.json)
 
     print(f"\n{args.preset}, batch {args.batch} x {args.segment} targets, {args.threads} threads"
           f"; CPU: {cpu_name()}, torch {torch.__version__}, capability "
-          f"{torch.backends.cpu.get_cpu_capability()}; allocator: {args.allocator}")
+          f"{torch.backends.cpu.get_cpu_capability()}; allocator: {args.allocator}"
+          + (f"; medians of {args.rounds} rounds (ratios: median within a round, and range)"
+             if args.rounds > 1 else ""))
     print("| device | variant | samples/s | step (s) | peak memory (MB) | vs reference | "
           "vs r9y9-style |")
     print("|---|---|---|---|---|---|---|")
-    for row in rows:
+    for line in summary(rows):
+        print(line)
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """One table line per device and variant (in their first round's order): the median of
+    its rounds' rates and steps, its largest peak memory, and its ratio to each reference
+    in the same round (median, with the range where there are several rounds)."""
+    keys = list(dict.fromkeys((r["device"], r["variant"]) for r in rows))
+    lines = []
+    for device, variant in keys:
+        mine = {r["round"]: r for r in rows if (r["device"], r["variant"]) == (device, variant)}
         ratios = []
         for name in REFERENCES:
-            ref = next((r for r in rows if r["device"] == row["device"] and
-                        r["variant"] == name), None)
-            ratios.append(f"{row['samples_per_s'] / ref['samples_per_s']:.2f}x" if ref else "-")
-        print(f"| {row['device']} | {row['variant']} | {row['samples_per_s']:,.0f} | "
-              f"{row['step_s']:.2f} | {row['peak_memory_mb']:,.0f} | {' | '.join(ratios)} |")
+            within = [row["samples_per_s"] / ref["samples_per_s"]
+                      for ref in rows if (ref["device"], ref["variant"]) == (device, name)
+                      for row in [mine.get(ref["round"])] if row is not None]
+            ratios.append("-" if not within else f"{statistics.median(within):.2f}x" + (
+                f" ({min(within):.2f}-{max(within):.2f})" if len(within) > 1 else ""))
+        rate = statistics.median(r["samples_per_s"] for r in mine.values())
+        step = statistics.median(r["step_s"] for r in mine.values())
+        peak = max(r["peak_memory_mb"] for r in mine.values())
+        lines.append(f"| {device} | {variant} | {rate:,.0f} | {step:.2f} | {peak:,.0f} | "
+                     f"{' | '.join(ratios)} |")
+    return lines
 
 
 def cpu_has_native_bf16() -> bool:
