@@ -16,6 +16,7 @@ from conftest import randomize_biases
 from wavegen import WaveNet, generate
 from wavegen.models.flow.model import Flow
 from wavegen.models.wavenet import fastcpu, kernels
+from wavegen.models.wavenet import model as wavenet_model
 from wavegen.models.wavenet.fastcpu import FastCPUEngine
 
 
@@ -247,7 +248,7 @@ def test_sampling_loop_makes_no_blas_call():
                                               ("tiny", {"kernel_size": 3}),
                                               ("tiny", {"mixtures": 4})])
 def test_reduced_precision_loop_equals_the_forward_of_the_rounded_model(preset, overrides,
-                                                                        precision):
+                                                                        precision, monkeypatch):
     """What ``--precision bf16|int8`` computes is the model with its products' weights and
     inputs rounded to bf16 or quantized to int8 (``at_precision``), from the silence state
     on: as near to that model's float64 forward as torch's float32 forward of it is.
@@ -259,21 +260,34 @@ def test_reduced_precision_loop_equals_the_forward_of_the_rounded_model(preset, 
     of a few such events and moves with the CPU's float32 sums (the loop's mixture model met
     2.3x torch's on an Emerald Rapids and under 1.5x on a Zen 4): the typical output (the
     median) is held to torch's error, the mean to a looser bound. A loop that computed the
-    unrounded model is off by 1.75x torch's median error (``small``) to 1000x (``tiny``)."""
+    unrounded model is off by 1.75x torch's median error (``small``) to 1000x (``tiny``).
+
+    torch's float32 error is the larger of two float32 forwards, with the network's
+    compiled gates (``gate.py``) and with torch's tanh and sigmoid: int8's neighbouring
+    values make it move by up to 2.7x between two such forwards of ``small``."""
     model = WaveNet.from_preset(preset, **overrides).eval()
     randomize_biases(model)
     x = torch.randint(0, 256, (5, 300))
-    rounded = fastcpu.at_precision(model, precision)
+
+    def forward(dtype=torch.float32) -> np.ndarray:
+        with torch.no_grad():
+            rounded = fastcpu.at_precision(model, precision).to(dtype)
+            return rounded(x).transpose(1, 2).numpy()
+
+    exact, expected = forward(torch.float64), forward()
+    monkeypatch.setattr(wavenet_model, "gated", lambda a: torch.tanh(a.chunk(2, -1)[0])
+                        * torch.sigmoid(a.chunk(2, -1)[1]))
+    other = forward()
+    monkeypatch.undo()
     with torch.no_grad():
-        expected = rounded(x).transpose(1, 2).numpy()
-        exact = rounded.double()(x).transpose(1, 2).numpy()
         unrounded = model(x).transpose(1, 2).numpy()
     inputs = model.shift_with_silence(x)[:, model.receptive_field - 1 :].numpy()
     engine = FastCPUEngine(model, 5, threads=2, precision=precision)
     got = np.concatenate([engine.feed(inputs[:, :101]), engine.feed(inputs[:, 101:])], axis=1)
-    error, error_torch = np.abs(got - exact), np.abs(expected - exact)
-    assert np.median(error) <= 1.5 * np.median(error_torch) + 1e-8
-    assert error.mean() <= 3 * error_torch.mean() + 1e-6
+    error = np.abs(got - exact)
+    errors_torch = [np.abs(e - exact) for e in (expected, other)]
+    assert np.median(error) <= 1.5 * max(np.median(e) for e in errors_torch) + 1e-8
+    assert error.mean() <= 3 * max(e.mean() for e in errors_torch) + 1e-6
     if preset == "tiny":
         assert np.abs(got - expected).mean() < 0.1 * np.abs(got - unrounded).mean()
 

@@ -33,6 +33,7 @@ import torch
 
 from ... import mulaw
 from . import kernels, pages, streaming, team
+from .activations import tanh
 from .kernels import matmul, power_of_two, prefetch
 from .mixture import LOG_SCALE_MIN
 from .model import WaveNet
@@ -231,24 +232,6 @@ class RingState:
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _tanh(x):
-    """tanh in float32 arithmetic as a rational function (the approximation Eigen uses,
-    |error| < 4e-7): no library call, so loops over it vectorise."""
-    x = min(max(x, np.float32(-7.90531110763549805)), np.float32(7.90531110763549805))
-    x2 = x * x
-    p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
-    p = p * x2 + np.float32(-8.60467152213735e-11)
-    p = p * x2 + np.float32(5.12229709037114e-08)
-    p = p * x2 + np.float32(1.48572235717979e-05)
-    p = p * x2 + np.float32(6.37261928875436e-04)
-    p = p * x2 + np.float32(4.89352455891786e-03)
-    q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
-    q = q * x2 + np.float32(2.26843463243900e-03)
-    q = q * x2 + np.float32(4.89352518554385e-03)
-    return x * p / q
-
-
-@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _exp(x):
     """exp(x) in float64 arithmetic for x <= 0 (0 below -708), relative error under
     3e-14, with no library call, so that the draw's loop over the classes vectorises (2x
@@ -353,7 +336,7 @@ def _step(x, weights, conv_b, feats, ring, t, scratch, team):
             for j in range(half):  # tanh(f) * sigmoid(g), sigmoid(g) = (1 + tanh(g/2)) / 2
                 f = ab[j] + cb[j]
                 g = np.float32(0.5) * (ab[half + j] + cb[half + j])
-                zb[j] = _tanh(f) * (np.float32(0.5) + np.float32(0.5) * _tanh(g))
+                zb[j] = tanh(f) * (np.float32(0.5) + np.float32(0.5) * tanh(g))
         # (B, R + S); the last layer's residual goes unused
         if team is None:
             matmul(z, out_w[layer], y, words, scales)

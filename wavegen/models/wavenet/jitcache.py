@@ -18,7 +18,8 @@ import numba
 from llvmlite import binding
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("kernels.py", "team.py", "fastcpu.py")  # the files with cached functions
+# the files with cached functions
+SOURCES = ("kernels.py", "team.py", "activations.py", "fastcpu.py")
 
 
 def sources_digest(folder: Path = HERE) -> bytes:

@@ -24,6 +24,7 @@ from ...family import FamilyModel
 from ...features import MelSettings
 from ...mulaw import silence_class
 from .config import WaveNetConfig
+from .gate import gated
 from .mixture import mixture_log_prob, mixture_logits
 from .upsample import Upsampler
 
@@ -101,8 +102,7 @@ class ResidualLayer(nn.Module):
         a = self.conv(taps)  # (B, T, gate)
         if cond is not None:  # (B, G) for the whole tile, or (B, T, G) per sample
             a = a + (cond.unsqueeze(1) if cond.dim() == 2 else cond)
-        filt, gate = a.chunk(2, dim=-1)
-        z = torch.tanh(filt) * torch.sigmoid(gate)  # (B, T, gate/2)
+        z = gated(a)  # (B, T, gate/2): tanh of the first half times sigmoid of the second
         tail = z[:, z.shape[1] - num_skip:]
         if not need_residual:
             return None, tail

@@ -1,0 +1,60 @@
+"""The gate's arithmetic compiled by numba, shared by the network's gates on CPU float32
+tensors (``gate.py``) and the sampling loop (``fastcpu.py``): one formula for both."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from . import jitcache
+
+jitcache.install()  # before the first cached function below
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def tanh(x):
+    """tanh in float32 arithmetic as a rational function (the approximation Eigen uses,
+    |error| < 4e-7): no library call, so loops over it vectorise."""
+    x = min(max(x, np.float32(-7.90531110763549805)), np.float32(7.90531110763549805))
+    x2 = x * x
+    p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+    p = p * x2 + np.float32(-8.60467152213735e-11)
+    p = p * x2 + np.float32(5.12229709037114e-08)
+    p = p * x2 + np.float32(1.48572235717979e-05)
+    p = p * x2 + np.float32(6.37261928875436e-04)
+    p = p * x2 + np.float32(4.89352455891786e-03)
+    q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+    q = q * x2 + np.float32(2.26843463243900e-03)
+    q = q * x2 + np.float32(4.89352518554385e-03)
+    return x * p / q
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def sigmoid(x):
+    """sigmoid(x) = (1 + tanh(x / 2)) / 2 (``tanh``)."""
+    return np.float32(0.5) + np.float32(0.5) * tanh(np.float32(0.5) * x)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def _forward(a, z):
+    """a (N, G) float32 -> z (N, G/2) = tanh(a[:, :G/2]) * sigmoid(a[:, G/2:])."""
+    half = z.shape[1]
+    for i in range(a.shape[0]):
+        ai, zi = a[i], z[i]
+        for j in range(half):
+            zi[j] = tanh(ai[j]) * sigmoid(ai[half + j])
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def _backward(a, dz, da):
+    """The gradient da (N, G) of z = ``_forward(a)`` given dz (N, G/2): with t = tanh(f)
+    and s = sigmoid(g), dz t s (1 - s) for g and dz s (1 - t^2) for f."""
+    half = dz.shape[1]
+    for i in range(a.shape[0]):
+        ai, di, gi = a[i], dz[i], da[i]
+        for j in range(half):
+            t = tanh(ai[j])
+            s = sigmoid(ai[half + j])
+            d = di[j] * s
+            gi[j] = d * (np.float32(1.0) - t * t)
+            gi[half + j] = d * t * (np.float32(1.0) - s)
