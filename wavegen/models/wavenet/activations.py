@@ -36,7 +36,7 @@ def sigmoid(x):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-def _forward(a, z):
+def gate_forward(a, z):
     """a (N, G) float32 -> z (N, G/2) = tanh(a[:, :G/2]) * sigmoid(a[:, G/2:])."""
     half = z.shape[1]
     for i in range(a.shape[0]):
@@ -46,8 +46,8 @@ def _forward(a, z):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-def _backward(a, dz, da):
-    """The gradient da (N, G) of z = ``_forward(a)`` given dz (N, G/2): with t = tanh(f)
+def gate_backward(a, dz, da):
+    """The gradient da (N, G) of z = ``gate_forward(a)`` given dz (N, G/2): with t = tanh(f)
     and s = sigmoid(g), dz t s (1 - s) for g and dz s (1 - t^2) for f."""
     half = dz.shape[1]
     for i in range(a.shape[0]):

@@ -26,22 +26,22 @@ class _Gate(torch.autograd.Function):
     def forward(ctx, a: torch.Tensor) -> torch.Tensor:
         # numba and the compiled code load on the first gate, not when wavegen is imported
         # (about 130 MB of a process's memory, and the import's time)
-        from .activations import _forward
+        from .activations import gate_forward
 
         a = a.contiguous()
         z = a.new_empty(*a.shape[:-1], a.shape[-1] // 2)
-        _forward(a.view(-1, a.shape[-1]).numpy(), z.view(-1, z.shape[-1]).numpy())
+        gate_forward(a.view(-1, a.shape[-1]).numpy(), z.view(-1, z.shape[-1]).numpy())
         ctx.save_for_backward(a)
         return z
 
     @staticmethod
     def backward(ctx, dz: torch.Tensor) -> torch.Tensor:
-        from .activations import _backward
+        from .activations import gate_backward
 
         (a,) = ctx.saved_tensors
         dz = dz.contiguous()
         da = torch.empty_like(a)
-        _backward(a.view(-1, a.shape[-1]).numpy(), dz.view(-1, dz.shape[-1]).numpy(),
+        gate_backward(a.view(-1, a.shape[-1]).numpy(), dz.view(-1, dz.shape[-1]).numpy(),
                   da.view(-1, a.shape[-1]).numpy())
         return da
 
