@@ -345,11 +345,11 @@ def sampling_options(p: argparse.ArgumentParser) -> None:
 def _run_rule(command: str, model, args: argparse.Namespace) -> None:
     """Fill --temperature and --top-p left out with the rule of the run that trained the
     model, and say so on stderr where that is not the defaults of ``wavegen.sampling``."""
-    run = sampling.run_rule(model)
-    taken = [f"{option} {value:g}" for option, value, typed, default in (
-        ("--temperature", run[0], args.temperature, sampling.TEMPERATURE),
-        ("--top-p", run[1], args.top_p, sampling.TOP_P)) if typed is None and value != default]
-    args.temperature, args.top_p = sampling.chosen(model, args.temperature, args.top_p)
+    typed = (args.temperature, args.top_p)
+    args.temperature, args.top_p = sampling.chosen(model, *typed)
+    taken = [f"{option} {value:g}" for option, value, given, default in (
+        ("--temperature", args.temperature, typed[0], sampling.TEMPERATURE),
+        ("--top-p", args.top_p, typed[1], sampling.TOP_P)) if given is None and value != default]
     if taken:
         print(f"wavegen {command}: sampling at {', '.join(taken)}: the rule of the run that "
               f"trained the model (train.example_temperature, train.example_top_p; "

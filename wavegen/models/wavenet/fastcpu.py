@@ -33,7 +33,7 @@ import torch
 
 from ... import mulaw
 from . import kernels, pages, streaming, team
-from .activations import tanh
+from .activations import sigmoid, tanh
 from .kernels import matmul, power_of_two, prefetch
 from .mixture import LOG_SCALE_MIN
 from .model import WaveNet
@@ -333,10 +333,8 @@ def _step(x, weights, conv_b, feats, ring, t, scratch, team):
             _shared(taps, conv_w[layer], a, team[3], cols[0], team, words, scales, none, False)
         for b in range(batch):
             ab, zb, cb = a[b], z[b], conv_b[b, layer]
-            for j in range(half):  # tanh(f) * sigmoid(g), sigmoid(g) = (1 + tanh(g/2)) / 2
-                f = ab[j] + cb[j]
-                g = np.float32(0.5) * (ab[half + j] + cb[half + j])
-                zb[j] = tanh(f) * (np.float32(0.5) + np.float32(0.5) * tanh(g))
+            for j in range(half):  # the network's gate formula (``activations``)
+                zb[j] = tanh(ab[j] + cb[j]) * sigmoid(ab[half + j] + cb[half + j])
         # (B, R + S); the last layer's residual goes unused
         if team is None:
             matmul(z, out_w[layer], y, words, scales)
