@@ -140,3 +140,44 @@ def test_every_parameter_has_its_own_gradient():
         torch.testing.assert_close(twice, 2 * g)
     for g, clipped in zip(once, grads_after(1, 1e-3), strict=True):
         torch.testing.assert_close(clipped, g * (1e-3 / (total + 1e-6)))
+
+
+def test_under_autocast_the_layers_cut_taps_from_h_in_autocasts_dtype():
+    """A layer casts h once and cuts its taps from that, not the k-times larger taps in
+    float32 (which autocast then casts): bf16 concatenations, the same logits as the
+    taps cast after concatenating."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Cats(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.cat.default and args[0][0].dim() == 3:  # not weights
+                self.dtypes.append(args[0][0].dtype)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = WaveNet.from_preset("tiny")
+    x = torch.randint(0, 256, (2, model.receptive_field + 40))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with Cats() as cats:
+            logits = model.valid_logits(x)
+        reference = model.head(_cast_after_cat(model, x))
+    assert len(cats.dtypes) >= len(model.layers)
+    assert set(cats.dtypes) == {torch.bfloat16}
+    torch.testing.assert_close(logits, reference, atol=0, rtol=0)
+
+
+def _cast_after_cat(model: WaveNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's gated tail with its taps concatenated in float32 (autocast casts them
+    in the product)."""
+    num_out = x.shape[1] - model.receptive_field + 1
+    h, tails = model.embed(x), []
+    for layer in model.layers:
+        length = h.shape[1] - layer.context
+        taps = torch.cat((h[:, :length], h[:, layer.dilation:]), dim=-1)
+        h, tail = layer.from_taps(taps, h[:, layer.context:], num_out, True, None)
+        tails.append(tail)
+    return tails

@@ -42,6 +42,20 @@ def receptive_field(kernel_size: int, dilation_list: list[int]) -> int:
     return (kernel_size - 1) * sum(dilation_list) + 1
 
 
+def autocast_input(h: torch.Tensor) -> torch.Tensor:
+    """h (B, T, R) in the dtype of the product that reads it: under autocast, autocast's.
+    A layer cuts h into k taps next; cast before, that is one cast of h, where autocast
+    would cast the k-times larger taps in the product. The forward's numbers are the same;
+    backward, the taps' gradients are summed in autocast's dtype rather than in float32.
+    A bf16 `small` training step on a 2-core Zen 4 took 1.05x less time (11 pairs in one
+    process)."""
+    device = h.device.type  # "meta" (step memory's dry run) has no autocast
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device) \
+            and h.dtype == torch.float32:
+        return h.to(torch.get_autocast_dtype(device))
+    return h
+
+
 class ResidualLayer(nn.Module):
     """Dilated causal conv -> gated tanh * sigmoid -> 1x1 to residual and to skip (§2.3-2.4)."""
 
@@ -66,13 +80,15 @@ class ResidualLayer(nn.Module):
         (B, T, G) per output sample (local conditioning, the label's share included).
         """
         length = h.shape[1] - self.context
+        current = h[:, self.context:]
+        h = autocast_input(h)
         if self.kernel_size == 2:
             taps = torch.cat((h[:, :length], h[:, self.dilation:]), dim=-1)
         else:
             taps = torch.cat(
                 [h[:, i * self.dilation : i * self.dilation + length]
                  for i in range(self.kernel_size)], dim=-1)
-        return self.from_taps(taps, h[:, self.context:], num_skip, need_residual, cond)
+        return self.from_taps(taps, current, num_skip, need_residual, cond)
 
     def forward_channels(
         self, h: torch.Tensor, num_skip: int, need_residual: bool = True,
