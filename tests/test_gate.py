@@ -1,5 +1,6 @@
-"""The layers' gated activation (``gate.py``): on CPU float32 one compiled pass each way,
-equal to torch's tanh(f) * sigmoid(g) and its gradient to float32 rounding."""
+"""The layers' gated activation (``gate.py``): on CPU float32 and bf16 one compiled pass
+each way, equal to torch's tanh(f) * sigmoid(g) and its gradient to float32 rounding (bf16:
+to one rounding of the float32 values, closer than torch's own bf16 expression)."""
 
 import torch
 
@@ -30,9 +31,36 @@ def test_the_compiled_gate_equals_torchs_and_so_does_its_gradient():
     assert z.abs().max() > 0.99  # the saturated ends were reached
 
 
+def test_the_bf16_gate_is_the_float32_one_rounded_once_and_closer_than_torchs():
+    """On bf16 values (a bf16-autocast training step's conv outputs) the gate and its
+    gradient are computed in float32 and rounded once: within a bf16 rounding of the
+    float32 gate of the same values, and closer to it than torch's bf16 expression, which
+    rounds after each operation."""
+    gen = torch.Generator().manual_seed(0)
+    a = (torch.randn(3, 300, 64, generator=gen) * 4).bfloat16()
+    a[0, 0] = torch.linspace(-30, 30, 64).bfloat16()  # saturated ends
+    dz = torch.randn(3, 300, 32, generator=gen).bfloat16()
+    exact = a.float().requires_grad_()
+    _torch_gate(exact).backward(dz.float())
+    z_exact = _torch_gate(exact.detach())
+    errors = {}
+    for name, fn in (("compiled", gate.gated), ("torch", _torch_gate)):
+        x = a.clone().requires_grad_()
+        z = fn(x)
+        z.backward(dz)
+        assert z.dtype == x.grad.dtype == torch.bfloat16
+        errors[name] = ((z.float() - z_exact).abs(), (x.grad.float() - exact.grad).abs())
+    z_err, grad_err = errors["compiled"]
+    assert (z_err <= z_exact.abs() * 2.0 ** -8 + 1e-6).all()  # half a bf16 step (8 bits)
+    assert z_err.max() < errors["torch"][0].max()
+    assert grad_err.max() < errors["torch"][1].max()
+    assert grad_err.max() < 0.01 * exact.grad.abs().max()
+
+
 def test_the_model_computes_its_gates_compiled_on_cpu_and_with_torch_elsewhere():
     """The training and scoring forward on CPU float32 takes the compiled gate (its
-    backward node is in the graph); under bf16 autocast it is torch's expression."""
+    backward node is in the graph), and so does a bf16-autocast one (the bf16 gate); under
+    fp16 autocast it is torch's expression."""
     torch.manual_seed(0)
     model = WaveNet.from_preset("tiny")
     x = torch.randint(0, 256, (2, model.receptive_field + 50))
@@ -50,4 +78,7 @@ def test_the_model_computes_its_gates_compiled_on_cpu_and_with_torch_elsewhere()
 
     assert "_GateBackward" in names(model.valid_logits(x))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert "_GateBackward" not in names(model.valid_logits(x))
+        assert "_Gate16Backward" in names(model.valid_logits(x))
+    with torch.autocast("cpu", dtype=torch.float16):
+        found = names(model.valid_logits(x))
+    assert "TanhBackward0" in found and not {"_GateBackward", "_Gate16Backward"} & found

@@ -1,5 +1,6 @@
 """The gate's arithmetic compiled by numba, shared by the network's gates on CPU float32
-tensors (``gate.py``) and the sampling loop (``fastcpu.py``): one formula for both."""
+and bf16 tensors (``gate.py``) and the sampling loop (``fastcpu.py``): one formula for
+both; and bf16's rounding (the bf16 gates', and the loop's bf16 products' inputs)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,65 @@ def gate_backward(a, dz, da):
             d = di[j] * s
             gi[j] = d * (np.float32(1.0) - t * t)
             gi[half + j] = d * t * (np.float32(1.0) - s)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def round_bf16(bits):
+    """float32 bits (uint32) -> the nearest bf16 (ties to even), in the low 16 bits."""
+    return (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def gate_forward_bf16(a, z, ts):
+    """``gate_forward`` on bf16 values, given and returned as their bits (uint16): a (N, G)
+    -> z (N, G/2), computed in float32 and rounded once; where ts (N, G) has rows, also
+    t = tanh(f) and s = sigmoid(g) (rounded) into it, for ``gate_backward_bf16``. Each row
+    is widened into, and computed in, float32 buffers made once: loops that vectorise."""
+    half = z.shape[1]
+    keep = ts.shape[0] > 0
+    wide = np.empty(2 * half, np.uint32)
+    x = wide.view(np.float32)
+    out = np.empty(3 * half, np.float32)  # z, t, s
+    bits = out.view(np.uint32)
+    for i in range(a.shape[0]):
+        ai, zi = a[i], z[i]
+        for j in range(2 * half):
+            wide[j] = np.uint32(ai[j]) << np.uint32(16)
+        for j in range(half):
+            t = tanh(x[j])
+            s = sigmoid(x[half + j])
+            out[j] = t * s
+            out[half + j] = t
+            out[2 * half + j] = s
+        for j in range(half):
+            zi[j] = np.uint16(round_bf16(bits[j]))
+        if keep:
+            ti = ts[i]
+            for j in range(2 * half):
+                ti[j] = np.uint16(round_bf16(bits[half + j]))
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+def gate_backward_bf16(ts, dz, da):
+    """The gradient da (N, G) of ``gate_forward_bf16``'s z given dz (N, G/2) and the t and
+    s (N, G) it kept, all bf16 bits: dz s (1 - t^2) for f and dz t s (1 - s) for g, in
+    float32 and rounded once."""
+    half = dz.shape[1]
+    wide = np.empty(3 * half, np.uint32)  # t, s, dz
+    x = wide.view(np.float32)
+    out = np.empty(2 * half, np.float32)
+    bits = out.view(np.uint32)
+    for i in range(ts.shape[0]):
+        ti, di, gi = ts[i], dz[i], da[i]
+        for j in range(2 * half):
+            wide[j] = np.uint32(ti[j]) << np.uint32(16)
+        for j in range(half):
+            wide[2 * half + j] = np.uint32(di[j]) << np.uint32(16)
+        for j in range(half):
+            t = x[j]
+            s = x[half + j]
+            d = x[2 * half + j] * s
+            out[j] = d * (np.float32(1.0) - t * t)
+            out[half + j] = d * t * (np.float32(1.0) - s)
+        for j in range(2 * half):
+            gi[j] = np.uint16(round_bf16(bits[j]))

@@ -61,6 +61,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from . import jitcache
+from .activations import round_bf16
 
 jitcache.install()  # before the first cached function below
 
@@ -523,12 +524,6 @@ class _BFloat(ir.Type):
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
-def _round_bf16(bits):
-    """float32 bits (uint32) -> the nearest bf16 (ties to even), in the low 16 bits."""
-    return (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-
-
-@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def to_pairs(x, pairs):
     """x (B, K) float32 -> pairs[:, :ceil(K/2)] (uint32): x rounded to bf16, two per word,
     x[b, 2i] in the low half (0 past K)."""
@@ -536,10 +531,10 @@ def to_pairs(x, pairs):
     depth = x.shape[1]
     for b in range(x.shape[0]):
         for i in range(depth // 2):
-            pairs[b, i] = (_round_bf16(bits[b, 2 * i])
-                           | (_round_bf16(bits[b, 2 * i + 1]) << np.uint32(16)))
+            pairs[b, i] = (round_bf16(bits[b, 2 * i])
+                           | (round_bf16(bits[b, 2 * i + 1]) << np.uint32(16)))
         if depth % 2:
-            pairs[b, depth // 2] = _round_bf16(bits[b, depth - 1])
+            pairs[b, depth // 2] = round_bf16(bits[b, depth - 1])
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
@@ -549,7 +544,7 @@ def to_bf16(x, floats):
     out = floats.view(np.uint32)
     for b in range(x.shape[0]):
         for k in range(x.shape[1]):
-            out[b, k] = _round_bf16(bits[b, k]) << np.uint32(16)
+            out[b, k] = round_bf16(bits[b, k]) << np.uint32(16)
 
 
 @intrinsic
