@@ -80,15 +80,16 @@ class ResidualLayer(nn.Module):
         (B, T, G) per output sample (local conditioning, the label's share included).
         """
         length = h.shape[1] - self.context
-        current = h[:, self.context:]
-        h = autocast_input(h)
+        x = autocast_input(h)
         if self.kernel_size == 2:
-            taps = torch.cat((h[:, :length], h[:, self.dilation:]), dim=-1)
+            taps = torch.cat((x[:, :length], x[:, self.dilation:]), dim=-1)
         else:
             taps = torch.cat(
-                [h[:, i * self.dilation : i * self.dilation + length]
+                [x[:, i * self.dilation : i * self.dilation + length]
                  for i in range(self.kernel_size)], dim=-1)
-        return self.from_taps(taps, current, num_skip, need_residual, cond)
+        # h's newest tap cut after the taps: in float32, autograd then sums h's gradients
+        # in the order it always has (the same bits as before autocast_input)
+        return self.from_taps(taps, h[:, self.context:], num_skip, need_residual, cond)
 
     def forward_channels(
         self, h: torch.Tensor, num_skip: int, need_residual: bool = True,
