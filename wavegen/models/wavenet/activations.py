@@ -67,34 +67,45 @@ def round_bf16(bits):
     return (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
 
 
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def widen(src, dst):
+    """bf16 bits src (n,) uint16 -> dst[:n] (uint32): the float32 bits of the same values."""
+    for j in range(src.shape[0]):
+        dst[j] = np.uint32(src[j]) << np.uint32(16)
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
+def narrow(src, dst):
+    """float32 bits src (uint32) -> dst (n,) uint16: the bf16 bits of src[:n] (rounded)."""
+    for j in range(dst.shape[0]):
+        dst[j] = np.uint16(round_bf16(src[j]))
+
+
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
 def gate_forward_bf16(a, z, ts):
     """``gate_forward`` on bf16 values, given and returned as their bits (uint16): a (N, G)
     -> z (N, G/2), computed in float32 and rounded once; where ts (N, G) has rows, also
     t = tanh(f) and s = sigmoid(g) (rounded) into it, for ``gate_backward_bf16``. Each row
-    is widened into, and computed in, float32 buffers made once: loops that vectorise."""
+    is widened into, and computed in, float32 buffers made once (views too: one made in
+    the loop costs a reference count taken and dropped per row): loops that vectorise."""
     half = z.shape[1]
     keep = ts.shape[0] > 0
     wide = np.empty(2 * half, np.uint32)
     x = wide.view(np.float32)
     out = np.empty(3 * half, np.float32)  # z, t, s
     bits = out.view(np.uint32)
+    kept = bits[half:]
     for i in range(a.shape[0]):
-        ai, zi = a[i], z[i]
-        for j in range(2 * half):
-            wide[j] = np.uint32(ai[j]) << np.uint32(16)
+        widen(a[i], wide)
         for j in range(half):
             t = tanh(x[j])
             s = sigmoid(x[half + j])
             out[j] = t * s
             out[half + j] = t
             out[2 * half + j] = s
-        for j in range(half):
-            zi[j] = np.uint16(round_bf16(bits[j]))
+        narrow(bits, z[i])
         if keep:
-            ti = ts[i]
-            for j in range(2 * half):
-                ti[j] = np.uint16(round_bf16(bits[half + j]))
+            narrow(kept, ts[i])
 
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
@@ -105,19 +116,16 @@ def gate_backward_bf16(ts, dz, da):
     half = dz.shape[1]
     wide = np.empty(3 * half, np.uint32)  # t, s, dz
     x = wide.view(np.float32)
+    wide_dz = wide[2 * half:]
     out = np.empty(2 * half, np.float32)
     bits = out.view(np.uint32)
     for i in range(ts.shape[0]):
-        ti, di, gi = ts[i], dz[i], da[i]
-        for j in range(2 * half):
-            wide[j] = np.uint32(ti[j]) << np.uint32(16)
-        for j in range(half):
-            wide[2 * half + j] = np.uint32(di[j]) << np.uint32(16)
+        widen(ts[i], wide)
+        widen(dz[i], wide_dz)
         for j in range(half):
             t = x[j]
             s = x[half + j]
             d = x[2 * half + j] * s
             out[j] = d * (np.float32(1.0) - t * t)
             out[half + j] = d * t * (np.float32(1.0) - s)
-        for j in range(2 * half):
-            gi[j] = np.uint16(round_bf16(bits[j]))
+        narrow(bits, da[i])

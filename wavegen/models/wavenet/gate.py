@@ -77,7 +77,7 @@ class _Gate16(torch.autograd.Function):
 
         (ts,) = ctx.saved_tensors
         da = torch.empty_like(ts)
-        gate_backward_bf16(_rows(ts), _rows(dz.to(ts.dtype).contiguous()), _rows(da))
+        gate_backward_bf16(_rows(ts), _rows(dz.contiguous()), _rows(da))
         return da, None
 
 
