@@ -50,10 +50,7 @@ class Weights:
     # (L, k*R + C, G) packed: taps oldest..newest stacked on rows, then (a vocoder's) the
     # projection of the C features of the sample (C = 0 for other models)
     conv_w: np.ndarray
-    res_w: np.ndarray  # (L, G/2, R) packed: the residual projections
-    # (L*G/2, S) packed: every layer's skip projection stacked on rows, one product of all
-    # layers' gated outputs (``WaveNet.fused_skip``)
-    skip_w: np.ndarray
+    out_w: np.ndarray  # (L, G/2, R + S) packed: residual and skip projections side by side
     res_b: np.ndarray  # (L, R)
     skip_b: np.ndarray  # (S,): every layer's skip bias, summed
     head1_w: np.ndarray  # (S, H) packed
@@ -68,24 +65,21 @@ class Weights:
     gate: int  # G
     widened: bool = False  # bf16 products as fp32 ones of rounded values (``kernels.widens``)
     mixtures: int = 0  # K of a mixture output (``mixture.py``), 0 for a softmax
-    # (5,) int64: a team thread's first column of the conv, residual, skip, head1 and head2
-    # products
+    # (4,) int64: a team thread's first column of the conv, out, head1 and head2 products
     # (``part``; zeros for the whole products)
     cols: np.ndarray | None = None
 
     def args(self) -> tuple:
         """The weights argument of the compiled loops (the conv biases come apart: they
         are per stream, and per step for a vocoder)."""
-        cols = np.zeros(5, np.int64) if self.cols is None else self.cols
-        return (self.embed, self.conv_w, self.res_w, self.skip_w, self.res_b, self.skip_b,
-                self.head1_w,
+        cols = np.zeros(4, np.int64) if self.cols is None else self.cols
+        return (self.embed, self.conv_w, self.out_w, self.res_b, self.skip_b, self.head1_w,
                 self.head1_b, self.head2_w, self.head2_b, self.dilations, self.offsets,
                 self.lengths, cols, self.kernel_size, self.mixtures)
 
     def products(self) -> tuple[np.ndarray, ...]:
-        """The packed conv, residual, skip, head1 and head2 weights (column blocks on axis
-        -3)."""
-        return self.conv_w, self.res_w, self.skip_w, self.head1_w, self.head2_w
+        """The packed conv, out, head1 and head2 weights (column blocks on axis -3)."""
+        return self.conv_w, self.out_w, self.head1_w, self.head2_w
 
     def part(self, me: int, parts: int) -> Weights:
         """Thread ``me`` of a team of ``parts`` (``team.py``): its share of every product's
@@ -98,31 +92,30 @@ class Weights:
             sliced.append(w[..., lo : lo + count[me], :, :])
             cols.append(lo * kernels.LANES)
         sliced = pages.place(sliced)  # one thread's share: one 2 MB page for fp32 ``small``
-        return replace(self, conv_w=sliced[0], res_w=sliced[1], skip_w=sliced[2],
-                       head1_w=sliced[3], head2_w=sliced[4], cols=np.array(cols, np.int64))
+        return replace(self, conv_w=sliced[0], out_w=sliced[1],
+                       head1_w=sliced[2], head2_w=sliced[3], cols=np.array(cols, np.int64))
 
     def scratch(self, batch: int, shared: tuple | None = None) -> tuple:
-        """A group's buffers: h (B, R), taps (B, k*R + C), a (B, G), z (B, G/2), every
-        layer's z side by side (B, L*G/2), y (B, R), s (B, S), hh (B, H), words (B, the
-        largest K / 2) uint32 (widened: (B, the largest K) float32) and scales (B,) (bf16
-        and int8 products' inputs, ``kernels.matmul``), the head's outputs (B, 3K) and
-        logits (B, Q) (one array for a softmax). A team thread's (``shared``: another
-        thread's scratch) shares the products' outputs a, y, s, hh and the head's outputs
-        with it."""
+        """A group's buffers: h (B, R), taps (B, k*R + C), a (B, G), z (B, G/2),
+        y (B, R + S), s (B, S), hh (B, H), words (B, the largest K / 2) uint32 (widened:
+        (B, the largest K) float32) and scales (B,) (bf16 and int8 products' inputs,
+        ``kernels.matmul``), the head's outputs (B, 3K) and logits (B, Q) (one array for a
+        softmax). A team thread's (``shared``: another thread's scratch) shares the
+        products' outputs a, y, hh and the head's outputs with it."""
         zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
         res, skips, heads = self.embed.shape[1], self.skip_b.shape[0], self.head1_b.shape[0]
-        half, gated = self.gate // 2, self.res_b.shape[0] * self.gate // 2
-        depth = max(self.taps, gated, heads)
+        half = self.gate // 2
+        depth = max(self.taps, half, skips, heads)
         buffers = [zeros(batch, res), zeros(batch, self.taps), zeros(batch, self.gate),
-                   zeros(batch, half), zeros(batch, gated), zeros(batch, res),
-                   zeros(batch, skips), zeros(batch, heads),
+                   zeros(batch, half), zeros(batch, res + skips), zeros(batch, skips),
+                   zeros(batch, heads),
                    zeros(batch, depth) if self.widened else np.zeros((batch, (depth + 1) // 2),
                                                                      np.uint32),
                    zeros(batch)]
         logits = zeros(batch, self.embed.shape[0])
         outputs = zeros(batch, self.head2_b.shape[0]) if self.mixtures else logits
         if shared is not None:
-            for i in (2, 5, 6, 7):  # a, y, s, hh
+            for i in (2, 4, 6):  # a, y, hh
                 buffers[i] = shared[i]
             outputs = shared[-2]
             logits = logits if self.mixtures else outputs
@@ -130,7 +123,7 @@ class Weights:
 
     def team(self, batch: int, me: int, parts: int, flags: np.ndarray) -> tuple:
         """The team argument of the compiled loops for thread ``me`` of ``parts`` meeting
-        at ``flags`` (``team.flags``): (me, parts, flags, then its own outputs of the five
+        at ``flags`` (``team.flags``): (me, parts, flags, then its own outputs of the four
         products, (B, its columns) each)."""
         own = [np.zeros((batch, w.shape[-3] * kernels.LANES), np.float32)
                for w in self.products()]
@@ -154,7 +147,8 @@ def at_precision(model: WaveNet, precision: str) -> WaveNet:
     model = copy.deepcopy(model)
     model.formulation = "linear"
     products = [model.head1, model.head2]
-    products += [part for layer in model.layers for part in (layer.conv, layer.residual)]
+    products += [part for layer in model.layers
+                 for part in (layer.conv, layer.residual, layer.skip)]
     if model.local:  # a vocoder's projections join the conv products (``export``)
         products += list(model.local_proj)
 
@@ -165,16 +159,9 @@ def at_precision(model: WaveNet, precision: str) -> WaveNet:
         for part in products:
             part.weight.copy_(kernels.rounded(part.weight, precision))
             part.register_forward_pre_hook(lambda _, args: (rounded(args[0]), *args[1:]))
-        # The skip projections are one product of every layer's gated output
-        # (``WaveNet.fused_skip``): int8 quantizes its weights per output over all layers,
-        # and its inputs per row over all layers' outputs.
-        skips = [layer.skip.weight for layer in model.layers]
-        joint = kernels.rounded(torch.cat(skips, dim=1), precision)
-        for weight, part in zip(skips, joint.split(skips[0].shape[1], dim=1), strict=True):
-            weight.copy_(part)
-    head = model.head_outputs
-    model.head_outputs = lambda gated, fused_skip=None: head(
-        [rounded(torch.cat(gated, dim=-1))], fused_skip)
+    head = model.head_outputs  # the skip projections: one product of every layer's output
+    model.head_outputs = lambda gated, fused_skip=None: head([rounded(g) for g in gated],
+                                                             fused_skip)
     return model
 
 
@@ -195,14 +182,14 @@ def export(model: WaveNet, precision: str = "fp32", widened: bool = False) -> We
         conv = [torch.cat((w, proj.weight.t())) for w, proj in zip(conv, model.local_proj,
                                                                    strict=True)]
     res_w = torch.stack([layer.residual.weight.t() for layer in layers])  # (L, G/2, R)
-    skip_w, skip_b = model.fused_skip()
-    conv_w, res_w, skip_w, head1_w, head2_w = pages.place([  # ``pages``: over L2's sets
-        packed(torch.stack(conv)), packed(res_w), packed(skip_w.t()),
+    skip_w = torch.stack([layer.skip.weight.t() for layer in layers])  # (L, G/2, S)
+    conv_w, out_w, head1_w, head2_w = pages.place([  # ``pages``: spread over L2's sets
+        packed(torch.stack(conv)), packed(torch.cat([res_w, skip_w], dim=2)),
         packed(model.head1.weight.t()), packed(model.head2.weight.t())])
     return Weights(
-        embed=f32(model.embed.weight), conv_w=conv_w, res_w=res_w, skip_w=skip_w,
+        embed=f32(model.embed.weight), conv_w=conv_w, out_w=out_w,
         res_b=f32(torch.stack([layer.residual.bias for layer in layers])),
-        skip_b=f32(skip_b),
+        skip_b=f32(model.fused_skip()[1]),
         head1_w=head1_w, head1_b=f32(model.head1.bias),
         head2_w=head2_w, head2_b=f32(model.head2.bias),
         dilations=np.array(model.dilations, dtype=np.int64),
@@ -300,31 +287,31 @@ def _step(x, weights, conv_b, feats, ring, t, scratch, team):
     other models), which follow the taps into every layer's conv product.
 
     Per layer two products (``kernels.matmul`` into preallocated outputs): the k taps (and
-    the features) with the fused conv weight, and the gated output with the residual
-    projection; the gated output is also kept beside those of the layers before, and
-    after the last layer one product of them all with every layer's skip projection gives
-    the skip sum (``WaveNet.fused_skip``: the sum over layers runs in the product's
-    accumulators, not as a pass over S values per layer). Copies are explicit loops:
-    numba's slice assignment costs more than the copy. The loops over a stream's values run
-    over 1-D views of its rows: indexed as [b, j] inside the inner loop, they did not
-    vectorise.
+    the features) with the fused conv weight, and the gated output with the residual and
+    skip projections side by side. Copies are explicit loops: numba's slice assignment
+    costs more than the copy. The loops over a stream's values run over 1-D views of its
+    rows: indexed as [b, j] inside the inner loop, they did not vectorise (the sums of
+    the skip outputs alone took 3 µs of a 32 µs stream-step).
 
     ``team`` (``Weights.team``; None alone, which numba compiles as the loop without a
     team): in a team of threads, this one's products are its share of the columns
     (``weights`` from ``Weights.part``), and its state (``ring``, the scratch but the
     shared outputs) its own copy; every thread computes the same values.
     """
-    (embed, conv_w, res_w, skip_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
+    (embed, conv_w, out_w, res_b, skip_b, head1_w, head1_b, head2_w, head2_b,
      dilations, offsets, lengths, cols, k, _) = weights
     none = head1_b[:0]  # no bias
-    h, taps, a, z, gated, y, s, hh, words, scales, outputs, _ = scratch
+    h, taps, a, z, y, s, hh, words, scales, outputs, _ = scratch
     batch, res = h.shape
     num_layers = conv_w.shape[0]
     half = z.shape[1]
+    skips = s.shape[1]
     for b in range(batch):
-        hb, tb, fb, eb = h[b], taps[b, k * res:], feats[b], embed[x[b]]
+        hb, sb, tb, fb, eb = h[b], s[b], taps[b, k * res:], feats[b], embed[x[b]]
         for j in range(res):
             hb[j] = eb[j]
+        for j in range(skips):
+            sb[j] = skip_b[j]
         for j in range(fb.shape[0]):  # the same for every layer
             tb[j] = fb[j]
     for layer in range(num_layers):
@@ -345,32 +332,33 @@ def _step(x, weights, conv_b, feats, ring, t, scratch, team):
         else:
             _shared(taps, conv_w[layer], a, team[3], cols[0], team, words, scales, none, False)
         for b in range(batch):
-            ab, zb, gb, cb = a[b], z[b], gated[b, layer * half :], conv_b[b, layer]
+            ab, zb, cb = a[b], z[b], conv_b[b, layer]
             for j in range(half):  # the network's gate formula (``activations``)
                 zb[j] = tanh(ab[j] + cb[j]) * sigmoid(ab[half + j] + cb[half + j])
-                gb[j] = zb[j]
-        if layer == num_layers - 1:
-            break  # the last layer's residual goes unused
+        # (B, R + S); the last layer's residual goes unused
         if team is None:
-            matmul(z, res_w[layer], y, words, scales)
+            matmul(z, out_w[layer], y, words, scales)
         else:
-            _shared(z, res_w[layer], y, team[4], cols[1], team, words, scales, none, False)
+            _shared(z, out_w[layer], y, team[4], cols[1], team, words, scales, none, False)
         rl = res_b[layer]
         for b in range(batch):
-            hb, yb = h[b], y[b]
+            hb, sb, yb, ys = h[b], s[b], y[b, :res], y[b, res:]
             for j in range(res):
                 hb[j] += yb[j] + rl[j]
-    if team is None:  # s = ReLU(skip sum)
-        matmul(gated, skip_w, s, words, scales)
-        _biased(s, skip_b, True)
+            for j in range(skips):
+                sb[j] += ys[j]
+    for b in range(batch):
+        sb = s[b]
+        for j in range(skips):
+            sb[j] = max(sb[j], 0.0)
+    if team is None:
         matmul(s, head1_w, hh, words, scales)
         _biased(hh, head1_b, True)
         matmul(hh, head2_w, outputs, words, scales)
         _biased(outputs, head2_b, False)
     else:
-        _shared(gated, skip_w, s, team[5], cols[2], team, words, scales, skip_b, True)
-        _shared(s, head1_w, hh, team[6], cols[3], team, words, scales, head1_b, True)
-        _shared(hh, head2_w, outputs, team[7], cols[4], team, words, scales, head2_b, False)
+        _shared(s, head1_w, hh, team[5], cols[2], team, words, scales, head1_b, True)
+        _shared(hh, head2_w, outputs, team[6], cols[3], team, words, scales, head2_b, False)
     # The next step's older taps were written up to 2^9 steps ago and have left the
     # nearest caches: ask for them now, a step ahead.
     for layer in range(num_layers):
