@@ -90,6 +90,54 @@ def test_fp32_loops_for_32_registers_give_the_same_bits_as_those_for_16():
     assert kernels._ROWS is (kernels._rows_wide if wide else kernels._rows_narrow)
 
 
+@numba.njit(inline="always")
+def _marked(out, b, size):
+    """What the stand-in kernels below do: mark each of their rows with their size and
+    their first row."""
+    for r in range(size):
+        out[b + r, 0] = size
+        out[b + r, 1] = b
+
+
+@numba.njit(inline="always")
+def _four(x, scales, wp, out, b):
+    _marked(out, b, 4)
+
+
+@numba.njit(inline="always")
+def _three(x, scales, wp, out, b):
+    _marked(out, b, 3)
+
+
+@numba.njit(inline="always")
+def _two(x, scales, wp, out, b):
+    _marked(out, b, 2)
+
+
+@numba.njit(inline="always")
+def _one(x, scales, wp, out, b):
+    _marked(out, b, 1)
+
+
+@numba.njit
+def _dealt(x, out):
+    kernels._by_rows(_four, _three, _two, _one, x, x[0], x, out, 0)
+
+
+def test_three_rows_are_one_pass_over_the_weights():
+    """``_by_rows`` deals a call's rows out in fours, and what is left as one call of
+    three rows, or two and one: three rows left (3, 7, 11 in all) take one pass over the
+    weights rather than two, which had six clips on two threads (three rows each) run
+    slower than four on an AVX-512 Zen 4 (50,672 against 60,236 samples/s in fp32)."""
+    for rows, calls in [(1, [(1, 0)]), (2, [(2, 0)]), (3, [(3, 0)]), (5, [(4, 0), (1, 4)]),
+                        (6, [(4, 0), (2, 4)]), (7, [(4, 0), (3, 4)]),
+                        (11, [(4, 0), (4, 4), (3, 8)])]:
+        out = np.zeros((rows, 2))
+        _dealt(np.zeros((rows, 1)), out)
+        expected = [(size, first) for size, first in calls for _ in range(size)]
+        assert [tuple(row) for row in out.astype(int).tolist()] == expected, rows
+
+
 def test_pack_rounds_bf16_to_nearest_pairs_rows_and_pads_with_zeros():
     w = torch.randn(5, 70)
     packed = kernels.pack(w, "bf16")
