@@ -99,24 +99,17 @@ def _marked(out, b, size):
         out[b + r, 1] = b
 
 
-@numba.njit(inline="always")
-def _four(x, scales, wp, out, b):
-    _marked(out, b, 4)
+def _stand_in(size: int):
+    """A kernel for ``kernels._by_rows`` that marks ``size`` rows (``_marked``)."""
+
+    @numba.njit(inline="always")
+    def kernel(x, scales, wp, out, b):
+        _marked(out, b, size)
+
+    return kernel
 
 
-@numba.njit(inline="always")
-def _three(x, scales, wp, out, b):
-    _marked(out, b, 3)
-
-
-@numba.njit(inline="always")
-def _two(x, scales, wp, out, b):
-    _marked(out, b, 2)
-
-
-@numba.njit(inline="always")
-def _one(x, scales, wp, out, b):
-    _marked(out, b, 1)
+_four, _three, _two, _one = (_stand_in(size) for size in (4, 3, 2, 1))
 
 
 @numba.njit
