@@ -131,6 +131,37 @@ def test_three_rows_are_one_pass_over_the_weights():
         assert [tuple(row) for row in out.astype(int).tolist()] == expected, rows
 
 
+@numba.njit(fastmath=True, error_model="numpy")
+def _three_word_rows(x, wp, out, words, scales, quads, together):
+    if quads:
+        kernels.to_quads(x, words, scales)
+    else:
+        kernels.to_pairs(x, words)
+    if together:
+        kernels._words_three_rows(words, scales, wp, out, 0)
+    else:
+        kernels._words_two_and_one(words, scales, wp, out, 0)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_bf16_and_int8_three_rows_give_the_bits_of_two_rows_and_one(precision):
+    """Three rows of a bf16 or int8 product in one pass (AVX-512 CPUs) or as two rows and
+    then one (AVX2 ones): every column's sum over the same inputs in the same order, the
+    same bits either way, for any number of column blocks."""
+    rng = np.random.default_rng(3)
+    for blocks in range(1, 10):
+        packed = kernels.pack(torch.randn(37, blocks * 16), precision)[:blocks]
+        x = rng.standard_normal((3, 37)).astype(np.float32)
+        outs = []
+        for together in (True, False):
+            out = np.full((3, blocks * 16), np.nan, np.float32)
+            _three_word_rows(x, packed, out, np.zeros((3, 40), np.uint32),
+                             np.zeros(3, np.float32), precision == "int8", together)
+            outs.append(out)
+        assert np.array_equal(outs[0], outs[1]), blocks
+        np.testing.assert_allclose(outs[0], product(x, packed, blocks * 16), rtol=0, atol=0)
+
+
 def test_pack_rounds_bf16_to_nearest_pairs_rows_and_pads_with_zeros():
     w = torch.randn(5, 70)
     packed = kernels.pack(w, "bf16")

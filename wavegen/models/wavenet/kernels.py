@@ -972,8 +972,9 @@ def _words_one_row(xw, scales, wp, out, b):
 
 @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy", inline="always")
 def _words_two_and_one(xw, scales, wp, out, b):
-    """Rows b..b+2 of out as two rows, then one: with AVX2's sixteen registers, where six
-    accumulators of 16 lanes and the inputs would not all fit."""
+    """Rows b..b+2 of out as two rows, then one (``_words_three_rows`` gives the same
+    bits): what CPUs with AVX2's sixteen registers keep, the three-row block not having been
+    measured on one."""
     _words_two_rows(xw, scales, wp, out, b)
     _words_one_row(xw, scales, wp, out, b + 2)
 
